@@ -1,0 +1,24 @@
+"""surgeon: model surgery and instrumentation for vision networks.
+
+Block graphs of any timm / torchvision classifier, surgery passes (AlterNet), streaming probes and
+curvature analyses from "How Do Vision Transformers Work?" (Park & Kim, ICLR 2022).
+"""
+
+from .errors import SurgeonError
+from .graph import KINDS, Block, BlockGraph, graph
+from .io import load_weights, read_state_dict
+from .models import default_input_size, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KINDS",
+    "Block",
+    "BlockGraph",
+    "SurgeonError",
+    "default_input_size",
+    "graph",
+    "load_model",
+    "load_weights",
+    "read_state_dict",
+]

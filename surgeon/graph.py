@@ -1,0 +1,750 @@
+"""The block graph: any timm / torchvision classifier as an addressable sequence of stages and blocks.
+
+    g = surgeon.graph(model)
+    g.blocks            # [Block(address='stem', ...), Block(address='c1.b0', ...), ..., Block('head')]
+    g.stages["c2"]      # the blocks of stage c2
+    g.select("c*.b-1")  # the last block of every stage
+    g.module            # an nn.Module exactly equivalent to `model`, with blocks as FX leaves
+
+How blocks are found (the paper's decomposition, Sec. 2 and App. A: stem, residual blocks, head;
+a transformer block split into its two residual halves):
+
+1. One eager forward in eval mode records, for every module, its first call (arguments, output)
+   and call order, and counts FLOPs per module.
+2. From the root down, each module is traced one level deep with torch.fx (its children as
+   leaves). A module whose graph merges two tensors that come from the same input (a residual
+   add, a concatenation of branches) is a *unit*; one with two or more residual adds in a row
+   and parameters in each branch is split into halves (``x + attn(norm1(x))``,
+   ``x + mlp(norm2(x))``). A module without a merge is a chain: containers are descended; a
+   chain of plain layers is one block (or one layer when it holds at most one conv/linear).
+3. Layers before the first block form the stem, layers after the last block the head; the
+   remaining layer runs between blocks (ConvNeXt downsampling, Swin patch merging, DenseNet
+   transitions) become blocks of their own, grouped by parent module.
+4. Stages ``c1..cN`` start at the first block after the stem and advance wherever the spatial
+   resolution of a block's output drops.
+
+A module FX cannot trace (data-dependent control flow) is treated from its type: containers as
+chains, other modules as one block. If the whole model does not trace at block granularity,
+``g.module`` is the model itself and ``g.method == "eager"``; addresses and selection still work.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import itertools
+import math
+import operator
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import SurgeonError, first_line
+from .fx import _timm_registries, graph_module, symbolic_trace, tensor_leaves
+from .models import default_input_size
+
+__all__ = ["Block", "BlockGraph", "graph", "KINDS"]
+
+KINDS = ("stem", "conv", "msa", "mlp", "downsample", "head", "other")
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+_SHAPE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout"}
+_SHAPE_METHODS = {"size", "dim", "numel", "type", "get_device", "element_size", "stride"}
+_ADDS = {operator.add, operator.iadd, torch.add}
+_NOT_ATTENTION = re.compile(r"channel|spatial|selectivekernel|coord|squeeze|excit|cbam|eca", re.I)
+_DOWNSAMPLE_NAMES = re.compile(r"pool|downsample|merg|transition|reduc", re.I)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public data
+
+
+@dataclass
+class Block:
+    """One block of the graph.
+
+    Attributes:
+        address: ``stem``, ``c2.b3`` (block 3 of stage c2, counted from 0) or ``head``.
+        path: the block's main module path (``layer2.3``; the attention / MLP module for a
+            transformer half; ``conv1+bn1+act1+maxpool`` for a group of layers).
+        members: the module paths that make up the block, in call order.
+        kind: one of `KINDS`.
+        stage: ``c1``..``cN``, or None for the stem and head.
+        tap: ``(module path, "in" | "out")``: the module input or output that carries the block's
+            output (a transformer's attention half ends where ``norm2`` reads its input).
+        in_shape / out_shape: tensor shapes at batch size 1.
+        layout: ``NCHW``, ``NHWC``, ``NLC`` (tokens) or None (no spatial map).
+        grid: the (H, W) of the feature map, or None.
+        prefix_tokens: class / distillation / register tokens before the patch tokens.
+        params: number of parameters.
+        flops: floating-point operations for one sample (2 per multiply-accumulate).
+        downsamples: True when the block lowers the spatial resolution.
+        depth: normalised depth i / (L - 1) over all blocks.
+    """
+
+    address: str
+    path: str
+    members: tuple[str, ...]
+    kind: str
+    stage: str | None
+    tap: tuple[str, str]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    layout: str | None
+    grid: tuple[int, int] | None
+    prefix_tokens: int
+    params: int
+    flops: int
+    downsamples: bool
+    depth: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BlockGraph:
+    """A model as stem, stages of blocks and head. Build one with `surgeon.graph`."""
+
+    model: nn.Module
+    module: nn.Module
+    method: str
+    blocks: list[Block]
+    input_size: tuple[int, int, int]
+    fallback_reason: str | None = None
+    stages: dict[str, list[Block]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stages = {}
+        for b in self.blocks:
+            if b.stage is not None:
+                self.stages.setdefault(b.stage, []).append(b)
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self.blocks)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, address: str) -> Block:
+        found = self.select(address)
+        if len(found) != 1:
+            raise SurgeonError(f"{address!r} names {len(found)} blocks, not one; use select() for several")
+        return found[0]
+
+    def select(self, pattern: str | Sequence[str]) -> list[Block]:
+        """Blocks matching `pattern`, in graph order.
+
+        A pattern is a comma-separated union of terms:
+        ``*`` (all), ``stem``, ``head``, a stage ``c2``, a block ``c2.b3``, the last block ``c2.b-1``,
+        globs ``c*.b-1`` / ``c[23].b*``, a module path ``layer2.3`` (or a prefix ``layer2``, or a glob
+        ``layer*.0``), and kind filters ``kind:msa``.
+        """
+        terms = [pattern] if isinstance(pattern, str) else list(pattern)
+        terms = [t.strip() for term in terms for t in term.split(",") if t.strip()]
+        if not terms:
+            raise SurgeonError(f"empty block selection; valid: {self.valid_addresses()}")
+        chosen: set[int] = set()
+        for term in terms:
+            hits = self._select_term(term)
+            if not hits:
+                raise SurgeonError(f"unknown block {term!r}; valid: {self.valid_addresses()}")
+            chosen.update(id(b) for b in hits)
+        return [b for b in self.blocks if id(b) in chosen]
+
+    def _select_term(self, term: str) -> list[Block]:
+        if term in ("*", "all"):
+            return list(self.blocks)
+        if term.startswith("kind:"):
+            kind = term[5:]
+            if kind not in KINDS:
+                raise SurgeonError(f"unknown kind {kind!r} in {term!r}; kinds: {', '.join(KINDS)}")
+            return [b for b in self.blocks if b.kind == kind]
+        m = re.fullmatch(r"([A-Za-z0-9_*?\[\]]+?)(?:\.b(-?\d+|\*))?", term)
+        if m and (m.group(1) in ("stem", "head") and m.group(2) is None):
+            return [b for b in self.blocks if b.address == term]
+        if m and re.fullmatch(r"c[0-9*?\[\]]+", m.group(1)):
+            stages = [s for s in self.stages if fnmatch.fnmatchcase(s, m.group(1))]
+            out: list[Block] = []
+            for s in stages:
+                blocks = self.stages[s]
+                if m.group(2) in (None, "*"):
+                    out += blocks
+                else:
+                    i = int(m.group(2))
+                    if not -len(blocks) <= i < len(blocks):
+                        raise SurgeonError(
+                            f"{s} has {len(blocks)} blocks, so {s}.b{i} does not exist; "
+                            f"use {s}.b0..{s}.b{len(blocks) - 1} or {s}.b-1 for the last"
+                        )
+                    out.append(blocks[i])
+            if stages or not any(ch in m.group(1) for ch in "*?["):
+                return out
+        # module paths: exact member, prefix, or glob
+        return [
+            b for b in self.blocks
+            if term == b.path
+            or any(p == term or p.startswith(term + ".") or fnmatch.fnmatchcase(p, term) for p in b.members)
+        ]
+
+    def valid_addresses(self) -> str:
+        """A one-line summary of the addresses this graph accepts."""
+        parts = []
+        for b in self.blocks:
+            if b.stage is None:
+                parts.append(b.address)
+            elif b is self.stages[b.stage][0]:
+                n = len(self.stages[b.stage])
+                parts.append(f"{b.stage}.b0" + (f"..b{n - 1}" if n > 1 else ""))
+        return ", ".join(parts) + f"; module paths like {self.blocks[min(1, len(self.blocks) - 1)].members[0]}; kind:{'|'.join(KINDS)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: blocks, stage summary and provenance."""
+        return {
+            "model": type(self.model).__name__,
+            "method": self.method,
+            "fallback_reason": self.fallback_reason,
+            "input_size": list(self.input_size),
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "flops": sum(b.flops for b in self.blocks),
+            "stages": {
+                s: {
+                    "blocks": len(bs),
+                    "grid": list(bs[-1].grid) if bs[-1].grid else None,
+                    "kinds": {k: sum(b.kind == k for b in bs) for k in KINDS if any(b.kind == k for b in bs)},
+                    "params": sum(b.params for b in bs),
+                    "flops": sum(b.flops for b in bs),
+                }
+                for s, bs in self.stages.items()
+            },
+            "blocks": [b.to_dict() for b in self.blocks],
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 1: one recorded eager forward
+
+
+@dataclass
+class _Call:
+    order: int
+    args: tuple
+    kwargs: dict
+    output: Any = None
+    count: int = 1
+
+
+class _Recorder:
+    """Records the first call of every module (arguments, output, order) during one forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.paths = {}
+        for path, mod in model.named_modules():
+            self.paths.setdefault(id(mod), path)
+        self.calls: dict[str, _Call] = {}
+        self._model = model
+
+    def __enter__(self) -> _Recorder:
+        self._handles = []
+        for path, mod in self._model.named_modules():
+            if self.paths[id(mod)] != path:
+                continue
+            self._handles.append(mod.register_forward_pre_hook(self._pre(path), with_kwargs=True))
+            self._handles.append(mod.register_forward_hook(self._post(path)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def _pre(self, path: str):
+        def hook(mod, args, kwargs):
+            call = self.calls.get(path)
+            if call is None:
+                self.calls[path] = _Call(len(self.calls), args, dict(kwargs))
+            else:
+                call.count += 1
+        return hook
+
+    def _post(self, path: str):
+        def hook(mod, args, output):
+            call = self.calls[path]
+            if call.output is None:
+                call.output = output
+        return hook
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 2: one-level traces and the merge analysis
+
+
+@dataclass
+class _Analysis:
+    graph: fx.Graph | None
+    merges: list[fx.Node]
+    adds: list[fx.Node]
+
+
+def _shallow_trace(mod: nn.Module, call: _Call) -> fx.Graph | None:
+    """Trace `mod` with every submodule a leaf, arguments fixed to their recorded non-tensor values."""
+    try:
+        sig = inspect.signature(mod.forward)
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
+            if call.kwargs or len(call.args) != 1:
+                return None
+            concrete = None
+        else:
+            bound = sig.bind(*call.args, **call.kwargs)
+            bound.apply_defaults()
+            concrete = {}
+            for name, value in bound.arguments.items():
+                if isinstance(value, torch.Tensor):
+                    continue
+                concrete[name] = tree_map(lambda v: fx.PH if isinstance(v, torch.Tensor) else v, value)
+        return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=concrete)
+    except Exception:  # noqa: BLE001 - any tracing failure means "treat this module from its type"
+        return None
+
+
+def _is_metadata(n: fx.Node) -> bool:
+    return (n.op == "call_function" and n.target is getattr and n.args[1] in _SHAPE_ATTRS) or (
+        n.op == "call_method" and n.target in _SHAPE_METHODS
+    )
+
+
+def _is_add(n: fx.Node) -> bool:
+    return (n.op == "call_function" and n.target in _ADDS) or (n.op == "call_method" and n.target in ("add", "add_"))
+
+
+def _analyze(graph: fx.Graph | None) -> _Analysis:
+    """Find merges: nodes combining two tensors that derive from a common input."""
+    if graph is None:
+        return _Analysis(None, [], [])
+    sources: dict[fx.Node, frozenset[fx.Node]] = {}
+    merges = []
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            sources[n] = frozenset([n])
+            continue
+        if n.op in ("get_attr", "output") or _is_metadata(n):
+            continue
+        parents = [a for a in n.all_input_nodes if a in sources]
+        if not parents:
+            continue
+        sources[n] = frozenset().union(*(sources[a] for a in parents))
+        if any(sources[a] & sources[b] for a, b in itertools.combinations(parents, 2)):
+            merges.append(n)
+    return _Analysis(graph, merges, [n for n in merges if _is_add(n)])
+
+
+def _downstream_module(start: fx.Node) -> fx.Node | None:
+    """The first call_module node fed by `start` through non-module, non-merge ops."""
+    frontier, seen, found = [start], set(), []
+    while frontier:
+        n = frontier.pop()
+        for u in n.users:
+            if u in seen:
+                continue
+            seen.add(u)
+            if u.op == "call_module":
+                found.append(u)
+            elif u.op in ("call_function", "call_method") and not _is_metadata(u):
+                frontier.append(u)
+    if not found:
+        return None
+    order = {n: i for i, n in enumerate(start.graph.nodes)}
+    return min(found, key=order.__getitem__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 2 (cont.): atoms
+
+
+@dataclass
+class _Atom:
+    role: str  # "layer" | "unit" | "half"
+    members: list[str]
+    tap: tuple[str, str]
+    parent: str  # path of the module whose chain produced this atom
+    merging: bool = False
+    in_container: bool = False
+    extra: list[str] = field(default_factory=list)  # direct parameters / buffers owned by the atom
+
+
+def _parent_of(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+def _main_layers(mod: nn.Module) -> int:
+    return sum(isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) for m in mod.modules())
+
+
+class _Discovery:
+    def __init__(self, model: nn.Module, rec: _Recorder) -> None:
+        self.model = model
+        self.rec = rec
+        self.atoms: list[_Atom] = []
+
+    def run(self) -> list[_Atom]:
+        self.atoms = self._visit("", self.model, is_root=True)
+        return self.atoms
+
+    def _children(self, path: str, mod: nn.Module) -> list[tuple[str, nn.Module]]:
+        kids = [(_join(path, n), c) for n, c in mod.named_children() if _join(path, n) in self.rec.calls]
+        return sorted(kids, key=lambda kc: self.rec.calls[kc[0]].order)
+
+    def _direct_state(self, path: str, mod: nn.Module) -> list[str]:
+        return [_join(path, n) for n, _ in itertools.chain(mod.named_parameters(recurse=False),
+                                                           mod.named_buffers(recurse=False))]
+
+    def _single(self, role: str, path: str, mod: nn.Module, merging: bool = False) -> _Atom:
+        parent = _parent_of(path)
+        parent_mod = self.model.get_submodule(parent)
+        return _Atom(role, [path], (path, "out"), parent, merging, isinstance(parent_mod, _CONTAINERS))
+
+    def _visit(self, path: str, mod: nn.Module, is_root: bool = False) -> list[_Atom]:
+        call = self.rec.calls.get(path)
+        kids = self._children(path, mod)
+        if not is_root and (not kids or call is None):
+            return [self._single("layer", path, mod)]
+        builtin = type(mod).__module__.startswith("torch.nn") and not isinstance(mod, _CONTAINERS)
+        if not is_root and builtin:
+            return [self._single("layer", path, mod)]
+        opaque = isinstance(mod, _timm_registries()[0]) or call is None
+        analysis = _analyze(None if opaque else _shallow_trace(mod, call))
+        if not is_root:
+            if analysis.merges:
+                return self._halves(path, mod, analysis) or [self._single("unit", path, mod, merging=True)]
+            shared = any(self.rec.calls[k].count > call.count for k, _ in kids)
+            if shared or (analysis.graph is None and not isinstance(mod, _CONTAINERS)):
+                return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
+        atoms = [a for k, c in kids for a in self._visit(k, c)]
+        if atoms:
+            atoms[0].extra += self._direct_state(path, mod)
+        if is_root or isinstance(mod, _CONTAINERS) or any(a.role != "layer" for a in atoms):
+            return atoms
+        return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
+
+    def _halves(self, path: str, mod: nn.Module, a: _Analysis) -> list[_Atom] | None:
+        """Split a module with consecutive residual adds into one atom per residual branch."""
+        adds = a.adds
+        if len(adds) < 2 or len(adds) != len(a.merges):
+            return None
+        for prev, nxt in itertools.pairwise(adds):
+            if not _depends_on(nxt, prev):
+                return None
+        order = {n: i for i, n in enumerate(a.graph.nodes)}
+        bounds = [order[n] for n in adds]
+        segments: list[list[str]] = [[] for _ in adds]
+        extras: list[list[str]] = [[] for _ in adds]
+        for n in a.graph.nodes:
+            if n.op not in ("call_module", "get_attr"):
+                continue
+            i = next((j for j, b in enumerate(bounds) if order[n] < b), len(bounds) - 1)
+            target = _join(path, n.target)
+            if n.op == "call_module":
+                if target not in segments[i]:
+                    segments[i].append(target)
+            else:
+                extras[i].append(target)
+        for seg, extra in zip(segments, extras):
+            if not extra and not any(p.numel() for m in seg for p in self.model.get_submodule(m).parameters()):
+                return None
+        taps: list[tuple[str, str]] = []
+        for node in adds[:-1]:
+            consumer = _downstream_module(node)
+            if consumer is None:
+                return None
+            taps.append((_join(path, consumer.target), "in"))
+        taps.append((path, "out"))
+        in_container = isinstance(self.model.get_submodule(_parent_of(path)), _CONTAINERS)
+        return [
+            _Atom("half", seg, tap, path, True, in_container, extra)
+            for seg, tap, extra in zip(segments, taps, extras)
+        ]
+
+
+def _depends_on(node: fx.Node, ancestor: fx.Node) -> bool:
+    stack, seen = list(node.all_input_nodes), set()
+    while stack:
+        n = stack.pop()
+        if n is ancestor:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 3: grouping atoms into stem, blocks, head
+
+
+def _group(atoms: list[_Atom], rec: _Recorder, img_hw: tuple[int, int]) -> list[tuple[str, list[_Atom]]]:
+    """Return ``[(role, atoms)]`` with role ``stem`` / ``body`` / ``head``."""
+    bodyish = [i for i, a in enumerate(atoms) if a.role == "half" or (a.role == "unit" and (a.merging or a.in_container))]
+    if not bodyish:
+        return _group_plain(atoms, rec)
+    start = bodyish[0]
+    last = max(i for i, a in enumerate(atoms) if a.role != "layer")
+    groups: list[tuple[str, list[_Atom]]] = []
+    if start:
+        groups.append(("stem", atoms[:start]))
+    unit_parents = {p for a in atoms if a.role != "layer" for p in _ancestors(a.members[0])}
+    body: list[tuple[str, list[_Atom]]] = []
+    for a in atoms[start:last + 1]:
+        if a.role != "layer":
+            body.append(("body", [a]))
+        elif body and body[-1][1][0].role == "layer" and body[-1][1][0].parent == a.parent:
+            body[-1][1].append(a)
+        else:
+            body.append(("body", [a]))
+    tail: list[list[_Atom]] = []
+    for a in atoms[last + 1:]:
+        if tail and tail[-1][0].parent == a.parent:
+            tail[-1].append(a)
+        else:
+            tail.append([a])
+    head_from = 0
+    for run in tail:
+        has_main = any(_has_main(rec, a) for a in run)
+        if run[0].parent in unit_parents and run[0].parent != "" and has_main:
+            head_from += 1
+        else:
+            break
+    body += [("body", run) for run in tail[:head_from]]
+    head = [a for run in tail[head_from:] for a in run]
+    groups += body
+    if head:
+        groups.append(("head", head))
+    return groups
+
+
+def _group_plain(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
+    """A network of plain layers (VGG, AlexNet): a block per conv/linear layer or pooling step."""
+    segments: list[list[_Atom]] = []
+    for a in atoms:
+        starts = _has_main(rec, a) or _reduces(rec, a)
+        if segments and not starts:
+            segments[-1].append(a)
+        else:
+            segments.append([a])
+    groups: list[tuple[str, list[_Atom]]] = []
+    head_at = next((i for i, s in enumerate(segments) if _first_input_ndim(rec, s[0]) == 2), len(segments))
+    if head_at > 1:
+        groups.append(("stem", segments[0]))
+        groups += [("body", s) for s in segments[1:head_at]]
+    else:
+        groups += [("body", s) for s in segments[:head_at]]
+    if head_at < len(segments):
+        groups.append(("head", [a for s in segments[head_at:] for a in s]))
+    return groups
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts))]
+
+
+def _has_main(rec: _Recorder, a: _Atom) -> bool:
+    return any(_main_layers(rec._model.get_submodule(m)) for m in a.members)
+
+
+def _first_input_ndim(rec: _Recorder, a: _Atom) -> int:
+    ts = tensor_leaves(rec.calls[a.members[0]].args)
+    return ts[0].ndim if ts else 0
+
+
+def _reduces(rec: _Recorder, a: _Atom) -> bool:
+    ins = tensor_leaves(rec.calls[a.members[0]].args)
+    outs = tensor_leaves(rec.calls[a.members[-1]].output)
+    return bool(ins and outs and ins[0].ndim == 4 and outs[0].ndim == 4 and outs[0].shape[-2:].numel() < ins[0].shape[-2:].numel())
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 4: shapes, layouts, kinds, stages
+
+
+def _spatial(shape: Sequence[int], img_hw: tuple[int, int], prefix_hint: int) -> tuple[str | None, tuple[int, int] | None, int]:
+    """Guess the layout of a block output: ``(layout, (H, W), prefix tokens)``."""
+    H, W = img_hw
+
+    def fits(h: int, w: int) -> bool:
+        if h < 1 or w < 1:
+            return False
+        for r in range(1, max(H, W) + 1):
+            if (math.ceil(H / r), math.ceil(W / r)) == (h, w) or (H // r, W // r) == (h, w):
+                return True
+            if H // r < h and math.ceil(H / r) < h:
+                break
+        return False
+
+    if len(shape) == 4:
+        if fits(shape[2], shape[3]):
+            return "NCHW", (shape[2], shape[3]), 0
+        if fits(shape[1], shape[2]):
+            return "NHWC", (shape[1], shape[2]), 0
+        return "NCHW", (shape[2], shape[3]), 0
+    if len(shape) == 3:
+        n = shape[1]
+        for p in [prefix_hint] + [q for q in range(9) if q != prefix_hint]:
+            tokens = n - p
+            if tokens <= 0:
+                continue
+            for r in range(1, max(H, W) + 1):
+                for h, w in ((math.ceil(H / r), math.ceil(W / r)), (H // r, W // r)):
+                    if h * w == tokens:
+                        return "NLC", (h, w), p
+                if (H // r) * (W // r) < tokens and math.ceil(H / r) * math.ceil(W / r) < tokens:
+                    break
+    return None, None, 0
+
+
+def _is_attention(mod: nn.Module) -> bool:
+    name = type(mod).__name__
+    if isinstance(mod, nn.MultiheadAttention):
+        return True
+    if re.search(r"attention|attn", name, re.I) and not _NOT_ATTENTION.search(name):
+        return True
+    return hasattr(mod, "qkv") and isinstance(getattr(mod, "qkv"), nn.Module)
+
+
+def _kind(model: nn.Module, members: Sequence[str], merging: bool, downsamples: bool) -> str:
+    mods = [m for p in members for m in model.get_submodule(p).modules()]
+    if any(_is_attention(m) for m in mods):
+        return "msa"
+    convs = [m for m in mods if isinstance(m, nn.modules.conv._ConvNd)]
+    mains = [m for m in mods if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    if downsamples and not merging and (len(mains) <= 1 or any(_DOWNSAMPLE_NAMES.search(p) for p in members)):
+        return "downsample"
+    if any(math.prod(c.kernel_size) > 1 for c in convs):
+        return "conv"
+    if mains:
+        return "mlp"
+    return "downsample" if downsamples else "other"
+
+
+def _label(members: Sequence[str], model: nn.Module, half: bool) -> str:
+    if len(members) == 1:
+        return members[0]
+    if half:
+        sizes = [sum(p.numel() for p in model.get_submodule(m).parameters()) for m in members]
+        return members[max(range(len(members)), key=sizes.__getitem__)]
+    return "+".join(members) if len(members) <= 4 else f"{members[0]}+...+{members[-1]}"
+
+
+def _first_shape(value: Any) -> tuple[int, ...]:
+    ts = tensor_leaves(value)
+    return tuple(ts[0].shape) if ts else ()
+
+
+def _module_flops(counts: dict[str, dict], root_name: str, path: str) -> int:
+    key = f"{root_name}.{path}" if path else root_name
+    return int(sum(counts.get(key, {}).values()))
+
+
+# ----------------------------------------------------------------------------------------------
+# The entry point
+
+
+def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> BlockGraph:
+    """Build the block graph of `model` (which is left exactly as it was).
+
+    Args:
+        model: any timm or torchvision classifier (or a model edited by surgeon).
+        input_size: (C, H, W) of one input; default: the model's own (timm's pretrained_cfg,
+            torchvision's weight transforms, else 3x224x224).
+    """
+    size = tuple(int(s) for s in (input_size or default_input_size(model)))
+    if len(size) != 3 or min(size) < 1:
+        raise SurgeonError(f"input size {size} is not C,H,W with positive sizes; e.g. --input-size 3,224,224")
+    try:
+        ref = next(itertools.chain(model.parameters(), model.buffers()))
+        device, dtype = ref.device, (ref.dtype if ref.is_floating_point() else torch.float32)
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    x = torch.randn(1, *size, device=device, dtype=dtype)
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        rec = _Recorder(model)
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as counter, rec:
+                model(x)
+        except Exception as exc:  # noqa: BLE001 - the model rejected this input: say which and why
+            raise SurgeonError(
+                f"{type(model).__name__} cannot take input size {'x'.join(map(str, size))} "
+                f"({first_line(exc, 120)}); give --input-size that the model accepts, e.g. its default "
+                f"{'x'.join(map(str, default_input_size(model)))}"
+            ) from None
+        atoms = _Discovery(model, rec).run()
+        blocks = _make_blocks(model, rec, atoms, size, counter.get_flop_counts())
+        method, module, reason = _block_module(model, blocks)
+    finally:
+        for m, t in was_training.items():
+            m.training = t
+    return BlockGraph(model, module, method, blocks, size, reason)
+
+
+def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tuple[int, int, int],
+                 counts: dict[str, dict]) -> list[Block]:
+    img_hw = (size[1], size[2])
+    prefix_hint = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    root_name = type(model).__name__
+    params_of = {n: p.numel() for n, p in model.named_parameters()}
+    raw = []
+    for role, group in _group(atoms, rec, img_hw):
+        members = [m for a in group for m in a.members]
+        tap_path, tap_side = group[-1].tap
+        call = rec.calls[tap_path]
+        out = call.args if tap_side == "in" else call.output
+        out_shape = _first_shape(out)
+        in_shape = _first_shape(rec.calls[members[0]].args)
+        params = sum(p.numel() for m in members for p in model.get_submodule(m).parameters())
+        params += sum(params_of.get(e, 0) for a in group for e in a.extra)
+        flops = sum(_module_flops(counts, root_name, m) for m in members)
+        layout, grid, prefix = _spatial(out_shape, img_hw, prefix_hint)
+        in_layout, in_grid, _ = _spatial(in_shape, img_hw, prefix_hint)
+        downsamples = bool(grid and in_grid and grid[0] * grid[1] < in_grid[0] * in_grid[1])
+        merging = any(a.merging for a in group)
+        kind = role if role != "body" else _kind(model, members, merging, downsamples)
+        raw.append((role, members, kind, (tap_path, tap_side), in_shape, out_shape, layout, grid, prefix,
+                    params, flops, downsamples, len(group) == 1 and group[0].role == "half"))
+    blocks: list[Block] = []
+    stage, area, count = 0, None, 0
+    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half in raw:
+        if role == "body":
+            a = grid[0] * grid[1] if grid else None
+            if stage == 0 or (a is not None and area is not None and a < area):
+                stage, count = stage + 1, 0
+            if a is not None and (area is None or a < area):
+                area = a
+            address, stage_name = f"c{stage}.b{count}", f"c{stage}"
+            count += 1
+        else:
+            address, stage_name = role, None
+        blocks.append(Block(address, _label(members, model, half), tuple(members), kind, stage_name, tap,
+                            in_shape, out_shape, layout, grid, prefix, params, flops, down))
+    for i, b in enumerate(blocks):
+        b.depth = i / max(len(blocks) - 1, 1)
+    return blocks
+
+
+def _block_module(model: nn.Module, blocks: list[Block]) -> tuple[str, nn.Module, str | None]:
+    """Trace `model` with the blocks' modules as leaves; fall back to the model itself."""
+    leaves = {m for b in blocks for m in b.members}
+    try:
+        g = symbolic_trace(model, leaf=lambda m, q: q in leaves)
+        return "fx", graph_module(model, g), None
+    except Exception as exc:  # noqa: BLE001 - FX raises many types; all mean "not traceable"
+        return "eager", model, f"{type(exc).__name__}: {first_line(exc, 200)}"

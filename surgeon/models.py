@@ -1,0 +1,169 @@
+"""Creating models by name: timm names, torchvision names (``tv:`` prefix), local weights, the hub.
+
+    model = load_model("resnet50")                                  # timm, random init
+    model = load_model("tv:resnet50", weights="resnet50.pth")      # torchvision + local file
+    model = load_model("vit_tiny_patch16_224", pretrained=True)    # hub (online or warm cache)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from torch import nn
+
+from .errors import SurgeonError, closest, first_line
+from .io import load_weights
+
+__all__ = ["load_model", "default_input_size", "model_spec"]
+
+TV_PREFIX = "tv:"
+
+
+@functools.cache
+def _tv_names() -> tuple[str, ...]:
+    import torchvision.models as tvm
+
+    return tuple(tvm.list_models(module=tvm))
+
+
+@functools.cache
+def _timm_names() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def _unknown(spec: str) -> SurgeonError:
+    pool = [TV_PREFIX + n for n in _tv_names()] + list(_timm_names())
+    hints = closest(spec, pool) or closest(spec.removeprefix(TV_PREFIX), pool)
+    hint = f"did you mean {', '.join(hints)}?" if hints else "see timm.list_models() or 'tv:' + torchvision names"
+    return SurgeonError(f"unknown model {spec!r}: {hint}")
+
+
+def _create_tv(name: str, num_classes: int | None, pretrained: bool, img_size: int | None) -> nn.Module:
+    import torchvision.models as tvm
+
+    if name not in _tv_names():
+        raise _unknown(TV_PREFIX + name)
+    kwargs: dict = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if img_size is not None and name.startswith("vit_"):  # other torchvision nets take any size
+        kwargs["image_size"] = img_size
+    if pretrained:
+        weights = tvm.get_model_weights(name).DEFAULT
+        if num_classes is not None and num_classes != len(weights.meta["categories"]):
+            raise SurgeonError(
+                f"pretrained tv:{name} has {len(weights.meta['categories'])} classes, not {num_classes}; "
+                "drop --num-classes or load the backbone with --weights and replace the head"
+            )
+        kwargs.pop("num_classes", None)
+        try:
+            return tvm.get_model(name, weights=weights, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - torch.hub raises URLError, OSError, RuntimeError...
+            raise SurgeonError(
+                f"cannot fetch pretrained weights for tv:{name} ({first_line(exc, 80)}); offline? "
+                "pass a local file with --weights"
+            ) from None
+    return tvm.get_model(name, **kwargs)
+
+
+def _create_timm(name: str, num_classes: int | None, pretrained: bool, img_size: int | None) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name) and name.split(".")[0] not in _timm_names():
+        raise _unknown(name)
+    kwargs: dict = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        if "img_size" in str(exc):  # convolutional nets take any input size: ignore the option
+            kwargs.pop("img_size")
+            return _create_timm(name, num_classes, pretrained, None)
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        if not pretrained:
+            raise
+        raise SurgeonError(
+            f"cannot fetch pretrained weights for {name} from the hub ({first_line(exc, 80)}); offline? "
+            "pass a local file with --weights, or set HF_HUB_OFFLINE=1 with a warm cache"
+        ) from None
+
+
+def model_spec(model: nn.Module) -> dict:
+    """The arguments `load_model` was called with, stored on the model (empty for foreign models)."""
+    return dict(getattr(model, "_surgeon_spec", {}))
+
+
+def load_model(
+    spec: str,
+    *,
+    num_classes: int | None = None,
+    weights: str | os.PathLike | None = None,
+    pretrained: bool = False,
+    img_size: int | None = None,
+) -> nn.Module:
+    """Create a classifier from `spec` in eval mode.
+
+    Args:
+        spec: a timm name (``resnet50``, ``vit_tiny_patch16_224``) or a torchvision name with the
+            ``tv:`` prefix (``tv:resnet50``).
+        num_classes: classifier size; the architecture's default when None.
+        weights: a local weight file (see `surgeon.io.read_state_dict`) loaded after creation.
+        pretrained: fetch the registry's pretrained weights through the hub, as timm/torchvision do.
+        img_size: input resolution for models whose shape depends on it (ViTs); ignored by CNNs.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise SurgeonError("model name is empty: give a timm name like resnet50 or tv:resnet50")
+    spec = spec.strip()
+    if weights is not None and pretrained:
+        raise SurgeonError("give either --weights or --pretrained, not both")
+    if Path(spec).suffix in {".safetensors", ".pt", ".pth", ".tar", ".bin", ".ckpt"}:
+        raise SurgeonError(
+            f"{spec!r} is a weight file, not a model name: give the architecture and the file, "
+            f"e.g. 'resnet50 --weights {spec}'"
+        )
+    if spec.startswith(TV_PREFIX):
+        model = _create_tv(spec[len(TV_PREFIX):], num_classes, pretrained, img_size)
+    else:
+        model = _create_timm(spec, num_classes, pretrained, img_size)
+    if weights is not None:
+        load_weights(model, weights, what=spec)
+    model._surgeon_spec = {"spec": spec, "num_classes": num_classes, "img_size": img_size}
+    return model.eval()
+
+
+def default_input_size(model: nn.Module) -> tuple[int, int, int]:
+    """The (C, H, W) a model was designed for: timm's pretrained_cfg, torchvision's weight
+    transforms, else 3x224x224."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    size = cfg.get("input_size")
+    if size and len(size) == 3:
+        img = getattr(model, "_surgeon_spec", {}).get("img_size")
+        if img is not None:
+            return (int(size[0]), int(img), int(img))
+        return tuple(int(s) for s in size)  # type: ignore[return-value]
+    spec = getattr(model, "_surgeon_spec", {})
+    name = spec.get("spec", "")
+    if spec.get("img_size"):
+        return (3, int(spec["img_size"]), int(spec["img_size"]))
+    if name.startswith(TV_PREFIX):
+        import torchvision.models as tvm
+
+        try:
+            crop = tvm.get_model_weights(name[len(TV_PREFIX):]).DEFAULT.transforms().crop_size
+            return (3, int(crop[0]), int(crop[-1]))
+        except (ValueError, KeyError, AttributeError):
+            pass
+    image_size = getattr(model, "image_size", None)  # torchvision ViT
+    if isinstance(image_size, int):
+        return (3, image_size, image_size)
+    return (3, 224, 224)
+
+
