@@ -43,9 +43,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 from torch.utils._pytree import tree_map
-from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import SurgeonError, first_line
+from .flops import FlopCount
 from .fx import _timm_registries, graph_module, symbolic_trace, tensor_leaves
 from .models import default_input_size
 
@@ -57,6 +57,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _SHAPE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout"}
 _SHAPE_METHODS = {"size", "dim", "numel", "type", "get_device", "element_size", "stride"}
 _ADDS = {operator.add, operator.iadd, torch.add}
+_CATS = {torch.cat, torch.concat, torch.stack}
 _NOT_ATTENTION = re.compile(r"channel|spatial|selectivekernel|coord|squeeze|excit|cbam|eca", re.I)
 _DOWNSAMPLE_NAMES = re.compile(r"pool|downsample|merg|transition|reduc", re.I)
 
@@ -248,6 +249,8 @@ class _Recorder:
         for path, mod in model.named_modules():
             self.paths.setdefault(id(mod), path)
         self.calls: dict[str, _Call] = {}
+        self.stack: list[str] = []
+        self.flops = FlopCount(self.stack)
         self._model = model
 
     def __enter__(self) -> _Recorder:
@@ -265,6 +268,7 @@ class _Recorder:
 
     def _pre(self, path: str):
         def hook(mod, args, kwargs):
+            self.stack.append(path)
             call = self.calls.get(path)
             if call is None:
                 self.calls[path] = _Call(len(self.calls), args, dict(kwargs))
@@ -274,6 +278,7 @@ class _Recorder:
 
     def _post(self, path: str):
         def hook(mod, args, output):
+            self.stack.pop()
             call = self.calls[path]
             if call.output is None:
                 call.output = output
@@ -322,15 +327,25 @@ def _is_add(n: fx.Node) -> bool:
     return (n.op == "call_function" and n.target in _ADDS) or (n.op == "call_method" and n.target in ("add", "add_"))
 
 
+def _is_merge_op(n: fx.Node) -> bool:
+    """Ops that join branches: sums (residual) and concatenations (dense / inception / fusion).
+    Gating products (squeeze-excitation) and attention matmuls are not merges."""
+    return _is_add(n) or (n.op == "call_function" and n.target in _CATS) or (
+        n.op == "call_method" and n.target in ("sub", "sub_")) or (n.op == "call_function" and n.target in (operator.sub, torch.sub))
+
+
 def _analyze(graph: fx.Graph | None) -> _Analysis:
-    """Find merges: nodes combining two tensors that derive from a common input."""
+    """Find merges: sums or concatenations of tensors that derive from a common input along
+    different module paths (a residual add, a concatenation of branches; not two slices of one
+    tensor)."""
     if graph is None:
         return _Analysis(None, [], [])
-    sources: dict[fx.Node, frozenset[fx.Node]] = {}
+    sources: dict[fx.Node, frozenset[fx.Node]] = {}  # the inputs a tensor derives from
+    producers: dict[fx.Node, frozenset[fx.Node]] = {}  # the last module calls / inputs before it
     merges = []
     for n in graph.nodes:
         if n.op == "placeholder":
-            sources[n] = frozenset([n])
+            sources[n] = producers[n] = frozenset([n])
             continue
         if n.op in ("get_attr", "output") or _is_metadata(n):
             continue
@@ -338,7 +353,9 @@ def _analyze(graph: fx.Graph | None) -> _Analysis:
         if not parents:
             continue
         sources[n] = frozenset().union(*(sources[a] for a in parents))
-        if any(sources[a] & sources[b] for a, b in itertools.combinations(parents, 2)):
+        producers[n] = frozenset([n]) if n.op == "call_module" else frozenset().union(*(producers[a] for a in parents))
+        if _is_merge_op(n) and any(sources[a] & sources[b] and producers[a] != producers[b]
+                                   for a, b in itertools.combinations(parents, 2)):
             merges.append(n)
     return _Analysis(graph, merges, [n for n in merges if _is_add(n)])
 
@@ -431,7 +448,7 @@ class _Discovery:
         atoms = [a for k, c in kids for a in self._visit(k, c)]
         if atoms:
             atoms[0].extra += self._direct_state(path, mod)
-        if is_root or isinstance(mod, _CONTAINERS) or any(a.role != "layer" for a in atoms):
+        if is_root or isinstance(mod, _CONTAINERS) or any(a.role == "half" or a.merging for a in atoms):
             return atoms
         return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
 
@@ -505,7 +522,10 @@ def _group(atoms: list[_Atom], rec: _Recorder, img_hw: tuple[int, int]) -> list[
     for a in atoms[start:last + 1]:
         if a.role != "layer":
             body.append(("body", [a]))
-        elif body and body[-1][1][0].role == "layer" and body[-1][1][0].parent == a.parent:
+        elif body and (
+            (body[-1][1][0].role == "layer" and body[-1][1][0].parent == a.parent)
+            or not (_has_params(rec, a) or _reduces(rec, a))  # an Identity / dropout between blocks
+        ):
             body[-1][1].append(a)
         else:
             body.append(("body", [a]))
@@ -518,7 +538,7 @@ def _group(atoms: list[_Atom], rec: _Recorder, img_hw: tuple[int, int]) -> list[
     head_from = 0
     for run in tail:
         has_main = any(_has_main(rec, a) for a in run)
-        if run[0].parent in unit_parents and run[0].parent != "" and has_main:
+        if has_main and any(p and p in unit_parents for p in _ancestors(run[0].parent)[1:] + [run[0].parent]):
             head_from += 1
         else:
             break
@@ -560,6 +580,10 @@ def _has_main(rec: _Recorder, a: _Atom) -> bool:
     return any(_main_layers(rec._model.get_submodule(m)) for m in a.members)
 
 
+def _has_params(rec: _Recorder, a: _Atom) -> bool:
+    return bool(a.extra) or any(True for m in a.members for _ in rec._model.get_submodule(m).parameters())
+
+
 def _first_input_ndim(rec: _Recorder, a: _Atom) -> int:
     ts = tensor_leaves(rec.calls[a.members[0]].args)
     return ts[0].ndim if ts else 0
@@ -576,37 +600,31 @@ def _reduces(rec: _Recorder, a: _Atom) -> bool:
 
 
 def _spatial(shape: Sequence[int], img_hw: tuple[int, int], prefix_hint: int) -> tuple[str | None, tuple[int, int] | None, int]:
-    """Guess the layout of a block output: ``(layout, (H, W), prefix tokens)``."""
+    """Guess the layout of a block output: ``(layout, (H, W), prefix tokens)``.
+
+    A 4-D tensor is NCHW or NHWC, whichever pair of dims has the input's aspect ratio (NCHW on a
+    tie); a 3-D tensor (B, N, C) is a token sequence when N minus a few prefix tokens factors into
+    a grid of that aspect ratio.
+    """
     H, W = img_hw
 
-    def fits(h: int, w: int) -> bool:
-        if h < 1 or w < 1:
-            return False
-        for r in range(1, max(H, W) + 1):
-            if (math.ceil(H / r), math.ceil(W / r)) == (h, w) or (H // r, W // r) == (h, w):
-                return True
-            if H // r < h and math.ceil(H / r) < h:
-                break
-        return False
+    def plausible(h: int, w: int) -> bool:
+        return 1 <= h <= H and 1 <= w <= W and abs(math.log((H / h) / (W / w))) < 0.25
 
     if len(shape) == 4:
-        if fits(shape[2], shape[3]):
-            return "NCHW", (shape[2], shape[3]), 0
-        if fits(shape[1], shape[2]):
-            return "NHWC", (shape[1], shape[2]), 0
-        return "NCHW", (shape[2], shape[3]), 0
+        for layout, hw in (("NCHW", (shape[2], shape[3])), ("NHWC", (shape[1], shape[2]))):
+            if plausible(*hw):
+                return layout, hw, 0
+        return None, None, 0
     if len(shape) == 3:
-        n = shape[1]
-        for p in [prefix_hint] + [q for q in range(9) if q != prefix_hint]:
-            tokens = n - p
-            if tokens <= 0:
+        for p in dict.fromkeys([prefix_hint, *range(9)]):
+            tokens = shape[1] - p
+            if tokens < 1:
                 continue
-            for r in range(1, max(H, W) + 1):
-                for h, w in ((math.ceil(H / r), math.ceil(W / r)), (H // r, W // r)):
-                    if h * w == tokens:
-                        return "NLC", (h, w), p
-                if (H // r) * (W // r) < tokens and math.ceil(H / r) * math.ceil(W / r) < tokens:
-                    break
+            h = max(1, round(math.sqrt(tokens * H / W)))
+            for hh in (h - 1, h, h + 1):
+                if hh >= 1 and tokens % hh == 0 and plausible(hh, tokens // hh):
+                    return "NLC", (hh, tokens // hh), p
     return None, None, 0
 
 
@@ -648,11 +666,6 @@ def _first_shape(value: Any) -> tuple[int, ...]:
     return tuple(ts[0].shape) if ts else ()
 
 
-def _module_flops(counts: dict[str, dict], root_name: str, path: str) -> int:
-    key = f"{root_name}.{path}" if path else root_name
-    return int(sum(counts.get(key, {}).values()))
-
-
 # ----------------------------------------------------------------------------------------------
 # The entry point
 
@@ -679,7 +692,7 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
     try:
         rec = _Recorder(model)
         try:
-            with torch.no_grad(), FlopCounterMode(display=False) as counter, rec:
+            with torch.no_grad(), rec, rec.flops:
                 model(x)
         except Exception as exc:  # noqa: BLE001 - the model rejected this input: say which and why
             raise SurgeonError(
@@ -688,7 +701,7 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
                 f"{'x'.join(map(str, default_input_size(model)))}"
             ) from None
         atoms = _Discovery(model, rec).run()
-        blocks = _make_blocks(model, rec, atoms, size, counter.get_flop_counts())
+        blocks = _make_blocks(model, rec, atoms, size)
         method, module, reason = _block_module(model, blocks)
     finally:
         for m, t in was_training.items():
@@ -696,11 +709,9 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
     return BlockGraph(model, module, method, blocks, size, reason)
 
 
-def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tuple[int, int, int],
-                 counts: dict[str, dict]) -> list[Block]:
+def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tuple[int, int, int]) -> list[Block]:
     img_hw = (size[1], size[2])
     prefix_hint = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    root_name = type(model).__name__
     params_of = {n: p.numel() for n, p in model.named_parameters()}
     raw = []
     for role, group in _group(atoms, rec, img_hw):
@@ -712,7 +723,7 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
         in_shape = _first_shape(rec.calls[members[0]].args)
         params = sum(p.numel() for m in members for p in model.get_submodule(m).parameters())
         params += sum(params_of.get(e, 0) for a in group for e in a.extra)
-        flops = sum(_module_flops(counts, root_name, m) for m in members)
+        flops = sum(rec.flops.per_module.get(m, 0) for m in members)
         layout, grid, prefix = _spatial(out_shape, img_hw, prefix_hint)
         in_layout, in_grid, _ = _spatial(in_shape, img_hw, prefix_hint)
         downsamples = bool(grid and in_grid and grid[0] * grid[1] < in_grid[0] * in_grid[1])

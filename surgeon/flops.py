@@ -1,0 +1,42 @@
+"""FLOPs per module from one forward pass.
+
+Counts the operations in PyTorch's FLOP registry (`torch.utils.flop_counter.flop_registry`:
+matmuls, convolutions, fused attention), plus the CPU flash-attention kernel that registry lacks,
+and credits each to every module active on a caller-maintained stack. A multiply-accumulate is
+2 FLOPs, as in `torch.utils.flop_counter`; halve the numbers for the MACs papers often quote.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry, sdpa_flop
+
+__all__ = ["FlopCount"]
+
+_aten = torch.ops.aten
+_REGISTRY: dict[Any, Any] = dict(flop_registry)
+if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _REGISTRY[_aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_flop
+
+
+class FlopCount(TorchDispatchMode):
+    """Dispatch mode adding each counted op's FLOPs to ``self.per_module[p]`` for p in `stack`."""
+
+    def __init__(self, stack: list[str]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.per_module: dict[str, int] = defaultdict(int)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch protocol
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = _REGISTRY.get(func._overloadpacket)
+        if formula is not None:
+            n = int(formula(*args, **kwargs, out_val=out))
+            for path in set(self.stack):
+                self.per_module[path] += n
+        return out
