@@ -5,7 +5,7 @@ curvature analyses from "How Do Vision Transformers Work?" (Park & Kim, ICLR 202
 """
 
 from .errors import SurgeonError
-from .graph import KINDS, Block, BlockGraph, graph
+from .graph import KINDS, Block, BlockGraph, feature_info_mismatch, graph
 from .io import load_weights, read_state_dict
 from .models import default_input_size, load_model
 
@@ -17,6 +17,7 @@ __all__ = [
     "BlockGraph",
     "SurgeonError",
     "default_input_size",
+    "feature_info_mismatch",
     "graph",
     "load_model",
     "load_weights",

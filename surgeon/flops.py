@@ -23,6 +23,21 @@ if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _REGISTRY[_aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_flop
 
 
+def _native_mha_flop(query, key, value, embed_dim, num_head, *args, out_val=None, **kwargs) -> int:  # noqa: ANN001
+    """nn.MultiheadAttention's inference fast path, one fused op: the Q/K/V projections
+    (2·L·E·3E), QKᵀ and AV (2·2·L·S·E) and the output projection (2·L·E·E), per batch item."""
+    *batch, length, e = query.shape
+    source = key.shape[-2]
+    b = 1
+    for d in batch:
+        b *= d
+    return 2 * b * (length * e * e + 2 * source * e * e + 2 * length * source * e + length * e * e)
+
+
+if hasattr(_aten, "_native_multi_head_attention"):
+    _REGISTRY[_aten._native_multi_head_attention] = _native_mha_flop
+
+
 class FlopCount(TorchDispatchMode):
     """Dispatch mode adding each counted op's FLOPs to ``self.per_module[p]`` for p in `stack`."""
 

@@ -49,7 +49,7 @@ from .flops import FlopCount
 from .fx import _timm_registries, graph_module, symbolic_trace, tensor_leaves
 from .models import default_input_size
 
-__all__ = ["Block", "BlockGraph", "graph", "KINDS"]
+__all__ = ["Block", "BlockGraph", "graph", "KINDS", "feature_info_mismatch"]
 
 KINDS = ("stem", "conv", "msa", "mlp", "downsample", "head", "other")
 
@@ -554,7 +554,8 @@ def _group_plain(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_At
     """A network of plain layers (VGG, AlexNet): a block per conv/linear layer or pooling step."""
     segments: list[list[_Atom]] = []
     for a in atoms:
-        starts = _has_main(rec, a) or _reduces(rec, a)
+        flat = _first_input_ndim(rec, a) == 2
+        starts = _has_main(rec, a) or _reduces(rec, a) or (flat and _first_input_ndim(rec, segments[-1][0]) != 2 if segments else True)
         if segments and not starts:
             segments[-1].append(a)
         else:
@@ -697,8 +698,8 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
         except Exception as exc:  # noqa: BLE001 - the model rejected this input: say which and why
             raise SurgeonError(
                 f"{type(model).__name__} cannot take input size {'x'.join(map(str, size))} "
-                f"({first_line(exc, 120)}); give --input-size that the model accepts, e.g. its default "
-                f"{'x'.join(map(str, default_input_size(model)))}"
+                f"({first_line(exc, 120)}); give an --input-size the model accepts (its default is "
+                f"{'x'.join(map(str, default_input_size(model)))}), or build it for this size with --img-size"
             ) from None
         atoms = _Discovery(model, rec).run()
         blocks = _make_blocks(model, rec, atoms, size)
@@ -759,3 +760,44 @@ def _block_module(model: nn.Module, blocks: list[Block]) -> tuple[str, nn.Module
         return "fx", graph_module(model, g), None
     except Exception as exc:  # noqa: BLE001 - FX raises many types; all mean "not traceable"
         return "eager", model, f"{type(exc).__name__}: {first_line(exc, 200)}"
+
+
+def feature_info_mismatch(g: BlockGraph, feature_info: Sequence[dict] | None = None) -> str | None:
+    """Compare the graph's stages with timm's ``feature_info`` (an independent account of stages).
+
+    Entries inside the stem are dropped and the rest grouped by reduction; group i must end in
+    stage ``c{i+1}``: its last module lies in that stage's blocks (or in the head, which counts
+    for the last stage, as timm lists e.g. DenseNet's final norm). Returns None when they agree,
+    else a one-line reason. Models without feature_info agree trivially.
+    """
+    info = list(feature_info if feature_info is not None else getattr(g.model, "feature_info", None) or [])
+    info = [dict(f) for f in info]
+    if not info:
+        return None
+    stem = next((b for b in g.blocks if b.address == "stem"), None)
+
+    def owner(module: str) -> Block | None:
+        hits = [b for b in g.blocks if any(m == module or m.startswith(module + ".") or module.startswith(m + ".")
+                                           for m in b.members)]
+        return hits[-1] if hits else None
+
+    groups: list[tuple[int, str]] = []
+    for f in info:
+        b = owner(f["module"])
+        if b is not None and b is stem:
+            continue
+        if groups and groups[-1][0] == f["reduction"]:
+            groups[-1] = (f["reduction"], f["module"])
+        else:
+            groups.append((f["reduction"], f["module"]))
+    stages = list(g.stages)
+    if len(groups) != len(stages):
+        return f"{len(stages)} stages vs {len(groups)} feature_info levels {[r for r, _ in groups]}"
+    for (reduction, module), stage in zip(groups, stages):
+        b = owner(module)
+        if b is None:
+            return f"feature module {module!r} is in no block"
+        got = b.stage if b.stage is not None else (stages[-1] if b.address == "head" else None)
+        if got != stage:
+            return f"feature module {module!r} (reduction {reduction}) ends {got}, expected {stage}"
+    return None

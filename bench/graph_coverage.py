@@ -1,0 +1,182 @@
+"""How many timm / torchvision classifiers become an exact block graph, and how fast.
+
+For every timm model up to --max-params parameters and every torchvision classification model:
+random init at the model's own input size, `surgeon.graph`, then one forward of the model and of
+`g.module` on the same input. Reports
+
+- exact: `torch.equal` between the two outputs (fx) or the eager fallback used;
+- stages agreeing with timm's `feature_info` (models that have one);
+- fallback share (models whose whole graph did not trace at block granularity);
+- graph build time / model creation time.
+
+Results go to a JSON-lines file, one model a line, so a run can be sharded, interrupted and
+resumed; `--report` turns that file into the table and failure list of bench/RESULTS.md.
+
+    python bench/graph_coverage.py --shard 0/2 --out bench/out/coverage.jsonl &
+    python bench/graph_coverage.py --shard 1/2 --out bench/out/coverage.jsonl &
+    python bench/graph_coverage.py --report bench/out/coverage.jsonl
+    python bench/graph_coverage.py --models resnet50,vit_base_patch16_224 --repeat 5   # timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+import surgeon
+from surgeon.errors import first_line
+
+
+def _param_count(name: str) -> int:
+    import timm
+
+    with torch.device("meta"):
+        m = timm.create_model(name)
+    return sum(p.numel() for p in m.parameters())
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    if args.models:
+        return args.models.split(",")
+    import timm
+    import torchvision.models as tvm
+
+    names = [] if args.skip_timm else list(timm.list_models())
+    names += [] if args.skip_tv else ["tv:" + n for n in tvm.list_models(module=tvm)]
+    if args.shard:
+        i, n = map(int, args.shard.split("/"))
+        names = names[i::n]
+    return names[: args.limit] if args.limit else names
+
+
+def _same(a, b) -> bool:
+    la, lb = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
+    return len(la) == len(lb) and all(
+        torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(la, lb))
+
+
+def check(name: str, max_params: float, repeat: int = 1) -> dict:
+    row: dict = {"model": name}
+    try:
+        if not name.startswith("tv:"):
+            row["params"] = _param_count(name)
+            if row["params"] > max_params:
+                row["status"] = "skipped-size"
+                return row
+        creates, builds = [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            model = surgeon.load_model(name)
+            t1 = time.perf_counter()
+            g = surgeon.graph(model)
+            t2 = time.perf_counter()
+            creates.append(t1 - t0)
+            builds.append(t2 - t1)
+        row.update(params=sum(p.numel() for p in model.parameters()), create_s=statistics.median(creates),
+                   graph_s=statistics.median(builds), method=g.method, blocks=len(g.blocks), stages=len(g.stages),
+                   input_size=list(g.input_size))
+        if g.fallback_reason:
+            row["fallback_reason"] = g.fallback_reason
+        torch.manual_seed(0)
+        x = torch.randn(1, *g.input_size)
+        with torch.no_grad():
+            ref = model(x)
+            got = g.module(x)
+        row["exact"] = _same(ref, got)
+        row["state_dict_same"] = set(model.state_dict()) == set(g.module.state_dict())
+        if hasattr(model, "feature_info"):
+            row["feature_info"] = surgeon.feature_info_mismatch(g) or "ok"
+        row["params_covered"] = sum(b.params for b in g.blocks) / max(row["params"], 1)
+        row["status"] = "ok" if row["exact"] and row["state_dict_same"] else "mismatch"
+    except Exception as exc:  # noqa: BLE001 - a benchmark records every failure and goes on
+        row["status"] = "error"
+        row["error"] = f"{type(exc).__name__}: {first_line(exc, 200)}"
+        row["where"] = traceback.extract_tb(exc.__traceback__)[-1].name
+    return row
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out.exists():
+        done = {json.loads(line)["model"] for line in out.read_text().splitlines() if line.strip()}
+    names = [n for n in _names(args) if n not in done or args.models]
+    from rich.progress import Progress
+
+    with Progress(transient=False) as progress, open(out, "a") as f:
+        task = progress.add_task("graph coverage", total=len(names))
+        for name in names:
+            progress.update(task, description=name[:40])
+            row = check(name, args.max_params, args.repeat)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            if args.models:
+                progress.console.print(row)
+            progress.advance(task)
+
+
+def report(path: str) -> str:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    last = {r["model"]: r for r in rows}  # later lines (reruns) win
+    rows = [r for r in last.values() if r.get("status") != "skipped-size"]
+    lines = []
+    for family, pick in (("timm", lambda r: not r["model"].startswith("tv:")),
+                         ("torchvision", lambda r: r["model"].startswith("tv:"))):
+        fam = [r for r in rows if pick(r)]
+        if not fam:
+            continue
+        exact = [r for r in fam if r.get("status") == "ok"]
+        eager = [r for r in fam if r.get("method") == "eager"]
+        with_fi = [r for r in fam if "feature_info" in r]
+        fi_ok = [r for r in with_fi if r["feature_info"] == "ok"]
+        ratios = [r["graph_s"] / r["create_s"] for r in fam if r.get("create_s")]
+        lines.append(
+            f"| {family} | {len(fam)} | {len(exact)} ({100 * len(exact) / len(fam):.1f}%) | "
+            f"{len(fi_ok)}/{len(with_fi)} ({100 * len(fi_ok) / max(len(with_fi), 1):.1f}%) | "
+            f"{len(eager)} ({100 * len(eager) / len(fam):.1f}%) | "
+            f"{statistics.median(ratios) if ratios else float('nan'):.2f} |")
+    table = ["| family | models | exact | stages = feature_info | eager fallback | median graph/create time |",
+             "|---|---|---|---|---|---|", *lines]
+    fails = [f"- `{r['model']}`: {r.get('error') or ('output differs' if not r.get('exact') else 'state_dict keys differ')}"
+             for r in rows if r.get("status") != "ok"]
+    fi_fails = [f"- `{r['model']}`: {r['feature_info']}" for r in rows if r.get("feature_info", "ok") != "ok"]
+    fallbacks = [f"- `{r['model']}`: {r.get('fallback_reason', '')}" for r in rows if r.get("method") == "eager"]
+    skipped = sum(1 for r in last.values() if r.get("status") == "skipped-size")
+    return "\n".join([
+        *table, "", f"Skipped for size (> limit): {skipped} timm models.", "",
+        f"Not exact ({len(fails)}):", *(fails or ["- none"]), "",
+        f"Stages differing from feature_info ({len(fi_fails)}):", *(fi_fails or ["- none"]), "",
+        f"Eager fallback ({len(fallbacks)}):", *(fallbacks or ["- none"]),
+    ])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", help="comma-separated names instead of the full walk")
+    p.add_argument("--limit", type=int, help="only the first N models (after sharding)")
+    p.add_argument("--shard", help="i/n: every n-th model starting at i")
+    p.add_argument("--max-params", type=float, default=150e6)
+    p.add_argument("--skip-timm", action="store_true")
+    p.add_argument("--skip-tv", action="store_true")
+    p.add_argument("--repeat", type=int, default=1, help="median of N creations / graph builds")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="bench/out/coverage.jsonl")
+    p.add_argument("--report", metavar="JSONL", help="print the summary of a results file and exit")
+    args = p.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

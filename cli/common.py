@@ -1,0 +1,56 @@
+"""Options and helpers shared by the `surgeon` commands."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+import surgeon
+from surgeon.errors import SurgeonError
+
+out = Console()
+err = Console(stderr=True)
+
+ModelArg = Annotated[str, typer.Argument(help="timm name (resnet50), torchvision name (tv:resnet50)", show_default=False)]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", "-w", help="local weights: .safetensors, .pt, .pth, .pth.tar")]
+PretrainedOpt = Annotated[bool, typer.Option("--pretrained", help="fetch the registry's pretrained weights (online or warm hub cache)")]
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="classifier size (default: the architecture's)")]
+ImgSizeOpt = Annotated[Optional[int], typer.Option("--img-size", help="build the model for this resolution (ViTs); CNNs ignore it")]
+InputSizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="C,H,W of one input (default: the model's own)")]
+
+
+def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
+    """'3,224,224' (or 3x224x224) -> (3, 224, 224)."""
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise SurgeonError(f"--input-size {text!r} is not C,H,W with positive integers; e.g. --input-size 3,224,224")
+    return size  # type: ignore[return-value]
+
+
+def load(model: str, weights: Path | None, pretrained: bool, num_classes: int | None, img_size: int | None):
+    """`surgeon.load_model`, with weight-loading warnings printed as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes, img_size=img_size)
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "weights" in str(w.message):
+            err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    return m
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"

@@ -1,0 +1,43 @@
+"""The `surgeon` command: model surgery and instrumentation for vision networks.
+
+Every user mistake (an unknown model, a bad address, an unreadable weights file) ends with one
+line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from surgeon.errors import SurgeonError
+
+from . import inspect as inspect_cmd
+from .common import err
+
+app = typer.Typer(
+    name="surgeon",
+    help="Model surgery and instrumentation for any timm or torchvision classifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("inspect")(inspect_cmd.inspect)
+
+
+@app.callback()
+def _root() -> None:
+    """Model surgery and instrumentation for any timm or torchvision classifier."""
+
+
+def main() -> None:
+    """Console entry point: run the app, turning `SurgeonError` into one line and exit code 2."""
+    try:
+        app()
+    except SurgeonError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
