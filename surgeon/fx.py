@@ -87,8 +87,14 @@ def graph_module(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:
             else:
                 dst.register_buffer(parts[-1], value)
             own.add(name)
-    # Persistence: mirror each original module's non-persistent buffer set.
+    # Persistence: mirror each original module's non-persistent buffer set; tensor constants FX
+    # lifted out of the code (`_tensor_constant0`) are not state either.
     gm_modules = dict(gm.named_modules())
+    original = set(root.state_dict(keep_vars=True))
+    for name, _ in list(gm.named_buffers()):
+        if name not in original:
+            path, _, attr = name.rpartition(".")
+            gm_modules[path]._non_persistent_buffers_set.add(attr)
     for path, mod in root.named_modules():
         target = gm_modules.get(path)
         if target is not None and target is not mod and mod._non_persistent_buffers_set:

@@ -59,6 +59,7 @@ _SHAPE_METHODS = {"size", "dim", "numel", "type", "get_device", "element_size", 
 _ADDS = {operator.add, operator.iadd, torch.add}
 _CATS = {torch.cat, torch.concat, torch.stack}
 _NOT_ATTENTION = re.compile(r"channel|spatial|selectivekernel|coord|squeeze|excit|cbam|eca", re.I)
+_STEM_NAMES = re.compile(r"^(stem|stem_\w+|conv_stem|patch_embed)$")
 _DOWNSAMPLE_NAMES = re.compile(r"pool|downsample|merg|transition|reduc", re.I)
 
 
@@ -191,7 +192,8 @@ class BlockGraph:
         return [
             b for b in self.blocks
             if term == b.path
-            or any(p == term or p.startswith(term + ".") or fnmatch.fnmatchcase(p, term) for p in b.members)
+            or any(p == term or p.startswith(term + ".") or term.startswith(p + ".") or fnmatch.fnmatchcase(p, term)
+                   for p in b.members)
         ]
 
     def valid_addresses(self) -> str:
@@ -237,6 +239,7 @@ class _Call:
     order: int
     args: tuple
     kwargs: dict
+    caller: str = ""  # the module whose forward made the first call
     output: Any = None
     count: int = 1
 
@@ -268,10 +271,11 @@ class _Recorder:
 
     def _pre(self, path: str):
         def hook(mod, args, kwargs):
+            caller = self.stack[-1] if self.stack else ""
             self.stack.append(path)
             call = self.calls.get(path)
             if call is None:
-                self.calls[path] = _Call(len(self.calls), args, dict(kwargs))
+                self.calls[path] = _Call(len(self.calls), args, dict(kwargs), caller)
             else:
                 call.count += 1
         return hook
@@ -416,9 +420,24 @@ class _Discovery:
         self.atoms = self._visit("", self.model, is_root=True)
         return self.atoms
 
+    def _first_call(self, path: str, mod: nn.Module) -> int | None:
+        """Call order of `mod`, or of its first-called descendant (a ModuleList is never called)."""
+        call = self.rec.calls.get(path)
+        if call is not None:
+            return call.order
+        orders = [self.rec.calls[_join(path, n)].order for n, _ in mod.named_modules() if _join(path, n) in self.rec.calls]
+        return min(orders) if orders else None
+
+    def _borrowed(self, path: str, parent: str) -> bool:
+        """True for a module registered under `parent` but called from elsewhere (a shared
+        positional encoding that blocks borrow, as in CoaT): it belongs to its callers."""
+        call = self.rec.calls.get(path)
+        return call is not None and bool(call.caller) and not (parent == call.caller or parent.startswith(call.caller + "."))
+
     def _children(self, path: str, mod: nn.Module) -> list[tuple[str, nn.Module]]:
-        kids = [(_join(path, n), c) for n, c in mod.named_children() if _join(path, n) in self.rec.calls]
-        return sorted(kids, key=lambda kc: self.rec.calls[kc[0]].order)
+        kids = [(_join(path, n), c, self._first_call(_join(path, n), c)) for n, c in mod.named_children()
+                if not self._borrowed(_join(path, n), path)]
+        return [(k, c) for k, c, order in sorted((kc for kc in kids if kc[2] is not None), key=lambda kc: kc[2])]
 
     def _direct_state(self, path: str, mod: nn.Module) -> list[str]:
         return [_join(path, n) for n, _ in itertools.chain(mod.named_parameters(recurse=False),
@@ -432,19 +451,21 @@ class _Discovery:
     def _visit(self, path: str, mod: nn.Module, is_root: bool = False) -> list[_Atom]:
         call = self.rec.calls.get(path)
         kids = self._children(path, mod)
-        if not is_root and (not kids or call is None):
+        if not is_root and (not kids or (call is None and not isinstance(mod, _CONTAINERS))):
             return [self._single("layer", path, mod)]
         builtin = type(mod).__module__.startswith("torch.nn") and not isinstance(mod, _CONTAINERS)
         if not is_root and builtin:
             return [self._single("layer", path, mod)]
-        opaque = isinstance(mod, _timm_registries()[0]) or call is None
-        analysis = _analyze(None if opaque else _shallow_trace(mod, call))
-        if not is_root:
+        notrace = isinstance(mod, _timm_registries()[0])
+        if not is_root and notrace:  # timm's own leaves: a block if it holds several layers
+            return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
+        if not is_root and call is not None:  # (an uncalled ModuleList is a plain sequence)
+            analysis = _analyze(_shallow_trace(mod, call))
             if analysis.merges:
                 return self._halves(path, mod, analysis) or [self._single("unit", path, mod, merging=True)]
-            shared = any(self.rec.calls[k].count > call.count for k, _ in kids)
+            shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
             if shared or (analysis.graph is None and not isinstance(mod, _CONTAINERS)):
-                return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
+                return [self._single("unit", path, mod)]  # untraceable or reused children: one block
         atoms = [a for k, c in kids for a in self._visit(k, c)]
         if atoms:
             atoms[0].extra += self._direct_state(path, mod)
@@ -470,6 +491,8 @@ class _Discovery:
             i = next((j for j, b in enumerate(bounds) if order[n] < b), len(bounds) - 1)
             target = _join(path, n.target)
             if n.op == "call_module":
+                if target not in self.rec.calls:  # a module shared with (and owned by) another place
+                    continue
                 if target not in segments[i]:
                     segments[i].append(target)
             else:
@@ -513,6 +536,10 @@ def _group(atoms: list[_Atom], rec: _Recorder, img_hw: tuple[int, int]) -> list[
     if not bodyish:
         return _group_plain(atoms, rec)
     start = bodyish[0]
+    while start < len(atoms) and _STEM_NAMES.match(atoms[start].members[0].split(".")[0]):
+        start += 1  # a root child named "stem" is the stem, whatever blocks it is built from
+    if start == len(atoms):
+        start = bodyish[0]
     last = max(i for i, a in enumerate(atoms) if a.role != "layer")
     groups: list[tuple[str, list[_Atom]]] = []
     if start:
@@ -737,7 +764,8 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
     for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half in raw:
         if role == "body":
             a = grid[0] * grid[1] if grid else None
-            if stage == 0 or (a is not None and area is not None and a < area):
+            if stage == 0 or (a is not None and area is not None and a < 0.75 * area):  # a real stride, not a
+                # "valid" convolution trimming a border (Inception 73 -> 71)
                 stage, count = stage + 1, 0
             if a is not None and (area is None or a < area):
                 area = a
@@ -784,13 +812,20 @@ def feature_info_mismatch(g: BlockGraph, feature_info: Sequence[dict] | None = N
     groups: list[tuple[int, str]] = []
     for f in info:
         b = owner(f["module"])
-        if b is not None and b is stem:
+        if b is stem:
             continue
         if groups and groups[-1][0] == f["reduction"]:
             groups[-1] = (f["reduction"], f["module"])
         else:
             groups.append((f["reduction"], f["module"]))
     stages = list(g.stages)
+    # Some timm families list a stage kept at the stem's resolution (EfficientNet's blocks.0),
+    # others fold it into the stem (GhostNet): an unlisted stage at the stem's grid is not a miss.
+    owners = {id(owner(f["module"])) for f in info}
+    while (len(stages) > len(groups) and stem is not None and stem.grid is not None
+           and g.stages[stages[0]][-1].grid == stem.grid
+           and not any(id(b) in owners for b in g.stages[stages[0]])):
+        stages.pop(0)
     if len(groups) != len(stages):
         return f"{len(stages)} stages vs {len(groups)} feature_info levels {[r for r, _ in groups]}"
     for (reduction, module), stage in zip(groups, stages):

@@ -1,0 +1,67 @@
+"""The `surgeon` command as a user meets it: tables, JSON, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+
+def surgeon(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "surgeon.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={"COLUMNS": "160", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_inspect_table_and_json():
+    r = surgeon("inspect", "resnet18", "--input-size", "3,64,64")
+    assert r.returncode == 0, r.stderr
+    for text in ("c4.b1", "layer4.1", "conv1+bn1+act1+maxpool", "global_pool+fc", "4 stages", "graph by fx"):
+        assert text in r.stdout
+    r = surgeon("inspect", "tv:vit_b_16", "--img-size", "32", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["method"] == "fx" and list(data["stages"]) == ["c1"]
+    assert [b["kind"] for b in data["blocks"][1:-1]] == ["msa", "mlp"] * 12
+    assert data["params"] == sum(b["params"] for b in data["blocks"])
+
+
+def test_inspect_with_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    import surgeon as lib
+
+    sd = lib.load_model("resnet18", num_classes=3).state_dict()
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    r = surgeon("inspect", "resnet18", "--num-classes", "3", "--weights", str(tmp_path / "w.safetensors"),
+                "--input-size", "3,32,32", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["blocks"][-1]["out_shape"] == [1, 3]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["inspect", "resnet5"], "unknown model 'resnet5': did you mean resnet50"),
+    (["inspect", "resnet18", "--input-size", "3,2"], "--input-size '3,2' is not C,H,W"),
+    (["inspect", "vit_tiny_patch16_224", "--input-size", "3,64,64"], "cannot take input size 3x64x64"),
+    (["inspect", "resnet18", "--weights", "missing.pt"], "does not exist"),
+    (["inspect", "resnet18", "--weights", "bad.pth"], "cannot read weights file"),
+    (["inspect", "resnet18", "--weights", "r50.pt"], "shape mismatch"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+    (tmp_path / "bad.pth").write_text("garbage")
+    torch.save({"conv1.weight": torch.zeros(1, 1, 1, 1)}, tmp_path / "r50.pt")
+    r = surgeon(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+    assert r.stdout == ""
+
+
+def test_usage_errors_exit_2():
+    r = surgeon("inspect")
+    assert r.returncode == 2 and "Missing argument" in r.stderr
+    r = surgeon("nonsense")
+    assert r.returncode == 2

@@ -1,0 +1,224 @@
+"""The block graph on a representative zoo: exact equivalence, stages, kinds, selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import surgeon
+from surgeon import SurgeonError
+
+# (spec, img_size for load_model, input size): small inputs where the architecture allows.
+ZOO = [
+    ("resnet18", None, (3, 64, 64)),
+    ("resnet50", None, (3, 64, 64)),
+    ("resnetv2_50", None, (3, 64, 64)),
+    ("convnext_tiny", None, (3, 64, 64)),
+    ("vit_tiny_patch16_224", 64, (3, 64, 64)),
+    ("deit_tiny_patch16_224", 64, (3, 64, 64)),
+    ("swin_tiny_patch4_window7_224", None, (3, 224, 224)),
+    ("pit_ti_224", None, (3, 224, 224)),
+    ("mixer_s16_224", 64, (3, 64, 64)),
+    ("efficientnet_b0", None, (3, 64, 64)),
+    ("mobilenetv3_small_100", None, (3, 64, 64)),
+    ("regnety_002", None, (3, 64, 64)),
+    ("coatnet_0_rw_224", None, (3, 224, 224)),
+    ("maxvit_tiny_rw_224", None, (3, 224, 224)),
+    ("mobilevit_xxs", None, (3, 64, 64)),
+    ("tv:resnet18", None, (3, 64, 64)),
+    ("tv:vgg11", None, (3, 64, 64)),
+    ("tv:alexnet", None, (3, 96, 96)),
+    ("tv:vit_b_16", 64, (3, 64, 64)),
+    ("tv:swin_t", None, (3, 64, 64)),
+    ("tv:convnext_tiny", None, (3, 64, 64)),
+    ("tv:efficientnet_b0", None, (3, 64, 64)),
+    ("tv:mobilenet_v3_small", None, (3, 64, 64)),
+    ("tv:densenet121", None, (3, 64, 64)),
+]
+
+_cache: dict[str, tuple[nn.Module, surgeon.BlockGraph]] = {}
+
+
+def built(spec: str) -> tuple[nn.Module, surgeon.BlockGraph]:
+    if spec not in _cache:
+        _, img, size = next(z for z in ZOO if z[0] == spec)
+        torch.manual_seed(0)
+        model = surgeon.load_model(spec, img_size=img)
+        _cache[spec] = (model, surgeon.graph(model, input_size=size))
+    return _cache[spec]
+
+
+def kinds(g: surgeon.BlockGraph, stage: str) -> list[str]:
+    return [b.kind for b in g.stages[stage]]
+
+
+@pytest.mark.parametrize("spec", [z[0] for z in ZOO])
+def test_exact_equivalence_and_state(spec):
+    model, g = built(spec)
+    assert g.method == "fx", g.fallback_reason
+    x = torch.randn(2, *g.input_size)
+    with torch.no_grad():
+        assert torch.equal(model(x), g.module(x))
+    # same state_dict keys and tensors, both directions load strictly
+    a, b = model.state_dict(), g.module.state_dict()
+    assert list(a) == list(b) or set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    g.module.load_state_dict(a, strict=True)
+    model.load_state_dict(b, strict=True)
+    # blocks cover every parameter exactly once
+    assert sum(blk.params for blk in g.blocks) == sum(p.numel() for p in model.parameters())
+    assert g.blocks[0].address == "stem" and g.blocks[-1].address == "head"
+    assert g.blocks[-1].out_shape == tuple(model(x[:1]).shape)
+    assert all(blk.kind in surgeon.KINDS for blk in g.blocks)
+    assert surgeon.feature_info_mismatch(g) is None
+
+
+def test_resnet_stages_follow_layers():
+    model, g = built("resnet50")
+    assert list(g.stages) == ["c1", "c2", "c3", "c4"]
+    for i, stage in enumerate(g.stages.values(), start=1):
+        assert [b.path for b in stage] == [f"layer{i}.{j}" for j in range(len(getattr(model, f"layer{i}")))]
+        assert all(b.kind == "conv" for b in stage)
+    assert g["stem"].members == ("conv1", "bn1", "act1", "maxpool")
+    assert g["c2.b0"].downsamples and not g["c2.b1"].downsamples
+    assert g["c3.b5"].path == "layer3.5"
+    assert g["c1.b0"].flops > 0 and g["c4.b2"].out_shape == (1, 2048, 2, 2)
+
+
+def test_vit_is_one_stage_of_alternating_halves():
+    model, g = built("vit_tiny_patch16_224")
+    assert list(g.stages) == ["c1"]
+    assert kinds(g, "c1") == ["msa", "mlp"] * 12
+    b = g["c1.b0"]
+    assert b.tap == ("blocks.0.norm2", "in") and b.layout == "NLC" and b.grid == (4, 4) and b.prefix_tokens == 1
+    # the attention half's output is x + attn(norm1(x)), checked against the model's own pieces
+    blk = model.blocks[0]
+    x = torch.randn(1, *g.input_size)
+    with torch.no_grad():
+        tokens = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+        expected = tokens + blk.ls1(blk.attn(blk.norm1(tokens)))
+        seen = {}
+        h = blk.norm2.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+        model(x)
+        h.remove()
+    assert torch.allclose(seen["x"], expected, atol=1e-6)
+    assert len(g.select("kind:msa")) == 12
+
+
+def test_hybrids_have_the_right_kinds():
+    _, g = built("swin_tiny_patch4_window7_224")
+    assert [len(s) for s in g.stages.values()] == [4, 5, 13, 5]
+    assert all(kinds(g, s)[0] == "downsample" for s in ("c2", "c3", "c4"))
+    assert kinds(g, "c1") == ["msa", "mlp"] * 2
+    _, g = built("convnext_tiny")
+    assert [len(s) for s in g.stages.values()] == [3, 4, 10, 4]
+    assert kinds(g, "c2") == ["downsample"] + ["conv"] * 3
+    _, g = built("coatnet_0_rw_224")
+    assert set(kinds(g, "c1") + kinds(g, "c2")) == {"conv"}
+    assert kinds(g, "c3") == ["msa", "mlp"] * 7 and kinds(g, "c4") == ["msa", "mlp"] * 2
+    _, g = built("maxvit_tiny_rw_224")
+    assert kinds(g, "c1") == ["conv", "msa", "mlp", "msa", "mlp"] * 2
+    _, g = built("pit_ti_224")
+    assert [kinds(g, s)[0] for s in g.stages] == ["msa", "downsample", "downsample"]
+    _, g = built("mobilevit_xxs")
+    assert [kinds(g, s)[-1] for s in g.stages] == ["conv", "conv", "msa", "msa", "msa"]
+    _, g = built("mixer_s16_224")
+    assert set(kinds(g, "c1")) == {"mlp"} and len(g.stages["c1"]) == 16
+    _, g = built("tv:swin_t")
+    assert [len(s) for s in g.stages.values()] == [4, 5, 13, 5]
+    _, g = built("tv:vit_b_16")
+    assert kinds(g, "c1") == ["msa", "mlp"] * 12
+    _, g = built("tv:densenet121")
+    assert [kinds(g, s) for s in ("c2", "c3", "c4")] == [["downsample", "conv"]] * 3
+
+
+def test_select_addresses_paths_globs_kinds():
+    _, g = built("resnet50")
+    assert [b.address for b in g.select("c2")] == [f"c2.b{i}" for i in range(4)]
+    assert g.select("c2.b-1") == [g["c2.b3"]]
+    assert [b.address for b in g.select("c*.b-1")] == ["c1.b2", "c2.b3", "c3.b5", "c4.b2"]
+    assert [b.address for b in g.select("c[23].b0")] == ["c2.b0", "c3.b0"]
+    assert g.select("layer2.3") == [g["c2.b3"]]
+    assert g.select("layer2") == g.select("c2")
+    assert [b.address for b in g.select("layer*.0")] == ["c1.b0", "c2.b0", "c3.b0", "c4.b0"]
+    assert g.select("layer3.1.conv2") == [g["c3.b1"]]
+    assert [b.address for b in g.select("stem, head")] == ["stem", "head"]
+    assert g.select("*") == g.blocks and g.select("kind:conv") == g.select("c*")
+    assert g.select(["c1", "c1.b0"]) == g.select("c1")
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("c9", "valid: stem, c1.b0..b2"),
+    ("c2.b7", "c2 has 4 blocks"),
+    ("layer9", "unknown block 'layer9'"),
+    ("kind:attention", "kinds: stem, conv, msa"),
+    ("", "empty block selection"),
+])
+def test_select_errors_name_the_valid_choices(bad, fragment):
+    _, g = built("resnet50")
+    with pytest.raises(SurgeonError, match=fragment.replace("[", r"\[").replace(".", r"\.")) as e:
+        g.select(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_graph_leaves_model_untouched():
+    model = surgeon.load_model("resnet18").train()
+    model.layer2.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {n: m.training for n, m in model.named_modules()}
+    surgeon.graph(model, input_size=(3, 32, 32))
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class Gate(nn.Module):
+    """Data-dependent control flow: not traceable by FX."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        if y.mean() > 0:  # data-dependent
+            return x + y
+        return x - y
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.stage1 = nn.Sequential(Gate(8), Gate(8))
+        self.down = nn.Conv2d(8, 16, 2, stride=2)
+        self.stage2 = nn.Sequential(Gate(16), Gate(16), Gate(16))
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stage2(self.down(self.stage1(self.stem(x))))
+        if x.isnan().any():  # data-dependent control flow at the root: FX cannot trace the model
+            raise ValueError("NaN features")
+        return self.fc(x.mean((2, 3)))
+
+
+def test_untraceable_model_falls_back_to_eager():
+    model = Toy().eval()
+    g = surgeon.graph(model, input_size=(3, 32, 32))
+    assert g.method == "eager" and g.module is model and "TraceError" in (g.fallback_reason or "")
+    assert [b.address for b in g.blocks] == ["stem", "c1.b0", "c1.b1", "c2.b0", "c2.b1", "c2.b2", "c2.b3", "head"]
+    assert g["c2.b0"].path == "down" and g["c2.b0"].kind == "downsample"
+    assert g["c1.b-1"].path == "stage1.1" and g["c1.b1"].kind == "conv"
+    assert g["head"].members == ("fc",)
+    assert g["c2.b1"].out_shape == (1, 16, 8, 8) and g["c2.b1"].flops == 2 * 16 * 16 * 9 * 64
+    assert g.select("stage2.0") == [g["c2.b1"]]
+
+
+def test_bad_input_size_is_one_line():
+    model = surgeon.load_model("vit_tiny_patch16_224")
+    with pytest.raises(SurgeonError, match="cannot take input size 3x64x64.*--img-size"):
+        surgeon.graph(model, input_size=(3, 64, 64))
+    with pytest.raises(SurgeonError, match="not C,H,W"):
+        surgeon.graph(model, input_size=(3, 64))

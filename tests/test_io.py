@@ -1,0 +1,103 @@
+"""Weight files: every format researchers have, with and without prefixes, and every bad file."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import surgeon
+from surgeon import SurgeonError
+
+
+@pytest.fixture(scope="module")
+def reference():
+    torch.manual_seed(1)
+    return surgeon.load_model("resnet18", num_classes=10)
+
+
+def _write(path, sd, layout):
+    if layout == "safetensors":
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    elif layout == "bare":
+        torch.save(sd, path)
+    elif layout == "state_dict+module":
+        torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, path)
+    elif layout == "model+args":  # timm train.py checkpoints keep an argparse.Namespace
+        torch.save({"model": sd, "args": argparse.Namespace(lr=0.1), "arch": "resnet18"}, path)
+    elif layout == "compiled":
+        torch.save({f"_orig_mod.{k}": v for k, v in sd.items()}, path)
+
+
+@pytest.mark.parametrize("layout, name", [
+    ("safetensors", "w.safetensors"),
+    ("bare", "w.pt"),
+    ("state_dict+module", "w.pth"),
+    ("model+args", "w.pth.tar"),
+    ("compiled", "w.bin"),
+])
+def test_weights_round_trip(tmp_path, reference, layout, name):
+    path = tmp_path / name
+    _write(path, reference.state_dict(), layout)
+    model = surgeon.load_model("resnet18", num_classes=10, weights=path)
+    got = model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in reference.state_dict().items())
+    assert surgeon.read_state_dict(path).keys() == reference.state_dict().keys()
+
+
+def test_missing_and_unexpected_keys_are_reported(tmp_path, reference):
+    sd = dict(reference.state_dict())
+    sd.pop("fc.bias")
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "w.pt")
+    with pytest.warns(UserWarning, match=r"1 missing \['fc.bias'\], 1 unexpected \['extra.weight'\]"):
+        surgeon.load_model("resnet18", num_classes=10, weights=tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_text("not a checkpoint at all\n"), "cannot read weights file"),
+    (lambda p: torch.save({"epoch": 3}, p), "holds no state_dict"),
+    (lambda p: torch.save([1, 2], p), "holds no state_dict"),
+])
+def test_bad_files_get_one_line(tmp_path, make, fragment):
+    path = tmp_path / "w.pth"
+    make(path)
+    with pytest.raises(SurgeonError, match=fragment) as e:
+        surgeon.load_model("resnet18", weights=path)
+    assert "\n" not in str(e.value)
+
+
+def test_truncated_files(tmp_path, reference):
+    for name, layout in (("w.safetensors", "safetensors"), ("w.pth", "bare")):
+        path = tmp_path / name
+        _write(path, reference.state_dict(), layout)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(SurgeonError, match="cannot read weights file"):
+            surgeon.load_model("resnet18", num_classes=10, weights=path)
+
+
+def test_other_architecture_is_refused(tmp_path, reference):
+    torch.save(reference.state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(SurgeonError, match=r"shape mismatch for layer1\.0\.conv1\.weight .*pick the matching model"):
+        surgeon.load_model("resnet50", num_classes=10, weights=tmp_path / "r18.pt")
+    with pytest.raises(SurgeonError, match="shares no tensor name"):
+        surgeon.load_model("vit_tiny_patch16_224", weights=tmp_path / "r18.pt")
+    with pytest.raises(SurgeonError, match=r"fc\.weight \(file \[10, 512\] vs model \[1000, 512\]\).*--num-classes"):
+        surgeon.load_model("resnet18", weights=tmp_path / "r18.pt")
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with surgeon.io.atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with surgeon.io.atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done" and list(tmp_path.iterdir()) == [target]
