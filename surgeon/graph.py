@@ -415,10 +415,31 @@ class _Discovery:
         self.model = model
         self.rec = rec
         self.atoms: list[_Atom] = []
+        self._cache: dict[tuple, _Analysis] = {}
 
     def run(self) -> list[_Atom]:
         self.atoms = self._visit("", self.model, is_root=True)
         return self.atoms
+
+    def _analysis(self, mod: nn.Module, call: _Call) -> _Analysis:
+        """`_analyze` of a one-level trace, shared by modules of the same class, children, settings
+        and call (the twelve blocks of a ViT are traced once)."""
+        simple = (bool, int, float, str, type(None))
+        key = (
+            type(mod),
+            tuple((n, type(c)) for n, c in mod.named_children()),
+            tuple(sorted((k, v) for k, v in vars(mod).items() if not k.startswith("_") and isinstance(v, simple))),
+            tuple(sorted((n, p.shape) for n, p in itertools.chain(mod.named_parameters(recurse=False),
+                                                                   mod.named_buffers(recurse=False)))),
+            repr(tree_map(lambda v: ("T", v.ndim) if isinstance(v, torch.Tensor) else v, (call.args, call.kwargs))),
+        )
+        try:
+            hash(key)
+        except TypeError:
+            return _analyze(_shallow_trace(mod, call))
+        if key not in self._cache:
+            self._cache[key] = _analyze(_shallow_trace(mod, call))
+        return self._cache[key]
 
     def _first_call(self, path: str, mod: nn.Module) -> int | None:
         """Call order of `mod`, or of its first-called descendant (a ModuleList is never called)."""
@@ -460,7 +481,7 @@ class _Discovery:
         if not is_root and notrace:  # timm's own leaves: a block if it holds several layers
             return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
         if not is_root and call is not None:  # (an uncalled ModuleList is a plain sequence)
-            analysis = _analyze(_shallow_trace(mod, call))
+            analysis = self._analysis(mod, call)
             if analysis.merges:
                 return self._halves(path, mod, analysis) or [self._single("unit", path, mod, merging=True)]
             shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
@@ -718,16 +739,7 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        rec = _Recorder(model)
-        try:
-            with torch.no_grad(), rec, rec.flops:
-                model(x)
-        except Exception as exc:  # noqa: BLE001 - the model rejected this input: say which and why
-            raise SurgeonError(
-                f"{type(model).__name__} cannot take input size {'x'.join(map(str, size))} "
-                f"({first_line(exc, 120)}); give an --input-size the model accepts (its default is "
-                f"{'x'.join(map(str, default_input_size(model)))}), or build it for this size with --img-size"
-            ) from None
+        rec = _record(model, x)
         atoms = _Discovery(model, rec).run()
         blocks = _make_blocks(model, rec, atoms, size)
         method, module, reason = _block_module(model, blocks)
@@ -735,6 +747,34 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
         for m, t in was_training.items():
             m.training = t
     return BlockGraph(model, module, method, blocks, size, reason)
+
+
+def _record(model: nn.Module, x: torch.Tensor) -> _Recorder:
+    """Run the recorded forward on the meta device (shapes only, no arithmetic: the model's
+    tensors are swapped for meta ones with `functional_call`, nothing is copied); a model that
+    needs real values (data-dependent control flow, CPU constants) gets a real forward instead."""
+    with torch.no_grad():
+        try:
+            state = {n: torch.empty_like(t, device="meta")
+                     for n, t in itertools.chain(model.named_parameters(), model.named_buffers())}
+            rec = _Recorder(model)
+            with rec, rec.flops:
+                torch.func.functional_call(model, state, (torch.empty_like(x, device="meta"),), strict=False)
+            return rec
+        except Exception:  # noqa: BLE001 - the meta device cannot run this model: use real tensors
+            pass
+        rec = _Recorder(model)
+        try:
+            with rec, rec.flops:
+                model(x)
+        except Exception as exc:  # noqa: BLE001 - the model rejected this input: say which and why
+            size = "x".join(map(str, x.shape[1:]))
+            raise SurgeonError(
+                f"{type(model).__name__} cannot take input size {size} ({first_line(exc, 120)}); give an "
+                f"--input-size the model accepts (its default is {'x'.join(map(str, default_input_size(model)))}), "
+                "or build it for this size with --img-size"
+            ) from None
+    return rec
 
 
 def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tuple[int, int, int]) -> list[Block]:
