@@ -665,15 +665,17 @@ def _spatial(shape: Sequence[int], img_hw: tuple[int, int], prefix_hint: int) ->
             if plausible(*hw):
                 return layout, hw, 0
         return None, None, 0
-    if len(shape) == 3:
-        for p in dict.fromkeys([prefix_hint, *range(9)]):
+    if len(shape) == 3 and shape[1] > 1:  # (B, 1, C) is a lone class token (CaiT), not a map
+        candidates = []  # (aspect error, preference, prefix, h, w): the best-fitting grid wins
+        for rank, p in enumerate(dict.fromkeys([prefix_hint, *range(9)])):
             tokens = shape[1] - p
-            if tokens < 1:
-                continue
-            h = max(1, round(math.sqrt(tokens * H / W)))
+            h = max(1, round(math.sqrt(max(tokens, 1) * H / W)))
             for hh in (h - 1, h, h + 1):
-                if hh >= 1 and tokens % hh == 0 and plausible(hh, tokens // hh):
-                    return "NLC", (hh, tokens // hh), p
+                if tokens >= 1 and hh >= 1 and tokens % hh == 0 and plausible(hh, tokens // hh):
+                    candidates.append((round(abs(math.log((H / hh) / (W / (tokens // hh)))), 6), rank, p, hh, tokens // hh))
+        if candidates:
+            _, _, p, hh, ww = min(candidates)
+            return "NLC", (hh, ww), p
     return None, None, 0
 
 
