@@ -300,23 +300,24 @@ class _Analysis:
     adds: list[fx.Node]
 
 
+def _concrete_args(mod: nn.Module, call: _Call) -> dict[str, Any] | None:
+    """FX concrete_args reproducing a recorded call: non-tensor arguments (``mask=None``, flags)
+    fixed to their values, tensors (also inside tuples) left as placeholders."""
+    sig = inspect.signature(mod.forward)
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
+        if call.kwargs or len(call.args) != 1:
+            raise TypeError("variadic forward called with several arguments")
+        return None
+    bound = sig.bind(*call.args, **call.kwargs)
+    bound.apply_defaults()
+    return {name: tree_map(lambda v: fx.PH if isinstance(v, torch.Tensor) else v, value)
+            for name, value in bound.arguments.items() if not isinstance(value, torch.Tensor)}
+
+
 def _shallow_trace(mod: nn.Module, call: _Call) -> fx.Graph | None:
     """Trace `mod` with every submodule a leaf, arguments fixed to their recorded non-tensor values."""
     try:
-        sig = inspect.signature(mod.forward)
-        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
-            if call.kwargs or len(call.args) != 1:
-                return None
-            concrete = None
-        else:
-            bound = sig.bind(*call.args, **call.kwargs)
-            bound.apply_defaults()
-            concrete = {}
-            for name, value in bound.arguments.items():
-                if isinstance(value, torch.Tensor):
-                    continue
-                concrete[name] = tree_map(lambda v: fx.PH if isinstance(v, torch.Tensor) else v, value)
-        return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=concrete)
+        return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=_concrete_args(mod, call))
     except Exception:  # noqa: BLE001 - any tracing failure means "treat this module from its type"
         return None
 
@@ -744,7 +745,7 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
         rec = _record(model, x)
         atoms = _Discovery(model, rec).run()
         blocks = _make_blocks(model, rec, atoms, size)
-        method, module, reason = _block_module(model, blocks)
+        method, module, reason = _block_module(model, blocks, rec.calls[""])
     finally:
         for m, t in was_training.items():
             m.training = t
@@ -822,11 +823,11 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
     return blocks
 
 
-def _block_module(model: nn.Module, blocks: list[Block]) -> tuple[str, nn.Module, str | None]:
+def _block_module(model: nn.Module, blocks: list[Block], call: _Call) -> tuple[str, nn.Module, str | None]:
     """Trace `model` with the blocks' modules as leaves; fall back to the model itself."""
     leaves = {m for b in blocks for m in b.members}
     try:
-        g = symbolic_trace(model, leaf=lambda m, q: q in leaves)
+        g = symbolic_trace(model, leaf=lambda m, q: q in leaves, concrete_args=_concrete_args(model, call))
         return "fx", graph_module(model, g), None
     except Exception as exc:  # noqa: BLE001 - FX raises many types; all mean "not traceable"
         return "eager", model, f"{type(exc).__name__}: {first_line(exc, 200)}"
