@@ -18,6 +18,39 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape[1:])) if shape else "-"
 
 
+def print_graph(g: surgeon.BlockGraph, name: str) -> dict:
+    """Print the block table, the stage table and a summary line; return the graph's data."""
+    data = g.to_dict()
+    table = Table(title=f"{name}: blocks", title_justify="left")
+    for col, justify in (("address", "left"), ("path", "left"), ("kind", "left"), ("output", "right"),
+                         ("params", "right"), ("FLOPs", "right")):
+        table.add_column(col, justify=justify)
+    for b in g.blocks:
+        table.add_row(b.address, b.path, _kind(b.kind), _shape(b.out_shape), human(b.params), human(b.flops))
+    out.print(table)
+    stages = Table(title="stages", title_justify="left")
+    for col in ("stage", "blocks", "grid", "kinds", "params", "FLOPs"):
+        stages.add_column(col, justify="left" if col in ("stage", "kinds") else "right")
+    for stage, s in data["stages"].items():
+        grid = "x".join(map(str, s["grid"])) if s["grid"] else "-"
+        kinds = ", ".join(f"{n} {k}" for k, n in s["kinds"].items())
+        stages.add_row(stage, str(s["blocks"]), grid, kinds, human(s["params"]), human(s["flops"]))
+    out.print(stages)
+    note = f" (fallback: {g.fallback_reason})" if g.fallback_reason else ""
+    out.print(
+        f"{name}: {human(data['params'])} params, {human(data['flops'])}FLOPs at "
+        f"{'x'.join(map(str, g.input_size))}, {len(g.blocks)} blocks in {len(g.stages)} stages, "
+        f"graph by {g.method}{note}",
+        highlight=False,
+    )
+    return data
+
+
+def _kind(kind: str) -> str:
+    colour = {"msa": "magenta", "mlp": "cyan", "conv": "green", "downsample": "yellow"}.get(kind)
+    return f"[{colour}]{kind}[/]" if colour else kind
+
+
 def inspect(
     model: ModelArg,
     weights: WeightsOpt = None,
@@ -29,38 +62,14 @@ def inspect(
 ) -> None:
     """Show MODEL as stem, stages of blocks and head: kinds, output shapes, params, FLOPs.
 
-    Example: surgeon inspect resnet50 --input-size 3,160,160
+    MODEL may also be a .safetensors file written by surgeon. Example: surgeon inspect resnet50
     """
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size)
     g = surgeon.graph(m, input_size=size)
-    data = g.to_dict()
-    data["model"] = model
     if as_json:
+        data = g.to_dict()
+        data["model"] = model
         out.print_json(json.dumps(data))
         return
-    table = Table(title=f"{model}: blocks", title_justify="left")
-    for col, justify in (("address", "left"), ("path", "left"), ("kind", "left"), ("output", "right"),
-                         ("params", "right"), ("FLOPs", "right")):
-        table.add_column(col, justify=justify)
-    colour = {"msa": "magenta", "mlp": "cyan", "conv": "green", "downsample": "yellow"}
-    for b in g.blocks:
-        c = colour.get(b.kind)
-        kind = f"[{c}]{b.kind}[/]" if c else b.kind
-        table.add_row(b.address, b.path, kind, _shape(b.out_shape), human(b.params), human(b.flops))
-    out.print(table)
-    stages = Table(title="stages", title_justify="left")
-    for col in ("stage", "blocks", "grid", "kinds", "params", "FLOPs"):
-        stages.add_column(col, justify="left" if col in ("stage", "kinds") else "right")
-    for name, s in data["stages"].items():
-        grid = "x".join(map(str, s["grid"])) if s["grid"] else "-"
-        kinds = ", ".join(f"{n} {k}" for k, n in s["kinds"].items())
-        stages.add_row(name, str(s["blocks"]), grid, kinds, human(s["params"]), human(s["flops"]))
-    out.print(stages)
-    note = f" (fallback: {g.fallback_reason})" if g.fallback_reason else ""
-    out.print(
-        f"{model}: {human(data['params'])} params, {human(data['flops'])}FLOPs at "
-        f"{'x'.join(map(str, g.input_size))}, {len(g.blocks)} blocks in {len(g.stages)} stages, "
-        f"graph by {g.method}{note}",
-        highlight=False,
-    )
+    print_graph(g, model)

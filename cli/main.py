@@ -13,6 +13,7 @@ import typer
 from surgeon.errors import SurgeonError
 
 from . import inspect as inspect_cmd
+from . import surgery
 from .common import err
 
 app = typer.Typer(
@@ -23,6 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("inspect")(inspect_cmd.inspect)
+app.command("alternate")(surgery.alternate)
+app.command("lesion")(surgery.lesion)
+app.command("insert")(surgery.insert)
+app.command("info")(surgery.info)
 
 
 @app.callback()

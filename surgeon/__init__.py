@@ -6,13 +6,25 @@ curvature analyses from "How Do Vision Transformers Work?" (Park & Kim, ICLR 202
 
 from .errors import SurgeonError
 from .graph import KINDS, Block, BlockGraph, feature_info_mismatch, graph
-from .io import load_weights, read_state_dict
+from . import layers, passes
+from .io import load, load_weights, read_recipe, read_state_dict, save
 from .models import default_input_size, load_model
+from .passes import PRESETS, alternate, insert, remove, replace
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KINDS",
+    "PRESETS",
+    "alternate",
+    "insert",
+    "layers",
+    "passes",
+    "load",
+    "read_recipe",
+    "remove",
+    "replace",
+    "save",
     "Block",
     "BlockGraph",
     "SurgeonError",

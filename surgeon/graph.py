@@ -684,7 +684,7 @@ def _is_attention(mod: nn.Module) -> bool:
     name = type(mod).__name__
     if isinstance(mod, nn.MultiheadAttention):
         return True
-    if re.search(r"attention|attn", name, re.I) and not _NOT_ATTENTION.search(name):
+    if re.search(r"attention|attn|msa", name, re.I) and not _NOT_ATTENTION.search(name):
         return True
     return hasattr(mod, "qkv") and isinstance(getattr(mod, "qkv"), nn.Module)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from .errors import SurgeonError, first_line
 
-__all__ = ["read_state_dict", "load_weights", "atomic_path"]
+__all__ = ["read_state_dict", "load_weights", "atomic_path", "save", "load", "read_recipe"]
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -128,3 +128,97 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Edited models: one .safetensors file holding the weights and the recipe that rebuilds them
+
+_META_KEY = "surgeon"
+
+
+def save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write `model` to one ``.safetensors`` file whose metadata holds its recipe: the base model
+    spec and constructor arguments, the ordered passes with their arguments, and the surgeon
+    version. `load` rebuilds it without user code. The write is atomic (temp file + rename).
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    target = Path(path)
+    if target.suffix != ".safetensors":
+        raise SurgeonError(f"output {str(target)!r} must end in .safetensors")
+    if not target.parent.exists():
+        raise SurgeonError(f"output directory {str(target.parent)!r} does not exist; create it first")
+    if not os.access(target.parent, os.W_OK):
+        raise SurgeonError(f"output directory {str(target.parent)!r} is not writable; choose another --out")
+    if target.exists() and not overwrite:
+        raise SurgeonError(f"{str(target)!r} exists; pass --force (overwrite=True) to replace it")
+    spec = getattr(model, "_surgeon_spec", None)
+    if not spec:
+        raise SurgeonError("this model has no recipe: create it with surgeon.load_model(...) so it can be rebuilt")
+    passes = list(getattr(model, "_surgeon_recipe", []))
+    opaque = [i for i, p in enumerate(passes) if p.get("pass") == "opaque"]
+    if opaque:
+        raise SurgeonError("the model was edited with a module object or factory, which a recipe cannot rebuild; "
+                           "use a registered block name (surgeon.layers.registered())")
+    recipe = {"version": __version__, "base": spec, "passes": passes}
+    seen: dict[int, str] = {}
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        key = t.untyped_storage().data_ptr() if t.numel() else id(t)
+        tensors[name] = t.clone() if key in seen else t  # safetensors refuses shared storage
+        seen.setdefault(key, name)
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(recipe)})
+    return target
+
+
+def read_recipe(path: str | os.PathLike) -> dict:
+    """The recipe stored in a file written by `save`."""
+    import json
+
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise SurgeonError(f"{str(p)!r} does not exist; check the path")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any reader failure: not a usable file
+        raise SurgeonError(f"{str(p)!r} is not a readable .safetensors file ({first_line(exc, 80)}); "
+                           "re-create it with surgeon alternate / surgeon.save") from None
+    if _META_KEY not in meta:
+        raise SurgeonError(f"{str(p)!r} was not saved by surgeon (no recipe in its metadata); use it as weights: "
+                           "--weights FILE with the matching model name")
+    try:
+        recipe = json.loads(meta[_META_KEY])
+        recipe["base"]["spec"], recipe["passes"]  # noqa: B018 - validate the layout
+    except (ValueError, KeyError, TypeError):
+        raise SurgeonError(f"{str(p)!r} has a damaged surgeon recipe; re-create the file") from None
+    return recipe
+
+
+def load(path: str | os.PathLike) -> nn.Module:
+    """Rebuild a model saved by `save`: base model from its spec, passes replayed, weights loaded
+    (strictly). The result computes exactly what the saved model did."""
+    from safetensors.torch import load_file
+
+    from .models import load_model
+    from .passes import apply_recipe
+
+    recipe = read_recipe(path)
+    base = recipe["base"]
+    model = load_model(base["spec"], num_classes=base.get("num_classes"), img_size=base.get("img_size"))
+    model = apply_recipe(model, recipe["passes"])
+    try:
+        sd = load_file(str(path), device="cpu")
+        model.load_state_dict(sd, strict=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated file, or a recipe that no longer matches
+        raise SurgeonError(f"cannot load the weights of {str(path)!r} into its rebuilt model ({first_line(exc, 100)}); "
+                           "the file is damaged or from another surgeon version") from None
+    return model.eval()

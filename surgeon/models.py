@@ -112,8 +112,8 @@ def load_model(
     """Create a classifier from `spec` in eval mode.
 
     Args:
-        spec: a timm name (``resnet50``, ``vit_tiny_patch16_224``) or a torchvision name with the
-            ``tv:`` prefix (``tv:resnet50``).
+        spec: a timm name (``resnet50``, ``vit_tiny_patch16_224``), a torchvision name with the
+            ``tv:`` prefix (``tv:resnet50``), or a ``.safetensors`` file written by `surgeon.save`.
         num_classes: classifier size; the architecture's default when None.
         weights: a local weight file (see `surgeon.io.read_state_dict`) loaded after creation.
         pretrained: fetch the registry's pretrained weights through the hub, as timm/torchvision do.
@@ -124,6 +124,10 @@ def load_model(
     spec = spec.strip()
     if weights is not None and pretrained:
         raise SurgeonError("give either --weights or --pretrained, not both")
+    if spec.endswith(".safetensors") and Path(spec).is_file() and weights is None and not pretrained:
+        from .io import load
+
+        return load(spec)  # a model saved by surgeon: rebuilt from its recipe
     if Path(spec).suffix in {".safetensors", ".pt", ".pth", ".tar", ".bin", ".ckpt"}:
         raise SurgeonError(
             f"{spec!r} is a weight file, not a model name: give the architecture and the file, "

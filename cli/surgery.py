@@ -1,0 +1,151 @@
+"""`surgeon alternate | lesion | insert | replace | info`: edit a model and save it with its recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+import surgeon
+from surgeon.errors import SurgeonError
+
+from .common import (ImgSizeOpt, InputSizeOpt, ModelArg, NumClassesOpt, PretrainedOpt, WeightsOpt, human, load, out,
+                     parse_input_size)
+from .inspect import _kind, print_graph
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + recipe)")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite an existing output file")]
+
+
+def _check_out(path: Path, force: bool) -> None:
+    """Refuse a bad output path before any work is done."""
+    if path.suffix != ".safetensors":
+        raise SurgeonError(f"--out {str(path)!r} must end in .safetensors")
+    if not path.parent.exists():
+        raise SurgeonError(f"output directory {str(path.parent)!r} does not exist; create it first")
+    if path.exists() and not force:
+        raise SurgeonError(f"{str(path)!r} exists; pass --force to overwrite it")
+
+
+def _diff_and_save(before: surgeon.BlockGraph, model, name: str, out_path: Path, force: bool) -> None:
+    """Print what changed (blocks, params, FLOPs), then write the file atomically."""
+    after = surgeon.graph(model, input_size=before.input_size)
+    table = Table(title=f"{name}: changed blocks", title_justify="left")
+    for col in ("address", "path", "before", "after", "params", "FLOPs"):
+        table.add_column(col, justify="right" if col in ("params", "FLOPs") else "left")
+    old = {b.address: b for b in before.blocks}
+    for b in after.blocks:
+        a = old.get(b.address)
+        if a is None or a.kind != b.kind or a.params != b.params or a.path != b.path:
+            table.add_row(b.address, b.path, _kind(a.kind) if a else "-", _kind(b.kind),
+                          f"{human(a.params) if a else '-'} -> {human(b.params)}",
+                          f"{human(a.flops) if a else '-'} -> {human(b.flops)}")
+    out.print(table)
+    p0, p1 = (sum(b.params for b in g.blocks) for g in (before, after))
+    f0, f1 = (sum(b.flops for b in g.blocks) for g in (before, after))
+    out.print(f"params {human(p0)} -> {human(p1)} ({100 * (p1 - p0) / p0:+.1f}%), "
+              f"FLOPs {human(f0)} -> {human(f1)} ({100 * (f1 - f0) / max(f0, 1):+.1f}%) "
+              f"at {'x'.join(map(str, before.input_size))}", highlight=False)
+    path = surgeon.save(model, out_path, overwrite=force)
+    out.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); rebuild with surgeon.load({str(path)!r})",
+              highlight=False)
+
+
+def alternate(
+    model: ModelArg,
+    out_path: OutOpt,
+    stages: Annotated[Optional[str], typer.Option("--stages", help="c2,c3 (one MSA each) or c2=1,c3=1,c4=2")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="paper: MSAs (0,1,1,2), the paper's Alter-ResNet-50")] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", help="heads in every MSA (default 3, 6, 12, 24 for c1..c4)")] = None,
+    window: Annotated[Optional[int], typer.Option("--window", help="attention window (default: min(7, map size))")] = None,
+    dim_head: Annotated[int, typer.Option("--dim-head", help="channels per head")] = 64,
+    drop_path: Annotated[float, typer.Option("--drop-path", help="stochastic depth of the MSA branches")] = 0.0,
+    weights: WeightsOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Replace conv blocks with MSA blocks by the AlterNet build-up rules and save the result.
+
+    Example: surgeon alternate resnet50 --stages c2,c3 --out alternet.safetensors
+    """
+    _check_out(out_path, force)
+    if preset is not None:
+        if preset not in surgeon.PRESETS:
+            raise SurgeonError(f"unknown preset {preset!r}; presets: {', '.join(surgeon.PRESETS)}")
+        if stages is not None:
+            raise SurgeonError("give either --stages or --preset, not both")
+        stages = ",".join(f"{k}={v}" for k, v in surgeon.PRESETS[preset][1].items())
+    counts = surgeon.passes.parse_stages(stages)
+    m = load(model, weights, pretrained, num_classes, img_size)
+    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    edited = surgeon.alternate(g, counts, heads=heads, window=window, dim_head=dim_head, drop_path=drop_path)
+    _diff_and_save(g, edited, model, out_path, force)
+
+
+def lesion(
+    model: ModelArg,
+    out_path: OutOpt,
+    blocks: Annotated[str, typer.Option("--blocks", help="blocks to remove, e.g. c3.b2 or c3.b1,c4.b-1")],
+    weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Remove blocks (each becomes the identity) and save the result.
+
+    Example: surgeon lesion resnet50 --blocks c3.b2 --out lesioned.safetensors
+    """
+    _check_out(out_path, force)
+    m = load(model, weights, False, num_classes, img_size)
+    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    edited = m
+    for b in g.select(blocks):
+        edited = surgeon.remove(edited, b.address, input_size=g.input_size)
+    _diff_and_save(g, edited, model, out_path, force)
+
+
+def insert(
+    model: ModelArg,
+    out_path: OutOpt,
+    after: Annotated[str, typer.Option("--after", help="block(s) to insert after, e.g. c*.b-1")],
+    block: Annotated[str, typer.Option("--block", help="registered block type, e.g. smoothing")] = "smoothing",
+    weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Insert a block (default: spatial smoothing) after each selected block and save the result.
+
+    Example: surgeon insert resnet50 --after "c*.b-1" --block smoothing --out smooth.safetensors
+    """
+    _check_out(out_path, force)
+    m = load(model, weights, False, num_classes, img_size)
+    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    edited = m
+    for b in g.select(after):
+        edited = surgeon.insert(edited, after=b.address, module=block, input_size=g.input_size)
+    _diff_and_save(g, edited, model, out_path, force)
+
+
+def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written by surgeon")],
+         input_size: InputSizeOpt = None) -> None:
+    """Show the recipe, parameter count and block table of a saved model.
+
+    Example: surgeon info alternet.safetensors
+    """
+    recipe = surgeon.read_recipe(path)
+    model = surgeon.load(path)
+    base = recipe["base"]
+    out.print(f"[bold]{path}[/]: surgeon {recipe['version']}, base {base['spec']}"
+              + "".join(f", {k}={v}" for k, v in base.items() if k != "spec" and v is not None))
+    for i, p in enumerate(recipe["passes"], 1):
+        args = ", ".join(f"{k}={v}" for k, v in p.items() if k != "pass" and v not in (None, {}, []))
+        out.print(f"  {i}. {p['pass']}({args})", highlight=False)
+    print_graph(surgeon.graph(model, input_size=parse_input_size(input_size)), str(path))
