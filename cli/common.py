@@ -37,11 +37,13 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
     return size  # type: ignore[return-value]
 
 
-def load(model: str, weights: Path | None, pretrained: bool, num_classes: int | None, img_size: int | None):
+def load(model: str, weights: Path | None, pretrained: bool, num_classes: int | None, img_size: int | None,
+         **model_kwargs):
     """`surgeon.load_model`, with weight-loading warnings printed as one line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        m = surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes, img_size=img_size)
+        m = surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
+                               img_size=img_size, **model_kwargs)
     for w in caught:
         if issubclass(w.category, UserWarning) and "weights" in str(w.message):
             err.print(f"[yellow]warning:[/] {w.message}", highlight=False)

@@ -74,14 +74,18 @@ def alternate(
     Example: surgeon alternate resnet50 --stages c2,c3 --out alternet.safetensors
     """
     _check_out(out_path, force)
+    model_kwargs: dict = {}
     if preset is not None:
         if preset not in surgeon.PRESETS:
             raise SurgeonError(f"unknown preset {preset!r}; presets: {', '.join(surgeon.PRESETS)}")
         if stages is not None:
             raise SurgeonError("give either --stages or --preset, not both")
-        stages = ",".join(f"{k}={v}" for k, v in surgeon.PRESETS[preset][1].items())
+        base, model_kwargs, preset_stages = surgeon.PRESETS[preset]
+        if model != base:
+            raise SurgeonError(f"preset {preset} is built on {base}; run: surgeon alternate {base} --preset {preset}")
+        stages = ",".join(f"{k}={v}" for k, v in preset_stages.items())
     counts = surgeon.passes.parse_stages(stages)
-    m = load(model, weights, pretrained, num_classes, img_size)
+    m = load(model, weights, pretrained, num_classes, img_size, **model_kwargs)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))
     edited = surgeon.alternate(g, counts, heads=heads, window=window, dim_head=dim_head, drop_path=drop_path)
     _diff_and_save(g, edited, model, out_path, force)

@@ -212,8 +212,8 @@ def load(path: str | os.PathLike) -> nn.Module:
     from .passes import apply_recipe
 
     recipe = read_recipe(path)
-    base = recipe["base"]
-    model = load_model(base["spec"], num_classes=base.get("num_classes"), img_size=base.get("img_size"))
+    base = dict(recipe["base"])
+    model = load_model(base.pop("spec"), **base)
     model = apply_recipe(model, recipe["passes"])
     try:
         sd = load_file(str(path), device="cpu")

@@ -42,12 +42,12 @@ def _unknown(spec: str) -> SurgeonError:
     return SurgeonError(f"unknown model {spec!r}: {hint}")
 
 
-def _create_tv(name: str, num_classes: int | None, pretrained: bool, img_size: int | None) -> nn.Module:
+def _create_tv(name: str, num_classes: int | None, pretrained: bool, img_size: int | None, extra: dict) -> nn.Module:
     import torchvision.models as tvm
 
     if name not in _tv_names():
         raise _unknown(TV_PREFIX + name)
-    kwargs: dict = {}
+    kwargs: dict = dict(extra)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if img_size is not None and name.startswith("vit_"):  # other torchvision nets take any size
@@ -70,12 +70,12 @@ def _create_tv(name: str, num_classes: int | None, pretrained: bool, img_size: i
     return tvm.get_model(name, **kwargs)
 
 
-def _create_timm(name: str, num_classes: int | None, pretrained: bool, img_size: int | None) -> nn.Module:
+def _create_timm(name: str, num_classes: int | None, pretrained: bool, img_size: int | None, extra: dict) -> nn.Module:
     import timm
 
     if not timm.is_model(name) and name.split(".")[0] not in _timm_names():
         raise _unknown(name)
-    kwargs: dict = {}
+    kwargs: dict = dict(extra)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if img_size is not None:
@@ -84,9 +84,8 @@ def _create_timm(name: str, num_classes: int | None, pretrained: bool, img_size:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as exc:
         if "img_size" in str(exc):  # convolutional nets take any input size: ignore the option
-            kwargs.pop("img_size")
-            return _create_timm(name, num_classes, pretrained, None)
-        raise
+            return _create_timm(name, num_classes, pretrained, None, extra)
+        raise SurgeonError(f"{name} does not take these arguments ({first_line(exc, 100)})") from None
     except (OSError, RuntimeError, ValueError) as exc:
         if not pretrained:
             raise
@@ -108,6 +107,7 @@ def load_model(
     weights: str | os.PathLike | None = None,
     pretrained: bool = False,
     img_size: int | None = None,
+    **model_kwargs,
 ) -> nn.Module:
     """Create a classifier from `spec` in eval mode.
 
@@ -118,6 +118,8 @@ def load_model(
         weights: a local weight file (see `surgeon.io.read_state_dict`) loaded after creation.
         pretrained: fetch the registry's pretrained weights through the hub, as timm/torchvision do.
         img_size: input resolution for models whose shape depends on it (ViTs); ignored by CNNs.
+        model_kwargs: further constructor arguments (e.g. ``layers=(3, 4, 6, 4)`` for a timm
+            ResNet-V2), recorded in the recipe of saved models.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise SurgeonError("model name is empty: give a timm name like resnet50 or tv:resnet50")
@@ -134,12 +136,12 @@ def load_model(
             f"e.g. 'resnet50 --weights {spec}'"
         )
     if spec.startswith(TV_PREFIX):
-        model = _create_tv(spec[len(TV_PREFIX):], num_classes, pretrained, img_size)
+        model = _create_tv(spec[len(TV_PREFIX):], num_classes, pretrained, img_size, model_kwargs)
     else:
-        model = _create_timm(spec, num_classes, pretrained, img_size)
+        model = _create_timm(spec, num_classes, pretrained, img_size, model_kwargs)
     if weights is not None:
         load_weights(model, weights, what=spec)
-    model._surgeon_spec = {"spec": spec, "num_classes": num_classes, "img_size": img_size}
+    model._surgeon_spec = {"spec": spec, "num_classes": num_classes, "img_size": img_size, **model_kwargs}
     return model.eval()
 
 

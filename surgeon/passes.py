@@ -26,11 +26,22 @@ from . import layers
 from .errors import SurgeonError, first_line
 from .graph import Block, BlockGraph, graph
 
-__all__ = ["replace", "remove", "insert", "alternate", "parse_stages", "PRESETS", "apply_recipe"]
+__all__ = ["replace", "remove", "insert", "alternate", "alter_resnet50", "parse_stages", "PRESETS", "apply_recipe"]
 
-#: Named stage layouts. ``paper``: the paper's Alter-ResNet-50 (CIFAR-100 build-up, Fig. 11):
-#: MSAs (0, 1, 1, 2) in c1..c4 of a pre-activation ResNet-50 (timm ``resnetv2_50``).
-PRESETS: dict[str, tuple[str, dict[str, int]]] = {"paper": ("resnetv2_50", {"c2": 1, "c3": 1, "c4": 2})}
+#: Named AlterNets: (base model, its constructor arguments, MSAs per stage). ``paper``: the
+#: paper's Alter-ResNet-50 (Fig. 11): a pre-activation ResNet-50 with blocks (3, 4, 6, 4), as in
+#: the paper's variant, and MSAs (0, 1, 1, 2) in c1..c4.
+PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, int]]] = {
+    "paper": ("resnetv2_50", {"layers": [3, 4, 6, 4]}, {"c2": 1, "c3": 1, "c4": 2}),
+}
+
+
+def alter_resnet50(**kwargs: Any) -> nn.Module:
+    """The paper's Alter-ResNet-50 (``PRESETS["paper"]``); kwargs go to `surgeon.load_model`."""
+    from .models import load_model
+
+    spec, model_kwargs, stages = PRESETS["paper"]
+    return alternate(load_model(spec, **model_kwargs, **kwargs), stages)
 
 _POST_ACTIVATION = ("Bottleneck", "BasicBlock")  # residual blocks ending in act(x + f(x))
 
@@ -264,12 +275,12 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
             raise SurgeonError(f"window {p} is larger than {stage}'s {grid[0]}x{grid[1]} feature map; use --window {min(grid)} or less")
         for i in range(m):
             block = convs[n - 2 * m + 1 + 2 * i]
-            if block.in_shape != block.out_shape or len(block.members) != 1:
-                raise SurgeonError(f"{block.address} ({block.path}) changes shape; MSAs replace stride-1 conv blocks")
+            if block.downsamples or len(block.members) != 1:
+                raise SurgeonError(f"{block.address} ({block.path}) downsamples; MSAs replace stride-1 conv blocks")
             target = original.get_submodule(block.path)
             pre = preact if preact is not None else type(target).__name__ not in _POST_ACTIVATION
-            c = _channels(block.in_shape, block.layout)
-            msa = layers.MSABlock(c, c, width=_bottleneck_width(target) or c, heads=h, window=p, dim_head=dim_head,
+            c, c_out = _channels(block.in_shape, block.layout), _channels(block.out_shape, block.layout)
+            msa = layers.MSABlock(c, c_out, width=_bottleneck_width(target) or c, heads=h, window=p, dim_head=dim_head,
                                   drop_path=drop_path, preact=pre, channels_last=block.layout == "NHWC")
             _set_module(new, block.path, msa.to(_device(original)))
     entry = {"pass": "alternate", "stages": counts, "heads": dict(heads) if isinstance(heads, Mapping) else heads,

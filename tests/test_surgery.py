@@ -1,0 +1,211 @@
+"""Surgery passes: exactness of what they keep, correctness of what they change, recipes."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import surgeon
+from surgeon import SurgeonError
+from surgeon.layers import MSABlock, SpatialSmoothing
+
+SIZE = (3, 64, 64)
+
+
+def untouched_identical(before: nn.Module, after: nn.Module, replaced: list[str]) -> int:
+    a, b = before.state_dict(), after.state_dict()
+    kept = [k for k in a if not any(k.startswith(p + ".") for p in replaced)]
+    assert all(k in b and torch.equal(a[k], b[k]) for k in kept)
+    return len(kept)
+
+
+# (spec, kwargs): one member of every family alternate supports
+FAMILIES = [
+    ("resnet18", {}),                 # post-activation basic blocks
+    ("resnetv2_50", {}),              # pre-activation bottlenecks
+    ("resnext26ts", {}),              # ResNeXt
+    ("regnety_002", {}),              # RegNet
+    ("convnext_atto", {}),            # ConvNeXt
+    ("efficientnet_b0", {}),          # inverted residual
+    ("mobilenetv3_small_100", {}),    # inverted residual + SE
+    ("tv:resnet18", {}),
+    ("tv:regnet_y_400mf", {}),
+    ("tv:mobilenet_v3_small", {}),
+]
+
+
+@pytest.mark.parametrize("spec, kwargs", FAMILIES)
+def test_alternate_every_family_trains(spec, kwargs):
+    torch.manual_seed(0)
+    model = surgeon.load_model(spec, num_classes=5, **kwargs)
+    snapshot = copy.deepcopy(model.state_dict())
+    g = surgeon.graph(model, input_size=SIZE)
+    stage = max((s for s, bs in g.stages.items() if sum(b.kind == "conv" for b in bs) >= 2), key=lambda s: int(s[1:]))
+    alt = surgeon.alternate(g, {stage: 1})
+    # the input model is untouched; every tensor outside the replaced block is bit-identical
+    assert all(torch.equal(snapshot[k], v) for k, v in model.state_dict().items())
+    msas = [n for n, m in alt.named_modules() if isinstance(m, MSABlock)]
+    assert len(msas) == 1 and msas[0] == [b for b in g.stages[stage] if b.kind == "conv"][-1].path
+    assert untouched_identical(model, alt, msas) > 0
+    # shapes, and a few steps that lower the loss on one batch
+    x, y = torch.randn(8, *SIZE), torch.randint(0, 5, (8,))
+    alt.train()
+    opt = torch.optim.Adam(alt.parameters(), lr=1e-4)
+    losses = []
+    for _ in range(4):
+        loss = nn.functional.cross_entropy(alt(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert alt(x).shape == (8, 5) and losses[-1] < losses[0]
+
+
+def test_alternate_paper_layout_positions():
+    spec, kwargs, stages = surgeon.PRESETS["paper"]
+    model = surgeon.load_model(spec, **kwargs)
+    alt = surgeon.alternate(model, stages, input_size=SIZE)
+    g = surgeon.graph(alt, input_size=SIZE)
+    layout = {s: "".join("M" if b.kind == "msa" else "C" for b in bs) for s, bs in g.stages.items()}
+    assert layout == {"c1": "CCC", "c2": "CCCM", "c3": "CCCCCM", "c4": "CMCM"}
+    heads = [m.heads for m in alt.modules() if isinstance(m, MSABlock)]
+    windows = [m.window for m in alt.modules() if isinstance(m, MSABlock)]
+    assert heads == [6, 12, 24, 24] and windows == [7, 4, 2, 2]  # 64 px: maps 8, 4, 2
+    assert all(m.preact for m in alt.modules() if isinstance(m, MSABlock))
+    # two MSAs in a 3-block stage are refused by the m <= n/2 rule
+    with pytest.raises(SurgeonError, match=r"at most 1 MSAs \(m <= n/2\)"):
+        surgeon.alternate(surgeon.load_model("resnetv2_50"), {"c4": 2}, input_size=SIZE)
+
+
+def test_alternate_post_activation_width_and_defaults():
+    model = surgeon.load_model("resnet50")
+    alt = surgeon.alternate(model, "c2,c3")
+    msa = alt.layer2[3]
+    assert isinstance(msa, MSABlock) and not msa.preact and msa.reduce.out_channels == 128  # bottleneck width
+    assert (msa.heads, msa.window) == (6, 7) and (alt.layer3[5].heads, alt.layer3[5].window) == (12, 7)
+
+
+@pytest.mark.parametrize("stages, kwargs, fragment", [
+    ("c9", {}, "unknown stage c9; this model has c1, c2, c3, c4"),
+    ("c2,c2", {}, "stage c2 is given twice"),
+    ("c2=3", {}, "at most 2 MSAs"),
+    ("c4", {"window": 3}, "window 3 is larger than c4's 2x2 feature map"),
+    ("x2", {}, "bad stage name 'x2'"),
+    ("c2=0", {}, "at least one MSA"),
+])
+def test_alternate_refusals(stages, kwargs, fragment):
+    with pytest.raises(SurgeonError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        surgeon.alternate(surgeon.load_model("resnet50"), stages, input_size=SIZE, **kwargs)
+
+
+def test_alternate_refuses_stage_without_convs():
+    with pytest.raises(SurgeonError, match="has no conv block"):
+        surgeon.alternate(surgeon.load_model("vit_tiny_patch16_224", img_size=64), "c1", input_size=SIZE)
+
+
+def test_remove_is_identity_lesion():
+    model = surgeon.load_model("resnet50")
+    les = surgeon.remove(model, "c3.b2", input_size=SIZE)
+    manual = copy.deepcopy(model)
+    manual.layer3[2] = nn.Identity()
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        assert torch.equal(les(x), manual(x))
+    assert les._surgeon_recipe == [{"pass": "remove", "address": "c3.b2", "input_size": list(SIZE)}]
+    with pytest.raises(SurgeonError, match="changes the shape"):
+        surgeon.remove(model, "c3.b0", input_size=SIZE)
+    with pytest.raises(SurgeonError, match="needs its stem and head"):
+        surgeon.remove(model, "head", input_size=SIZE)
+
+
+def test_remove_transformer_half_passes_input_through():
+    vit = surgeon.load_model("vit_tiny_patch16_224", img_size=64)
+    les = surgeon.remove(vit, "c1.b4")  # attention half of blocks.2
+    x = torch.randn(2, *SIZE)
+    seen = {}
+    with torch.no_grad():
+        les(x)
+        h1 = les.blocks[2].register_forward_pre_hook(lambda m, a: seen.setdefault("in", a[0]))
+        h2 = les.blocks[2].norm2.register_forward_pre_hook(lambda m, a: seen.setdefault("mid", a[0]))
+        les(x)
+    h1.remove(), h2.remove()
+    assert torch.equal(seen["in"], seen["mid"])  # x + 0
+    tv = surgeon.load_model("tv:vit_b_16", img_size=32)
+    out = surgeon.remove(tv, "c1.b0")(torch.randn(1, 3, 32, 32))
+    assert out.shape == (1, 1000)
+
+
+def test_insert_smoothing_after_stage():
+    model = surgeon.load_model("resnet18")
+    new = surgeon.insert(model, after="c2.b-1", module="smoothing", input_size=SIZE)
+    assert list(new.state_dict()) == list(model.state_dict())
+    assert isinstance(new.layer2[2], SpatialSmoothing) and [n for n, _ in new.layer2.named_children()] == ["0", "1", "1_smoothing"]
+    x = torch.randn(2, *SIZE)
+    h = model.layer2.register_forward_hook(lambda m, a, y: SpatialSmoothing()(y))
+    with torch.no_grad():
+        expected = model(x)
+        h.remove()
+        assert torch.equal(new(x), expected)
+    with pytest.raises(SurgeonError, match="cannot insert after the head"):
+        surgeon.insert(model, after="head", module="smoothing", input_size=SIZE)
+
+
+def test_replace_by_name_and_module():
+    model = surgeon.load_model("resnet18")
+    a = surgeon.replace(model, "c3.b1", "msa", in_channels=256, heads=2, window=4, input_size=SIZE)
+    assert isinstance(a.layer3[1], MSABlock) and a._surgeon_recipe[-1]["block"] == "msa"
+    b = surgeon.replace(model, "layer4.1.conv2", nn.Conv2d(512, 512, 3, padding=1), input_size=SIZE)
+    assert b._surgeon_recipe[-1] == {"pass": "opaque"}
+    with pytest.raises(SurgeonError, match="no longer runs"):
+        surgeon.replace(model, "c3.b1", nn.Conv2d(3, 3, 1), input_size=SIZE)
+    with pytest.raises(SurgeonError, match="unknown block type 'nope'"):
+        surgeon.replace(model, "c3.b1", "nope", input_size=SIZE)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = surgeon.load_model("resnet50", num_classes=10)
+    edited = surgeon.alternate(model, "c2,c3=1", input_size=SIZE)
+    edited = surgeon.insert(edited, after="c1.b-1", module="smoothing")
+    edited = surgeon.remove(edited, "c3.b1")
+    path = surgeon.save(edited, tmp_path / "alt.safetensors")
+    loaded = surgeon.load(path)
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        assert torch.equal(edited.eval()(x), loaded(x))
+    assert surgeon.load_model(str(path)).state_dict().keys() == edited.state_dict().keys()
+    recipe = surgeon.read_recipe(path)
+    assert recipe["base"]["spec"] == "resnet50" and recipe["base"]["num_classes"] == 10
+    assert [p["pass"] for p in recipe["passes"]] == ["alternate", "insert", "remove"]
+    assert sorted(os.listdir(tmp_path)) == ["alt.safetensors"]  # no temp files left
+    with pytest.raises(SurgeonError, match="exists; pass --force"):
+        surgeon.save(edited, path)
+    surgeon.save(edited, path, overwrite=True)
+
+
+def test_save_and_load_refusals(tmp_path):
+    from safetensors.torch import save_file
+
+    model = surgeon.load_model("resnet18")
+    with pytest.raises(SurgeonError, match="does not exist; create it first"):
+        surgeon.save(model, tmp_path / "missing" / "m.safetensors")
+    opaque = surgeon.replace(model, "c3.b1", nn.Identity(), input_size=SIZE)
+    with pytest.raises(SurgeonError, match="module object"):
+        surgeon.save(opaque, tmp_path / "m.safetensors")
+    with pytest.raises(SurgeonError, match="no recipe"):
+        surgeon.save(nn.Linear(2, 2), tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(SurgeonError, match="not saved by surgeon"):
+        surgeon.load(tmp_path / "foreign.safetensors")
+    (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(SurgeonError, match="not a readable .safetensors"):
+        surgeon.load(tmp_path / "corrupt.safetensors")
+    path = surgeon.save(model, tmp_path / "ok.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SurgeonError):
+        surgeon.load(path)
