@@ -65,3 +65,62 @@ def test_usage_errors_exit_2():
     assert r.returncode == 2 and "Missing argument" in r.stderr
     r = surgeon("nonsense")
     assert r.returncode == 2
+
+
+def test_alternate_info_lesion_insert(tmp_path):
+    r = surgeon("alternate", "resnet50", "--stages", "c2,c3", "--out", "alt.safetensors", "--input-size", "3,64,64",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "c2.b3" in r.stdout and "c3.b5" in r.stdout and "params 25.56M ->" in r.stdout
+    assert (tmp_path / "alt.safetensors").is_file()
+    r = surgeon("info", "alt.safetensors", "--input-size", "3,64,64", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "alternate(stages={'c2': 1, 'c3': 1}" in r.stdout and "1 msa" in r.stdout
+    r = surgeon("lesion", "alt.safetensors", "--blocks", "c3.b1,c3.b2", "--out", "les.safetensors",
+                "--input-size", "3,64,64", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = surgeon("insert", "resnet18", "--after", "c*.b-1", "--out", "sm.safetensors", "--input-size", "3,64,64",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import surgeon as lib
+
+    assert [p["pass"] for p in lib.read_recipe(tmp_path / "les.safetensors")["passes"]] == ["alternate", "remove", "remove"]
+    assert len(lib.read_recipe(tmp_path / "sm.safetensors")["passes"]) == 4
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--stages", "c9"], "unknown stage c9"),
+    (["--stages", "c2,c2"], "stage c2 is given twice"),
+    (["--stages", "c4=2"], "at most 1 MSAs"),
+    (["--stages", "c4", "--window", "9"], "window 9 is larger than c4's 2x2"),
+    (["--stages", "c2", "--weights", "r18.pt"], "shape mismatch"),
+    (["--stages", "c2", "--out", "nodir/x.safetensors"], "does not exist; create it first"),
+    (["--stages", "c2", "--out", "exists.safetensors"], "exists; pass --force"),
+    (["--stages", "c2", "--out", "x.pt"], "must end in .safetensors"),
+    (["--preset", "paper"], "preset paper is built on resnetv2_50"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+])
+def test_alternate_bad_input(tmp_path, args, fragment):
+    import surgeon as lib
+
+    torch.save(lib.load_model("resnet18").state_dict(), tmp_path / "r18.pt")
+    (tmp_path / "exists.safetensors").write_bytes(b"keep me")
+    argv = ["alternate", "resnet50", "--input-size", "3,64,64", *args]
+    if "--out" not in args:
+        argv += ["--out", "x.safetensors"]
+    r = surgeon(*argv, cwd=tmp_path)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.safetensors", "r18.pt"]
+    assert (tmp_path / "exists.safetensors").read_bytes() == b"keep me"
+
+
+def test_info_refuses_foreign_and_corrupt(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "f.safetensors"))
+    (tmp_path / "c.safetensors").write_bytes(b"\x01" * 64)
+    for name, fragment in (("f.safetensors", "not saved by surgeon"), ("c.safetensors", "not a readable"),
+                           ("none.safetensors", "does not exist")):
+        r = surgeon("info", name, cwd=tmp_path)
+        assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,108 @@
+"""Cost of the headline job, measured against its baseline in one run.
+
+1. Cold wall time (fresh Python process each time, imports included) of
+       surgeon alternate resnet50 --stages c2,c3 --out alternet.safetensors
+   against the baseline: ``timm.create_model('resnet50')`` plus a plain safetensors save of it.
+   Target: <= 1.5x.
+2. Forward+backward throughput (images/s) of the produced AlterNet relative to the base
+   ResNet-50 at the same input, with the time per block kind that explains the difference.
+
+    python bench/alternate_speed.py --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+BASELINE = (
+    "import timm, safetensors.torch as st; m = timm.create_model('resnet50'); "
+    "st.save_file(m.state_dict(), 'base.safetensors')"
+)
+
+
+def cold(cmd: list[str], cwd: str) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def wall_times(repeat: int) -> tuple[float, float]:
+    surgeon_bin = str(Path(sys.executable).with_name("surgeon"))
+    with tempfile.TemporaryDirectory() as d:
+        base, head = [], []
+        for _ in range(repeat):  # interleaved, so both see the same machine state
+            base.append(cold([sys.executable, "-c", BASELINE], d))
+            head.append(cold([surgeon_bin, "alternate", "resnet50", "--stages", "c2,c3", "--out",
+                              "alternet.safetensors", "--force"], d))
+    return statistics.median(base), statistics.median(head)
+
+
+def throughput(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
+    model.train()
+    for _ in range(2):  # warm-up
+        model(x).sum().backward()
+    t = time.perf_counter()
+    for _ in range(steps):
+        model(x).sum().backward()
+    return steps * x.shape[0] / (time.perf_counter() - t)
+
+
+def block_times(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Forward seconds per block kind (hooks on block modules, one timed forward)."""
+    import surgeon
+
+    g = surgeon.graph(model, input_size=tuple(x.shape[1:]))
+    spent: dict[str, float] = {}
+    starts: dict[str, float] = {}
+    handles = []
+    for b in g.blocks:
+        if len(b.members) != 1:
+            continue
+        mod = model.get_submodule(b.members[0])
+        handles.append(mod.register_forward_pre_hook(lambda m, a, k=b.address: starts.__setitem__(k, time.perf_counter())))
+        handles.append(mod.register_forward_hook(
+            lambda m, a, y, k=b.address, kind=b.kind: spent.__setitem__(kind, spent.get(kind, 0.0) + time.perf_counter() - starts[k])))
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return spent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=3)
+    args = p.parse_args()
+
+    base_s, head_s = wall_times(args.repeat)
+    print(f"cold wall time, median of {args.repeat}: baseline (timm.create_model + save) {base_s:.2f} s, "
+          f"surgeon alternate {head_s:.2f} s, ratio {head_s / base_s:.2f}x (target <= 1.5x)")
+
+    import surgeon
+
+    torch.manual_seed(0)
+    base = surgeon.load_model("resnet50")
+    alt = surgeon.alternate(base, "c2,c3")
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    tb, ta = throughput(base, x, args.steps), throughput(alt, x, args.steps)
+    print(f"forward+backward at {args.batch}x3x{args.size}x{args.size}: ResNet-50 {tb:.1f} img/s, "
+          f"AlterNet(c2,c3) {ta:.1f} img/s, ratio {ta / tb:.2f}x")
+    for name, model in (("ResNet-50", base), ("AlterNet", alt)):
+        t = block_times(model, x[:1])
+        print(f"  forward time by block kind ({name}, batch 1): "
+              + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in sorted(t.items(), key=lambda kv: -kv[1])))
+
+
+if __name__ == "__main__":
+    main()
