@@ -27,6 +27,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("alternate")(surgery.alternate)
 app.command("lesion")(surgery.lesion)
 app.command("insert")(surgery.insert)
+app.command("replace")(surgery.replace)
 app.command("info")(surgery.info)
 
 

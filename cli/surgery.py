@@ -138,6 +138,35 @@ def insert(
     _diff_and_save(g, edited, model, out_path, force)
 
 
+def replace(
+    model: ModelArg,
+    out_path: OutOpt,
+    blocks: Annotated[str, typer.Option("--blocks", help="blocks to replace, e.g. c3.b1")],
+    with_: Annotated[str, typer.Option("--with", help="registered block type: msa, smoothing, identity, zero")],
+    heads: Annotated[Optional[int], typer.Option("--heads", help="MSA heads")] = None,
+    window: Annotated[Optional[int], typer.Option("--window", help="MSA window")] = None,
+    weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Replace blocks with a registered block type (an MSA block is sized to fit) and save the result.
+
+    Example: surgeon replace resnet50 --blocks c3.b1 --with msa --heads 8 --out r.safetensors
+    """
+    _check_out(out_path, force)
+    m = load(model, weights, False, num_classes, img_size)
+    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    kwargs = {k: v for k, v in (("heads", heads), ("window", window)) if v is not None}
+    if kwargs and with_ != "msa":
+        raise SurgeonError("--heads and --window apply to --with msa only")
+    edited = m
+    for b in g.select(blocks):
+        edited = surgeon.replace(edited, b.address, with_, input_size=g.input_size, **kwargs)
+    _diff_and_save(g, edited, model, out_path, force)
+
+
 def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written by surgeon")],
          input_size: InputSizeOpt = None) -> None:
     """Show the recipe, parameter count and block table of a saved model.

@@ -131,6 +131,8 @@ def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module
             raise SurgeonError(
                 f"{block.address} spans several modules ({', '.join(block.members)}); address one by module path")
         path = block.path
+    if module == "msa" and block is not None and "in_channels" not in kwargs:  # size it like alternate
+        kwargs = {**_msa_shape(original, block), **kwargs}
     built, name = _build(module, block, kwargs)
     _set_module(new, path, built.to(_device(original)))
     entry = {"pass": "replace", "address": address, "block": name, "kwargs": kwargs,
@@ -234,6 +236,16 @@ def _bottleneck_width(module: nn.Module) -> int | None:
     return conv.out_channels if conv is not None else None
 
 
+def _msa_shape(model: nn.Module, block: Block) -> dict[str, Any]:
+    """MSABlock arguments that fit in place of `block`: channels, bottleneck width, layout, form."""
+    if block.layout not in ("NCHW", "NHWC"):
+        raise SurgeonError(f"{block.address} has no 2-D feature map ({block.layout}); an MSA block replaces conv blocks")
+    target = model.get_submodule(block.path)
+    c, c_out = _channels(block.in_shape, block.layout), _channels(block.out_shape, block.layout)
+    return {"in_channels": c, "out_channels": c_out, "width": _bottleneck_width(target) or c,
+            "channels_last": block.layout == "NHWC", "preact": type(target).__name__ not in _POST_ACTIVATION}
+
+
 def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
               heads: int | Mapping[str, int] | None = None, window: int | None = None, dim_head: int = 64,
               drop_path: float = 0.0, preact: bool | None = None, input_size=None) -> nn.Module:
@@ -277,11 +289,10 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
             block = convs[n - 2 * m + 1 + 2 * i]
             if block.downsamples or len(block.members) != 1:
                 raise SurgeonError(f"{block.address} ({block.path}) downsamples; MSAs replace stride-1 conv blocks")
-            target = original.get_submodule(block.path)
-            pre = preact if preact is not None else type(target).__name__ not in _POST_ACTIVATION
-            c, c_out = _channels(block.in_shape, block.layout), _channels(block.out_shape, block.layout)
-            msa = layers.MSABlock(c, c_out, width=_bottleneck_width(target) or c, heads=h, window=p, dim_head=dim_head,
-                                  drop_path=drop_path, preact=pre, channels_last=block.layout == "NHWC")
+            shape = _msa_shape(original, block)
+            if preact is not None:
+                shape["preact"] = preact
+            msa = layers.MSABlock(**shape, heads=h, window=p, dim_head=dim_head, drop_path=drop_path)
             _set_module(new, block.path, msa.to(_device(original)))
     entry = {"pass": "alternate", "stages": counts, "heads": dict(heads) if isinstance(heads, Mapping) else heads,
              "window": window, "dim_head": dim_head, "drop_path": drop_path, "preact": preact,

@@ -82,8 +82,12 @@ def test_alternate_info_lesion_insert(tmp_path):
     r = surgeon("insert", "resnet18", "--after", "c*.b-1", "--out", "sm.safetensors", "--input-size", "3,64,64",
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    r = surgeon("replace", "resnet18", "--blocks", "c4.b1", "--with", "msa", "--window", "2", "--out",
+                "rep.safetensors", "--input-size", "3,64,64", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
     import surgeon as lib
 
+    assert isinstance(lib.load(tmp_path / "rep.safetensors").layer4[1], lib.layers.MSABlock)
     assert [p["pass"] for p in lib.read_recipe(tmp_path / "les.safetensors")["passes"]] == ["alternate", "remove", "remove"]
     assert len(lib.read_recipe(tmp_path / "sm.safetensors")["passes"]) == 4
 

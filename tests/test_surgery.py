@@ -158,6 +158,9 @@ def test_replace_by_name_and_module():
     model = surgeon.load_model("resnet18")
     a = surgeon.replace(model, "c3.b1", "msa", in_channels=256, heads=2, window=4, input_size=SIZE)
     assert isinstance(a.layer3[1], MSABlock) and a._surgeon_recipe[-1]["block"] == "msa"
+    auto = surgeon.replace(model, "c4.b1", "msa", window=2, input_size=SIZE)  # sized from the block
+    assert (auto.layer4[1].reduce.in_channels, auto.layer4[1].reduce.out_channels) == (512, 512)
+    assert not auto.layer4[1].preact
     b = surgeon.replace(model, "layer4.1.conv2", nn.Conv2d(512, 512, 3, padding=1), input_size=SIZE)
     assert b._surgeon_recipe[-1] == {"pass": "opaque"}
     with pytest.raises(SurgeonError, match="no longer runs"):
