@@ -91,6 +91,19 @@ def alternate(
     _diff_and_save(g, edited, model, out_path, force)
 
 
+def _edit_each(model: str, out_path: Path, force: bool, weights: Path | None, num_classes: int | None,
+               img_size: int | None, input_size: str | None, selection: str, edit) -> None:
+    """Load MODEL, apply `edit(model, module_path, input_size)` to each selected block (addressed
+    by module path, so earlier edits cannot shift later addresses), print the change and save."""
+    _check_out(out_path, force)
+    m = load(model, weights, False, num_classes, img_size)
+    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    edited = m
+    for b in g.select(selection):
+        edited = edit(edited, b.path, g.input_size)
+    _diff_and_save(g, edited, model, out_path, force)
+
+
 def lesion(
     model: ModelArg,
     out_path: OutOpt,
@@ -105,13 +118,8 @@ def lesion(
 
     Example: surgeon lesion resnet50 --blocks c3.b2 --out lesioned.safetensors
     """
-    _check_out(out_path, force)
-    m = load(model, weights, False, num_classes, img_size)
-    g = surgeon.graph(m, input_size=parse_input_size(input_size))
-    edited = m
-    for b in g.select(blocks):
-        edited = surgeon.remove(edited, b.address, input_size=g.input_size)
-    _diff_and_save(g, edited, model, out_path, force)
+    _edit_each(model, out_path, force, weights, num_classes, img_size, input_size, blocks,
+               lambda m, path, size: surgeon.remove(m, path, input_size=size))
 
 
 def insert(
@@ -129,13 +137,8 @@ def insert(
 
     Example: surgeon insert resnet50 --after "c*.b-1" --block smoothing --out smooth.safetensors
     """
-    _check_out(out_path, force)
-    m = load(model, weights, False, num_classes, img_size)
-    g = surgeon.graph(m, input_size=parse_input_size(input_size))
-    edited = m
-    for b in g.select(after):
-        edited = surgeon.insert(edited, after=b.address, module=block, input_size=g.input_size)
-    _diff_and_save(g, edited, model, out_path, force)
+    _edit_each(model, out_path, force, weights, num_classes, img_size, input_size, after,
+               lambda m, path, size: surgeon.insert(m, after=path, module=block, input_size=size))
 
 
 def replace(
@@ -155,16 +158,11 @@ def replace(
 
     Example: surgeon replace resnet50 --blocks c3.b1 --with msa --heads 8 --out r.safetensors
     """
-    _check_out(out_path, force)
-    m = load(model, weights, False, num_classes, img_size)
-    g = surgeon.graph(m, input_size=parse_input_size(input_size))
     kwargs = {k: v for k, v in (("heads", heads), ("window", window)) if v is not None}
     if kwargs and with_ != "msa":
         raise SurgeonError("--heads and --window apply to --with msa only")
-    edited = m
-    for b in g.select(blocks):
-        edited = surgeon.replace(edited, b.address, with_, input_size=g.input_size, **kwargs)
-    _diff_and_save(g, edited, model, out_path, force)
+    _edit_each(model, out_path, force, weights, num_classes, img_size, input_size, blocks,
+               lambda m, path, size: surgeon.replace(m, path, with_, input_size=size, **kwargs))
 
 
 def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written by surgeon")],

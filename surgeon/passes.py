@@ -123,7 +123,10 @@ def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module
     be saved), an nn.Module, or a factory called as ``factory(block, **kwargs)``.
     """
     original, g, new = _start(model, input_size)
-    if _is_module_path(original, address) and not re.fullmatch(r"c\d+(\.b-?\d+)?|stem|head", address):
+    owner = next((b for b in g.blocks if b.path == address), None)  # a block named by its module path
+    if owner is not None:
+        path, block = address, owner
+    elif _is_module_path(original, address) and not re.fullmatch(r"c\d+(\.b-?\d+)?|stem|head", address):
         path, block = address, None
     else:
         block = _single(g, address)
