@@ -37,6 +37,7 @@ import math
 import operator
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -458,7 +459,10 @@ class _Discovery:
 
     def _children(self, path: str, mod: nn.Module) -> list[tuple[str, nn.Module]]:
         kids = [(_join(path, n), c, self._first_call(_join(path, n), c)) for n, c in mod.named_children()
-                if not self._borrowed(_join(path, n), path)]
+                if not self._borrowed(_join(path, n), path)
+                # a module never called itself (only its parts, via a method such as get_bias())
+                # computes a side input, not a step of the main path: unless it is a container
+                and (_join(path, n) in self.rec.calls or isinstance(c, _CONTAINERS))]
         return [(k, c) for k, c, order in sorted((kc for kc in kids if kc[2] is not None), key=lambda kc: kc[2])]
 
     def _direct_state(self, path: str, mod: nn.Module) -> list[str]:
@@ -610,7 +614,8 @@ def _group_plain(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_At
         else:
             segments.append([a])
     groups: list[tuple[str, list[_Atom]]] = []
-    head_at = next((i for i, s in enumerate(segments) if _first_input_ndim(rec, s[0]) == 2), len(segments))
+    head_at = next((i for i, s in enumerate(segments) if _first_input_ndim(rec, s[0]) == 2 or _collapses(rec, s)),
+                   len(segments))
     if head_at > 1:
         groups.append(("stem", segments[0]))
         groups += [("body", s) for s in segments[1:head_at]]
@@ -637,6 +642,15 @@ def _has_params(rec: _Recorder, a: _Atom) -> bool:
 def _first_input_ndim(rec: _Recorder, a: _Atom) -> int:
     ts = tensor_leaves(rec.calls[a.members[0]].args)
     return ts[0].ndim if ts else 0
+
+
+def _collapses(rec: _Recorder, segment: list[_Atom]) -> bool:
+    """A convolution used as a fully connected layer: a map larger than 1x1 in, 1x1 out (VGG's
+    pre-logits ConvMlp)."""
+    ins = tensor_leaves(rec.calls[segment[0].members[0]].args)
+    outs = tensor_leaves(rec.calls[segment[-1].members[-1]].output)
+    return bool(ins and outs and ins[0].ndim == 4 and outs[0].ndim == 4
+                and ins[0].shape[-2:].numel() > 1 and outs[0].shape[-2:].numel() == 1)
 
 
 def _reduces(rec: _Recorder, a: _Atom) -> bool:
@@ -739,30 +753,60 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
     x = torch.randn(1, *size, device=device, dtype=dtype)
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with _attributes_restored(model):  # train/eval flags, and attributes forwards and traces write
+        model.eval()
         rec = _record(model, x)
         atoms = _Discovery(model, rec).run()
         blocks = _make_blocks(model, rec, atoms, size)
         method, module, reason = _block_module(model, blocks, rec.calls[""])
-    finally:
-        for m, t in was_training.items():
-            m.training = t
     return BlockGraph(model, module, method, blocks, size, reason)
+
+
+@contextmanager
+def _on_meta(model: nn.Module) -> Iterator[None]:
+    """Swap every parameter and buffer for a meta tensor of the same shape, in place, and put the
+    originals back afterwards (torch.func.functional_call leaves modules registered under two
+    names on the meta device)."""
+    saved = []
+    for mod in model.modules():
+        for store in (mod._parameters, mod._buffers):
+            for k, t in store.items():
+                if t is not None:
+                    saved.append((store, k, t))
+                    meta = torch.empty_like(t, device="meta")
+                    store[k] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    try:
+        yield
+    finally:
+        for store, k, t in saved:
+            store[k] = t
+
+
+@contextmanager
+def _attributes_restored(model: nn.Module) -> Iterator[None]:
+    """Put back every plain attribute of every module as it was: the train/eval flags, and
+    whatever a forward or an FX trace writes (caches of masks or position biases, which would
+    otherwise keep meta tensors or proxies): analysis leaves the model as it was."""
+    saved = [(m, dict(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, before in saved:
+            now = vars(m)
+            for k in [k for k in now if k not in before]:
+                del now[k]
+            now.update((k, v) for k, v in before.items() if now.get(k) is not v)
 
 
 def _record(model: nn.Module, x: torch.Tensor) -> _Recorder:
     """Run the recorded forward on the meta device (shapes only, no arithmetic: the model's
-    tensors are swapped for meta ones with `functional_call`, nothing is copied); a model that
-    needs real values (data-dependent control flow, CPU constants) gets a real forward instead."""
+    tensors are swapped for meta ones, nothing is copied); a model that needs real values
+    (data-dependent control flow, CPU constants) gets a real forward instead."""
     with torch.no_grad():
         try:
-            state = {n: torch.empty_like(t, device="meta")
-                     for n, t in itertools.chain(model.named_parameters(), model.named_buffers())}
             rec = _Recorder(model)
-            with rec, rec.flops:
-                torch.func.functional_call(model, state, (torch.empty_like(x, device="meta"),), strict=False)
+            with _on_meta(model), rec, rec.flops:
+                model(torch.empty_like(x, device="meta"))
             return rec
         except Exception:  # noqa: BLE001 - the meta device cannot run this model: use real tensors
             pass
@@ -852,9 +896,23 @@ def feature_info_mismatch(g: BlockGraph, feature_info: Sequence[dict] | None = N
                                            for m in b.members)]
         return hits[-1] if hits else None
 
-    groups: list[tuple[int, str]] = []
-    for f in info:
+    def reduction(b: Block) -> float:
+        return g.input_size[1] / b.grid[0] if b.grid else float("inf")
+
+    def place(f: dict) -> Block | None:
+        """The block whose output a feature_info entry reads. timm sometimes names a point inside
+        a strided block, before its stride (Xception's ``blocks.1.stack.act3``): that is the
+        output of the previous block."""
         b = owner(f["module"])
+        if b is not None and f["module"] not in b.members and reduction(b) > f["reduction"] * 1.5:
+            i = g.blocks.index(b)
+            return g.blocks[i - 1] if i else b
+        return b
+
+    groups: list[tuple[int, str]] = []
+    info = [f for f in info if f["module"]]  # '' (the input itself, TResNet) is no stage
+    for f in info:
+        b = place(f)
         if b is stem:
             continue
         if groups and groups[-1][0] == f["reduction"]:
@@ -864,18 +922,19 @@ def feature_info_mismatch(g: BlockGraph, feature_info: Sequence[dict] | None = N
     stages = list(g.stages)
     # Some timm families list a stage kept at the stem's resolution (EfficientNet's blocks.0),
     # others fold it into the stem (GhostNet): an unlisted stage at the stem's grid is not a miss.
-    owners = {id(owner(f["module"])) for f in info}
+    owners = {id(place(f)) for f in info}
     while (len(stages) > len(groups) and stem is not None and stem.grid is not None
            and g.stages[stages[0]][-1].grid == stem.grid
            and not any(id(b) in owners for b in g.stages[stages[0]])):
         stages.pop(0)
     if len(groups) != len(stages):
         return f"{len(stages)} stages vs {len(groups)} feature_info levels {[r for r, _ in groups]}"
-    for (reduction, module), stage in zip(groups, stages):
-        b = owner(module)
+    by_module = {f["module"]: f for f in info}
+    for (red, module), stage in zip(groups, stages):
+        b = place(by_module[module])
         if b is None:
             return f"feature module {module!r} is in no block"
         got = b.stage if b.stage is not None else (stages[-1] if b.address == "head" else None)
         if got != stage:
-            return f"feature module {module!r} (reduction {reduction}) ends {got}, expected {stage}"
+            return f"feature module {module!r} (reduction {red}) ends {got}, expected {stage}"
     return None

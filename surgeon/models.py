@@ -159,6 +159,9 @@ def default_input_size(model: nn.Module) -> tuple[int, int, int]:
     name = spec.get("spec", "")
     if spec.get("img_size"):
         return (3, int(spec["img_size"]), int(spec["img_size"]))
+    image_size = getattr(model, "image_size", None)  # torchvision ViT: the size it was built for
+    if isinstance(image_size, int):
+        return (3, image_size, image_size)
     if name.startswith(TV_PREFIX):
         import torchvision.models as tvm
 
@@ -167,9 +170,6 @@ def default_input_size(model: nn.Module) -> tuple[int, int, int]:
             return (3, int(crop[0]), int(crop[-1]))
         except (ValueError, KeyError, AttributeError):
             pass
-    image_size = getattr(model, "image_size", None)  # torchvision ViT
-    if isinstance(image_size, int):
-        return (3, image_size, image_size)
     return (3, 224, 224)
 
 

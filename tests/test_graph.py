@@ -222,3 +222,36 @@ def test_bad_input_size_is_one_line():
         surgeon.graph(model, input_size=(3, 64, 64))
     with pytest.raises(SurgeonError, match="not C,H,W"):
         surgeon.graph(model, input_size=(3, 64))
+
+
+class Shared(nn.Module):
+    """A module registered under two names and a forward that caches a tensor on the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.blocks = nn.Sequential(Gate(8), Gate(8))
+        self.blocks[0].pos = self.pos  # the same module, reached from two places
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+        self.cache = None
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.pos(x)
+        self.cache = x.sum()  # a forward that writes an attribute
+        return self.fc(self.blocks(x).mean((2, 3)))
+
+
+def test_graph_restores_shared_modules_and_attributes():
+    model = Shared().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    model.cache = "untouched"
+    g = surgeon.graph(model, input_size=(3, 16, 16))
+    assert model.cache == "untouched"
+    assert not any(t.is_meta for t in model.state_dict().values())
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    assert len(g.blocks) >= 3
