@@ -138,7 +138,7 @@ def report(path: str) -> str:
             continue
         exact = [r for r in fam if r.get("status") == "ok"]
         eager = [r for r in fam if r.get("method") == "eager"]
-        with_fi = [r for r in fam if "feature_info" in r]
+        with_fi = [r for r in fam if "feature_info" in r and not r["feature_info"].startswith("n/a")]
         fi_ok = [r for r in with_fi if r["feature_info"] == "ok"]
         ratios = [r["graph_s"] / r["create_s"] for r in fam if r.get("create_s")]
         lines.append(
@@ -150,13 +150,16 @@ def report(path: str) -> str:
              "|---|---|---|---|---|---|", *lines]
     fails = [f"- `{r['model']}`: {r.get('error') or ('output differs' if not r.get('exact') else 'state_dict keys differ')}"
              for r in rows if r.get("status") != "ok"]
-    fi_fails = [f"- `{r['model']}`: {r['feature_info']}" for r in rows if r.get("feature_info", "ok") != "ok"]
+    fi_fails = [f"- `{r['model']}`: {r['feature_info']}" for r in rows
+                if r.get("feature_info", "ok") != "ok" and not r["feature_info"].startswith("n/a")]
+    fi_na = [f"- `{r['model']}`: {r['feature_info'][5:]}" for r in rows if r.get("feature_info", "").startswith("n/a")]
     fallbacks = [f"- `{r['model']}`: {r.get('fallback_reason', '')}" for r in rows if r.get("method") == "eager"]
     skipped = sum(1 for r in last.values() if r.get("status") == "skipped-size")
     return "\n".join([
         *table, "", f"Skipped for size (> limit): {skipped} timm models.", "",
         f"Not exact ({len(fails)}):", *(fails or ["- none"]), "",
         f"Stages differing from feature_info ({len(fi_fails)}):", *(fi_fails or ["- none"]), "",
+        f"feature_info unusable, not counted ({len(fi_na)}):", *(fi_na or ["- none"]), "",
         f"Eager fallback ({len(fallbacks)}):", *(fallbacks or ["- none"]),
     ])
 

@@ -82,7 +82,8 @@ class Block:
         tap: ``(module path, "in" | "out")``: the module input or output that carries the block's
             output (a transformer's attention half ends where ``norm2`` reads its input).
         in_shape / out_shape: tensor shapes at batch size 1.
-        layout: ``NCHW``, ``NHWC``, ``NLC`` (tokens) or None (no spatial map).
+        layout: ``NCHW``, ``NHWC``, ``NLC`` (tokens), ``BTNC`` (tokens in windows, NesT) or None
+            (no spatial map).
         grid: the (H, W) of the feature map, or None.
         prefix_tokens: class / distillation / register tokens before the patch tokens.
         params: number of parameters.
@@ -588,11 +589,17 @@ def _group(atoms: list[_Atom], rec: _Recorder, img_hw: tuple[int, int]) -> list[
             tail[-1].append(a)
         else:
             tail.append([a])
-    head_from = 0
-    for run in tail:
+    head_from, strided_before = 0, False
+    for i, run in enumerate(tail):
+        if not any(_has_params(rec, a) for a in run):
+            continue  # parameter-free glue decides nothing: it joins whichever side follows
         has_main = any(_has_main(rec, a) for a in run)
-        if has_main and any(p and p in unit_parents for p in _ancestors(run[0].parent)[1:] + [run[0].parent]):
-            head_from += 1
+        inside = any(p and p in unit_parents for p in _ancestors(run[0].parent)[1:] + [run[0].parent])
+        span = _Atom("layer", [run[0].members[0], run[-1].members[-1]], run[-1].tap, run[0].parent)
+        strided = _reduces(rec, span)
+        still_map = strided_before and _output_area(rec, span) > 1
+        if has_main and (inside or strided or still_map):  # strided convs after the last block keep
+            head_from, strided_before = i + 1, strided_before or strided  # a map: a stage (SelecSLS)
         else:
             break
     body += [("body", run) for run in tail[:head_from]]
@@ -653,6 +660,11 @@ def _collapses(rec: _Recorder, segment: list[_Atom]) -> bool:
                 and ins[0].shape[-2:].numel() > 1 and outs[0].shape[-2:].numel() == 1)
 
 
+def _output_area(rec: _Recorder, a: _Atom) -> int:
+    outs = tensor_leaves(rec.calls[a.members[-1]].output)
+    return int(outs[0].shape[-2:].numel()) if outs and outs[0].ndim == 4 else 0
+
+
 def _reduces(rec: _Recorder, a: _Atom) -> bool:
     ins = tensor_leaves(rec.calls[a.members[0]].args)
     outs = tensor_leaves(rec.calls[a.members[-1]].output)
@@ -679,7 +691,9 @@ def _spatial(shape: Sequence[int], img_hw: tuple[int, int], prefix_hint: int) ->
         for layout, hw in (("NCHW", (shape[2], shape[3])), ("NHWC", (shape[1], shape[2]))):
             if plausible(*hw):
                 return layout, hw, 0
-        return None, None, 0
+        layout, hw, _ = _spatial((shape[0], shape[1] * shape[2], shape[3]), img_hw, 0)
+        # (B, windows, tokens per window, C): NesT's nested blocks
+        return ("BTNC", hw, 0) if layout else (None, None, 0)
     if len(shape) == 3 and shape[1] > 1:  # (B, 1, C) is a lone class token (CaiT), not a map
         candidates = []  # (aspect error, preference, prefix, h, w): the best-fitting grid wins
         for rank, p in enumerate(dict.fromkeys([prefix_hint, *range(9)])):
@@ -883,12 +897,17 @@ def feature_info_mismatch(g: BlockGraph, feature_info: Sequence[dict] | None = N
     Entries inside the stem are dropped and the rest grouped by reduction; group i must end in
     stage ``c{i+1}``: its last module lies in that stage's blocks (or in the head, which counts
     for the last stage, as timm lists e.g. DenseNet's final norm). Returns None when they agree,
-    else a one-line reason. Models without feature_info agree trivially.
+    a reason starting with ``n/a:`` when feature_info names modules the model does not have, else
+    a one-line reason. Models without feature_info agree trivially.
     """
     info = list(feature_info if feature_info is not None else getattr(g.model, "feature_info", None) or [])
     info = [dict(f) for f in info]
     if not info:
         return None
+    names = dict(g.model.named_modules())
+    absent = [f["module"] for f in info if f["module"] and f["module"] not in names]
+    if absent:  # timm's metadata names modules the model does not have (Twins, MViTv2: 'block.0')
+        return f"n/a: feature_info names modules the model lacks ({', '.join(absent[:2])})"
     stem = next((b for b in g.blocks if b.address == "stem"), None)
 
     def owner(module: str) -> Block | None:
