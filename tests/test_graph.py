@@ -255,3 +255,18 @@ def test_graph_restores_shared_modules_and_attributes():
     with torch.no_grad():
         assert torch.equal(model(x), before)
     assert len(g.blocks) >= 3
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((1, 96, 56, 56), ("NCHW", (56, 56), 0)),
+    ((1, 56, 56, 96), ("NHWC", (56, 56), 0)),
+    ((1, 197, 192), ("NLC", (14, 14), 1)),
+    ((1, 196, 192), ("NLC", (14, 14), 0)),
+    ((1, 16, 196, 96), ("BTNC", (56, 56), 0)),   # 16 windows of 14x14 tokens
+    ((1, 1, 192), (None, None, 0)),              # a lone class token
+    ((1, 1000), (None, None, 0)),
+])
+def test_layouts_are_read_from_shapes(shape, expected):
+    from surgeon.graph import _spatial
+
+    assert _spatial(shape, (224, 224), 1) == expected
