@@ -470,7 +470,7 @@ class _Discovery:
         return [_join(path, n) for n, _ in itertools.chain(mod.named_parameters(recurse=False),
                                                            mod.named_buffers(recurse=False))]
 
-    def _single(self, role: str, path: str, mod: nn.Module, merging: bool = False) -> _Atom:
+    def _single(self, role: str, path: str, merging: bool = False) -> _Atom:
         parent = _parent_of(path)
         parent_mod = self.model.get_submodule(parent)
         return _Atom(role, [path], (path, "out"), parent, merging, isinstance(parent_mod, _CONTAINERS))
@@ -479,28 +479,28 @@ class _Discovery:
         call = self.rec.calls.get(path)
         kids = self._children(path, mod)
         if not is_root and (not kids or (call is None and not isinstance(mod, _CONTAINERS))):
-            return [self._single("layer", path, mod)]
+            return [self._single("layer", path)]
         builtin = type(mod).__module__.startswith("torch.nn") and not isinstance(mod, _CONTAINERS)
         if not is_root and builtin:
-            return [self._single("layer", path, mod)]
+            return [self._single("layer", path)]
         notrace = isinstance(mod, _timm_registries()[0])
         if not is_root and notrace:  # timm's own leaves: a block if it holds several layers
-            return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
+            return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
         if not is_root and call is not None:  # (an uncalled ModuleList is a plain sequence)
             analysis = self._analysis(mod, call)
             if analysis.merges:
-                return self._halves(path, mod, analysis) or [self._single("unit", path, mod, merging=True)]
+                return self._halves(path, analysis) or [self._single("unit", path, merging=True)]
             shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
             if shared or (analysis.graph is None and not isinstance(mod, _CONTAINERS)):
-                return [self._single("unit", path, mod)]  # untraceable or reused children: one block
+                return [self._single("unit", path)]  # untraceable or reused children: one block
         atoms = [a for k, c in kids for a in self._visit(k, c)]
         if atoms:
             atoms[0].extra += self._direct_state(path, mod)
         if is_root or isinstance(mod, _CONTAINERS) or any(a.role == "half" or a.merging for a in atoms):
             return atoms
-        return [self._single("unit" if _main_layers(mod) > 1 else "layer", path, mod)]
+        return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
 
-    def _halves(self, path: str, mod: nn.Module, a: _Analysis) -> list[_Atom] | None:
+    def _halves(self, path: str, a: _Analysis) -> list[_Atom] | None:
         """Split a module with consecutive residual adds into one atom per residual branch."""
         adds = a.adds
         if len(adds) < 2 or len(adds) != len(a.merges):
@@ -557,7 +557,7 @@ def _depends_on(node: fx.Node, ancestor: fx.Node) -> bool:
 # Step 3: grouping atoms into stem, blocks, head
 
 
-def _group(atoms: list[_Atom], rec: _Recorder, img_hw: tuple[int, int]) -> list[tuple[str, list[_Atom]]]:
+def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
     """Return ``[(role, atoms)]`` with role ``stem`` / ``body`` / ``head``."""
     bodyish = [i for i, a in enumerate(atoms) if a.role == "half" or (a.role == "unit" and (a.merging or a.in_container))]
     if not bodyish:
@@ -714,7 +714,7 @@ def _is_attention(mod: nn.Module) -> bool:
         return True
     if re.search(r"attention|attn|msa", name, re.I) and not _NOT_ATTENTION.search(name):
         return True
-    return hasattr(mod, "qkv") and isinstance(getattr(mod, "qkv"), nn.Module)
+    return isinstance(getattr(mod, "qkv", None), nn.Module)
 
 
 def _kind(model: nn.Module, members: Sequence[str], merging: bool, downsamples: bool) -> str:
@@ -843,7 +843,7 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
     prefix_hint = int(getattr(model, "num_prefix_tokens", 0) or 0)
     params_of = {n: p.numel() for n, p in model.named_parameters()}
     raw = []
-    for role, group in _group(atoms, rec, img_hw):
+    for role, group in _group(atoms, rec):
         members = [m for a in group for m in a.members]
         tap_path, tap_side = group[-1].tap
         call = rec.calls[tap_path]
