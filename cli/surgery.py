@@ -19,16 +19,6 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output .safetensors f
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite an existing output file")]
 
 
-def _check_out(path: Path, force: bool) -> None:
-    """Refuse a bad output path before any work is done."""
-    if path.suffix != ".safetensors":
-        raise SurgeonError(f"--out {str(path)!r} must end in .safetensors")
-    if not path.parent.exists():
-        raise SurgeonError(f"output directory {str(path.parent)!r} does not exist; create it first")
-    if path.exists() and not force:
-        raise SurgeonError(f"{str(path)!r} exists; pass --force to overwrite it")
-
-
 def _diff_and_save(before: surgeon.BlockGraph, model, name: str, out_path: Path, force: bool) -> None:
     """Print what changed (blocks, params, FLOPs), then write the file atomically."""
     after = surgeon.graph(model, input_size=before.input_size)
@@ -73,7 +63,7 @@ def alternate(
 
     Example: surgeon alternate resnet50 --stages c2,c3 --out alternet.safetensors
     """
-    _check_out(out_path, force)
+    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     model_kwargs: dict = {}
     if preset is not None:
         if preset not in surgeon.PRESETS:
@@ -95,7 +85,7 @@ def _edit_each(model: str, out_path: Path, force: bool, weights: Path | None, nu
                img_size: int | None, input_size: str | None, selection: str, edit) -> None:
     """Load MODEL, apply `edit(model, module_path, input_size)` to each selected block (addressed
     by module path, so earlier edits cannot shift later addresses), print the change and save."""
-    _check_out(out_path, force)
+    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     m = load(model, weights, False, num_classes, img_size)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))
     edited = m

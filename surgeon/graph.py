@@ -256,11 +256,11 @@ class _Recorder:
         self.calls: dict[str, _Call] = {}
         self.stack: list[str] = []
         self.flops = FlopCount(self.stack)
-        self._model = model
+        self.model = model
 
     def __enter__(self) -> _Recorder:
         self._handles = []
-        for path, mod in self._model.named_modules():
+        for path, mod in self.model.named_modules():
             if self.paths[id(mod)] != path:
                 continue
             self._handles.append(mod.register_forward_pre_hook(self._pre(path), with_kwargs=True))
@@ -417,12 +417,10 @@ class _Discovery:
     def __init__(self, model: nn.Module, rec: _Recorder) -> None:
         self.model = model
         self.rec = rec
-        self.atoms: list[_Atom] = []
         self._cache: dict[tuple, _Analysis] = {}
 
     def run(self) -> list[_Atom]:
-        self.atoms = self._visit("", self.model, is_root=True)
-        return self.atoms
+        return self._visit("", self.model, is_root=True)
 
     def _analysis(self, mod: nn.Module, call: _Call) -> _Analysis:
         """`_analyze` of a one-level trace, shared by modules of the same class, children, settings
@@ -449,7 +447,8 @@ class _Discovery:
         call = self.rec.calls.get(path)
         if call is not None:
             return call.order
-        orders = [self.rec.calls[_join(path, n)].order for n, _ in mod.named_modules() if _join(path, n) in self.rec.calls]
+        orders = [self.rec.calls[p].order for p in (_join(path, n) for n, _ in mod.named_modules() if n)
+                  if p in self.rec.calls]
         return min(orders) if orders else None
 
     def _borrowed(self, path: str, parent: str) -> bool:
@@ -639,11 +638,11 @@ def _ancestors(path: str) -> list[str]:
 
 
 def _has_main(rec: _Recorder, a: _Atom) -> bool:
-    return any(_main_layers(rec._model.get_submodule(m)) for m in a.members)
+    return any(_main_layers(rec.model.get_submodule(m)) for m in a.members)
 
 
 def _has_params(rec: _Recorder, a: _Atom) -> bool:
-    return bool(a.extra) or any(True for m in a.members for _ in rec._model.get_submodule(m).parameters())
+    return bool(a.extra) or any(True for m in a.members for _ in rec.model.get_submodule(m).parameters())
 
 
 def _first_input_ndim(rec: _Recorder, a: _Atom) -> int:

@@ -21,7 +21,7 @@ from torch import nn
 
 from .errors import SurgeonError, first_line
 
-__all__ = ["read_state_dict", "load_weights", "atomic_path", "save", "load", "read_recipe"]
+__all__ = ["read_state_dict", "load_weights", "atomic_path", "check_output", "save", "load", "read_recipe"]
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -136,6 +136,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 _META_KEY = "surgeon"
 
 
+def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Refuse an output path `save` cannot or must not write: not .safetensors, a missing or
+    read-only directory, an existing file without `overwrite`. Callers check before long work."""
+    target = Path(path)
+    if target.suffix != ".safetensors":
+        raise SurgeonError(f"output {str(target)!r} must end in .safetensors")
+    if not target.parent.exists():
+        raise SurgeonError(f"output directory {str(target.parent)!r} does not exist; create it first")
+    if not os.access(target.parent, os.W_OK):
+        raise SurgeonError(f"output directory {str(target.parent)!r} is not writable; choose another --out")
+    if target.exists() and not overwrite:
+        raise SurgeonError(f"{str(target)!r} exists; pass --force (overwrite=True) to replace it")
+    return target
+
+
 def save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write `model` to one ``.safetensors`` file whose metadata holds its recipe: the base model
     spec and constructor arguments, the ordered passes with their arguments, and the surgeon
@@ -147,15 +162,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) 
 
     from . import __version__
 
-    target = Path(path)
-    if target.suffix != ".safetensors":
-        raise SurgeonError(f"output {str(target)!r} must end in .safetensors")
-    if not target.parent.exists():
-        raise SurgeonError(f"output directory {str(target.parent)!r} does not exist; create it first")
-    if not os.access(target.parent, os.W_OK):
-        raise SurgeonError(f"output directory {str(target.parent)!r} is not writable; choose another --out")
-    if target.exists() and not overwrite:
-        raise SurgeonError(f"{str(target)!r} exists; pass --force (overwrite=True) to replace it")
+    target = check_output(path, overwrite=overwrite)
     spec = getattr(model, "_surgeon_spec", None)
     if not spec:
         raise SurgeonError("this model has no recipe: create it with surgeon.load_model(...) so it can be rebuilt")
