@@ -1,0 +1,240 @@
+"""Data: one spec string names a dataset, the model's own timm data config preprocesses it.
+
+    loader = surgeon.data.loader("samples", model)           # built-in photographs, no labels
+    loader = surgeon.data.loader("digits", model, train=True) # scikit-learn's 8x8 digits, labelled
+    loader = surgeon.data.loader("~/imagenet/val", model)     # an ImageFolder tree or a flat folder
+    loader = surgeon.data.loader("cifar100:~/data", model)    # torchvision's CIFAR files under a root
+
+Batches are ``(images, labels)``; images without a class (the samples, a flat folder) have label
+-1. Files that are not readable images are skipped with one warning, never a crash; grayscale,
+palette and RGBA images are converted to RGB.
+
+The built-in samples are real photographs shipped by dependencies: scikit-image's data folder
+(astronaut, cat, coffee, rocket, motorcycle, Hubble deep field, retina, IHC stain, camera man,
+coins, moon, brick, grass, gravel), scikit-learn's two sample images (china, flower) and
+matplotlib's Grace Hopper. They make ``surgeon probe fourier resnet50`` run with no arguments and
+no download. `digits` is scikit-learn's bundled copy of the UCI handwritten digits (1,797 8x8
+grayscale images, 10 classes): the one small labelled real dataset that needs no download, used
+for demos and tests; every fifth image is the test split.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from .errors import SurgeonError, first_line
+
+__all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+NAMED = ("samples", "digits", "cifar10[:ROOT]", "cifar100[:ROOT]")
+
+_SAMPLES = (
+    ("skimage", "data", ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                         "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png", "coins.png",
+                         "moon.png", "brick.png", "grass.png", "gravel.png")),
+    ("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
+    ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",)),
+)
+
+
+def _package_dir(name: str) -> Path | None:
+    """A package's folder without importing it (scikit-image and scikit-learn import slowly)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sample_images() -> list[Path]:
+    """Paths of the built-in photographs (see the module docstring), those installed."""
+    found = []
+    for package, folder, names in _SAMPLES:
+        root = _package_dir(package)
+        if root is not None:
+            found += [root / folder / n for n in names if (root / folder / n).is_file()]
+    if not found:
+        raise SurgeonError("no built-in sample images found (they ship with scikit-image, scikit-learn and "
+                           "matplotlib); reinstall surgeon or pass --data FOLDER")
+    return found
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: grayscale and palette expanded, alpha composited on white."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        canvas = Image.new("RGB", img.size, (255, 255, 255))
+        canvas.paste(img, mask=img.getchannel("A"))
+        return canvas
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        span = a.max() - a.min()
+        img = Image.fromarray(((a - a.min()) / (span or 1) * 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
+class ImageFiles(Dataset):
+    """Image files with integer labels (-1: none). A file that fails to decode yields None, which
+    the loader's collate drops with a warning."""
+
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], classes: Sequence[str] = (),
+                 transform: Callable | None = None):
+        self.files, self.labels, self.classes, self.transform = list(files), list(labels), list(classes), transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Any, int] | None:
+        try:
+            with Image.open(self.files[i]) as img:
+                img = _rgb(img)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            warnings.warn(f"skipped {self.files[i]}: not a readable image ({first_line(exc)})", stacklevel=2)
+            return None
+        return (self.transform(img) if self.transform else img), self.labels[i]
+
+
+class ArrayImages(Dataset):
+    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3), with labels."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int], classes: Sequence[str],
+                 transform: Callable | None = None):
+        self.images, self.labels, self.classes, self.transform = images, list(labels), list(classes), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        img = _rgb(Image.fromarray(self.images[i]))
+        return (self.transform(img) if self.transform else img), self.labels[i]
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+
+
+def _folder(root: Path, transform: Callable | None) -> ImageFiles:
+    """An ImageFolder tree (one sub-folder per class, any depth below it) or a flat folder."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    groups = [(i, root / c) for i, c in enumerate(classes)] or [(-1, root)]
+    files, labels, skipped = [], [], []
+    for label, folder in groups:
+        pattern = "**/*" if label >= 0 else "*"
+        for p in sorted(folder.glob(pattern)):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            if p.suffix.lower() in IMAGE_EXTENSIONS and _readable(p):
+                files.append(p)
+                labels.append(label)
+            else:
+                skipped.append(p)
+    if skipped:
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        warnings.warn(f"skipped {skipped[0]}{more}: not readable images", stacklevel=3)
+    if not files:
+        raise SurgeonError(f"no images in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+                           "pass a folder of images or an ImageFolder tree (one sub-folder per class)")
+    return ImageFiles(files, labels, classes, transform)
+
+
+def _digits(train: bool, transform: Callable | None) -> ArrayImages:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    keep = (np.arange(len(d.target)) % 5 != 0) == train
+    images = np.clip(d.images[keep] * 16, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    return ArrayImages(images, d.target[keep].tolist(), [str(i) for i in range(10)], transform)
+
+
+def _cifar(name: str, root: str, train: bool, transform: Callable | None, download: bool) -> ArrayImages:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    path = Path(root).expanduser()
+    try:
+        ds = cls(str(path), train=train, download=download)
+    except RuntimeError as exc:
+        raise SurgeonError(f"{name} not found under {str(path)!r} ({first_line(exc)}); point --data at the folder "
+                           f"holding {cls.base_folder}/, e.g. --data {name}:~/data, or download it first") from None
+    return ArrayImages(ds.data, ds.targets, ds.classes, transform)
+
+
+def dataset(spec: str | os.PathLike | None = None, *, train: bool = False, transform: Callable | None = None,
+            download: bool = False) -> Dataset:
+    """The dataset a spec names: ``samples`` (default), ``digits``, ``cifar10[:ROOT]``,
+    ``cifar100[:ROOT]`` (ROOT defaults to ./data), a folder or ImageFolder tree, or one image file.
+
+    Items are ``(transform(PIL image), label)``; `download` lets torchvision fetch CIFAR when online.
+    """
+    text = "samples" if spec is None else str(spec)
+    name, _, root = text.partition(":")
+    if text == "samples":
+        paths = sample_images()
+        return ImageFiles(paths, [-1] * len(paths), (), transform)
+    if text == "digits":
+        return _digits(train, transform)
+    if name in ("cifar10", "cifar100"):
+        return _cifar(name, root or "data", train, transform, download)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return _folder(path, transform)
+    if path.is_file():
+        if not _readable(path):
+            raise SurgeonError(f"{str(path)!r} is not a readable image; pass an image, a folder or one of "
+                               f"{', '.join(NAMED)}")
+        return ImageFiles([path], [-1], (), transform)
+    raise SurgeonError(f"--data {text!r} is neither a file, a folder nor one of {', '.join(NAMED)}; "
+                       "e.g. --data samples or --data ~/imagenet/val")
+
+
+def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None) -> Callable:
+    """The model's own evaluation preprocessing (timm data config: resize, centre crop, mean/std),
+    at `input_size` (C, H, W) when given."""
+    from timm.data import create_transform, resolve_model_data_config
+
+    cfg = resolve_model_data_config(model) if model is not None else {}
+    if input_size is not None:
+        cfg["input_size"] = tuple(int(s) for s in input_size)
+    cfg.setdefault("input_size", (3, 224, 224))
+    return create_transform(**cfg, is_training=False)
+
+
+def _collate(items: list) -> Any:
+    kept = [it for it in items if it is not None]
+    return default_collate(kept) if kept else None
+
+
+def loader(spec: str | os.PathLike | None = None, model: nn.Module | None = None, *, batch_size: int = 32,
+           train: bool = False, shuffle: bool = False, input_size: Sequence[int] | None = None,
+           workers: int | None = None, transform: Callable | None = None, download: bool = False,
+           seed: int = 0) -> DataLoader:
+    """A DataLoader of ``(images, labels)`` batches for `spec` (see `dataset`), preprocessed for
+    `model` (`eval_transform`) unless a `transform` is given. Unreadable files are dropped from
+    their batch; a batch left empty is skipped by the consumers (it arrives as None).
+
+    `workers` defaults to 0 for in-memory data and up to 8 processes for image folders.
+    """
+    if batch_size < 1:
+        raise SurgeonError(f"batch size {batch_size} must be at least 1; e.g. --batch-size 32")
+    ds = dataset(spec, train=train, transform=transform or eval_transform(model, input_size=input_size),
+                 download=download)
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1) if isinstance(ds, ImageFiles) and len(ds) > 64 else 0
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=_collate,
+                      generator=generator, persistent_workers=False)

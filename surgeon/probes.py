@@ -1,0 +1,605 @@
+"""Streaming probes: the paper's Fourier analysis (Fig. 2a, Fig. 8), feature-map variance (Fig. 9)
+and activation statistics for the blocks of any model, computed while the data streams through.
+
+    res = surgeon.probe(model, loader, probes=("fourier", "variance"), blocks="*")
+    res["c2.b-1"]["fourier"].dlogamp    # Delta log amplitude over the diagonal frequencies 0..pi
+    res["c2.b-1"]["variance"]           # mean feature-map variance (a float)
+
+A forward hook sits on each selected block only (on the module output, or input, that carries the
+block's output: its graph `tap`). Inside the hook the activation is read as spatial maps in its own
+layout (NCHW; NHWC for ConvNeXt / Swin; tokens with class / distillation / register tokens dropped
+and the patch grid restored; NesT's windows), in chunks of a few MB along the batch, and reduced on
+its own device into accumulators allocated once. Nothing is kept and nothing is copied to the host
+until the end; per-sample quantities are summed, so N batches give the same result as one batch
+of all the data. The model comes back exactly as it was: hooks removed, train/eval flags restored
+(it runs in eval mode under no_grad), also on error or KeyboardInterrupt.
+
+Fourier (Park & Kim, Sec. 2.2, Fig. 2a): per sample and channel A = log(|FFT2(x)| + 1e-6), averaged
+over batch and channels, read on the diagonal from DC towards the highest frequency; entry k is the
+frequency (2 pi k / H, 2 pi k / W), k = 0 .. ceil(min(H, W) / 2) - 1, plotted on 0..pi; Delta log
+amplitude = A(k) - A(0). Only the diagonal is needed: for a square N x N map the coefficient
+F(k, k) = sum_m s_m exp(-2 pi i k m / N), where s_m is the sum of x over the positions with
+(h + w) mod N = m. One scatter-add and a length-N FFT per map replace the 2-D FFT.
+
+Variance (Fig. 9): the unbiased variance over the spatial positions of each (sample, channel)
+map, averaged over batch and channels.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SurgeonError, closest
+from .fx import tensor_leaves
+from .graph import Block, BlockGraph, graph
+
+__all__ = ["PROBES", "Probe", "Fourier", "Variance", "Stats", "FourierResult", "ActivationStats",
+           "ProbeResults", "ProbeSession", "probe"]
+
+CHUNK_BYTES = 16 << 20  # an activation is reduced in chunks of at most this many float32 bytes
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a block output's spatial positions are
+
+
+class Geometry:
+    """How to read one block output as maps: a view (B, C, P) (``pos_dim`` 2) or (B, P, C)
+    (``pos_dim`` 1) over its P = H * W spatial positions, and each position's (row, col)."""
+
+    def __init__(self, block: Block, device: torch.device):
+        self.block = block
+        self.layout = block.layout if block.grid and min(block.grid) >= 2 else None
+        self.grid = block.grid
+        self.pos_dim = 2 if self.layout == "NCHW" else 1
+        if self.layout is None:
+            return
+        h, w = block.grid
+        if self.layout == "BTNC":  # NesT: T windows of N tokens, windows and tokens row-major
+            t, n = block.out_shape[1], block.out_shape[2]
+            side = math.isqrt(n)
+            t_idx, n_idx = torch.arange(t * n).div(n, rounding_mode="floor"), torch.arange(t * n) % n
+            rows = t_idx.div(w // side, rounding_mode="floor") * side + n_idx.div(side, rounding_mode="floor")
+            cols = (t_idx % (w // side)) * side + n_idx % side
+        else:
+            pos = torch.arange(h * w)
+            rows, cols = pos.div(w, rounding_mode="floor"), pos % w
+        self.rows, self.cols = rows.to(device), cols.to(device)
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` (one block output) as a (B, C, P) or (B, P, C) view; unchanged without a grid."""
+        if self.layout is None:
+            return x
+        if self.layout == "NCHW":
+            m = x.flatten(2)
+        elif self.layout == "NLC":
+            m = x[:, self.block.prefix_tokens:]
+        else:
+            m = x.flatten(1, 2)
+        if m.dim() != 3 or m.shape[self.pos_dim] != self.rows.numel():
+            raise SurgeonError(
+                f"block {self.block.address} gave shape {tuple(x.shape)}, not the {self.layout} layout with a "
+                f"{self.grid[0]}x{self.grid[1]} grid seen when the graph was built; keep every input the same size"
+            )
+        return m
+
+    def unflatten(self, m: torch.Tensor) -> torch.Tensor:
+        """A (b, C, P) / (b, P, C) chunk as (b, C, H, W) / (b, H, W, C), positions row-major."""
+        h, w = self.grid
+        if self.layout == "BTNC":
+            m = m.new_empty(m.shape).index_copy_(1, self.rows * w + self.cols, m)
+        return m.unflatten(self.pos_dim, (h, w))
+
+
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# Probes
+
+
+class Probe:
+    """A reduction of block outputs into on-device accumulators.
+
+    Subclasses set `name` and `spatial` (whether they need a feature map), allocate their
+    accumulators in `_start`, reduce one float chunk in `update` with in-place ops (no host sync)
+    and turn the accumulators into host values in `result`. A configured instance is a template:
+    `bind` copies it for one block.
+    """
+
+    name: ClassVar[str]
+    spatial: ClassVar[bool] = True
+
+    def bind(self, geom: Geometry, device: torch.device) -> Probe:
+        p = copy.copy(self)
+        p.geom, p.count = geom, 0
+        p.acc = p._start(geom, device, _acc_dtype(device))
+        return p
+
+    def _start(self, geom: Geometry, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def update(self, maps: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def result(self) -> Any:
+        raise NotImplementedError
+
+    def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
+        return self.count, {k: v.clone() for k, v in self.acc.items()}
+
+    def restore(self, snap: tuple[int, dict[str, torch.Tensor]]) -> None:
+        self.count, acc = snap
+        for k, v in acc.items():
+            self.acc[k].copy_(v)
+
+    def _maps_in_chunk(self, maps: torch.Tensor) -> int:
+        """Number of (sample, channel) maps in a (b, C, P) / (b, P, C) chunk."""
+        return maps.numel() // maps.shape[self.geom.pos_dim]
+
+
+@dataclass
+class FourierResult:
+    """Fourier analysis of one block (paper Fig. 2a): `freq` 0..1 (times pi), the mean log
+    amplitude on the diagonal `logamp`, `dlogamp` = logamp - logamp[0]; with ``full=True`` also
+    the centred mean log-amplitude map and its radial average over |f| on the same 0..1 axis."""
+
+    freq: np.ndarray
+    logamp: np.ndarray
+    dlogamp: np.ndarray
+    map: np.ndarray | None = None
+    radial: np.ndarray | None = None
+
+    @property
+    def high(self) -> float:
+        """Delta log amplitude at the highest frequency (pi): the quantity of Fig. 8."""
+        return float(self.dlogamp[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if v is None else np.asarray(v).tolist()) for k, v in self.__dict__.items()}
+
+
+class Fourier(Probe):
+    """Mean log amplitude of the feature maps' 2-D Fourier transform on the diagonal (Fig. 2a, 8).
+
+    Args:
+        full: also accumulate the whole centred 2-D mean log-amplitude map (one FFT2 per map:
+            slower) and report its radially averaged spectrum.
+    """
+
+    name = "fourier"
+
+    def __init__(self, *, full: bool = False):
+        self.full = full
+
+    def _start(self, geom, device, dtype):
+        h, w = geom.grid
+        self.k = (min(h, w) + 1) // 2
+        if h == w:
+            self.group = (geom.rows + geom.cols) % h
+        else:  # [cos | -sin] of 2 pi k (row / H + col / W): the diagonal DFT as one matmul
+            phase = 2 * math.pi * torch.outer(geom.rows / h + geom.cols / w, torch.arange(self.k, device=device))
+            self.basis = torch.cat([phase.cos(), -phase.sin()], 1).float()
+        acc = {"logamp": torch.zeros(self.k, device=device, dtype=dtype)}
+        if self.full:
+            acc["map"] = torch.zeros(h, w, device=device, dtype=dtype)
+        return acc
+
+    def _diagonal_amplitude(self, maps: torch.Tensor) -> torch.Tensor:
+        """|F(k, k)| for every map in the chunk; k on `pos_dim`."""
+        d = self.geom.pos_dim
+        if hasattr(self, "group"):
+            shape = list(maps.shape)
+            shape[d] = self.geom.grid[0]
+            sums = maps.new_zeros(shape).index_add_(d, self.group, maps)
+            return torch.fft.rfft(sums, dim=d).narrow(d, 0, self.k).abs()
+        basis = self.basis.to(maps.dtype)
+        z = maps @ basis if d == 2 else basis.T @ maps
+        re, im = z.split(self.k, dim=d)
+        return torch.hypot(re, im)
+
+    def update(self, maps):
+        d = self.geom.pos_dim
+        other = [i for i in range(maps.dim()) if i != d]
+        amp = self._diagonal_amplitude(maps)
+        self.acc["logamp"].add_(amp.add_(1e-6).log_().sum(other))
+        if self.full:
+            grid = self.geom.unflatten(maps)
+            dims = (2, 3) if d == 2 else (1, 2)
+            full = torch.fft.fft2(grid, dim=dims).abs().add_(1e-6).log_()
+            self.acc["map"].add_(full.sum([i for i in range(4) if i not in dims]))
+        self.count += self._maps_in_chunk(maps)
+
+    def result(self) -> FourierResult:
+        n = max(self.count, 1)
+        logamp = self.acc["logamp"].cpu().numpy() / n
+        out = FourierResult(np.linspace(0, 1, self.k), logamp, logamp - logamp[0])
+        if self.full:
+            out.map = np.fft.fftshift(self.acc["map"].cpu().numpy() / n)
+            out.radial = _radial_average(out.map, self.k)
+        return out
+
+
+def _radial_average(centred: np.ndarray, bins: int) -> np.ndarray:
+    """Mean of a centred 2-D spectrum over rings of equal |f|, |f| normalised so that the
+    Nyquist frequency on either axis is 1; `bins` rings on 0..1, the corners beyond 1 left out."""
+    h, w = centred.shape
+    fy = np.fft.fftshift(np.fft.fftfreq(h)) * 2
+    fx = np.fft.fftshift(np.fft.fftfreq(w)) * 2
+    r = np.hypot(fy[:, None], fx[None, :])
+    ring = np.rint(r * (bins - 1)).astype(int)
+    keep = ring < bins
+    total = np.bincount(ring[keep], centred[keep], minlength=bins)
+    count = np.bincount(ring[keep], minlength=bins)
+    return total / np.maximum(count, 1)
+
+
+class Variance(Probe):
+    """Feature-map variance (Fig. 9): unbiased variance over the spatial positions of each
+    (sample, channel) map, averaged over batch and channels. Two passes per chunk (mean, then
+    squared deviations) keep it exact where sum-of-squares formulas cancel."""
+
+    name = "variance"
+
+    def _start(self, geom, device, dtype):
+        return {"sum": torch.zeros((), device=device, dtype=dtype)}
+
+    def update(self, maps):
+        d = self.geom.pos_dim
+        dev = maps - maps.mean(d, keepdim=True)
+        self.acc["sum"].add_(dev.square_().sum() / (maps.shape[d] - 1))
+        self.count += self._maps_in_chunk(maps)
+
+    def result(self) -> float:
+        return float(self.acc["sum"].cpu()) / max(self.count, 1)
+
+
+@dataclass
+class ActivationStats:
+    """Statistics of all the finite values of one block's outputs, and how many were not finite."""
+
+    mean: float
+    std: float
+    absmax: float
+    zeros: float  # share of exact zeros among all values
+    nonfinite: int  # NaN and +-Inf values
+    count: int  # all values seen
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Stats(Probe):
+    """Mean, std, max |x|, share of zeros and the number of NaN / Inf values. A NaN never stops
+    the run: it is counted, and the other statistics cover the finite values."""
+
+    name = "stats"
+    spatial = False
+
+    def _start(self, geom, device, dtype):
+        return {k: torch.zeros((), device=device, dtype=dtype) for k in ("n", "mean", "m2", "absmax", "zeros")}
+
+    def update(self, maps):
+        a = self.acc
+        finite = torch.isfinite(maps)
+        vals = torch.where(finite, maps, 0)
+        n_b = finite.sum().to(a["n"].dtype)
+        mean_b = vals.sum().to(a["n"].dtype) / n_b.clamp_min(1)
+        m2_b = torch.where(finite, maps - mean_b.to(maps.dtype), 0).square_().sum().to(a["n"].dtype)
+        n = a["n"] + n_b
+        delta = mean_b - a["mean"]
+        a["m2"].add_(m2_b + delta * delta * a["n"] * n_b / n.clamp_min(1))  # Chan et al.'s merge
+        a["mean"].add_(delta * n_b / n.clamp_min(1))
+        a["n"].copy_(n)
+        a["absmax"].copy_(torch.maximum(a["absmax"], vals.abs().amax().to(a["n"].dtype)))
+        a["zeros"].add_((maps == 0).sum())
+        self.count += maps.numel()
+
+    def result(self) -> ActivationStats:
+        v = {k: float(t.cpu()) for k, t in self.acc.items()}
+        std = math.sqrt(v["m2"] / (v["n"] - 1)) if v["n"] > 1 else float("nan")
+        return ActivationStats(v["mean"], std, v["absmax"], v["zeros"] / max(self.count, 1),
+                               int(self.count - v["n"]), self.count)
+
+
+PROBES: dict[str, type[Probe]] = {p.name: p for p in (Fourier, Variance, Stats)}
+
+
+def _resolve(probes: str | Probe | Iterable[str | Probe]) -> list[Probe]:
+    items = [probes] if isinstance(probes, (str, Probe)) else list(probes)
+    out = []
+    for p in items:
+        if isinstance(p, Probe):
+            out.append(p)
+        elif p in PROBES:
+            out.append(PROBES[p]())
+        else:
+            near = closest(str(p), PROBES)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise SurgeonError(f"unknown probe {p!r}; {hint}choose from {', '.join(PROBES)}")
+    if not out:
+        raise SurgeonError(f"no probe given; choose from {', '.join(PROBES)}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class ProbeResults:
+    """Probe values per block address, with the block metadata (kind, depth, ...).
+
+    ``res["c2.b-1"]`` accepts any address that names one block (negative indices, module paths)
+    and returns ``{probe name: value}``.
+    """
+
+    model: str
+    graph: BlockGraph
+    blocks: list[Block]
+    values: dict[str, dict[str, Any]]
+    batches: int
+    samples: int
+    interrupted: bool = False
+    probes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, address: str) -> dict[str, Any]:
+        b = self.graph[address] if address not in self.values else None
+        key = address if b is None else b.address
+        if key not in self.values:
+            raise SurgeonError(f"block {key} was not probed; probed: {', '.join(self.values) or 'none'}")
+        return self.values[key]
+
+    def series(self, name: str, value: Callable[[Any], float] = float) -> tuple[list[Block], np.ndarray]:
+        """The probed blocks that have probe `name`, and `value(result)` for each."""
+        blocks = [b for b in self.blocks if name in self.values[b.address]]
+        return blocks, np.array([value(self.values[b.address][name]) for b in blocks], dtype=float)
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(v: Any) -> Any:
+            return v.to_dict() if hasattr(v, "to_dict") else v
+
+        return {
+            "model": self.model,
+            "input_size": list(self.graph.input_size),
+            "batches": self.batches,
+            "samples": self.samples,
+            "interrupted": self.interrupted,
+            "probes": self.probes,
+            "blocks": [
+                {"address": b.address, "path": b.path, "kind": b.kind, "stage": b.stage, "depth": b.depth,
+                 "downsamples": b.downsamples, "layout": b.layout, "grid": b.grid,
+                 **{k: plain(v) for k, v in self.values[b.address].items()}}
+                for b in self.blocks
+            ],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine
+
+
+class _Tap:
+    """The probes of one block, fed by one hook."""
+
+    def __init__(self, block: Block, probes: list[Probe], device: torch.device):
+        self.block = block
+        self.geom = Geometry(block, device)
+        usable = [p for p in probes if self.geom.layout is not None or not p.spatial]
+        self.probes = [p.bind(self.geom, device) for p in usable]
+
+    def consume(self, value: Any) -> None:
+        x = value if isinstance(value, torch.Tensor) else tensor_leaves(value)[0]
+        maps = self.geom.maps(x)
+        rows = max(1, CHUNK_BYTES // max(1, 4 * maps[0].numel()))
+        for chunk in maps.split(rows):
+            if chunk.dtype not in (torch.float32, torch.float64):
+                chunk = chunk.float()
+            for p in self.probes:
+                p.update(chunk)
+
+    def hook_output(self, module: nn.Module, args: Any, output: Any) -> None:
+        self.consume(output)
+
+    def hook_input(self, module: nn.Module, args: Any) -> None:
+        self.consume(args)
+
+
+def _is_nnsight(model: Any) -> bool:
+    return type(model).__module__.split(".")[0] == "nnsight"
+
+
+class ProbeSession:
+    """Hooks for `probes` on the `blocks` of `model`, as a context manager.
+
+        with ProbeSession(model, ("fourier", "variance"), "c*.b-1") as s:
+            for x, _ in loader:
+                s.step(x)
+        res = s.results()
+
+    On entry the model is put in eval mode with hooks on the selected blocks; on exit (normal,
+    error or KeyboardInterrupt) the hooks are removed and every module's train/eval flag is
+    restored. `step` runs one batch under no_grad and commits it; a batch cut short by an
+    exception is rolled back, so results always cover whole batches. `forward` replaces the
+    model call (e.g. a `torch.compile`d model, compiled after entering so the hooks are in it).
+
+    `model` may also be an ``nnsight.NNsight`` wrapper: the probes then read the block outputs
+    through its trace (``envoy.output`` / ``envoy.input``) instead of hooks of their own.
+    """
+
+    def __init__(self, model: nn.Module, probes: str | Probe | Iterable[str | Probe] = ("fourier", "variance"),
+                 blocks: str | Sequence[str] = "*", *, input_size: Sequence[int] | None = None,
+                 graph_: BlockGraph | None = None):
+        self.nnsight = model if _is_nnsight(model) else None
+        self.model: nn.Module = model._model if self.nnsight is not None else model
+        self.probe_specs = _resolve(probes)
+        self.graph = graph_ or graph(self.model, input_size=input_size)
+        self.blocks = self.graph.select(blocks)
+        try:
+            self.device = next(iter(self.model.parameters())).device
+        except StopIteration:
+            self.device = torch.device("cpu")
+        self.taps = [t for t in (_Tap(b, self.probe_specs, self.device) for b in self.blocks) if t.probes]
+        if not self.taps:
+            raise SurgeonError(f"no selected block has a feature map for {', '.join(p.name for p in self.probe_specs)}; "
+                               f"select blocks with spatial outputs (e.g. --blocks 'c*') or use the stats probe")
+        self.forward: Callable[[torch.Tensor], Any] = self.model
+        self.batches = self.samples = 0
+        self._handles: list[Any] = []
+        self._modes: dict[nn.Module, bool] = {}
+
+    def __enter__(self) -> ProbeSession:
+        self._modes = {m: m.training for m in self.model.modules()}
+        try:
+            self.model.eval()
+            if self.nnsight is None:
+                for t in self.taps:
+                    path, side = t.block.tap
+                    mod = self.model.get_submodule(path)
+                    self._handles.append(mod.register_forward_hook(t.hook_output) if side == "out"
+                                         else mod.register_forward_pre_hook(t.hook_input))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for m, mode in self._modes.items():
+            m.training = mode
+
+    def _snapshots(self) -> list[list[tuple[int, dict[str, torch.Tensor]]]]:
+        return [[p.snapshot() for p in t.probes] for t in self.taps]
+
+    def step(self, x: torch.Tensor) -> None:
+        """Run one batch through the model (or its nnsight trace) and commit its contributions."""
+        snap = self._snapshots()
+        x = x.to(self.device, non_blocking=True)
+        try:
+            with torch.no_grad():
+                if self.nnsight is not None:
+                    self._trace(x)
+                else:
+                    self.forward(x)
+        except BaseException:
+            for t, tsnap in zip(self.taps, snap):
+                for p, s in zip(t.probes, tsnap):
+                    p.restore(s)
+            raise
+        self.batches += 1
+        self.samples += x.shape[0]
+
+    def _trace(self, x: torch.Tensor) -> None:
+        with self.nnsight.trace(x):
+            for t in self.taps:  # graph order is call order, as nnsight requires
+                path, side = t.block.tap
+                envoy = self.nnsight
+                for part in filter(None, path.split(".")):
+                    envoy = getattr(envoy, part)
+                t.consume(envoy.output if side == "out" else envoy.input)
+
+    def results(self, interrupted: bool = False) -> ProbeResults:
+        values = {t.block.address: {p.name: p.result() for p in t.probes} for t in self.taps}
+        name = getattr(self.model, "_surgeon_spec", {}).get("name") or type(self.model).__name__
+        return ProbeResults(name, self.graph, [t.block for t in self.taps], values, self.batches, self.samples,
+                            interrupted, [p.name for p in self.probe_specs])
+
+
+def _images(batch: Any) -> torch.Tensor | None:
+    if batch is None or isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise SurgeonError(f"data must yield image tensors or (images, labels) batches, not {type(batch).__name__}")
+
+
+def _first(data: Iterable[Any]) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
+    it = (x for x in map(_images, data) if x is not None)
+    try:
+        x0 = next(it)
+    except StopIteration:
+        raise SurgeonError("the data yielded no images; check --data") from None
+    if x0.dim() != 4:
+        raise SurgeonError(f"images must be batches (B, C, H, W), got shape {tuple(x0.shape)}")
+
+    def chain() -> Iterator[torch.Tensor]:
+        yield x0
+        yield from it
+
+    return x0, chain()
+
+
+def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
+          probes: str | Probe | Iterable[str | Probe] = ("fourier", "variance"), blocks: str | Sequence[str] = "*",
+          *, batches: int | None = None, compile: bool = False, progress: bool = False) -> ProbeResults:
+    """Run `data` through `model` and reduce every selected block's output with `probes`.
+
+    Args:
+        model: any classifier (or an ``nnsight.NNsight`` wrapper of one); left exactly as it was.
+        data: a batch tensor (B, C, H, W), or an iterable of them or of ``(images, labels)``.
+        probes: names from `PROBES` (``fourier``, ``variance``, ``stats``) or configured probes
+            such as ``Fourier(full=True)``.
+        blocks: a block selection (see `BlockGraph.select`); blocks without a feature map get
+            only the probes that need none.
+        batches: stop after this many batches.
+        compile: run the model through ``torch.compile`` with the probes inside.
+        progress: show a progress bar (rich).
+
+    Returns:
+        `ProbeResults`; if interrupted (Ctrl-C), the results of the whole batches done so far,
+        with ``interrupted=True`` and a warning.
+    """
+    if batches is not None and batches < 1:
+        raise SurgeonError(f"batches={batches} must be at least 1")
+    stream = [data] if isinstance(data, torch.Tensor) else data
+    x0, xs = _first(stream)
+    target = model._model if _is_nnsight(model) else model
+    session = ProbeSession(model, probes, blocks, graph_=graph(target, input_size=tuple(x0.shape[1:])))
+    total = batches if batches is not None else (len(stream) if hasattr(stream, "__len__") else None)
+    interrupted = False
+    with session, _progress(progress, total) as advance:
+        if compile:
+            session.forward = torch.compile(session.model)
+        try:
+            for x in xs:
+                session.step(x)
+                advance()
+                if batches is not None and session.batches >= batches:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            warnings.warn(f"interrupted: results cover the first {session.batches} batches", stacklevel=2)
+    if session.batches == 0:
+        raise KeyboardInterrupt
+    return session.results(interrupted)
+
+
+@contextmanager
+def _progress(show: bool, total: int | None) -> Iterator[Callable[[], None]]:
+    """A rich progress bar over batches (`advance` per batch), or nothing."""
+    if not show:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("probe", total=total)
+        yield lambda: bar.advance(task)
