@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,17 +39,25 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
     return size  # type: ignore[return-value]
 
 
+@contextmanager
+def printed_warnings(about: str = "") -> Iterator[None]:
+    """Print the UserWarnings raised inside (those mentioning `about`) as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, UserWarning) and about in str(w.message):
+                    err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+
+
 def load(model: str, weights: Path | None, pretrained: bool, num_classes: int | None, img_size: int | None,
          **model_kwargs):
     """`surgeon.load_model`, with weight-loading warnings printed as one line each."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        m = surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
-                               img_size=img_size, **model_kwargs)
-    for w in caught:
-        if issubclass(w.category, UserWarning) and "weights" in str(w.message):
-            err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
-    return m
+    with printed_warnings("weights"):
+        return surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
+                                  img_size=img_size, **model_kwargs)
 
 
 def human(n: float, unit: str = "") -> str:

@@ -13,6 +13,7 @@ import typer
 from surgeon.errors import SurgeonError
 
 from . import inspect as inspect_cmd
+from . import probe as probe_cmd
 from . import surgery
 from .common import err
 
@@ -29,6 +30,7 @@ app.command("lesion")(surgery.lesion)
 app.command("insert")(surgery.insert)
 app.command("replace")(surgery.replace)
 app.command("info")(surgery.info)
+app.command("probe")(probe_cmd.probe)
 
 
 @app.callback()

@@ -6,10 +6,11 @@ curvature analyses from "How Do Vision Transformers Work?" (Park & Kim, ICLR 202
 
 from .errors import SurgeonError
 from .graph import KINDS, Block, BlockGraph, feature_info_mismatch, graph
-from . import layers, passes
+from . import data, layers, passes
 from .io import load, load_weights, read_recipe, read_state_dict, save
 from .models import default_input_size, load_model
 from .passes import PRESETS, alternate, insert, remove, replace
+from .probes import PROBES, Fourier, ProbeResults, ProbeSession, Stats, Variance, probe
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,14 @@ __all__ = [
     "KINDS",
     "PRESETS",
     "alternate",
+    "data",
+    "probe",
+    "PROBES",
+    "Fourier",
+    "Variance",
+    "Stats",
+    "ProbeResults",
+    "ProbeSession",
     "insert",
     "layers",
     "passes",

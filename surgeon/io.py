@@ -12,7 +12,7 @@ import argparse
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -136,12 +136,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 _META_KEY = "surgeon"
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Refuse an output path `save` cannot or must not write: not .safetensors, a missing or
-    read-only directory, an existing file without `overwrite`. Callers check before long work."""
+def check_output(path: str | os.PathLike, *, overwrite: bool = False,
+                 suffixes: Sequence[str] = (".safetensors",)) -> Path:
+    """Refuse an output path that cannot or must not be written: a suffix not in `suffixes`, a
+    missing or read-only directory, an existing file without `overwrite`. Callers check before
+    long work."""
     target = Path(path)
-    if target.suffix != ".safetensors":
-        raise SurgeonError(f"output {str(target)!r} must end in .safetensors")
+    if target.suffix.lower() not in suffixes:
+        raise SurgeonError(f"output {str(target)!r} must end in {' or '.join(suffixes)}")
     if not target.parent.exists():
         raise SurgeonError(f"output directory {str(target.parent)!r} does not exist; create it first")
     if not os.access(target.parent, os.W_OK):

@@ -1,0 +1,92 @@
+"""`surgeon probe fourier | variance | stats MODEL [MODEL ...]`: the paper's feature-map analyses."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+import surgeon
+from surgeon.errors import SurgeonError
+from surgeon.plots import figure_formats, probe_figure, save_figure
+
+from .common import ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, load, out, parse_input_size, printed_warnings
+
+_COLUMNS = {
+    "fourier": (("\u0394logamp(\u03c0)", lambda v: f"{v['fourier'].high:+.3f}"),),
+    "variance": (("variance", lambda v: f"{v['variance']:.4g}"),),
+    "stats": (("mean", lambda v: f"{v['stats'].mean:+.3g}"), ("std", lambda v: f"{v['stats'].std:.3g}"),
+              ("max|x|", lambda v: f"{v['stats'].absmax:.3g}"), ("zeros", lambda v: f"{100 * v['stats'].zeros:.1f}%"),
+              ("NaN/Inf", lambda v: str(v["stats"].nonfinite))),
+}
+
+
+def _table(res: surgeon.ProbeResults, kind: str) -> Table:
+    table = Table(title=f"{res.model}: {kind} over {res.samples} images", title_justify="left")
+    for col in ("block", "kind", "depth", "grid", *(c for c, _ in _COLUMNS[kind])):
+        table.add_column(col, justify="left" if col in ("block", "kind") else "right")
+    for b in res.blocks:
+        v = res.values[b.address]
+        if kind in v:
+            grid = "x".join(map(str, b.grid)) if b.grid else "-"
+            table.add_row(b.address, b.kind, f"{b.depth:.2f}", grid, *(f(v) for _, f in _COLUMNS[kind]))
+    return table
+
+
+def probe(
+    kind: Annotated[str, typer.Argument(help="fourier | variance | stats", show_default=False)],
+    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files",
+                                                show_default=False)],
+    weights: Annotated[Optional[list[Path]], typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="samples (built-in photos) | digits | cifar10:ROOT | cifar100:ROOT | FOLDER")] = None,
+    blocks: Annotated[str, typer.Option("--blocks", "-b", help="block selection: '*', 'c*', 'c2.b-1', 'kind:msa', module paths")] = "*",
+    batches: Annotated[Optional[int], typer.Option("--batches", help="stop after N batches (default: all the data)")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per batch")] = 32,
+    full: Annotated[bool, typer.Option("--full", help="fourier: also the 2-D mean log-amplitude map and radial spectrum (JSON)")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="run the model through torch.compile")] = False,
+    out_fig: Annotated[Optional[Path], typer.Option("--out", "-o", help="figure file (.png, .svg, .pdf)")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the values per block as JSON")] = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="data loading processes")] = None,
+) -> None:
+    """Probe every selected block while images stream through: Fourier (Fig. 2a, 8), variance (Fig. 9), stats.
+
+    Example: surgeon probe fourier resnet50 vit_tiny_patch16_224 --out fourier.png
+    """
+    if kind not in surgeon.PROBES:
+        raise SurgeonError(f"unknown probe {kind!r}; choose from {', '.join(surgeon.PROBES)}")
+    if weights and len(weights) != len(models):
+        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    if out_fig is not None:
+        surgeon.io.check_output(out_fig, overwrite=True, suffixes=figure_formats())
+    if json_out is not None:
+        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
+    spec = surgeon.Fourier(full=True) if kind == "fourier" and full else kind
+    results = []
+    for i, name in enumerate(models):
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        size = parse_input_size(input_size)
+        with printed_warnings():
+            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size, workers=workers)
+            res = surgeon.probe(m, loader, spec, blocks, batches=batches, compile=compile_, progress=True)
+        res.model = Path(name).stem if name.endswith(".safetensors") else name
+        out.print(_table(res, kind))
+        results.append(res)
+        if res.interrupted:
+            break
+    if out_fig is not None:
+        path = save_figure(probe_figure(results, kind), out_fig)
+        out.print(f"wrote {path}", highlight=False)
+    if json_out is not None:
+        with surgeon.io.atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps([r.to_dict() for r in results], indent=1))
+        out.print(f"wrote {json_out}", highlight=False)
+    if results[-1].interrupted:
+        sys.exit(130)
