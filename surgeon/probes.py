@@ -19,7 +19,7 @@ over batch and channels, read on the diagonal from DC towards the highest freque
 frequency (2 pi k / H, 2 pi k / W), k = 0 .. ceil(min(H, W) / 2) - 1, plotted on 0..pi; Delta log
 amplitude = A(k) - A(0). Only the diagonal is needed: for a square N x N map the coefficient
 F(k, k) = sum_m s_m exp(-2 pi i k m / N), where s_m is the sum of x over the positions with
-(h + w) mod N = m. One scatter-add and a length-N FFT per map replace the 2-D FFT.
+(h + w) mod N = m. One scatter-add and a length-N DFT per map replace the 2-D FFT.
 
 Variance (Fig. 9): the unbiased variance over the spatial positions of each (sample, channel)
 map, averaged over batch and channels.
@@ -154,7 +154,7 @@ class Probe:
 class FourierResult:
     """Fourier analysis of one block (paper Fig. 2a): `freq` 0..1 (times pi), the mean log
     amplitude on the diagonal `logamp`, `dlogamp` = logamp - logamp[0]; with ``full=True`` also
-    the centred mean log-amplitude map and its radial average over |f| on the same 0..1 axis."""
+    the centred mean log-amplitude `map` and its average over rings of equal |f| (`radial`)."""
 
     freq: np.ndarray
     logamp: np.ndarray
@@ -187,24 +187,25 @@ class Fourier(Probe):
     def _start(self, geom, device, dtype):
         h, w = geom.grid
         self.k = (min(h, w) + 1) // 2
-        if h == w:
+        freqs = torch.arange(self.k, device=device)
+        if h == w:  # F(k, k) = DFT_k of the sums over (row + col) mod N
             self.group = (geom.rows + geom.cols) % h
-        else:  # [cos | -sin] of 2 pi k (row / H + col / W): the diagonal DFT as one matmul
-            phase = 2 * math.pi * torch.outer(geom.rows / h + geom.cols / w, torch.arange(self.k, device=device))
-            self.basis = torch.cat([phase.cos(), -phase.sin()], 1).float()
+            phase = 2 * math.pi / h * torch.outer(torch.arange(h, device=device), freqs)
+        else:  # F(k, k) straight from the positions: phase 2 pi k (row / H + col / W)
+            phase = 2 * math.pi * torch.outer(geom.rows / h + geom.cols / w, freqs)
+        self.basis = torch.cat([phase.cos(), -phase.sin()], 1).float()  # [cos | -sin]: real and imaginary parts
         acc = {"logamp": torch.zeros(self.k, device=device, dtype=dtype)}
         if self.full:
             acc["map"] = torch.zeros(h, w, device=device, dtype=dtype)
         return acc
 
     def _diagonal_amplitude(self, maps: torch.Tensor) -> torch.Tensor:
-        """|F(k, k)| for every map in the chunk; k on `pos_dim`."""
+        """|F(k, k)| for every map in the chunk; k on `pos_dim`. Real arithmetic only."""
         d = self.geom.pos_dim
         if hasattr(self, "group"):
             shape = list(maps.shape)
             shape[d] = self.geom.grid[0]
-            sums = maps.new_zeros(shape).index_add_(d, self.group, maps)
-            return torch.fft.rfft(sums, dim=d).narrow(d, 0, self.k).abs()
+            maps = maps.new_zeros(shape).index_add_(d, self.group, maps)
         basis = self.basis.to(maps.dtype)
         z = maps @ basis if d == 2 else basis.T @ maps
         re, im = z.split(self.k, dim=d)
@@ -233,13 +234,13 @@ class Fourier(Probe):
 
 
 def _radial_average(centred: np.ndarray, bins: int) -> np.ndarray:
-    """Mean of a centred 2-D spectrum over rings of equal |f|, |f| normalised so that the
-    Nyquist frequency on either axis is 1; `bins` rings on 0..1, the corners beyond 1 left out."""
+    """Mean of a centred 2-D spectrum over rings: ring k holds the frequencies whose radius,
+    in steps of the shorter side's frequency spacing, rounds to k (|f| ~ 2 pi k / min(H, W));
+    `bins` rings from DC, the corners beyond them left out."""
     h, w = centred.shape
-    fy = np.fft.fftshift(np.fft.fftfreq(h)) * 2
-    fx = np.fft.fftshift(np.fft.fftfreq(w)) * 2
-    r = np.hypot(fy[:, None], fx[None, :])
-    ring = np.rint(r * (bins - 1)).astype(int)
+    ky = (np.arange(h) - h // 2) * min(h, w) / h
+    kx = (np.arange(w) - w // 2) * min(h, w) / w
+    ring = np.floor(np.hypot(ky[:, None], kx[None, :]) + 0.5).astype(int)
     keep = ring < bins
     total = np.bincount(ring[keep], centred[keep], minlength=bins)
     count = np.bincount(ring[keep], minlength=bins)
