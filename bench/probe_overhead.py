@@ -16,7 +16,8 @@ For each model (timm, random init, eval mode, its own input size) at one batch:
 Times are the median of --repeat runs after one warm-up. Peak memory is what one forward (plus, for
 collect-all, the reductions after it) needs on top of what was allocated before it, measured in a
 fresh process per mode: on CPU the peak resident set (VmHWM reset through /proc/self/clear_refs,
-else ru_maxrss) minus the resident set before the forward; on CUDA ``max_memory_allocated`` minus
+else ru_maxrss) minus the resident set before the forward, with glibc told to mmap every block over
+64 KiB (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave the resident set at once; on CUDA ``max_memory_allocated`` minus
 ``memory_allocated``. Target: probed peak close to plain, far below collect-all. The probed and
 collect-all results are compared as a check that both compute the same quantities.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import re
 import resource
 import statistics
@@ -138,7 +140,7 @@ def runner(mode: str, model: nn.Module, g: surgeon.BlockGraph) -> Plain | surgeo
     if mode == "plain":
         return Plain(model)
     if mode == "probed":
-        return surgeon.ProbeSession(model, PROBED, "*", graph_=g)
+        return surgeon.ProbeSession(model, PROBED, "*", block_graph=g)
     return CollectAll(model, g.blocks)
 
 
@@ -214,7 +216,10 @@ def peak_in_child(mode: str, name: str, args: argparse.Namespace) -> dict[str, A
            "--device", args.device]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    # glibc hands big blocks back to the OS only when they were mmap'd; with every block over 64 KiB
+    # mmap'd, the resident set follows the live tensors and its peak is theirs, not the heap's.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -425,6 +425,31 @@ def _is_nnsight(model: Any) -> bool:
     return type(model).__module__.split(".")[0] == "nnsight"
 
 
+def _unwrap(model: Any) -> nn.Module:
+    """The torch module inside an ``nnsight.NNsight`` wrapper (`_module`; `_model` before 0.5)."""
+    if not _is_nnsight(model):
+        return model
+    for attr in ("_module", "_model"):
+        try:
+            return getattr(model, attr)
+        except AttributeError:
+            continue
+    raise SurgeonError("cannot find the module inside this nnsight wrapper; pass the model itself")
+
+
+@contextmanager
+def _class_forwards(model: nn.Module) -> Iterator[None]:
+    """Hide the `forward` instance attributes nnsight puts on every module (they trace badly),
+    so the block graph is built from the class forwards; put them back afterwards."""
+    hidden = {m: m.__dict__.pop("forward") for m in model.modules()
+              if _is_nnsight(m.__dict__.get("forward"))}
+    try:
+        yield
+    finally:
+        for m, f in hidden.items():
+            m.__dict__["forward"] = f
+
+
 class ProbeSession:
     """Hooks for `probes` on the `blocks` of `model`, as a context manager.
 
@@ -445,11 +470,12 @@ class ProbeSession:
 
     def __init__(self, model: nn.Module, probes: str | Probe | Iterable[str | Probe] = ("fourier", "variance"),
                  blocks: str | Sequence[str] = "*", *, input_size: Sequence[int] | None = None,
-                 graph_: BlockGraph | None = None):
+                 block_graph: BlockGraph | None = None):
         self.nnsight = model if _is_nnsight(model) else None
-        self.model: nn.Module = model._model if self.nnsight is not None else model
+        self.model = _unwrap(model)
         self.probe_specs = _resolve(probes)
-        self.graph = graph_ or graph(self.model, input_size=input_size)
+        with _class_forwards(self.model):
+            self.graph = block_graph or graph(self.model, input_size=input_size)
         self.blocks = self.graph.select(blocks)
         try:
             self.device = next(iter(self.model.parameters())).device
@@ -571,8 +597,7 @@ def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
         raise SurgeonError(f"batches={batches} must be at least 1")
     stream = [data] if isinstance(data, torch.Tensor) else data
     x0, xs = _first(stream)
-    target = model._model if _is_nnsight(model) else model
-    session = ProbeSession(model, probes, blocks, graph_=graph(target, input_size=tuple(x0.shape[1:])))
+    session = ProbeSession(model, probes, blocks, input_size=tuple(x0.shape[1:]))
     total = batches if batches is not None else (len(stream) if hasattr(stream, "__len__") else None)
     interrupted = False
     with session, _progress(progress, total) as advance:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,59 @@ def test_info_refuses_foreign_and_corrupt(tmp_path):
                            ("none.safetensors", "does not exist")):
         r = surgeon("info", name, cwd=tmp_path)
         assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def _images(folder, n=3):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    modes = ["RGB", "L", "RGBA", "P"]
+    for i in range(n):
+        a = rng.integers(0, 255, (40, 50, 4 if modes[i % 4] == "RGBA" else 3), dtype=np.uint8)
+        img = Image.fromarray(a[..., :4] if modes[i % 4] == "RGBA" else a[..., :3])
+        img.convert(modes[i % 4]).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_probe_figure_and_json(tmp_path):
+    r = surgeon("probe", "fourier", "resnet18", "vit_tiny_patch16_224", "--img-size", "64", "--input-size", "3,64,64",
+                "--batch-size", "8", "--batches", "1", "--out", "f.svg", "--json", "f.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "c4.b1" in r.stdout and "Δlogamp(π)" in r.stdout and "over 8 images" in r.stdout
+    assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")
+    data = json.loads((tmp_path / "f.json").read_text())
+    assert [d["model"] for d in data] == ["resnet18", "vit_tiny_patch16_224"]
+    blocks = {b["address"]: b for b in data[0]["blocks"]}
+    assert len(blocks["c4.b1"]["fourier"]["dlogamp"]) == 1 and blocks["c1.b0"]["fourier"]["dlogamp"][0] == 0
+    assert data[1]["blocks"][1]["kind"] == "msa" and data[1]["samples"] == 8
+
+
+def test_probe_folder_skips_unreadable_files(tmp_path):
+    folder = _images(tmp_path / "imgs", 4)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    r = surgeon("probe", "stats", "resnet18", "--data", str(folder), "--input-size", "3,32,32", "--blocks", "c1",
+                "--json", "s.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "skipped" in r.stderr and "Traceback" not in r.stderr
+    data = json.loads((tmp_path / "s.json").read_text())[0]
+    assert data["samples"] == 4 and all(b["stats"]["nonfinite"] == 0 for b in data["blocks"])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["probe", "fourir", "resnet18"], "unknown probe 'fourir'"),
+    (["probe", "variance", "resnet18", "--blocks", "c9"], "unknown block 'c9'; valid: stem, c1.b0..b1"),
+    (["probe", "variance", "resnet18", "--data", "empty"], "no images in"),
+    (["probe", "variance", "resnet18", "--data", "nowhere"], "neither a file, a folder nor one of samples"),
+    (["probe", "variance", "resnet18", "--out", "fig.xyz"], "must end in .eps or"),
+    (["probe", "variance", "resnet18", "resnet34", "--weights", "a.pt"], "1 --weights for 2 models"),
+    (["probe", "variance", "resnet18", "--data", "cifar10:nowhere"], "cifar10 not found under 'nowhere'"),
+])
+def test_probe_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+    (tmp_path / "empty").mkdir()
+    r = surgeon(*args, "--input-size", "3,32,32", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no output, no temp file

@@ -3,7 +3,11 @@ model left untouched, and the layouts (NCHW, NHWC, tokens with prefix tokens, Ne
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -279,3 +283,33 @@ def test_selection_and_bad_input():
         surgeon.probe(model, [])
     with pytest.raises(SurgeonError, match="was not probed"):
         res["c1.b0"]
+
+
+NNSIGHT_CHECK = """
+import numpy as np, timm, torch, surgeon
+from nnsight import NNsight
+torch.manual_seed(0)
+for name, size in [("resnet18", 64), ("vit_tiny_patch16_224", 64)]:
+    m = timm.create_model(name, **({"img_size": 64} if "vit" in name else {})).eval()
+    xs = [torch.randn(2, 3, size, size) for _ in range(2)]
+    ref = surgeon.probe(m, xs, ("fourier", "variance", "stats"))
+    got = surgeon.probe(NNsight(m), xs, ("fourier", "variance", "stats"))
+    assert got.batches == 2 and [b.address for b in got.blocks] == [b.address for b in ref.blocks]
+    for b in ref.blocks:
+        r, g = ref[b.address], got[b.address]
+        assert set(r) == set(g)
+        if "fourier" in r:
+            np.testing.assert_allclose(g["fourier"].dlogamp, r["fourier"].dlogamp, atol=1e-6)
+            assert abs(g["variance"] - r["variance"]) <= 1e-6 * abs(r["variance"])
+        assert g["stats"] == r["stats"]
+    print(name, len(ref.blocks))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nnsight") is None, reason="needs the nnsight extra")
+def test_nnsight_trace_gives_the_hook_results():
+    # a separate process: nnsight patches every module it wraps and imports transformers
+    r = subprocess.run([sys.executable, "-c", NNSIGHT_CHECK], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["resnet18", "10", "vit_tiny_patch16_224", "26"]
