@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench-graph bench-alternate figures clean
+.PHONY: demo test bench-graph bench-alternate bench-probes figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/surgeon alternate resnet50 --stages c2,c3 --out alternet.safetensors --force
 	$(BIN)/surgeon info alternet.safetensors
+	$(BIN)/surgeon probe fourier resnet50 alternet.safetensors --out fourier.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -24,12 +25,16 @@ test: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/python examples/block_graph.py
 	$(BIN)/python examples/alternate.py
+	$(BIN)/python examples/probes.py
 
 bench-graph: $(STAMP)
 	$(BIN)/python bench/graph_coverage.py --models resnet50,vit_base_patch16_224 --repeat 5 --out bench/out/speed.jsonl
 
 bench-alternate: $(STAMP)
 	$(BIN)/python bench/alternate_speed.py --repeat 5
+
+bench-probes: $(STAMP)
+	$(BIN)/python bench/probe_overhead.py --repeat 5 --threads 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info
