@@ -313,3 +313,37 @@ def test_nnsight_trace_gives_the_hook_results():
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split() == ["resnet18", "10", "vit_tiny_patch16_224", "26"]
+
+
+def test_hooks_never_sync_with_the_host(monkeypatch):
+    """No .item() / float() / bool() (aten._local_scalar_dense), no data-dependent shapes
+    (nonzero, masked_select) and no .cpu() / .numpy() / .tolist() while a batch runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncing = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+               torch.ops.aten.masked_select.default}
+
+    class Watch(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in syncing:
+                self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    model = timm.create_model("vit_tiny_patch16_224", img_size=64, reg_tokens=4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with Watch() as plain, torch.no_grad():
+        model(x)
+    with surgeon.ProbeSession(model, (surgeon.Fourier(full=True), "variance", "stats"), input_size=(3, 64, 64)) as s:
+        calls = []
+        for name in ("cpu", "numpy", "tolist", "item"):
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _f=original, **k: (calls.append(_n), _f(self, *a, **k))[1])
+        with Watch() as probed:
+            s.step(x)
+        monkeypatch.undo()
+    assert probed.seen == plain.seen and calls == []
+    assert s.results()["c1.b0"]["stats"].count > 0
