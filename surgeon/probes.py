@@ -43,6 +43,7 @@ from torch import nn
 from .errors import SurgeonError, closest
 from .fx import tensor_leaves
 from .graph import Block, BlockGraph, graph
+from .progress import progress as progress_bar
 
 __all__ = ["PROBES", "Probe", "Fourier", "Variance", "Stats", "FourierResult", "ActivationStats",
            "ProbeResults", "ProbeSession", "probe"]
@@ -600,7 +601,7 @@ def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
     session = ProbeSession(model, probes, blocks, input_size=tuple(x0.shape[1:]))
     total = batches if batches is not None else (len(stream) if hasattr(stream, "__len__") else None)
     interrupted = False
-    with session, _progress(progress, total) as advance:
+    with session, progress_bar(progress, total, "probing") as advance:
         if compile:
             session.forward = torch.compile(session.model)
         try:
@@ -615,17 +616,3 @@ def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
     if session.batches == 0:
         raise KeyboardInterrupt
     return session.results(interrupted)
-
-
-@contextmanager
-def _progress(show: bool, total: int | None) -> Iterator[Callable[[], None]]:
-    """A rich progress bar over batches (`advance` per batch), or nothing."""
-    if not show:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("probe", total=total)
-        yield lambda: bar.advance(task)

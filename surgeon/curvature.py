@@ -1,0 +1,536 @@
+"""Curvature of the training objective: Hessian eigenvalues (paper Fig. 1c, Fig. 4), trace,
+spectral density, and spectra pooled over a dataset.
+
+    eig = surgeon.hessian_eigs(model, (x, y), k=5, which="LM", blocks="*")
+    eig.eigenvalues, eig.residuals        # ||Hv - lambda v|| / |lambda| for every pair
+    tr = surgeon.hessian_trace(model, (x, y))          # Hutch++ with a standard error
+    spec = surgeon.hessian_spectrum(model, loader, k=5, batches=20)   # the paper's max-eigenvalue spectrum
+
+The objective on one mini-batch is NLL (hard labels, label smoothing, or the soft targets of
+Mixup / CutMix) plus an L2 term over the analysed parameters: ``wd / 2 * ||theta||^2`` (standard,
+``l2="standard"``) or the paper's ``wd * sum_p ||theta_p||`` (``l2="paper"``). The batch is fixed
+for one eigen-solve. The model is analysed in eval mode (BatchNorm statistics, no dropout or
+stochastic depth) with fused attention kernels off (math SDPA, timm's ``fused_attn`` False), and
+everything is restored afterwards, also on error: parameters are never written, only read through
+``torch.func.functional_call``.
+
+Hessian-vector products: double backward through a gradient graph built once per batch
+(``mode="double-backward"``, the default: each product is one backward pass) or torch.func
+forward-over-reverse (``mode="forward-over-reverse"``: ``jvp(grad(f))``, no retained graph).
+Eigenvalues: Lanczos with full reorthogonalisation and Ritz-residual convergence; the paper's power
+iteration with deflation for comparison (``method="power"``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, jvp
+
+from .errors import SurgeonError
+from .graph import graph
+from .progress import progress as progress_bar
+
+__all__ = ["HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
+           "selected_parameters", "objective", "lanczos", "power_iteration", "hutchinson", "hutchpp", "slq",
+           "hessian_eigs", "hessian_trace", "hessian_density", "hessian_spectrum"]
+
+WHICH = ("LM", "LA", "SA")
+MODES = ("double-backward", "forward-over-reverse")
+
+
+# ----------------------------------------------------------------------------------------------
+# The objective and the analysed parameters
+
+
+def objective(logits: torch.Tensor, target: torch.Tensor, params: dict[str, torch.Tensor], *, wd: float = 0.0,
+              l2: str = "standard", label_smoothing: float = 0.0) -> torch.Tensor:
+    """NLL + L2 on one batch. `target`: class indices (B,) or soft targets (B, K) (Mixup /
+    CutMix); L2 over `params`: ``wd / 2 * sum ||p||^2`` (``standard``) or ``wd * sum ||p||``
+    (``paper``)."""
+    if target.dim() == 2:
+        nll = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+    else:
+        nll = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    if not wd:
+        return nll
+    if l2 == "standard":
+        return nll + wd / 2 * sum(p.square().sum() for p in params.values())
+    if l2 == "paper":
+        return nll + wd * sum(torch.linalg.vector_norm(p) for p in params.values())
+    raise SurgeonError(f"unknown l2 {l2!r}; use 'standard' (wd/2 ||theta||^2) or 'paper' (wd sum ||theta_p||)")
+
+
+def selected_parameters(model: nn.Module, blocks: str | Sequence[str] = "*") -> dict[str, torch.Tensor]:
+    """The trainable parameters of the blocks `blocks` selects (all of them for ``*``)."""
+    named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    if blocks not in ("*", "all"):
+        chosen = graph(model).select(blocks)
+        prefixes = tuple(m + "." for b in chosen for m in b.members)
+        named = {k: p for k, p in named.items() if k.startswith(prefixes)}
+        what = f"blocks {blocks!r}"
+    else:
+        what = "the model"
+    if not named:
+        raise SurgeonError(f"{what} has no trainable parameters; select blocks with weights, e.g. --blocks c4.b-1")
+    return named
+
+
+@contextmanager
+def analysis_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode, fused attention off (math SDPA backend, timm ``fused_attn`` False); every
+    module's flags restored on exit, also on error."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    modes = {m: m.training for m in model.modules()}
+    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
+    try:
+        model.eval()
+        for m in fused:
+            m.fused_attn = False
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        for m, flag in fused.items():
+            m.fused_attn = flag
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+        raise SurgeonError("curvature needs labelled batches (images, labels); e.g. --data digits or an ImageFolder")
+    x, y = batch[0], batch[1]
+    if y.dim() == 1 and bool((y < 0).any()):
+        raise SurgeonError("these images have no labels (label -1), and the loss needs them; use labelled data "
+                           "such as --data digits, cifar10:ROOT or an ImageFolder tree")
+    return x.to(device), y.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hessian-vector products
+
+
+class HessianOperator:
+    """``v -> H v`` for the objective on one fixed batch, over flat vectors of the selected
+    parameters (in their order and dtype). Use inside `analysis_mode`.
+
+    Attributes: ``n`` (number of parameters), ``loss`` (the objective's value, a float),
+    ``calls`` (products so far), ``mode``.
+    """
+
+    def __init__(self, model: nn.Module, batch: Any, params: dict[str, torch.Tensor], *, wd: float = 0.0,
+                 l2: str = "standard", label_smoothing: float = 0.0, mode: str = "double-backward"):
+        if mode not in MODES:
+            raise SurgeonError(f"unknown HVP mode {mode!r}; use {' or '.join(MODES)}")
+        self.model, self.mode, self.calls = model, mode, 0
+        self.names = list(params)
+        self.shapes = [p.shape for p in params.values()]
+        self.sizes = [p.numel() for p in params.values()]
+        self.n = sum(self.sizes)
+        first = next(iter(params.values()))
+        self.device, self.dtype = first.device, first.dtype
+        self.x, self.y = _batch(batch, self.device)
+        self.p0 = {k: p.detach() for k, p in params.items()}
+        self.rest = {k: t.detach() for k, t in (*model.named_parameters(), *model.named_buffers()) if k not in params}
+        self._loss_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
+        if mode == "double-backward":
+            leaves = {k: p.clone().requires_grad_() for k, p in self.p0.items()}
+            with torch.enable_grad():
+                value = self._f(leaves)
+                self._check(value)
+                self._grads = torch.autograd.grad(value, list(leaves.values()), create_graph=True)
+            self._leaves = list(leaves.values())
+        else:
+            with torch.no_grad():
+                value = self._f(self.p0)
+            self._check(value)
+        self.loss = float(value.detach())
+
+    def _f(self, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = functional_call(self.model, {**self.rest, **p}, (self.x,))
+        return objective(logits, self.y, p, **self._loss_kwargs)
+
+    @staticmethod
+    def _check(value: torch.Tensor) -> None:
+        if not torch.isfinite(value):
+            raise SurgeonError(f"the loss is {float(value)} on this batch; check the weights and the data")
+
+    def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: t.view(s) for k, t, s in zip(self.names, v.split(self.sizes), self.shapes)}
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.mode == "double-backward":
+            hv = torch.autograd.grad(self._grads, self._leaves, grad_outputs=list(self.unflatten(v).values()),
+                                     retain_graph=True)
+            return torch.cat([t.reshape(-1) for t in hv])
+        _, hv = jvp(grad(self._f), (self.p0,), (self.unflatten(v),))
+        return torch.cat([hv[k].reshape(-1) for k in self.names])
+
+    def gradient(self) -> torch.Tensor:
+        """The objective's gradient, flat (the cost unit of the benchmark)."""
+        g = grad(self._f)(self.p0)
+        return torch.cat([g[k].reshape(-1) for k in self.names])
+
+
+# ----------------------------------------------------------------------------------------------
+# Eigenvalues
+
+
+@dataclass
+class EigResult:
+    """Eigenpairs of a Hessian: `eigenvalues` in the order asked for (``LM``: by decreasing
+    magnitude; ``LA``: decreasing; ``SA``: increasing), relative `residuals`
+    ||Hv - lambda v|| / |lambda|, the number of Hessian-vector products `hvps` (the residual
+    checks included), `iterations`, and the eigenvectors (flat, on the device) unless dropped."""
+
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    hvps: int
+    iterations: int
+    method: str
+    which: str
+    converged: bool
+    loss: float = float("nan")
+    eigenvectors: torch.Tensor | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(), "hvps": self.hvps,
+                "loss": self.loss,
+                "iterations": self.iterations, "method": self.method, "which": self.which,
+                "converged": self.converged}
+
+
+def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
+    """Indices of the k wanted Ritz values, in the order they are reported."""
+    if which == "LM":
+        return np.argsort(-np.abs(theta), kind="stable")[:k]
+    if which == "LA":
+        return np.argsort(-theta, kind="stable")[:k]
+    return np.argsort(theta, kind="stable")[:k]
+
+
+def _start_vector(n: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    return v / torch.linalg.vector_norm(v)
+
+
+def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, steps: int,
+                   stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None
+                   ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float]:
+    """Lanczos with full reorthogonalisation (classical Gram-Schmidt, twice) from unit `q`:
+    returns the basis Q (j, n), the tridiagonal's alpha (j,) and beta (j - 1,), and the last beta.
+    `stop(alpha, beta, beta_next)` is asked after every step."""
+    basis = torch.empty(steps, q.numel(), device=q.device, dtype=q.dtype)
+    alpha, beta = [], []
+    for j in range(steps):
+        basis[j] = q
+        w = op(q)
+        a = torch.dot(q, w)
+        w = w - a * q - (beta[-1] * basis[j - 1] if j else 0)
+        for _ in range(2):
+            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        b = float(torch.linalg.vector_norm(w))
+        alpha.append(float(a))
+        invariant = b <= 1e-10 * max(max(map(abs, alpha)), 1e-30)  # the Krylov space stopped growing
+        if invariant or (stop is not None and stop(np.array(alpha), np.array(beta), b)):
+            return basis[: j + 1], np.array(alpha), np.array(beta), b
+        if j + 1 < steps:
+            beta.append(b)
+            q = w / b
+    return basis, np.array(alpha), np.array(beta[: steps - 1]), b
+
+
+def _tridiagonal_eigh(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    return np.linalg.eigh(t)
+
+
+def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 1e-4, max_iter: int | None = None,
+            seed: int = 0, vectors: bool = True) -> EigResult:
+    """The k wanted eigenpairs by Lanczos with full reorthogonalisation, stopped when every
+    wanted Ritz pair's residual estimate ``beta_j |s_i[-1]|`` is at most ``tol * |theta_i|``;
+    the reported residuals are then computed explicitly (k more products)."""
+    steps = min(op.n, max_iter or max(2 * k + 40, 8 * k))
+    state: dict[str, Any] = {"converged": False}
+
+    def converged(alpha: np.ndarray, beta: np.ndarray, b_next: float) -> bool:
+        if len(alpha) < k:
+            return False
+        theta, s = _tridiagonal_eigh(alpha, beta)
+        idx = _wanted(theta, k, which)
+        est = np.abs(b_next * s[-1, idx])
+        state["converged"] = bool(np.all(est <= tol * np.maximum(np.abs(theta[idx]), 1e-30)))
+        return state["converged"]
+
+    basis, alpha, beta, _ = _lanczos_basis(op, _start_vector(op.n, op.device, op.dtype, seed), steps, converged)
+    theta, s = _tridiagonal_eigh(alpha, beta)
+    idx = _wanted(theta, k, which)
+    vecs = torch.as_tensor(s[:, idx].T.copy(), device=basis.device, dtype=basis.dtype) @ basis
+    vecs = vecs / torch.linalg.vector_norm(vecs, dim=1, keepdim=True)
+    values = theta[idx]
+    res = _residuals(op, vecs, values)
+    exhausted = len(alpha) == op.n  # the Krylov space is the whole space: exact
+    if not (state["converged"] or exhausted):
+        warnings.warn(f"Lanczos stopped after {len(alpha)} steps before every wanted pair reached tol={tol:g}; "
+                      f"largest residual {res.max():.2e} (raise max_iter)", stacklevel=3)
+    return EigResult(values, res, op.calls, len(alpha), "lanczos", which, state["converged"] or exhausted, op.loss,
+                     vecs if vectors else None)
+
+
+def _residuals(op: HessianOperator, vecs: torch.Tensor, values: np.ndarray) -> np.ndarray:
+    out = []
+    for v, lam in zip(vecs, values):
+        r = op(v) - float(lam) * v
+        out.append(float(torch.linalg.vector_norm(r)) / max(abs(float(lam)), 1e-30))
+    return np.array(out)
+
+
+def power_iteration(op: HessianOperator, k: int = 5, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
+                    vectors: bool = True) -> EigResult:
+    """The paper's (and PyHessian's) method: for each of k eigenvalues, power iteration on the
+    Hessian with the eigenvectors found so far projected out, until the Rayleigh quotient's
+    relative change is below `tol`. Finds eigenvalues of largest magnitude."""
+    found: list[torch.Tensor] = []
+    values: list[float] = []
+    iters = 0
+    converged = True
+    for i in range(k):
+        v = _start_vector(op.n, op.device, op.dtype, seed + i)
+        lam = None
+        for _ in range(max_iter):
+            iters += 1
+            for u in found:
+                v = v - torch.dot(u, v) * u
+            v = v / torch.linalg.vector_norm(v)
+            hv = op(v)
+            new = float(torch.dot(v, hv))
+            v = hv
+            if lam is not None and abs(new - lam) <= tol * (abs(lam) + 1e-6):
+                lam = new
+                break
+            lam = new
+        else:
+            converged = False
+        for u in found:
+            v = v - torch.dot(u, v) * u
+        found.append(v / torch.linalg.vector_norm(v))
+        values.append(lam)
+    vecs = torch.stack(found)
+    vals = np.array(values)
+    return EigResult(vals, _residuals(op, vecs, vals), op.calls, iters, "power", "LM", converged, op.loss,
+                     vecs if vectors else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Trace and density
+
+
+@dataclass
+class TraceResult:
+    """A stochastic trace estimate with its standard error and cost."""
+
+    value: float
+    stderr: float
+    hvps: int
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _rademacher(n: int, m: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 2, (m, n), generator=g) * 2 - 1).to(device=device, dtype=dtype)
+
+
+def hutchinson(op: HessianOperator, samples: int = 100, *, seed: int = 0) -> TraceResult:
+    """tr(H) ~ mean of z^T H z over Rademacher z; standard error std / sqrt(samples)."""
+    z = _rademacher(op.n, samples, op.device, op.dtype, seed)
+    est = np.array([float(torch.dot(zi, op(zi))) for zi in z])
+    return TraceResult(float(est.mean()), float(est.std(ddof=1) / math.sqrt(samples)), op.calls, "hutchinson")
+
+
+def hutchpp(op: HessianOperator, matvecs: int = 99, *, seed: int = 0) -> TraceResult:
+    """Hutch++ (Meyer et al., 2021): with s = matvecs // 3, Q = orth(H S) for Rademacher S (n, s);
+    tr(H) = tr(Q^T H Q) + mean_i g_i^T P H P g_i with P = I - Q Q^T and Rademacher g_i. The
+    standard error is the second term's. Exact when rank(H) <= s."""
+    s = max(1, matvecs // 3)
+    rand = _rademacher(op.n, 2 * s, op.device, op.dtype, seed)
+    q, _ = torch.linalg.qr(torch.stack([op(v) for v in rand[:s]]).T)
+    low = sum(float(torch.dot(qi, op(qi))) for qi in q.T)
+    g = rand[s:]
+    pg = g - (g @ q) @ q.T
+    est = np.array([float(torch.dot(v, op(v))) for v in pg])  # g^T P H P g = (P g)^T H (P g)
+    return TraceResult(low + float(est.mean()), float(est.std(ddof=1) / math.sqrt(s)) if s > 1 else float("nan"),
+                       op.calls, "hutch++")
+
+
+@dataclass
+class DensityResult:
+    """Spectral density by stochastic Lanczos quadrature: `grid` and `density` (integrates to 1),
+    and the quadrature `nodes` and `weights` per start vector."""
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    sigma: float
+    hvps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+
+
+def slq(op: HessianOperator, vectors: int = 10, steps: int = 80, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stochastic Lanczos quadrature: for each Rademacher start vector, `steps` Lanczos steps;
+    nodes = Ritz values, weights = squared first components of the Ritz vectors."""
+    steps = min(steps, op.n)
+    nodes, weights = [], []
+    for z in _rademacher(op.n, vectors, op.device, op.dtype, seed):
+        _, alpha, beta, _ = _lanczos_basis(op, z / torch.linalg.vector_norm(z), steps)
+        theta, s = _tridiagonal_eigh(alpha, beta)
+        pad = steps - len(theta)  # an early invariant subspace: pad with zero weight
+        nodes.append(np.pad(theta, (0, pad), constant_values=theta[-1]))
+        weights.append(np.pad(s[0] ** 2, (0, pad)))
+    return np.array(nodes), np.array(weights)
+
+
+def density_on_grid(nodes: np.ndarray, weights: np.ndarray, *, points: int = 400, sigma: float | None = None,
+                    grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Gaussian-smoothed density of quadrature nodes / weights, averaged over start vectors."""
+    lo, hi = float(nodes.min()), float(nodes.max())
+    span = max(hi - lo, 1e-12)
+    sigma = sigma or 0.01 * span
+    grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, points) if grid is None else grid
+    kern = np.exp(-0.5 * ((grid[:, None] - nodes.reshape(1, -1)) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+    dens = kern @ weights.reshape(-1) / len(nodes)
+    return grid, dens, sigma
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points
+
+
+@contextmanager
+def _operator(model: nn.Module, batch: Any, blocks: str | Sequence[str], **kwargs: Any) -> Iterator[HessianOperator]:
+    params = selected_parameters(model, blocks)
+    with analysis_mode(model):
+        yield HessianOperator(model, batch, params, **kwargs)
+
+
+def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", blocks: str | Sequence[str] = "*", *,
+                 method: str = "lanczos", tol: float | None = None, max_iter: int | None = None, wd: float = 0.0,
+                 l2: str = "standard", label_smoothing: float = 0.0, mode: str = "double-backward", seed: int = 0,
+                 vectors: bool = False) -> EigResult:
+    """The k eigenvalues of the Hessian of NLL + L2 on `batch` = (images, labels) w.r.t. the
+    parameters of `blocks`: ``which`` = ``LM`` (largest magnitude, the paper's top-5), ``LA``
+    (largest), ``SA`` (smallest: negative curvature). ``method="power"`` is the paper's power
+    iteration with deflation (``LM`` only)."""
+    if which not in WHICH:
+        raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
+    if method not in ("lanczos", "power"):
+        raise SurgeonError(f"unknown method {method!r}; use lanczos or power")
+    if method == "power" and which != "LM":
+        raise SurgeonError("power iteration finds the largest-magnitude eigenvalues only; use which='LM' or lanczos")
+    if k < 1:
+        raise SurgeonError(f"k={k} must be at least 1")
+    with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
+        if k > op.n:
+            raise SurgeonError(f"k={k} eigenvalues asked of a selection with only {op.n} parameters; lower --top-k")
+        if method == "power":
+            return power_iteration(op, k, tol=tol or 1e-3, max_iter=max_iter or 100, seed=seed, vectors=vectors)
+        return lanczos(op, k, which, tol=tol or 1e-4, max_iter=max_iter, seed=seed, vectors=vectors)
+
+
+def hessian_trace(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, method: str = "hutch++",
+                  matvecs: int = 99, wd: float = 0.0, l2: str = "standard", label_smoothing: float = 0.0,
+                  mode: str = "double-backward", seed: int = 0) -> TraceResult:
+    """tr(H) by Hutch++ (default) or Hutchinson with `matvecs` Hessian-vector products."""
+    if method not in ("hutch++", "hutchinson"):
+        raise SurgeonError(f"unknown trace method {method!r}; use hutch++ or hutchinson")
+    if matvecs < (6 if method == "hutch++" else 2):
+        raise SurgeonError(f"matvecs={matvecs} is too few for a standard error; use at least 6")
+    with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
+        return hutchpp(op, matvecs, seed=seed) if method == "hutch++" else hutchinson(op, matvecs, seed=seed)
+
+
+def hessian_density(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, vectors: int = 10,
+                    steps: int = 80, sigma: float | None = None, wd: float = 0.0, l2: str = "standard",
+                    label_smoothing: float = 0.0, mode: str = "double-backward", seed: int = 0) -> DensityResult:
+    """The Hessian's eigenvalue density by stochastic Lanczos quadrature (`vectors` start
+    vectors, `steps` Lanczos steps each), smoothed with a Gaussian of width `sigma` (default 1%
+    of the spectrum's span)."""
+    with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
+        nodes, weights = slq(op, vectors, steps, seed=seed)
+        grid, dens, sigma = density_on_grid(nodes, weights, sigma=sigma)
+        return DensityResult(grid, dens, nodes, weights, sigma, op.calls)
+
+
+@dataclass
+class SpectrumResult:
+    """Top-k eigenvalues per mini-batch (rows), pooled for the paper's max-eigenvalue spectrum."""
+
+    model: str
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    losses: np.ndarray
+    which: str
+    hvps: int
+    interrupted: bool = False
+
+    @property
+    def pooled(self) -> np.ndarray:
+        return self.eigenvalues.reshape(-1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
+                "losses": self.losses.tolist(), "which": self.which, "hvps": self.hvps,
+                "interrupted": self.interrupted}
+
+
+def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batches: int = 10, which: str = "LM",
+                     blocks: str | Sequence[str] = "*", progress: bool = False,
+                     **kwargs: Any) -> SpectrumResult:
+    """Top-k eigenvalues of the Hessian on each of `batches` mini-batches of `data` (each batch
+    frozen for its solve), as in the paper's Fig. 1c / Fig. 4; keyword arguments go to
+    `hessian_eigs`. A non-finite loss stops the run with the batch's index; Ctrl-C returns the
+    batches done (``interrupted=True``)."""
+    rows, res, losses, hvps = [], [], [], 0
+    interrupted = False
+    with progress_bar(progress, batches, "hessian") as advance:
+        try:
+            for i, batch in enumerate(data):
+                if i >= batches:
+                    break
+                try:
+                    r = hessian_eigs(model, batch, k, which, blocks, **kwargs)
+                except SurgeonError as exc:
+                    if "the loss is" in str(exc):
+                        raise SurgeonError(f"batch {i}: {exc}") from None
+                    raise
+                rows.append(r.eigenvalues)
+                res.append(r.residuals)
+                losses.append(r.loss)
+                hvps += r.hvps
+                advance()
+        except KeyboardInterrupt:
+            interrupted = True
+            warnings.warn(f"interrupted: the spectrum covers the first {len(rows)} batches", stacklevel=2)
+    if not rows:
+        if interrupted:
+            raise KeyboardInterrupt
+        raise SurgeonError("the data yielded no batches; check --data")
+    name = getattr(model, "_surgeon_spec", {}).get("name") or type(model).__name__
+    return SpectrumResult(name, np.array(rows), np.array(res), np.array(losses), which, hvps, interrupted)
