@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from .errors import SurgeonError
-from .probes import _acc_dtype
+from .probes import accumulator_dtype
 
 __all__ = ["CONFIDENT", "NLL_MODES", "STOCHASTIC", "Metrics", "reliability", "mc_dropout_probs"]
 
@@ -56,7 +56,8 @@ class Metrics:
       conf_b - acc_b, the opposite sign.)
     - ``acc90`` = P(correct | c > 0.9); ``unc90`` = P(c <= 0.9 | wrong); ``freq90`` = P(c > 0.9).
     - ``iou`` = mean over classes of TP / (TP + FP + FN), classes with TP + FP + FN = 0 (never
-      predicted nor present) left out; ``iou90``: the same over the samples with c > 0.9.
+      predicted nor present) left out; ``iou90``: the same over the samples with c > 0.9. (The
+      paper's code averages over the classes present among the targets instead.)
 
     A value with nothing to average over (``acc90`` when no sample has c > 0.9, everything
     before the first update) is NaN. A predicted probability of exactly 0 for the target class
@@ -81,7 +82,7 @@ class Metrics:
 
     def _start(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Zeroed accumulators. Rows of the (2, K) count tables: all samples, samples with c > 0.9."""
-        f, i, k, b = _acc_dtype(device), torch.int64, self.num_classes, self.bins
+        f, i, k, b = accumulator_dtype(device), torch.int64, self.num_classes, self.bins
         return {
             "top5": torch.zeros((), dtype=i, device=device),
             "nll": torch.zeros((), dtype=f, device=device),

@@ -103,7 +103,8 @@ class Geometry:
         return m.unflatten(self.pos_dim, (h, w))
 
 
-def _acc_dtype(device: torch.device) -> torch.dtype:
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 for streaming sums, except where the device has none (Apple MPS)."""
     return torch.float32 if device.type == "mps" else torch.float64
 
 
@@ -126,7 +127,7 @@ class Probe:
     def bind(self, geom: Geometry, device: torch.device) -> Probe:
         p = copy.copy(self)
         p.geom, p.count = geom, 0
-        p.acc = p._start(geom, device, _acc_dtype(device))
+        p.acc = p._start(geom, device, accumulator_dtype(device))
         return p
 
     def _start(self, geom: Geometry, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
