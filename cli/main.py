@@ -12,6 +12,7 @@ import typer
 
 from surgeon.errors import SurgeonError
 
+from . import curvature
 from . import inspect as inspect_cmd
 from . import probe as probe_cmd
 from . import surgery
@@ -31,6 +32,8 @@ app.command("insert")(surgery.insert)
 app.command("replace")(surgery.replace)
 app.command("info")(surgery.info)
 app.command("probe")(probe_cmd.probe)
+app.command("hessian")(curvature.hessian)
+app.command("landscape")(curvature.landscape)
 
 
 @app.callback()

@@ -10,6 +10,8 @@ from . import data, layers, passes
 from .io import load, load_weights, read_recipe, read_state_dict, save
 from .models import default_input_size, load_model
 from .passes import PRESETS, alternate, insert, remove, replace
+from .curvature import hessian_density, hessian_eigs, hessian_spectrum, hessian_trace
+from .landscapes import landscape
 from .probes import PROBES, Fourier, ProbeResults, ProbeSession, Stats, Variance, probe
 
 __version__ = "0.1.0"
@@ -19,6 +21,11 @@ __all__ = [
     "PRESETS",
     "alternate",
     "data",
+    "hessian_eigs",
+    "hessian_trace",
+    "hessian_density",
+    "hessian_spectrum",
+    "landscape",
     "probe",
     "PROBES",
     "Fourier",

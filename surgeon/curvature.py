@@ -40,7 +40,7 @@ from .errors import SurgeonError
 from .graph import graph
 from .progress import progress as progress_bar
 
-__all__ = ["HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
+__all__ = ["check_labels", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
            "selected_parameters", "objective", "lanczos", "power_iteration", "hutchinson", "hutchpp", "slq",
            "hessian_eigs", "hessian_trace", "hessian_density", "hessian_spectrum"]
 
@@ -106,6 +106,16 @@ def analysis_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+def check_labels(logits: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse class labels the model's output cannot index (one host sync, once per batch)."""
+    k = logits.shape[-1]
+    if target.dim() == 2 and target.shape[1] != k:
+        raise SurgeonError(f"soft targets have {target.shape[1]} classes, the model {k}; pass --num-classes")
+    if target.dim() == 1 and int(target.max()) >= k:
+        raise SurgeonError(f"label {int(target.max())} is out of range for a model with {k} classes; "
+                           f"pass --num-classes {int(target.max()) + 1} (or more) or other data")
+
+
 def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
         raise SurgeonError("curvature needs labelled batches (images, labels); e.g. --data digits or an ImageFolder")
@@ -143,6 +153,8 @@ class HessianOperator:
         self.p0 = {k: p.detach() for k, p in params.items()}
         self.rest = {k: t.detach() for k, t in (*model.named_parameters(), *model.named_buffers()) if k not in params}
         self._loss_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
+        with torch.no_grad():
+            check_labels(functional_call(model, {**self.rest, **self.p0}, (self.x[:1],)), self.y)
         if mode == "double-backward":
             leaves = {k: p.clone().requires_grad_() for k, p in self.p0.items()}
             with torch.enable_grad():
@@ -163,7 +175,7 @@ class HessianOperator:
     @staticmethod
     def _check(value: torch.Tensor) -> None:
         if not torch.isfinite(value):
-            raise SurgeonError(f"the loss is {float(value)} on this batch; check the weights and the data")
+            raise SurgeonError(f"the loss is {float(value.detach())} on this batch; check the weights and the data")
 
     def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.view(s) for k, t, s in zip(self.names, v.split(self.sizes), self.shapes)}
@@ -362,7 +374,7 @@ def hutchinson(op: HessianOperator, samples: int = 100, *, seed: int = 0) -> Tra
     return TraceResult(float(est.mean()), float(est.std(ddof=1) / math.sqrt(samples)), op.calls, "hutchinson")
 
 
-def hutchpp(op: HessianOperator, matvecs: int = 99, *, seed: int = 0) -> TraceResult:
+def hutchpp(op: HessianOperator, matvecs: int = 60, *, seed: int = 0) -> TraceResult:
     """Hutch++ (Meyer et al., 2021): with s = matvecs // 3, Q = orth(H S) for Rademacher S (n, s);
     tr(H) = tr(Q^T H Q) + mean_i g_i^T P H P g_i with P = I - Q Q^T and Rademacher g_i. The
     standard error is the second term's. Exact when rank(H) <= s."""
@@ -393,7 +405,7 @@ class DensityResult:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
 
 
-def slq(op: HessianOperator, vectors: int = 10, steps: int = 80, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def slq(op: HessianOperator, vectors: int = 3, steps: int = 30, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stochastic Lanczos quadrature: for each Rademacher start vector, `steps` Lanczos steps;
     nodes = Ritz values, weights = squared first components of the Ritz vectors."""
     steps = min(steps, op.n)
@@ -455,7 +467,7 @@ def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", bl
 
 
 def hessian_trace(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, method: str = "hutch++",
-                  matvecs: int = 99, wd: float = 0.0, l2: str = "standard", label_smoothing: float = 0.0,
+                  matvecs: int = 60, wd: float = 0.0, l2: str = "standard", label_smoothing: float = 0.0,
                   mode: str = "double-backward", seed: int = 0) -> TraceResult:
     """tr(H) by Hutch++ (default) or Hutchinson with `matvecs` Hessian-vector products."""
     if method not in ("hutch++", "hutchinson"):
@@ -466,8 +478,8 @@ def hessian_trace(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*
         return hutchpp(op, matvecs, seed=seed) if method == "hutch++" else hutchinson(op, matvecs, seed=seed)
 
 
-def hessian_density(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, vectors: int = 10,
-                    steps: int = 80, sigma: float | None = None, wd: float = 0.0, l2: str = "standard",
+def hessian_density(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, vectors: int = 3,
+                    steps: int = 30, sigma: float | None = None, wd: float = 0.0, l2: str = "standard",
                     label_smoothing: float = 0.0, mode: str = "double-backward", seed: int = 0) -> DensityResult:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (`vectors` start
     vectors, `steps` Lanczos steps each), smoothed with a Gaussian of width `sigma` (default 1%

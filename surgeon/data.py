@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .errors import SurgeonError, first_line
 
-__all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform"]
+__all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
+           "mixed"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NAMED = ("samples", "digits", "cifar10[:ROOT]", "cifar100[:ROOT]")
@@ -212,6 +213,36 @@ def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] 
         cfg["input_size"] = tuple(int(s) for s in input_size)
     cfg.setdefault("input_size", (3, 224, 224))
     return create_transform(**cfg, is_training=False)
+
+
+def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None,
+                    auto_augment: str | None = "rand-m9-n2-mstd1.0", re_prob: float = 0.0) -> Callable:
+    """The paper's training augmentation through timm: random resized crop, flip, RandAugment
+    (``rand-m9-n2-mstd1.0`` for CIFAR, ``mstd0.5`` for ImageNet), random erasing `re_prob`."""
+    from timm.data import create_transform, resolve_model_data_config
+
+    cfg = resolve_model_data_config(model) if model is not None else {}
+    if input_size is not None:
+        cfg["input_size"] = tuple(int(s) for s in input_size)
+    cfg.setdefault("input_size", (3, 224, 224))
+    keep = {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation") if k in cfg}
+    return create_transform(**keep, is_training=True, auto_augment=auto_augment, re_prob=re_prob)
+
+
+def mixed(batches: Iterable[Any], num_classes: int, *, mixup: float = 0.8, cutmix: float = 1.0,
+          label_smoothing: float = 0.1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mixup / CutMix (timm, the paper's recipe) on each (images, labels) batch: soft targets."""
+    from timm.data import Mixup
+
+    mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
+    for batch in batches:
+        if batch is None:
+            continue
+        x, y = batch[0], batch[1]
+        if x.shape[0] % 2:  # timm's Mixup pairs samples: drop the odd one out
+            x, y = x[:-1], y[:-1]
+        if x.shape[0]:
+            yield mix(x, y)
 
 
 def _collate(items: list) -> Any:

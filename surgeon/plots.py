@@ -25,10 +25,12 @@ from matplotlib.patches import Patch  # noqa: E402
 from .errors import SurgeonError  # noqa: E402
 from .graph import Block, BlockGraph  # noqa: E402
 from .io import atomic_path, check_output  # noqa: E402
+from .curvature import DensityResult, SpectrumResult, density_on_grid  # noqa: E402
+from .landscapes import LandscapeResult  # noqa: E402
 from .probes import ProbeResults  # noqa: E402
 
 __all__ = ["KIND_COLORS", "plot_blocks", "plot_spectra", "plot_depth", "probe_figure", "save_figure",
-           "figure_formats"]
+           "figure_formats", "plot_spectrum", "plot_density", "plot_landscape"]
 
 KIND_COLORS = {
     "stem": "#7f7f7f",
@@ -166,3 +168,69 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path
     finally:
         plt.close(fig)
     return target
+
+
+def plot_spectrum(results: Sequence[SpectrumResult], ax: Axes | None = None) -> Axes:
+    """The paper's Hessian max-eigenvalue spectrum (Fig. 1c, Fig. 4): the top-k eigenvalues of
+    every mini-batch pooled into one smoothed density per model, with a rug of the values."""
+    ax = ax or plt.subplots(figsize=(5, 3.3))[1]
+    pooled = np.concatenate([r.pooled for r in results])
+    lo, hi = float(pooled.min()), float(pooled.max())
+    pad = 0.1 * max(hi - lo, abs(hi), 1e-12)
+    grid = np.linspace(lo - pad, hi + pad, 600)
+    for j, r in enumerate(results):
+        values = r.pooled
+        _, dens, _ = density_on_grid(values[None, :], np.full((1, values.size), 1.0), grid=grid,
+                                     sigma=0.02 * max(hi - lo, 1e-12))
+        ax.plot(grid, dens, color=f"C{j}", lw=1.4, label=f"{r.model} ({r.eigenvalues.shape[0]} batches)")
+        ax.plot(values, np.zeros_like(values), "|", color=f"C{j}", ms=10, alpha=0.6)
+    ax.axvline(0, color="0.6", lw=0.8, zorder=0)
+    ax.set_xlabel("Eigenvalue")
+    ax.set_ylabel("Density")
+    ax.set_title(f"Hessian top-{results[0].eigenvalues.shape[1]} eigenvalues ({results[0].which})", loc="left",
+                 fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    return ax
+
+
+def plot_density(res: DensityResult, ax: Axes | None = None, label: str | None = None) -> Axes:
+    """The Hessian's eigenvalue density by stochastic Lanczos quadrature, on a log scale."""
+    ax = ax or plt.subplots(figsize=(5, 3.3))[1]
+    ax.semilogy(res.grid, res.density + 1e-12, lw=1.2, label=label)
+    ax.set_xlabel("Eigenvalue")
+    ax.set_ylabel("Density (SLQ)")
+    if label:
+        ax.legend(fontsize=7, frameon=False)
+    return ax
+
+
+def plot_landscape(res: LandscapeResult, fig: Figure | None = None, clip: float = 42.0) -> Figure:
+    """Fig. 1a: a 2-D landscape as a contour map beside a 3-D surface, or a 1-D profile with its
+    standard-error band. Values are shifted to a minimum of 0 and clipped at `clip`, as in the paper."""
+    z = np.clip(res.loss - np.nanmin(res.loss), None, clip)
+    c = res.coords
+    if res.loss.ndim == 1:
+        fig = fig or plt.figure(figsize=(5, 3.3), layout="constrained")
+        ax = fig.add_subplot()
+        ax.plot(c, z, marker="o", ms=3)
+        if np.isfinite(res.stderr).any():
+            ax.fill_between(c, z - res.stderr, z + res.stderr, alpha=0.25, lw=0)
+        ax.set_xlabel("a (direction 1)")
+        ax.set_ylabel("loss - min")
+        ax.set_title(res.model, loc="left", fontsize=10)
+        return fig
+    fig = fig or plt.figure(figsize=(10, 4.2), layout="constrained")
+    a, b = np.meshgrid(c, c, indexing="ij")
+    ax = fig.add_subplot(1, 2, 1)
+    cs = ax.contourf(b, a, z, levels=20, cmap="viridis")
+    ax.contour(b, a, z, levels=20, colors="k", linewidths=0.3)
+    fig.colorbar(cs, ax=ax, label="loss - min")
+    ax.set_xlabel("b (direction 2)")
+    ax.set_ylabel("a (direction 1)")
+    ax.set_title(res.model, loc="left", fontsize=10)
+    ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+    ax3.plot_surface(b, a, np.nan_to_num(z, nan=np.nanmax(z)), cmap="viridis", linewidth=0, antialiased=True)
+    ax3.set_xlabel("b")
+    ax3.set_ylabel("a")
+    ax3.set_zlabel("loss - min")
+    return fig

@@ -1,0 +1,178 @@
+"""`surgeon hessian` and `surgeon landscape`: curvature of the training objective."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import matplotlib.pyplot as plt
+import numpy as np
+import typer
+from rich.table import Table
+
+import surgeon
+from surgeon.errors import SurgeonError
+from surgeon.plots import figure_formats, plot_density, plot_landscape, plot_spectrum, save_figure
+
+from .common import ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, load, out, parse_input_size, printed_warnings
+
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per mini-batch")]
+AugmentOpt = Annotated[bool, typer.Option("--augment", help="training augmentation: RandAugment, crop, flip, Mixup/CutMix, label smoothing")]
+WdOpt = Annotated[float, typer.Option("--wd", help="weight of the L2 term")]
+L2Opt = Annotated[str, typer.Option("--l2", help="standard: wd/2 ||theta||^2 | paper: wd sum_p ||theta_p||")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the data order, augmentation and start vectors")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="figure file (.png, .svg, .pdf)")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="write the numbers as JSON")]
+
+
+def _batches(model, data: str, batch_size: int, input_size, augment: bool, seed: int):
+    """Labelled training batches for `model`: clean, or augmented as in training (frozen per solve)."""
+    import torch
+
+    torch.manual_seed(seed)
+    if not augment:
+        return surgeon.data.loader(data, model, batch_size=batch_size, train=True, shuffle=True,
+                                   input_size=input_size, seed=seed)
+    g = surgeon.graph(model, input_size=input_size)
+    loader = surgeon.data.loader(data, model, batch_size=batch_size, train=True, shuffle=True, seed=seed,
+                                 transform=surgeon.data.train_transform(model, input_size=g.input_size))
+    return surgeon.data.mixed(loader, g.blocks[-1].out_shape[-1])
+
+
+def _check_outputs(out_fig: Path | None, json_out: Path | None) -> None:
+    if out_fig is not None:
+        surgeon.io.check_output(out_fig, overwrite=True, suffixes=figure_formats())
+    if json_out is not None:
+        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
+
+
+def _write_json(path: Path | None, payload: Any) -> None:
+    if path is not None:
+        with surgeon.io.atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(payload, indent=1))
+        out.print(f"wrote {path}", highlight=False)
+
+
+def hessian(
+    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files", show_default=False)],
+    weights: Annotated[Optional[list[Path]], typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    data: DataOpt = "digits",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="eigenvalues per mini-batch")] = 5,
+    which: Annotated[str, typer.Option("--which", help="LM (largest magnitude) | LA (largest) | SA (smallest)")] = "LM",
+    batches: Annotated[int, typer.Option("--batches", help="mini-batches, one eigen-solve each")] = 4,
+    batch_size: BatchSizeOpt = 64,
+    blocks: Annotated[str, typer.Option("--blocks", "-b", help="parameters of these blocks only: 'c4.b-1', 'kind:msa', ...")] = "*",
+    method: Annotated[str, typer.Option("--method", help="lanczos | power (the paper's power iteration)")] = "lanczos",
+    trace: Annotated[bool, typer.Option("--trace", help="also tr(H) by Hutch++ on the first batch")] = False,
+    density: Annotated[bool, typer.Option("--density", help="also the SLQ eigenvalue density on the first batch")] = False,
+    augment: AugmentOpt = False,
+    wd: WdOpt = 0.0,
+    l2: L2Opt = "standard",
+    seed: SeedOpt = 0,
+    out_fig: OutOpt = None,
+    json_out: JsonOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+) -> None:
+    """Top-k Hessian eigenvalues per mini-batch, pooled into the paper's spectrum (Fig. 1c, 4).
+
+    Example: surgeon hessian resnet18 --num-classes 10 --input-size 3,32,32 --out spectrum.png
+    """
+    if weights and len(weights) != len(models):
+        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    _check_outputs(out_fig, json_out)
+    size = parse_input_size(input_size)
+    spectra, extras = [], []
+    for i, name in enumerate(models):
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        with printed_warnings():
+            spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, size, augment, seed), top_k,
+                                            batches=batches, which=which, blocks=blocks, method=method, wd=wd,
+                                            l2=l2, seed=seed, progress=True)
+        spec.model = Path(name).stem if name.endswith(".safetensors") else name
+        table = Table(title=f"{spec.model}: top-{top_k} ({which}) Hessian eigenvalues", title_justify="left")
+        for col in ("batch", "loss", "eigenvalues", "max residual"):
+            table.add_column(col, justify="left" if col == "eigenvalues" else "right")
+        for b, (vals, res, loss) in enumerate(zip(spec.eigenvalues, spec.residuals, spec.losses)):
+            table.add_row(str(b), f"{loss:.4f}", "  ".join(f"{v:+.4g}" for v in vals), f"{res.max():.1e}")
+        out.print(table)
+        out.print(f"{spec.hvps} Hessian-vector products", highlight=False)
+        extra: dict[str, Any] = {}
+        if trace or density:
+            first = next(iter(_batches(m, data, batch_size, size, augment, seed)))
+            if trace:
+                t = surgeon.hessian_trace(m, first, blocks, wd=wd, l2=l2, seed=seed)
+                out.print(f"trace (Hutch++, {t.hvps} products): {t.value:.6g} +- {t.stderr:.2g}", highlight=False)
+                extra["trace"] = t.to_dict()
+            if density:
+                extra["density"] = surgeon.hessian_density(m, first, blocks, wd=wd, l2=l2, seed=seed)
+        spectra.append(spec)
+        extras.append(extra)
+        if spec.interrupted:
+            break
+    if out_fig is not None:
+        panels = 2 if density else 1
+        fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.5), squeeze=False, layout="constrained")
+        plot_spectrum(spectra, axes[0, 0])
+        for spec, extra in zip(spectra, extras):
+            if "density" in extra:
+                plot_density(extra["density"], axes[0, 1], label=spec.model)
+        out.print(f"wrote {save_figure(fig, out_fig)}", highlight=False)
+    _write_json(json_out, [{**s.to_dict(), **{k: v if isinstance(v, dict) else v.to_dict() for k, v in e.items()}}
+                           for s, e in zip(spectra, extras)])
+    if spectra[-1].interrupted:
+        sys.exit(130)
+
+
+def landscape(
+    model: Annotated[str, typer.Argument(help="timm name, tv:NAME or a surgeon file", show_default=False)],
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="local weights")] = None,
+    data: DataOpt = "digits",
+    grid: Annotated[int, typer.Option("--grid", help="points per axis")] = 21,
+    span: Annotated[float, typer.Option("--range", help="coordinates run over [-range, range]")] = 1.0,
+    dims: Annotated[int, typer.Option("--dims", help="1 (profile) or 2 (surface)")] = 2,
+    norm: Annotated[str, typer.Option("--norm", help="filter (Li et al.) | dim0 (the paper's code)")] = "filter",
+    batches: Annotated[int, typer.Option("--batches", help="mini-batches per point (more: smaller standard error)")] = 1,
+    batch_size: BatchSizeOpt = 64,
+    augment: AugmentOpt = False,
+    wd: WdOpt = 0.0,
+    l2: Annotated[str, typer.Option("--l2", help="paper: wd sum_p ||theta_p|| | standard: wd/2 ||theta||^2")] = "paper",
+    seed: SeedOpt = 0,
+    save: Annotated[Optional[Path], typer.Option("--save", help="keep finished points here and resume from it (default: landscape.json)")] = None,
+    out_fig: OutOpt = None,
+    json_out: JsonOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+) -> None:
+    """The loss landscape on random filter-normalised directions (Fig. 1a), resumable.
+
+    Example: surgeon landscape resnet18 --num-classes 10 --input-size 3,32,32 --grid 11 --out landscape.png
+    """
+    _check_outputs(out_fig, json_out)
+    save = save or Path("landscape.json")
+    surgeon.io.check_output(save, overwrite=True, suffixes=(".json",))
+    m = load(model, weights, pretrained, num_classes, img_size)
+    size = parse_input_size(input_size)
+    with printed_warnings():
+        res = surgeon.landscape(m, _batches(m, data, batch_size, size, augment, seed), dims=dims, grid=grid,
+                                span=span, norm=norm, batches=batches, wd=wd, l2=l2, seed=seed, save=save,
+                                progress=True)
+    res.model = Path(model).stem if model.endswith(".safetensors") else model
+    centre = res.loss[(grid // 2,) * dims]
+    out.print(f"{res.model}: {res.done}/{res.loss.size} points, loss at the centre {centre:.4f}, "
+              f"min {np.nanmin(res.loss):.4f}, max {np.nanmax(res.loss):.4f}; "
+              f"{res.seconds_per_point:.3g} s per point = {res.seconds_per_point / res.eval_seconds:.2f}x "
+              f"an eval pass over the same {batches} batches", highlight=False)
+    out.print(f"points kept in {save}", highlight=False)
+    if out_fig is not None:
+        out.print(f"wrote {save_figure(plot_landscape(res), out_fig)}", highlight=False)
+    _write_json(json_out, res.to_dict())
+    if res.interrupted:
+        sys.exit(130)

@@ -1,0 +1,299 @@
+"""Curvature against a dense Hessian (torch.func.hessian, float64) of tiny networks, the model left
+untouched, and loss landscapes against plain evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from timm.layers import Attention
+from torch import nn
+from torch.func import functional_call, hessian
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import surgeon
+from surgeon import curvature as C
+from surgeon import landscapes as L
+from surgeon.errors import SurgeonError
+
+
+class TinyAttention(nn.Module):
+    """Pixels as tokens, one timm attention layer (fused kernel on by default), mean pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 8)
+        self.attn = Attention(8, num_heads=2, qkv_bias=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.embed(x.flatten(2).transpose(1, 2))
+        return self.head((t + self.attn(t)).mean(1))
+
+
+class Res(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return x + torch.tanh(self.conv(x))
+
+
+def mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def cnn_bn():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.GELU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(4, 3))
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):  # non-trivial running statistics, which the analysis must use and keep
+            m(torch.randn(8, 3, 2, 2) * 2 + 1)
+    return m
+
+
+def residual():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), Res(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))
+
+
+NETS = {"mlp": mlp, "cnn_bn": cnn_bn, "attention": TinyAttention}
+
+
+def setup(name):
+    torch.manual_seed(0)
+    model = NETS[name]().double()
+    x = torch.randn(16, 3, 2, 2, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,))
+    return model, (x, y)
+
+
+def dense(model, batch, names=None, wd=0.0, l2="standard"):
+    """The exact Hessian of the objective in eval mode, over the parameters `names` (default all)."""
+    x, y = batch
+    params = {k: p.detach() for k, p in model.named_parameters() if names is None or k in names}
+    rest = {k: t.detach() for k, t in (*model.named_parameters(), *model.named_buffers()) if k not in params}
+    sizes = [p.numel() for p in params.values()]
+
+    def f(flat):
+        p = {k: t.view(params[k].shape) for k, t, in zip(params, flat.split(sizes))}
+        return C.objective(functional_call(model, {**rest, **p}, (x,)), y, p, wd=wd, l2=l2)
+
+    training = model.training
+    model.eval()
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU kernel has no forward-mode derivative
+            return hessian(f)(torch.cat([p.reshape(-1) for p in params.values()])).numpy()
+    finally:
+        model.train(training)
+
+
+def state(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            [(m.training, getattr(m, "fused_attn", None), dict(m._forward_hooks)) for m in model.modules()])
+
+
+def unchanged(before, model):
+    sd, flags = state(model)
+    return all(torch.equal(sd[k], v) for k, v in before[0].items()) and flags == before[1]
+
+
+@pytest.mark.parametrize("mode", C.MODES)
+@pytest.mark.parametrize("name", NETS)
+def test_hvp_matches_dense(name, mode):
+    model, batch = setup(name)
+    H = dense(model, batch)
+    with C.analysis_mode(model):
+        op = C.HessianOperator(model, batch, C.selected_parameters(model), mode=mode)
+        v = torch.randn(op.n, dtype=torch.float64)
+        np.testing.assert_allclose(op(v).numpy(), H @ v.numpy(), rtol=1e-6, atol=1e-10)
+    assert op.n == H.shape[0]
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_eigenvalues_match_dense(name):
+    model, batch = setup(name)
+    before = state(model)
+    ev = np.linalg.eigvalsh(dense(model, batch))
+    lm = surgeon.hessian_eigs(model, batch, k=5, which="LM")
+    np.testing.assert_allclose(lm.eigenvalues, ev[np.argsort(-np.abs(ev))][:5], rtol=1e-5)
+    assert lm.converged and lm.residuals.max() <= 1e-3
+    la = surgeon.hessian_eigs(model, batch, k=3, which="LA")
+    np.testing.assert_allclose(la.eigenvalues, np.sort(ev)[::-1][:3], rtol=1e-5)
+    sa = surgeon.hessian_eigs(model, batch, k=3, which="SA")
+    np.testing.assert_allclose(sa.eigenvalues, np.sort(ev)[:3], rtol=1e-5)
+    assert sa.eigenvalues[0] < 0  # negative curvature is found, not only the top
+    pw = surgeon.hessian_eigs(model, batch, k=3, method="power", tol=1e-12, max_iter=3000)
+    np.testing.assert_allclose(pw.eigenvalues, ev[np.argsort(-np.abs(ev))][:3], rtol=1e-4)
+    assert unchanged(before, model)
+
+
+@pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
+def test_trace_within_three_standard_errors(method):
+    model, batch = setup("cnn_bn")
+    exact = np.trace(dense(model, batch))
+    t = surgeon.hessian_trace(model, batch, method=method, matvecs=90)
+    assert t.stderr > 0 and abs(t.value - exact) <= 3 * t.stderr, (t, exact)
+    assert t.hvps == 90  # Hutch++: a third each on S, Q and G
+
+
+def test_hutchpp_is_exact_for_low_rank():
+    model, batch = setup("mlp")
+    with C.analysis_mode(model):
+        op = C.HessianOperator(model, batch, C.selected_parameters(model))
+        t = C.hutchpp(op, matvecs=3 * op.n)  # the sketch spans the whole space
+    assert t.value == pytest.approx(np.trace(dense(model, batch)), rel=1e-8)
+
+
+def test_slq_density_matches_the_exact_spectrum():
+    model, batch = setup("mlp")
+    ev = np.linalg.eigvalsh(dense(model, batch))
+    d = surgeon.hessian_density(model, batch, vectors=40, steps=len(ev))
+    edges = np.linspace(ev.min() - 1e-9, ev.max() + 1e-9, 9)
+    exact = np.histogram(ev, edges)[0] / len(ev)
+    slq = np.histogram(d.nodes.reshape(-1), edges, weights=d.weights.reshape(-1))[0] / len(d.nodes)
+    assert np.abs(slq - exact).max() < 0.04, (slq, exact)
+    assert d.density.sum() * (d.grid[1] - d.grid[0]) == pytest.approx(1, rel=1e-3)
+
+
+def test_weight_decay_shifts_every_eigenvalue_by_lambda():
+    model, batch = setup("attention")
+    lam = 0.37
+    for which in ("LA", "SA"):
+        plain = surgeon.hessian_eigs(model, batch, k=3, which=which, tol=1e-10).eigenvalues
+        shifted = surgeon.hessian_eigs(model, batch, k=3, which=which, wd=lam, tol=1e-10).eigenvalues
+        np.testing.assert_allclose(shifted, plain + lam, rtol=0, atol=1e-10)
+
+
+def test_paper_l2_hessian_matches_dense():
+    model, batch = setup("mlp")
+    H = dense(model, batch, wd=0.05, l2="paper")
+    with C.analysis_mode(model):
+        op = C.HessianOperator(model, batch, C.selected_parameters(model), wd=0.05, l2="paper")
+        v = torch.randn(op.n, dtype=torch.float64)
+        np.testing.assert_allclose(op(v).numpy(), H @ v.numpy(), rtol=1e-6, atol=1e-10)
+
+
+def test_block_hessian_is_the_principal_submatrix():
+    torch.manual_seed(0)
+    model = residual().double()
+    batch = (torch.randn(16, 3, 2, 2, dtype=torch.float64), torch.randint(0, 3, (16,)))
+    names = list(C.selected_parameters(model, "c1.b0"))
+    assert names == ["2.conv.weight", "2.conv.bias"]
+    sub = np.linalg.eigvalsh(dense(model, batch, names=set(names)))
+    r = surgeon.hessian_eigs(model, batch, k=3, which="LA", blocks="c1.b0")
+    np.testing.assert_allclose(r.eigenvalues, np.sort(sub)[::-1][:3], rtol=1e-5)
+
+
+def test_state_restored_after_errors_and_fused_attention_back_on():
+    model, (x, y) = setup("attention")
+    model.train()
+    assert model.attn.fused_attn is True
+    before = state(model)
+    surgeon.hessian_trace(model, (x, y), matvecs=6)
+    assert unchanged(before, model)
+    with pytest.raises(SurgeonError, match="the loss is nan"):
+        surgeon.hessian_eigs(model, (x * float("nan"), y))
+    assert unchanged(before, model)
+    with pytest.raises(SurgeonError, match="with only 347 parameters"):
+        surgeon.hessian_eigs(model, (x, y), k=10_000)
+    assert unchanged(before, model)
+
+
+def test_spectrum_over_batches_and_bad_batches():
+    model, (x, y) = setup("cnn_bn")
+    data = [(x[i:i + 8], y[i:i + 8]) for i in (0, 8)] * 2
+    spec = surgeon.hessian_spectrum(model, data, k=2, batches=3)
+    assert spec.eigenvalues.shape == (3, 2) and spec.residuals.max() <= 1e-3 and len(spec.losses) == 3
+    single = surgeon.hessian_eigs(model, data[1], k=2).eigenvalues
+    np.testing.assert_allclose(spec.eigenvalues[1], single, rtol=1e-10)
+    with pytest.raises(SurgeonError, match="batch 1: the loss is nan"):
+        surgeon.hessian_spectrum(model, [data[0], (x[:8] * float("nan"), y[:8])], k=2, batches=2)
+    with pytest.raises(SurgeonError, match="no batches"):
+        surgeon.hessian_spectrum(model, [], k=2)
+
+
+def test_bad_input():
+    model, (x, y) = setup("mlp")
+    with pytest.raises(SurgeonError, match="no labels"):
+        surgeon.hessian_eigs(model, (x, torch.full_like(y, -1)))
+    with pytest.raises(SurgeonError, match="label 7 is out of range for a model with 3 classes"):
+        surgeon.hessian_eigs(model, (x, torch.full_like(y, 7)))
+    with pytest.raises(SurgeonError, match="unknown which"):
+        surgeon.hessian_eigs(model, (x, y), which="XX")
+    frozen = mlp().double().requires_grad_(False)
+    with pytest.raises(SurgeonError, match="no trainable parameters"):
+        surgeon.hessian_eigs(frozen, (x, y))
+    res = residual().double()
+    with pytest.raises(SurgeonError, match="unknown block 'c9'"):
+        surgeon.hessian_eigs(res, (x, y), blocks="c9")
+    res[2].requires_grad_(False)
+    with pytest.raises(SurgeonError, match="blocks 'c1.b0' has no trainable parameters"):
+        surgeon.hessian_eigs(res, (x, y), blocks="c1.b0")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss landscapes
+
+
+def test_landscape_centre_is_the_plain_loss_and_shapes():
+    model, (x, y) = setup("cnn_bn")
+    before = state(model)
+    data = [(x[:8], y[:8]), (x[8:], y[8:])]
+    res = surgeon.landscape(model, data, dims=2, grid=5, batches=2, wd=0.05, l2="paper")
+    model.eval()
+    with torch.no_grad():
+        nll = [nn.functional.cross_entropy(model(a), b).item() for a, b in data]
+    l2 = 0.05 * sum(p.norm().item() for p in model.parameters())
+    model.train()
+    assert unchanged(before, model)
+    assert res.loss.shape == (5, 5) and np.isfinite(res.loss).all()
+    assert res.loss[2, 2] == pytest.approx(np.mean(nll) + l2, rel=1e-10)
+    assert res.stderr[2, 2] == pytest.approx(np.std(nll, ddof=1) / np.sqrt(2), rel=1e-8)
+    assert res.loss.min() < res.loss.max()
+    line = surgeon.landscape(model, data, dims=1, grid=3, batches=1)
+    assert line.loss.shape == (3,) and np.isnan(line.stderr).all()
+
+
+@pytest.mark.parametrize("norm", L.NORMS)
+def test_direction_norms_equal_the_weights(norm):
+    model = TinyAttention()
+    model.pos_embed = nn.Parameter(torch.randn(1, 4, 8))
+    d = L.directions(model, norm=norm, seed=3)
+    sd = model.state_dict()
+    assert set(d) == {k for k, v in sd.items() if v.dim() >= 2 and "pos_embed" not in k}
+    for k, t in d.items():
+        dims = tuple(range(1, t.dim())) if norm == "filter" else (0,)
+        torch.testing.assert_close(t.norm(dim=dims), sd[k].norm(dim=dims), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(d["embed.weight"], L.directions(model, norm=norm, seed=4)["embed.weight"])
+
+
+def test_landscape_resumes_where_it_stopped(tmp_path, monkeypatch):
+    model, (x, y) = setup("mlp")
+    data = [(x, y)]
+    whole = surgeon.landscape(model, data, grid=4, batches=1)
+    calls = {"n": 0}
+    real = L.objective
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(L, "objective", flaky)
+    path = tmp_path / "ls.json"
+    with pytest.warns(UserWarning, match="6 of 16 points done"):
+        part = surgeon.landscape(model, data, grid=4, batches=1, save=path)
+    assert part.interrupted and part.done == 6
+    monkeypatch.setattr(L, "objective", real)
+    saved = json.loads(path.read_text())
+    assert sum(v is not None for row in saved["loss"] for v in row) == 6
+    resumed = surgeon.landscape(model, data, grid=4, batches=1, save=path)
+    np.testing.assert_array_equal(resumed.loss, whole.loss)
+    with pytest.raises(SurgeonError, match="other settings \\(grid 4 here 5\\)"):
+        surgeon.landscape(model, data, grid=5, batches=1, save=path)
