@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench-graph bench-alternate bench-probes figures clean
+.PHONY: demo test bench-graph bench-alternate bench-probes bench-curvature figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ figures: $(STAMP)
 	$(BIN)/python examples/block_graph.py
 	$(BIN)/python examples/alternate.py
 	$(BIN)/python examples/probes.py
+	$(BIN)/python examples/curvature.py
 
 bench-graph: $(STAMP)
 	$(BIN)/python bench/graph_coverage.py --models resnet50,vit_base_patch16_224 --repeat 5 --out bench/out/speed.jsonl
@@ -34,7 +35,11 @@ bench-alternate: $(STAMP)
 	$(BIN)/python bench/alternate_speed.py --repeat 5
 
 bench-probes: $(STAMP)
-	$(BIN)/python bench/probe_overhead.py --repeat 5 --threads 2
+	$(BIN)/python bench/probe_overhead.py --repeat 9 --threads 2
+
+bench-curvature: $(STAMP)   # PyHessian is the baseline: installed into the bench environment only
+	$(BIN)/python -m pip install --quiet --no-deps pyhessian
+	$(BIN)/python bench/hessian_speed.py --repeat 3 --threads 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info

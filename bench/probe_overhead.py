@@ -13,12 +13,13 @@ For each model (timm, random init, eval mode, its own input size) at one batch:
    ``torch.var`` over the spatial positions). Blocks without a feature map are skipped, as the
    probes skip them.
 
-Times are the median of --repeat runs after one warm-up. Peak memory is what one forward (plus, for
+Times: --repeat rounds after one warm-up, each round running the three modes once (on copies of
+the model, in rotating order); the ratio is the median over rounds of mode time / plain time. Peak memory is what one forward (plus, for
 collect-all, the reductions after it) needs on top of what was allocated before it, measured in a
 fresh process per mode: on CPU the peak resident set (VmHWM reset through /proc/self/clear_refs,
 else ru_maxrss) minus the resident set before the forward, with glibc told to mmap every block over
-64 KiB (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave the resident set at once; on CUDA ``max_memory_allocated`` minus
-``memory_allocated``. Target: probed peak close to plain, far below collect-all. The probed and
+64 KiB (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave the resident set at once; on CUDA
+``max_memory_allocated`` minus ``memory_allocated``. Target: probed peak close to plain, far below collect-all. The probed and
 collect-all results are compared as a check that both compute the same quantities.
 
     python bench/probe_overhead.py --repeat 5 --threads 2
@@ -28,6 +29,7 @@ collect-all results are compared as a check that both compute the same quantitie
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -160,16 +163,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(step: Step, x: torch.Tensor, repeat: int) -> float:
-    step(x)  # warm-up
-    times = []
-    for _ in range(repeat):
-        sync(x.device)
-        t = time.perf_counter()
-        step(x)
-        sync(x.device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved_times(steps: dict[str, Step], x: torch.Tensor, repeat: int) -> dict[str, list[float]]:
+    """Seconds per call of every step, in rounds that run each step once (the order rotating
+    from round to round), so that the machine's drift hits all of them alike."""
+    for step in steps.values():
+        step(x)  # warm-up
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            sync(x.device)
+            t = time.perf_counter()
+            steps[name](x)
+            sync(x.device)
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def status_kib(key: str) -> int:
@@ -242,12 +250,16 @@ def agreement(model: nn.Module, g: surgeon.BlockGraph, x: torch.Tensor, res: sur
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     model, x, g = setup(name, args.batch_size, device)
-    row: dict[str, Any] = {"model": name, "input": list(x.shape), "time_s": {}, "peak_mib": {}}
+    row: dict[str, Any] = {"model": name, "input": list(x.shape), "time_s": {}, "time_ratio": {}, "peak_mib": {}}
+    copies = {mode: model if mode == "probed" else copy.deepcopy(model) for mode in MODES}  # hooks apart
+    with ExitStack() as stack:
+        runners = {mode: stack.enter_context(runner(mode, copies[mode], g)) for mode in MODES}
+        times = interleaved_times({mode: r.step for mode, r in runners.items()}, x, args.repeat)
+        probed = runners["probed"].results()
     for mode in MODES:
-        with runner(mode, model, g) as r:
-            row["time_s"][mode] = median_time(r.step, x, args.repeat)
-        if mode == "probed":
-            row["check"] = agreement(model, g, x, r.results())
+        row["time_s"][mode] = statistics.median(times[mode])
+        row["time_ratio"][mode] = statistics.median(t / p for t, p in zip(times[mode], times["plain"]))
+    row["check"] = agreement(model, g, x, probed)
     for mode in MODES:
         peak = peak_in_child(mode, name, args)
         row["peak_mib"][mode] = peak["peak_mib"]
@@ -258,9 +270,9 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def table(row: dict[str, Any]) -> str:
     t, m = row["time_s"], row["peak_mib"]
     lines = [f"{row['model']} {'x'.join(map(str, row['input']))}, peak by {row['memory_method']}",
-             "| mode | time s | time ratio | peak MiB | peak ratio |", "|---|---|---|---|---|"]
+             "| mode | median time s | median ratio per round | peak MiB | peak ratio |", "|---|---|---|---|---|"]
     for mode in MODES:
-        lines.append(f"| {LABELS[mode]} | {t[mode]:.3f} | {t[mode] / t['plain']:.2f}x | {m[mode]:.1f} | "
+        lines.append(f"| {LABELS[mode]} | {t[mode]:.3f} | {row['time_ratio'][mode]:.2f}x | {m[mode]:.1f} | "
                      f"{m[mode] / m['plain']:.2f}x |")
     c = row["check"]
     lines.append(f"probed vs collect-all on {c['blocks']} blocks ({c['finite_blocks']} finite): max |d dlogamp| "

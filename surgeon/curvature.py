@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,8 +255,8 @@ def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, 
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
         b = float(torch.linalg.vector_norm(w))
         alpha.append(float(a))
-        invariant = b <= 1e-10 * max(max(map(abs, alpha)), 1e-30)  # the Krylov space stopped growing
-        if invariant or (stop is not None and stop(np.array(alpha), np.array(beta), b)):
+        done = stop is not None and stop(np.array(alpha), np.array(beta), b)
+        if done or b <= 1e-10 * max(max(map(abs, alpha)), 1e-30):  # or the Krylov space stopped growing
             return basis[: j + 1], np.array(alpha), np.array(beta), b
         if j + 1 < steps:
             beta.append(b)
@@ -273,7 +273,8 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
             seed: int = 0, vectors: bool = True) -> EigResult:
     """The k wanted eigenpairs by Lanczos with full reorthogonalisation, stopped when every
     wanted Ritz pair's residual estimate ``beta_j |s_i[-1]|`` is at most ``tol * |theta_i|``;
-    the reported residuals are then computed explicitly (k more products)."""
+    the reported residuals are then computed explicitly (k more products). The basis is kept on
+    the parameters' device: `max_iter` (default max(2k + 40, 8k)) vectors of the selection's size."""
     steps = min(op.n, max_iter or max(2 * k + 40, 8 * k))
     state: dict[str, Any] = {"converged": False}
 

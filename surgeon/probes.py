@@ -117,8 +117,9 @@ class Probe:
 
     Subclasses set `name` and `spatial` (whether they need a feature map), allocate their
     accumulators in `_start`, reduce one float chunk in `update` with in-place ops (no host sync)
-    and turn the accumulators into host values in `result`. A configured instance is a template:
-    `bind` copies it for one block.
+    and turn the accumulators into host values in `result`. `shared` holds intermediates of the
+    chunk that one probe computed and another may reuse (``"sums"``: the per-map spatial sums).
+    A configured instance is a template: `bind` copies it for one block.
     """
 
     name: ClassVar[str]
@@ -133,7 +134,7 @@ class Probe:
     def _start(self, geom: Geometry, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def update(self, maps: torch.Tensor) -> None:
+    def update(self, maps: torch.Tensor, shared: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
     def result(self) -> Any:
@@ -201,22 +202,23 @@ class Fourier(Probe):
             acc["map"] = torch.zeros(h, w, device=device, dtype=dtype)
         return acc
 
-    def _diagonal_amplitude(self, maps: torch.Tensor) -> torch.Tensor:
+    def _diagonal_amplitude(self, maps: torch.Tensor, shared: dict[str, torch.Tensor]) -> torch.Tensor:
         """|F(k, k)| for every map in the chunk; k on `pos_dim`. Real arithmetic only."""
         d = self.geom.pos_dim
         if hasattr(self, "group"):
             shape = list(maps.shape)
             shape[d] = self.geom.grid[0]
             maps = maps.new_zeros(shape).index_add_(d, self.group, maps)
+            shared["sums"] = maps.sum(d, keepdim=True)  # the anti-diagonal sums add up to the map's sum
         basis = self.basis.to(maps.dtype)
         z = maps @ basis if d == 2 else basis.T @ maps
         re, im = z.split(self.k, dim=d)
         return torch.hypot(re, im)
 
-    def update(self, maps):
+    def update(self, maps, shared):
         d = self.geom.pos_dim
         other = [i for i in range(maps.dim()) if i != d]
-        amp = self._diagonal_amplitude(maps)
+        amp = self._diagonal_amplitude(maps, shared)
         self.acc["logamp"].add_(amp.add_(1e-6).log_().sum(other))
         if self.full:
             grid = self.geom.unflatten(maps)
@@ -259,10 +261,13 @@ class Variance(Probe):
     def _start(self, geom, device, dtype):
         return {"sum": torch.zeros((), device=device, dtype=dtype)}
 
-    def update(self, maps):
-        d = self.geom.pos_dim
-        dev = maps - maps.mean(d, keepdim=True)
-        self.acc["sum"].add_(dev.square_().sum() / (maps.shape[d] - 1))
+    def update(self, maps, shared):
+        d, p = self.geom.pos_dim, maps.shape[self.geom.pos_dim]
+        sums = shared["sums"] if "sums" in shared else maps.sum(d, keepdim=True)
+        dev = maps - sums / p
+        # sum of squared deviations: per-map norms where maps are rows (accurate, one pass), else square + sum
+        ss = torch.linalg.vector_norm(dev, dim=d).square().sum() if d == maps.dim() - 1 else dev.square_().sum()
+        self.acc["sum"].add_(ss / (p - 1))
         self.count += self._maps_in_chunk(maps)
 
     def result(self) -> float:
@@ -294,7 +299,7 @@ class Stats(Probe):
     def _start(self, geom, device, dtype):
         return {k: torch.zeros((), device=device, dtype=dtype) for k in ("n", "mean", "m2", "absmax", "zeros")}
 
-    def update(self, maps):
+    def update(self, maps, shared):
         a = self.acc
         finite = torch.isfinite(maps)
         vals = torch.where(finite, maps, 0)
@@ -404,6 +409,7 @@ class _Tap:
         self.block = block
         self.geom = Geometry(block, device)
         usable = [p for p in probes if self.geom.layout is not None or not p.spatial]
+        usable.sort(key=lambda p: not isinstance(p, Fourier))  # its sums serve the others
         self.probes = [p.bind(self.geom, device) for p in usable]
 
     def consume(self, value: Any) -> None:
@@ -413,8 +419,9 @@ class _Tap:
         for chunk in maps.split(rows):
             if chunk.dtype not in (torch.float32, torch.float64):
                 chunk = chunk.float()
+            shared: dict[str, torch.Tensor] = {}
             for p in self.probes:
-                p.update(chunk)
+                p.update(chunk, shared)
 
     def hook_output(self, module: nn.Module, args: Any, output: Any) -> None:
         self.consume(output)

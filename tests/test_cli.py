@@ -187,3 +187,37 @@ def test_probe_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no output, no temp file
+
+
+def test_hessian_and_landscape_commands(tmp_path):
+    common = ["--num-classes", "10", "--input-size", "3,16,16", "--batch-size", "16"]
+    r = surgeon("hessian", "resnet18", *common, "--batches", "2", "--top-k", "2", "--trace", "--out", "h.png",
+                "--json", "h.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "top-2 (LM) Hessian eigenvalues" in r.stdout and "trace (Hutch++" in r.stdout
+    data = json.loads((tmp_path / "h.json").read_text())[0]
+    assert np.array(data["eigenvalues"]).shape == (2, 2) and max(map(max, data["residuals"])) <= 1e-3
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    r = surgeon("landscape", "resnet18", *common, "--grid", "3", "--dims", "1", "--out", "l.pdf", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "3/3 points" in r.stdout and (tmp_path / "l.pdf").read_bytes()[:4] == b"%PDF"
+    saved = json.loads((tmp_path / "landscape.json").read_text())
+    assert saved["config"]["grid"] == 3 and len(saved["loss"]) == 3
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["hessian", "resnet18", "--which", "XX"], "unknown which='XX'"),
+    (["hessian", "resnet18", "--top-k", "0"], "k=0 must be at least 1"),
+    (["hessian", "resnet18", "--blocks", "c9"], "unknown block 'c9'"),
+    (["hessian", "resnet18", "--data", "samples"], "have no labels"),
+    (["hessian", "resnet18", "--num-classes", "5"], "label 9 is out of range for a model with 5 classes"),
+    (["landscape", "resnet18", "--norm", "l2"], "unknown direction norm 'l2'"),
+    (["landscape", "resnet18", "--grid", "1"], "use grid >= 2"),
+    (["landscape", "resnet18", "--save", "notes.txt"], "must end in .json"),
+])
+def test_curvature_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+    r = surgeon(*args, "--input-size", "3,16,16", "--batch-size", "200", "--out", "fig.png", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -340,10 +340,24 @@ def test_hooks_never_sync_with_the_host(monkeypatch):
     with surgeon.ProbeSession(model, (surgeon.Fourier(full=True), "variance", "stats"), input_size=(3, 64, 64)) as s:
         calls = []
         for name in ("cpu", "numpy", "tolist", "item"):
-            original = getattr(torch.Tensor, name)
-            monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _f=original, **k: (calls.append(_n), _f(self, *a, **k))[1])
+            def spy(self, *a, _n=name, _f=getattr(torch.Tensor, name), **k):
+                calls.append(_n)
+                return _f(self, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, spy)
         with Watch() as probed:
             s.step(x)
         monkeypatch.undo()
     assert probed.seen == plain.seen and calls == []
     assert s.results()["c1.b0"]["stats"].count > 0
+
+
+def test_low_precision_activations_are_reduced_in_float32():
+    model = timm.create_model("resnet18").eval().to(torch.bfloat16)
+    xs = [torch.randn(2, 3, 64, 64, dtype=torch.bfloat16)]
+    res = surgeon.probe(model, xs, ("fourier", "variance"), "c*")
+    acts = capture(model, res.graph, xs)
+    for b in res.blocks:
+        a = acts[b.address].double()  # the bf16 values, exactly
+        np.testing.assert_allclose(res[b.address]["fourier"].dlogamp, paper_fourier(a.numpy()), atol=1e-4)
+        assert res[b.address]["variance"] == pytest.approx(torch.var(a, dim=(2, 3)).mean().item(), rel=1e-5)
