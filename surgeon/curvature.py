@@ -234,33 +234,43 @@ def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
 
 def _start_vector(n: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    v = torch.randn(n, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    v = torch.randn(n, generator=g, dtype=dtype).to(device)
     return v / torch.linalg.vector_norm(v)
 
 
 def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, steps: int,
                    stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None
                    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float]:
-    """Lanczos with full reorthogonalisation (classical Gram-Schmidt, twice) from unit `q`:
-    returns the basis Q (j, n), the tridiagonal's alpha (j,) and beta (j - 1,), and the last beta.
+    """Lanczos with full reorthogonalisation from unit `q`: returns the basis Q (j, n), the
+    tridiagonal's alpha (j,) and beta (j - 1,), and the last beta.
+
+    Each step takes w = H q_j, applies the three-term recurrence (alpha_j = q_j . w), then removes
+    what is left along the whole basis by classical Gram-Schmidt, w -= Q^T (Q w), a second time
+    only when that removed most of w (the DGKS criterion, ||w'|| < ||w|| / sqrt(2)).
     `stop(alpha, beta, beta_next)` is asked after every step."""
     basis = torch.empty(steps, q.numel(), device=q.device, dtype=q.dtype)
+    basis[0] = q
     alpha, beta = [], []
     for j in range(steps):
-        basis[j] = q
-        w = op(q)
-        a = torch.dot(q, w)
-        w = w - a * q - (beta[-1] * basis[j - 1] if j else 0)
+        w = op(basis[j])
+        a = float(torch.dot(basis[j], w))
+        w.sub_(basis[j], alpha=a)
+        if j:
+            w.sub_(basis[j - 1], alpha=beta[-1])
+        before = float(torch.linalg.vector_norm(w))
         for _ in range(2):
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        b = float(torch.linalg.vector_norm(w))
-        alpha.append(float(a))
+            w = torch.addmv(w, basis[: j + 1].T, basis[: j + 1] @ w, alpha=-1)
+            b = float(torch.linalg.vector_norm(w))
+            if b > before / math.sqrt(2):
+                break
+            before = b
+        alpha.append(a)
         done = stop is not None and stop(np.array(alpha), np.array(beta), b)
         if done or b <= 1e-10 * max(max(map(abs, alpha)), 1e-30):  # or the Krylov space stopped growing
             return basis[: j + 1], np.array(alpha), np.array(beta), b
         if j + 1 < steps:
             beta.append(b)
-            q = w / b
+            torch.div(w, b, out=basis[j + 1])
     return basis, np.array(alpha), np.array(beta[: steps - 1]), b
 
 
