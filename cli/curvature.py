@@ -67,6 +67,7 @@ def hessian(
     blocks: Annotated[str, typer.Option("--blocks", "-b", help="parameters of these blocks only: 'c4.b-1', 'kind:msa', ...")] = "*",
     method: Annotated[str, typer.Option("--method", help="lanczos | power (the paper's power iteration)")] = "lanczos",
     trace: Annotated[bool, typer.Option("--trace", help="also tr(H) by Hutch++ on the first batch")] = False,
+    matvecs: Annotated[int, typer.Option("--matvecs", help="Hessian-vector products for --trace")] = 60,
     density: Annotated[bool, typer.Option("--density", help="also the SLQ eigenvalue density on the first batch")] = False,
     augment: AugmentOpt = False,
     wd: WdOpt = 0.0,
@@ -106,7 +107,7 @@ def hessian(
         if trace or density:
             first = next(iter(_batches(m, data, batch_size, size, augment, seed)))
             if trace:
-                t = surgeon.hessian_trace(m, first, blocks, wd=wd, l2=l2, seed=seed)
+                t = surgeon.hessian_trace(m, first, blocks, matvecs=matvecs, wd=wd, l2=l2, seed=seed)
                 out.print(f"trace (Hutch++, {t.hvps} products): {t.value:.6g} +- {t.stderr:.2g}", highlight=False)
                 extra["trace"] = t.to_dict()
             if density:

@@ -16,7 +16,8 @@ everything is restored afterwards, also on error: parameters are never written, 
 
 Hessian-vector products: double backward through a gradient graph built once per batch
 (``mode="double-backward"``, the default: each product is one backward pass) or torch.func
-forward-over-reverse (``mode="forward-over-reverse"``: ``jvp(grad(f))``, no retained graph).
+forward-over-reverse (``mode="forward-over-reverse"``: ``jvp(grad(f))``, no retained graph; it
+falls back to double backward, with a warning, where an op lacks a forward-mode derivative).
 Eigenvalues: Lanczos with full reorthogonalisation and Ritz-residual convergence; the paper's power
 iteration with deflation for comparison (``method="power"``).
 """
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from .errors import SurgeonError
+from .errors import SurgeonError, first_line
 from .graph import graph
 from .progress import progress as progress_bar
 
@@ -156,17 +157,22 @@ class HessianOperator:
         with torch.no_grad():
             check_labels(functional_call(model, {**self.rest, **self.p0}, (self.x[:1],)), self.y)
         if mode == "double-backward":
-            leaves = {k: p.clone().requires_grad_() for k, p in self.p0.items()}
-            with torch.enable_grad():
-                value = self._f(leaves)
-                self._check(value)
-                self._grads = torch.autograd.grad(value, list(leaves.values()), create_graph=True)
-            self._leaves = list(leaves.values())
+            value = self._gradient_graph()
         else:
             with torch.no_grad():
                 value = self._f(self.p0)
             self._check(value)
         self.loss = float(value.detach())
+
+    def _gradient_graph(self) -> torch.Tensor:
+        """Build the gradient with its graph once; every product is then one backward through it."""
+        leaves = {k: p.clone().requires_grad_() for k, p in self.p0.items()}
+        with torch.enable_grad():
+            value = self._f(leaves)
+            self._check(value)
+            self._grads = torch.autograd.grad(value, list(leaves.values()), create_graph=True)
+        self._leaves = list(leaves.values())
+        return value
 
     def _f(self, p: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = functional_call(self.model, {**self.rest, **p}, (self.x,))
@@ -186,13 +192,15 @@ class HessianOperator:
             hv = torch.autograd.grad(self._grads, self._leaves, grad_outputs=list(self.unflatten(v).values()),
                                      retain_graph=True)
             return torch.cat([t.reshape(-1) for t in hv])
-        _, hv = jvp(grad(self._f), (self.p0,), (self.unflatten(v),))
+        try:
+            _, hv = jvp(grad(self._f), (self.p0,), (self.unflatten(v),))
+        except (NotImplementedError, RuntimeError) as exc:  # an op without a forward-mode derivative
+            warnings.warn(f"forward-over-reverse failed ({first_line(exc)}); using double backward", stacklevel=2)
+            self.mode = "double-backward"
+            self._gradient_graph()
+            self.calls -= 1
+            return self(v)
         return torch.cat([hv[k].reshape(-1) for k in self.names])
-
-    def gradient(self) -> torch.Tensor:
-        """The objective's gradient, flat (the cost unit of the benchmark)."""
-        g = grad(self._f)(self.p0)
-        return torch.cat([g[k].reshape(-1) for k in self.names])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,6 +11,13 @@ import pytest
 import torch
 
 
+def one_line_error(r: subprocess.CompletedProcess, fragment: str) -> None:
+    """Exit code 2 and exactly one line on stderr, starting with 'error:' and holding `fragment`."""
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error:") and fragment in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
 def surgeon(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "surgeon.cli", *args], capture_output=True, text=True, cwd=cwd,
                           env={"COLUMNS": "160", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
@@ -54,10 +61,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     (tmp_path / "bad.pth").write_text("garbage")
     torch.save({"conv1.weight": torch.zeros(1, 1, 1, 1)}, tmp_path / "r50.pt")
     r = surgeon(*args, cwd=tmp_path)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+    one_line_error(r, fragment)
     assert r.stdout == ""
 
 
@@ -116,8 +120,7 @@ def test_alternate_bad_input(tmp_path, args, fragment):
     if "--out" not in args:
         argv += ["--out", "x.safetensors"]
     r = surgeon(*argv, cwd=tmp_path)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+    one_line_error(r, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.safetensors", "r18.pt"]
     assert (tmp_path / "exists.safetensors").read_bytes() == b"keep me"
 
@@ -183,16 +186,14 @@ def test_probe_folder_skips_unreadable_files(tmp_path):
 def test_probe_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     (tmp_path / "empty").mkdir()
     r = surgeon(*args, "--input-size", "3,32,32", cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+    one_line_error(r, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no output, no temp file
 
 
 def test_hessian_and_landscape_commands(tmp_path):
     common = ["--num-classes", "10", "--input-size", "3,16,16", "--batch-size", "16"]
-    r = surgeon("hessian", "resnet18", *common, "--batches", "2", "--top-k", "2", "--trace", "--out", "h.png",
-                "--json", "h.json", cwd=tmp_path)
+    r = surgeon("hessian", "resnet18", *common, "--batches", "2", "--top-k", "2", "--trace", "--matvecs", "6",
+                "--out", "h.png", "--json", "h.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "top-2 (LM) Hessian eigenvalues" in r.stdout and "trace (Hutch++" in r.stdout
     data = json.loads((tmp_path / "h.json").read_text())[0]
@@ -217,7 +218,5 @@ def test_hessian_and_landscape_commands(tmp_path):
 ])
 def test_curvature_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     r = surgeon(*args, "--input-size", "3,16,16", "--batch-size", "200", "--out", "fig.png", cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+    one_line_error(r, fragment)
     assert list(tmp_path.iterdir()) == []

@@ -297,3 +297,36 @@ def test_landscape_resumes_where_it_stopped(tmp_path, monkeypatch):
     np.testing.assert_array_equal(resumed.loss, whole.loss)
     with pytest.raises(SurgeonError, match="other settings \\(grid 4 here 5\\)"):
         surgeon.landscape(model, data, grid=5, batches=1, save=path)
+
+
+def test_forward_over_reverse_falls_back_where_forward_ad_is_missing():
+    class NoForwardAD(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.tanh(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * (1 - torch.tanh(x) ** 2)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(12, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.b(NoForwardAD.apply(self.a(x.flatten(1))))
+
+    torch.manual_seed(0)
+    model = Net().double()
+    batch = (torch.randn(8, 3, 2, 2, dtype=torch.float64), torch.randint(0, 3, (8,)))
+    with C.analysis_mode(model):
+        op = C.HessianOperator(model, batch, C.selected_parameters(model), mode="forward-over-reverse")
+        v = torch.randn(op.n, dtype=torch.float64)
+        with pytest.warns(UserWarning, match="using double backward"):
+            hv = op(v)
+        ref = C.HessianOperator(model, batch, C.selected_parameters(model))(v)
+    assert op.mode == "double-backward" and op.calls == 1
+    torch.testing.assert_close(hv, ref)
