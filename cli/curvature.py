@@ -66,6 +66,7 @@ def hessian(
     batch_size: BatchSizeOpt = 64,
     blocks: Annotated[str, typer.Option("--blocks", "-b", help="parameters of these blocks only: 'c4.b-1', 'kind:msa', ...")] = "*",
     method: Annotated[str, typer.Option("--method", help="lanczos | power (the paper's power iteration)")] = "lanczos",
+    tol: Annotated[Optional[float], typer.Option("--tol", help="relative residual to stop at (lanczos 1e-4, power 1e-3)")] = None,
     trace: Annotated[bool, typer.Option("--trace", help="also tr(H) by Hutch++ on the first batch")] = False,
     matvecs: Annotated[int, typer.Option("--matvecs", help="Hessian-vector products for --trace")] = 60,
     density: Annotated[bool, typer.Option("--density", help="also the SLQ eigenvalue density on the first batch")] = False,
@@ -93,8 +94,8 @@ def hessian(
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
         with printed_warnings():
             spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, size, augment, seed), top_k,
-                                            batches=batches, which=which, blocks=blocks, method=method, wd=wd,
-                                            l2=l2, seed=seed, progress=True)
+                                            batches=batches, which=which, blocks=blocks, method=method, tol=tol,
+                                            wd=wd, l2=l2, seed=seed, progress=True)
         spec.model = Path(name).stem if name.endswith(".safetensors") else name
         table = Table(title=f"{spec.model}: top-{top_k} ({which}) Hessian eigenvalues", title_justify="left")
         for col in ("batch", "loss", "eigenvalues", "max residual"):

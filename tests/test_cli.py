@@ -191,13 +191,13 @@ def test_probe_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
 
 
 def test_hessian_and_landscape_commands(tmp_path):
-    common = ["--num-classes", "10", "--input-size", "3,16,16", "--batch-size", "16"]
-    r = surgeon("hessian", "resnet18", *common, "--batches", "2", "--top-k", "2", "--trace", "--matvecs", "6",
-                "--out", "h.png", "--json", "h.json", cwd=tmp_path)
+    common = ["--num-classes", "10", "--input-size", "3,16,16", "--batch-size", "8"]
+    r = surgeon("hessian", "resnet18", *common, "--batches", "2", "--top-k", "1", "--tol", "1e-3", "--trace",
+                "--matvecs", "6", "--out", "h.png", "--json", "h.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "top-2 (LM) Hessian eigenvalues" in r.stdout and "trace (Hutch++" in r.stdout
+    assert "top-1 (LM) Hessian eigenvalues" in r.stdout and "trace (Hutch++, 6 products)" in r.stdout
     data = json.loads((tmp_path / "h.json").read_text())[0]
-    assert np.array(data["eigenvalues"]).shape == (2, 2) and max(map(max, data["residuals"])) <= 1e-3
+    assert np.array(data["eigenvalues"]).shape == (2, 1) and max(map(max, data["residuals"])) <= 2e-3
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     r = surgeon("landscape", "resnet18", *common, "--grid", "3", "--dims", "1", "--out", "l.pdf", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -101,3 +101,18 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with surgeon.io.atomic_path(target) as tmp:
         tmp.write_text("done")
     assert target.read_text() == "done" and list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_outputs_get_the_mode_of_a_normal_file(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        with surgeon.io.atomic_path(tmp_path / "fig.png") as tmp:
+            tmp.write_bytes(b"x")
+        (tmp_path / "plain.png").write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {0o644}
