@@ -5,7 +5,7 @@
   (the paper's Fig. 1c / Fig. 4 "max eigenvalue spectrum"), with the SLQ density of one batch;
 - docs/landscape.png: the loss landscape of each model on filter-normalised directions (Fig. 1a).
 
-    python examples/curvature.py [--batches 4] [--grid 9]     # about 8 minutes on 2 CPU cores
+    python examples/curvature.py [--batches 4] [--grid 9]     # about 15 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
