@@ -139,14 +139,14 @@ def _folder(root: Path, transform: Callable | None) -> ImageFiles:
         for p in sorted(folder.glob(pattern)):
             if not p.is_file() or p.name.startswith("."):
                 continue
-            if p.suffix.lower() in IMAGE_EXTENSIONS and _readable(p):
+            if p.suffix.lower() in IMAGE_EXTENSIONS:  # decoded only when loaded: a bad one is dropped then
                 files.append(p)
                 labels.append(label)
             else:
                 skipped.append(p)
     if skipped:
         more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
-        warnings.warn(f"skipped {skipped[0]}{more}: not readable images", stacklevel=3)
+        warnings.warn(f"skipped {skipped[0]}{more}: not image files", stacklevel=3)
     if not files:
         raise SurgeonError(f"no images in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
                            "pass a folder of images or an ImageFolder tree (one sub-folder per class)")
