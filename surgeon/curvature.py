@@ -41,7 +41,7 @@ from .errors import SurgeonError, first_line
 from .graph import graph
 from .progress import progress as progress_bar
 
-__all__ = ["check_labels", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
+__all__ = ["NonFiniteLoss", "check_labels", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
            "selected_parameters", "objective", "lanczos", "power_iteration", "hutchinson", "hutchpp", "slq",
            "hessian_eigs", "hessian_trace", "hessian_density", "hessian_spectrum"]
 
@@ -105,6 +105,10 @@ def analysis_mode(model: nn.Module) -> Iterator[None]:
             m.fused_attn = flag
         for m, mode in modes.items():
             m.training = mode
+
+
+class NonFiniteLoss(SurgeonError):
+    """The objective is NaN or infinite on a batch."""
 
 
 def check_labels(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -181,7 +185,7 @@ class HessianOperator:
     @staticmethod
     def _check(value: torch.Tensor) -> None:
         if not torch.isfinite(value):
-            raise SurgeonError(f"the loss is {float(value.detach())} on this batch; check the weights and the data")
+            raise NonFiniteLoss(f"the loss is {float(value.detach())} on this batch; check the weights and the data")
 
     def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.view(s) for k, t, s in zip(self.names, v.split(self.sizes), self.shapes)}
@@ -547,10 +551,8 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
                     break
                 try:
                     r = hessian_eigs(model, batch, k, which, blocks, **kwargs)
-                except SurgeonError as exc:
-                    if "the loss is" in str(exc):
-                        raise SurgeonError(f"batch {i}: {exc}") from None
-                    raise
+                except NonFiniteLoss as exc:
+                    raise NonFiniteLoss(f"batch {i}: {exc}") from None
                 rows.append(r.eigenvalues)
                 res.append(r.residuals)
                 losses.append(r.loss)
