@@ -12,6 +12,7 @@ from .models import default_input_size, load_model
 from .passes import PRESETS, alternate, insert, remove, replace
 from .curvature import hessian_density, hessian_eigs, hessian_spectrum, hessian_trace
 from .landscapes import landscape
+from .evaluation import Evaluation, evaluate
 from .probes import PROBES, Fourier, ProbeResults, ProbeSession, Stats, Variance, probe
 
 __version__ = "0.1.0"
@@ -21,6 +22,8 @@ __all__ = [
     "PRESETS",
     "alternate",
     "data",
+    "evaluate",
+    "Evaluation",
     "hessian_eigs",
     "hessian_trace",
     "hessian_density",

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from .errors import SurgeonError, first_line
 
 __all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
-           "mixed"]
+           "mixed", "balanced_subset"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NAMED = ("samples", "digits", "cifar10[:ROOT]", "cifar100[:ROOT]")
@@ -96,6 +96,10 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def take(self, index: Sequence[int]) -> ImageFiles:
+        """The same dataset restricted to the items at `index`."""
+        return ImageFiles([self.files[i] for i in index], [self.labels[i] for i in index], self.classes, self.transform)
+
     def __getitem__(self, i: int) -> tuple[Any, int] | None:
         try:
             with Image.open(self.files[i]) as img:
@@ -115,6 +119,11 @@ class ArrayImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def take(self, index: Sequence[int]) -> ArrayImages:
+        """The same dataset restricted to the items at `index`."""
+        return ArrayImages(self.images[np.asarray(index, dtype=np.int64)], [self.labels[i] for i in index],
+                           self.classes, self.transform)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         img = _rgb(Image.fromarray(self.images[i]))
@@ -175,8 +184,32 @@ def _cifar(name: str, root: str, train: bool, transform: Callable | None, downlo
     return ArrayImages(ds.data, ds.targets, ds.classes, transform)
 
 
+def balanced_subset(labels: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
+    """Indices of a class-balanced random `fraction` of a labelled dataset (the paper's small-data
+    runs, e.g. 6% of ImageNet): from each class c with n_c items, max(1, round(fraction * n_c))
+    drawn without replacement (seeded), returned in dataset order."""
+    if not 0 < fraction <= 1:
+        raise SurgeonError(f"subset fraction {fraction} must be in (0, 1]; e.g. --subset 0.06 keeps 6% of each class")
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        keep += rng.choice(members, max(1, round(fraction * len(members))), replace=False).tolist()
+    return sorted(keep)
+
+
 def dataset(spec: str | os.PathLike | None = None, *, train: bool = False, transform: Callable | None = None,
-            download: bool = False) -> Dataset:
+            download: bool = False, subset: float | None = None, seed: int = 0) -> Dataset:
+    """The dataset a spec names, restricted to a class-balanced `subset` fraction when given
+    (`balanced_subset`, drawn with `seed`); see `_dataset` for the specs."""
+    ds = _dataset(spec, train=train, transform=transform, download=download)
+    if subset is None or subset == 1:
+        return ds
+    return ds.take(balanced_subset(ds.labels, subset, seed))
+
+
+def _dataset(spec: str | os.PathLike | None, *, train: bool, transform: Callable | None, download: bool) -> Dataset:
     """The dataset a spec names: ``samples`` (default), ``digits``, ``cifar10[:ROOT]``,
     ``cifar100[:ROOT]`` (ROOT defaults to ./data), a folder or ImageFolder tree, or one image file.
 
@@ -253,17 +286,18 @@ def _collate(items: list) -> Any:
 def loader(spec: str | os.PathLike | None = None, model: nn.Module | None = None, *, batch_size: int = 32,
            train: bool = False, shuffle: bool = False, input_size: Sequence[int] | None = None,
            workers: int | None = None, transform: Callable | None = None, download: bool = False,
-           seed: int = 0) -> DataLoader:
+           seed: int = 0, subset: float | None = None) -> DataLoader:
     """A DataLoader of ``(images, labels)`` batches for `spec` (see `dataset`), preprocessed for
     `model` (`eval_transform`) unless a `transform` is given. Unreadable files are dropped from
     their batch; a batch left empty is skipped by the consumers (it arrives as None).
 
-    `workers` defaults to 0 for in-memory data and up to 8 processes for image folders.
+    `workers` defaults to 0 for in-memory data and up to 8 processes for image folders; `subset`
+    keeps a class-balanced fraction (`balanced_subset`, drawn with `seed`).
     """
     if batch_size < 1:
         raise SurgeonError(f"batch size {batch_size} must be at least 1; e.g. --batch-size 32")
     ds = dataset(spec, train=train, transform=transform or eval_transform(model, input_size=input_size),
-                 download=download)
+                 download=download, subset=subset, seed=seed)
     if workers is None:
         workers = min(8, os.cpu_count() or 1) if isinstance(ds, ImageFiles) and len(ds) > 64 else 0
     generator = torch.Generator().manual_seed(seed)
