@@ -13,9 +13,12 @@ import typer
 from surgeon.errors import SurgeonError
 
 from . import curvature
+from . import evaluate as evaluate_cmd
 from . import inspect as inspect_cmd
 from . import probe as probe_cmd
+from . import robustness as robustness_cmd
 from . import surgery
+from . import train as train_cmd
 from .common import err
 
 app = typer.Typer(
@@ -31,9 +34,14 @@ app.command("lesion")(surgery.lesion)
 app.command("insert")(surgery.insert)
 app.command("replace")(surgery.replace)
 app.command("info")(surgery.info)
+app.command("eval")(evaluate_cmd.evaluate)
+app.command("lesion-study")(evaluate_cmd.lesion_study)
 app.command("probe")(probe_cmd.probe)
 app.command("hessian")(curvature.hessian)
 app.command("landscape")(curvature.landscape)
+app.command("robustness")(robustness_cmd.robustness)
+app.command("frequency-noise")(robustness_cmd.frequency_noise)
+app.command("train")(train_cmd.train)
 
 
 @app.callback()

@@ -13,16 +13,31 @@ from .passes import PRESETS, alternate, insert, remove, replace
 from .curvature import hessian_density, hessian_eigs, hessian_spectrum, hessian_trace
 from .landscapes import landscape
 from .evaluation import Evaluation, evaluate
+from .lesions import LesionResult, LesionRow, lesion_study
+from .training import PRESETS as RECIPES, Recipe, TrainResult, train, training_recipe
 from .probes import PROBES, Fourier, ProbeResults, ProbeSession, Stats, Variance, probe
+from .robustness import CorruptionResult, FrequencyNoiseResult, corruption_robustness, frequency_noise_robustness
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "corruption_robustness",
+    "frequency_noise_robustness",
+    "CorruptionResult",
+    "FrequencyNoiseResult",
     "KINDS",
     "PRESETS",
     "alternate",
     "data",
     "evaluate",
+    "lesion_study",
+    "LesionResult",
+    "LesionRow",
+    "RECIPES",
+    "Recipe",
+    "TrainResult",
+    "train",
+    "training_recipe",
     "Evaluation",
     "hessian_eigs",
     "hessian_trace",

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from .errors import SurgeonError, first_line
 
 __all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
-           "mixed", "balanced_subset"]
+           "mixer", "mixed", "balanced_subset"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NAMED = ("samples", "digits", "cifar10[:ROOT]", "cifar100[:ROOT]")
@@ -249,25 +249,56 @@ def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] 
 
 
 def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None,
-                    auto_augment: str | None = "rand-m9-n2-mstd1.0", re_prob: float = 0.0) -> Callable:
-    """The paper's training augmentation through timm: random resized crop, flip, RandAugment
-    (``rand-m9-n2-mstd1.0`` for CIFAR, ``mstd0.5`` for ImageNet), random erasing `re_prob`."""
+                    auto_augment: str | None = "rand-m9-n2-mstd1.0", re_prob: float = 0.0, hflip: float = 0.5,
+                    padding: int | None = None) -> Callable:
+    """The paper's training augmentation (PAPER.md, "Training recipe").
+
+    With `padding` (CIFAR: 4): resize to the input size, random crop of that size from the image
+    zero-padded by `padding` pixels, horizontal flip with probability `hflip`, RandAugment
+    `auto_augment` (``rand-m9-n2-mstd1.0`` for CIFAR), normalisation, random erasing `re_prob`.
+    Without (ImageNet): timm's random resized crop, flip, RandAugment (``mstd0.5``), erasing.
+    """
     from timm.data import create_transform, resolve_model_data_config
+    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.random_erasing import RandomErasing
+    from torchvision import transforms as T
 
     cfg = resolve_model_data_config(model) if model is not None else {}
     if input_size is not None:
         cfg["input_size"] = tuple(int(s) for s in input_size)
     cfg.setdefault("input_size", (3, 224, 224))
-    keep = {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation") if k in cfg}
-    return create_transform(**keep, is_training=True, auto_augment=auto_augment, re_prob=re_prob)
+    mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    if padding is None:
+        keep = {k: cfg[k] for k in ("input_size", "interpolation") if k in cfg}
+        return create_transform(**keep, mean=mean, std=std, is_training=True, auto_augment=auto_augment,
+                                re_prob=re_prob, hflip=hflip)
+    size = tuple(cfg["input_size"][1:])
+    steps: list[Callable] = [T.Resize(size), T.RandomCrop(size, padding=padding)]
+    if hflip > 0:
+        steps.append(T.RandomHorizontalFlip(hflip))
+    if auto_augment:
+        steps.append(rand_augment_transform(auto_augment, {"translate_const": int(min(size) * 0.45),
+                                                           "img_mean": tuple(round(255 * m) for m in mean)}))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    if re_prob > 0:
+        steps.append(RandomErasing(re_prob, mode="pixel", device="cpu"))
+    return T.Compose(steps)
 
 
-def mixed(batches: Iterable[Any], num_classes: int, *, mixup: float = 0.8, cutmix: float = 1.0,
-          label_smoothing: float = 0.1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mixup / CutMix (timm, the paper's recipe) on each (images, labels) batch: soft targets."""
+def mixer(num_classes: int, *, mixup: float = 1.0, cutmix: float = 0.8, prob: float = 1.0,
+          label_smoothing: float = 0.1) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """timm's Mixup / CutMix with the paper's settings (Mixup alpha 1.0, CutMix alpha 0.8, applied
+    with probability 1, one of the two per batch, label smoothing 0.1): ``x, soft = mix(x, labels)``
+    on an even-sized batch. Its randomness comes from numpy's global generator."""
     from timm.data import Mixup
 
-    mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=prob, label_smoothing=label_smoothing,
+                 num_classes=num_classes)
+
+
+def mixed(batches: Iterable[Any], num_classes: int, **options: float) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`mixer` (Mixup / CutMix, soft targets; `options` as there) applied to each (images, labels) batch."""
+    mix = mixer(num_classes, **options)
     for batch in batches:
         if batch is None:
             continue

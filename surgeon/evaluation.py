@@ -55,10 +55,12 @@ def model_device(model: nn.Module) -> torch.device:
 
 def check_labels(data: Any, num_classes: int) -> None:
     """Refuse, before any work, a dataset whose labels cannot index `num_classes` outputs: images
-    without labels (-1) or labels >= num_classes. Reads ``data.dataset.labels`` when the loader's
-    dataset keeps them (every `surgeon.data` dataset does); other iterables are checked as they
-    stream, by `Metrics`."""
-    labels = getattr(getattr(data, "dataset", None), "labels", None)
+    without labels (-1) or labels >= num_classes. Reads the ``labels`` of a dataset or of a
+    loader's dataset when it keeps them (every `surgeon.data` dataset does); other iterables are
+    checked as they stream, by `Metrics`."""
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        labels = getattr(getattr(data, "dataset", None), "labels", None)
     if labels is None or len(labels) == 0:
         return
     lo, hi = int(np.min(labels)), int(np.max(labels))

@@ -177,6 +177,8 @@ def save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) 
         raise SurgeonError("the model was edited with a module object or factory, which a recipe cannot rebuild; "
                            "use a registered block name (surgeon.layers.registered())")
     recipe = {"version": __version__, "base": spec, "passes": passes}
+    if getattr(model, "_surgeon_training", None):
+        recipe["training"] = model._surgeon_training  # how the weights were trained (surgeon.train)
     seen: dict[int, str] = {}
     tensors = {}
     for name, t in model.state_dict().items():
@@ -215,16 +217,17 @@ def read_recipe(path: str | os.PathLike) -> dict:
     return recipe
 
 
-def load(path: str | os.PathLike) -> nn.Module:
-    """Rebuild a model saved by `save`: base model from its spec, passes replayed, weights loaded
-    (strictly). The result computes exactly what the saved model did."""
+def load(path: str | os.PathLike, **base_overrides) -> nn.Module:
+    """Rebuild a model saved by `save`: base model from its spec (with `base_overrides`, e.g.
+    ``drop_path_rate=0.1`` for training), passes replayed, weights loaded (strictly). The result
+    computes exactly what the saved model did."""
     from safetensors.torch import load_file
 
     from .models import load_model
     from .passes import apply_recipe
 
     recipe = read_recipe(path)
-    base = dict(recipe["base"])
+    base = {**recipe["base"], **base_overrides}
     model = load_model(base.pop("spec"), **base)
     model = apply_recipe(model, recipe["passes"])
     try:
@@ -233,4 +236,6 @@ def load(path: str | os.PathLike) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - a truncated file, or a recipe that no longer matches
         raise SurgeonError(f"cannot load the weights of {str(path)!r} into its rebuilt model ({first_line(exc, 100)}); "
                            "the file is damaged or from another surgeon version") from None
+    if recipe.get("training"):
+        model._surgeon_training = recipe["training"]
     return model.eval()

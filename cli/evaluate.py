@@ -1,0 +1,184 @@
+"""`surgeon eval` and `surgeon lesion-study`: the paper's metrics of a model, and of the model with
+each block removed in turn."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import surgeon
+from surgeon.errors import SurgeonError
+from surgeon.metrics import NLL_MODES
+from surgeon.plots import figure_formats, plot_lesions, plot_reliability, save_figure
+
+from .common import (
+    ImgSizeOpt,
+    InputSizeOpt,
+    NumClassesOpt,
+    PretrainedOpt,
+    load,
+    out,
+    parse_input_size,
+    printed_warnings,
+)
+
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER",
+                                      show_default=False)]
+BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches (default: all the data)")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per batch")]
+SubsetOpt = Annotated[float | None, typer.Option("--subset", help="keep a class-balanced fraction of the data, e.g. 0.1")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="data loading processes")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="write the numbers as JSON")]
+
+#: (key in `Evaluation.metrics`, column name, shown as a percentage as in the paper's tables)
+METRICS = (("acc", "Acc", True), ("top5", "Top-5", True), ("nll", "NLL", False), ("brier", "Brier", False),
+           ("ece", "ECE", True), ("signed_ece", "signed ECE", True), ("acc90", "Acc-90", True),
+           ("unc90", "Unc-90", True), ("freq90", "Freq-90", True), ("iou", "IoU", True), ("iou90", "IoU-90", True))
+
+
+def _value(key: str, value: float, delta: bool = False) -> str:
+    """A metric as the paper prints it: a percentage or a plain number (signed for a change); NaN as '-'."""
+    if math.isnan(value):
+        return "-"
+    percent = next(p for k, _, p in METRICS if k == key)
+    sign = "+" if delta or key == "signed_ece" else ""
+    return f"{100 * value:{sign}.2f}%" if percent else f"{value:{sign}.4f}"
+
+
+def _check_outputs(json_out: Path | None, figure: Path | None) -> None:
+    """Refuse bad output paths before any work."""
+    if json_out is not None:
+        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
+    if figure is not None:
+        surgeon.io.check_output(figure, overwrite=True, suffixes=figure_formats())
+
+
+def _write_json(path: Path | None, payload: Any) -> None:
+    if path is not None:
+        with surgeon.io.atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(payload, indent=1))
+        out.print(f"wrote {path}", highlight=False)
+
+
+def _label(name: str) -> str:
+    """A model's name in tables and figures: a surgeon file by its stem."""
+    return Path(name).stem if name.endswith(".safetensors") else name
+
+
+def evaluate(
+    model: Annotated[str, typer.Argument(help="timm name, tv:NAME or a surgeon file", show_default=False)],
+    data: DataOpt,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="local weights")] = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    batch_size: BatchSizeOpt = 128,
+    batches: BatchesOpt = None,
+    subset: SubsetOpt = None,
+    mc_dropout: Annotated[int, typer.Option("--mc-dropout", help="average the softmax over N stochastic passes (0: off)")] = 0,
+    nll: Annotated[str, typer.Option("--nll", help="sample: mean over samples | batch: the paper's mean of batch means")] = "sample",
+    workers: WorkersOpt = None,
+    json_out: JsonOpt = None,
+    reliability: Annotated[Path | None, typer.Option("--reliability", help="reliability diagram file (.png, .svg, .pdf)")] = None,
+) -> None:
+    """Accuracy, NLL, calibration and uncertainty metrics on the test split (PAPER.md, "Metrics").
+
+    Example: surgeon eval resnet18 --num-classes 10 --weights r18.safetensors --data digits --input-size 3,32,32 --reliability rel.png
+    """
+    if nll not in NLL_MODES:
+        raise SurgeonError(f"--nll {nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
+    _check_outputs(json_out, reliability)
+    size = parse_input_size(input_size)
+    m = load(model, weights, pretrained, num_classes, img_size)
+    with printed_warnings():
+        loader = surgeon.data.loader(data, m, batch_size=batch_size, train=False, input_size=size, workers=workers,
+                                     subset=subset)
+        ev = surgeon.evaluate(m, loader, batches=batches, mc_dropout=mc_dropout, nll=nll, progress=True)
+    name = _label(model)
+    table = Table(title=f"{name} on {data} (test split): {ev.samples} images in {ev.batches} batches"
+                  + (f", MC dropout x{mc_dropout}" if mc_dropout else ""), title_justify="left")
+    for _, col, _ in METRICS:
+        table.add_column(col, justify="right")
+    table.add_row(*(_value(k, ev.metrics[k]) for k, _, _ in METRICS))
+    out.print(table)
+    if reliability is not None:
+        out.print(f"wrote {save_figure(plot_reliability(ev, [name]), reliability)}", highlight=False)
+    _write_json(json_out, {"model": name, "data": data, "split": "test", "mc_dropout": mc_dropout, "nll_mode": nll,
+                           **ev.to_dict()})
+    if ev.interrupted:
+        sys.exit(130)
+
+
+def _lesion_table(res: surgeon.LesionResult) -> Table:
+    """The intact model, then one row per removed block: Acc, NLL, ECE and their changes."""
+    table = Table(title=f"{res.model}: lesion study over {res.intact.samples} images", title_justify="left")
+    for col in ("block", "path", "kind", "depth", "Acc", "\u0394Acc", "NLL", "\u0394NLL", "ECE"):
+        table.add_column(col, justify="left" if col in ("block", "path", "kind") else "right")
+    m = res.intact.metrics
+    table.add_row("intact", "-", "-", "-", _value("acc", m["acc"]), "", _value("nll", m["nll"]), "",
+                  _value("ece", m["ece"]), style="bold")
+    for r in res.rows:
+        table.add_row(r.address, r.path, r.kind, f"{r.depth:.2f}", _value("acc", r.metrics["acc"]),
+                      _value("acc", r.delta["acc"], delta=True), _value("nll", r.metrics["nll"]),
+                      _value("nll", r.delta["nll"], delta=True), _value("ece", r.metrics["ece"]))
+    return table
+
+
+def lesion_study(
+    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files", show_default=False)],
+    data: DataOpt,
+    blocks: Annotated[str, typer.Option("--blocks", "-b", help="blocks to remove one at a time: '*', 'c4', 'kind:msa', 'c*.b-1'")] = "*",
+    weights: Annotated[list[Path] | None, typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    batch_size: BatchSizeOpt = 128,
+    batches: BatchesOpt = None,
+    subset: SubsetOpt = None,
+    workers: WorkersOpt = None,
+    out_fig: Annotated[Path | None, typer.Option("--out", "-o", help="figure file (.png, .svg, .pdf)")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Remove each block in turn (it becomes the identity) and measure the loss of accuracy and NLL.
+
+    Example: surgeon lesion-study resnet18 vit_tiny_patch16_224 --num-classes 10 --img-size 32 --input-size 3,32,32 --data digits --out lesions.png
+    """
+    if weights and len(weights) != len(models):
+        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    _check_outputs(json_out, out_fig)
+    size = parse_input_size(input_size)
+    graphs = []  # every model loaded and its selection checked before the first evaluation
+    for i, name in enumerate(models):
+        g = surgeon.graph(load(name, weights[i] if weights else None, pretrained, num_classes, img_size),
+                          input_size=size)
+        try:
+            g.select(blocks)
+        except SurgeonError as exc:
+            raise SurgeonError(f"{_label(name)}: {exc}") from None
+        graphs.append(g)
+    results = []
+    for name, g in zip(models, graphs, strict=True):
+        with printed_warnings():
+            loader = surgeon.data.loader(data, g.model, batch_size=batch_size, train=False, input_size=g.input_size,
+                                         workers=workers, subset=subset)
+            res = surgeon.lesion_study(g, loader, blocks, batches=batches, progress=True)
+        res.model = _label(name)
+        out.print(_lesion_table(res))
+        for reason in res.skipped.values():
+            out.print(f"[dim]skipped: {reason}[/]", highlight=False)
+        results.append(res)
+        if res.interrupted:
+            break
+    if out_fig is not None:
+        out.print(f"wrote {save_figure(plot_lesions(results), out_fig)}", highlight=False)
+    _write_json(json_out, [r.to_dict() for r in results])
+    if results[-1].interrupted:
+        sys.exit(130)

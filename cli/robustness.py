@@ -1,0 +1,186 @@
+"""`surgeon robustness` (CIFAR-10-C / ImageNet-C tables) and `surgeon frequency-noise` (Fig. 2b)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+import surgeon
+from surgeon.errors import SurgeonError
+from surgeon.metrics import Metrics
+from surgeon.plots import (
+    PERCENT_METRICS,
+    metric_text,
+    plot_corruptions,
+    plot_frequency_noise,
+    save_figure,
+)
+from surgeon.robustness import (
+    FREQUENCIES,
+    CorruptionResult,
+    corruption_robustness,
+    frequency_noise_robustness,
+)
+
+from .common import (
+    ImgSizeOpt,
+    InputSizeOpt,
+    ModelArg,
+    NumClassesOpt,
+    PretrainedOpt,
+    WeightsOpt,
+    load,
+    out,
+    parse_input_size,
+    printed_warnings,
+)
+from .curvature import (
+    BatchSizeOpt,
+    DataOpt,
+    JsonOpt,
+    OutOpt,
+    _check_outputs,
+    _write_json,
+)
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the corruptions / noise, restarted for each cell")]
+BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches per cell (default: all the data)")]
+
+
+def _split(text: str, option: str, example: str) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c']; nothing left is a mistake."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise SurgeonError(f"{option} {text!r} names nothing; give a comma-separated list, e.g. {option} {example}")
+    return items
+
+
+def _numbers(text: str, kind: type, option: str, example: str) -> list:
+    """A comma-separated list of ints or floats for `option`."""
+    try:
+        return [kind(t) for t in _split(text, option, example)]
+    except ValueError:
+        raise SurgeonError(f"{option} {text!r} is not a comma-separated list of {kind.__name__}s; "
+                           f"e.g. {option} {example}") from None
+
+
+def _display_name(name: str) -> str:
+    return Path(name).stem if name.endswith(".safetensors") else name
+
+
+def _corruption_table(res: CorruptionResult, metric: str) -> Table:
+    """Rows: corruptions, then the mean per severity; columns: severities, then the mean."""
+    unit = " (%)" if metric in PERCENT_METRICS else ""
+    table = Table(title=f"{res.model}: {metric}{unit} under corruption, {res.source}; clean "
+                        f"{metric_text(metric, res.clean[metric])} on {res.samples} images", title_justify="left")
+    table.add_column("corruption")
+    for s in res.severities:
+        table.add_column(f"severity {s}", justify="right")
+    table.add_column("mean", justify="right", style="bold")
+    means = res.per_corruption(metric)
+    for name, row in zip(res.corruptions, res.grid(metric)):
+        table.add_row(name, *(metric_text(metric, v) for v in row), metric_text(metric, means[name]))
+    table.add_section()
+    table.add_row("mean", *(metric_text(metric, v) for v in res.per_severity(metric).values()),
+                  metric_text(metric, res.mean(metric)), style="bold")
+    return table
+
+
+def robustness(
+    model: ModelArg,
+    data: DataOpt = "digits",
+    corruptions: Annotated[str | None, typer.Option("--corruptions", "-c", help="comma-separated names (default: all made on the fly, or the 15 of the release)")] = None,
+    severities: Annotated[str, typer.Option("--severities", "-s", help="comma-separated severities among 1..5")] = "1,2,3,4,5",
+    preset: Annotated[str, typer.Option("--preset", help="constants of the corruptions made on the fly: auto | cifar | imagenet")] = "auto",
+    cifar_c: Annotated[Path | None, typer.Option("--cifar-c", help="CIFAR-10-C / CIFAR-100-C folder (<corruption>.npy + labels.npy)")] = None,
+    imagenet_c: Annotated[Path | None, typer.Option("--imagenet-c", help="ImageNet-C folder (<corruption>/<severity>/<class>/)")] = None,
+    metric: Annotated[str, typer.Option("--metric", "-m", help="metric of the table and heat map: acc, nll, ece, brier, ...")] = "acc",
+    batches: BatchesOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    seed: SeedOpt = 0,
+    out_fig: OutOpt = None,
+    json_out: JsonOpt = None,
+    weights: WeightsOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+) -> None:
+    """Metrics under every corruption and severity, made on the fly or read from CIFAR-10-C / ImageNet-C.
+
+    Example: surgeon robustness resnet18 --num-classes 10 --input-size 3,32,32 -c gaussian_noise,fog --out c.png
+    """
+    names = _split(corruptions, "--corruptions", "gaussian_noise,fog") if corruptions is not None else None
+    levels = _numbers(severities, int, "--severities", "1,3,5")
+    known = tuple(Metrics(2).compute())
+    if metric not in known:
+        raise SurgeonError(f"unknown --metric {metric!r}; choose from {', '.join(known)}")
+    _check_outputs(out_fig, json_out)
+    size = parse_input_size(input_size)
+    m = load(model, weights, pretrained, num_classes, img_size)
+    with printed_warnings():
+        loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
+        res = corruption_robustness(m, loader, names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c,
+                                    batches=batches, seed=seed, progress=True)
+    res.model = _display_name(model)
+    out.print(_corruption_table(res, metric))
+    if out_fig is not None:
+        out.print(f"wrote {save_figure(plot_corruptions(res, metric).figure, out_fig)}", highlight=False)
+    _write_json(json_out, res.to_dict())
+    if res.interrupted:
+        sys.exit(130)
+
+
+def frequency_noise(
+    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files", show_default=False)],
+    weights: Annotated[list[Path] | None, typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    data: DataOpt = "digits",
+    frequencies: Annotated[str, typer.Option("--frequencies", "-f", help="band centres, fractions of pi")] = ",".join(map(str, FREQUENCIES)),
+    eps: Annotated[float, typer.Option("--eps", help="noise amplitude before band filtering (pixels in [0, 1])")] = 0.1,
+    width: Annotated[float, typer.Option("--width", help="half-width of the square frequency ring, fraction of pi")] = 0.2,
+    batches: BatchesOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    seed: SeedOpt = 0,
+    out_fig: OutOpt = None,
+    json_out: JsonOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+) -> None:
+    """Accuracy change under noise of one frequency band, per band (Fig. 2b), one curve per model.
+
+    Example: surgeon frequency-noise resnet18 vit_tiny_patch16_224 --num-classes 10 --img-size 32 --input-size 3,32,32 --out f.png
+    """
+    if weights and len(weights) != len(models):
+        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    freqs = _numbers(frequencies, float, "--frequencies", "0.1,0.5,0.9")
+    _check_outputs(out_fig, json_out)
+    size = parse_input_size(input_size)
+    table = Table(title=f"accuracy change (percentage points) under frequency-band noise, eps {eps:g}",
+                  title_justify="left")
+    table.add_column("model", no_wrap=True)
+    for col in ("clean acc (%)", *(f"{f:.2g}\u03c0" for f in freqs)):
+        table.add_column(col, justify="right")
+    results = []
+    for i, name in enumerate(models):
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        with printed_warnings():
+            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
+            res = frequency_noise_robustness(m, loader, freqs, eps=eps, width=width, batches=batches, seed=seed,
+                                             progress=True)
+        res.model = _display_name(name)
+        table.add_row(res.model, f"{100 * res.clean:.1f}", *(f"{100 * c:+.1f}" for c in res.change))
+        results.append(res)
+        if res.interrupted:
+            break
+    out.print(table)
+    if out_fig is not None:
+        out.print(f"wrote {save_figure(plot_frequency_noise(results).figure, out_fig)}", highlight=False)
+    _write_json(json_out, [r.to_dict() for r in results])
+    if results[-1].interrupted:
+        sys.exit(130)

@@ -1,0 +1,75 @@
+"""`surgeon train MODEL_OR_FILE --data D --out FILE`: the paper's training recipes, resumable, DDP-ready."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+import surgeon
+from surgeon.training import PRESETS
+
+from .common import ImgSizeOpt, NumClassesOpt, PretrainedOpt, WeightsOpt, out, parse_input_size, printed_warnings
+
+_SHOWN = (("epoch", "{:d}"), ("lr", "{:.2e}"), ("train_loss", "{:.4f}"), ("train_acc", "{:.1%}"), ("val_acc", "{:.1%}"),
+          ("val_nll", "{:.4f}"), ("val_ece", "{:.1%}"), ("images_per_s", "{:.0f}"))
+
+
+def _history_table(history: list[dict]) -> Table:
+    table = Table(title="training", title_justify="left")
+    cols = [(k, f) for k, f in _SHOWN if any(k in row for row in history)]
+    for k, _ in cols:
+        table.add_column(k.replace("_", " "), justify="right")
+    for row in history:
+        table.add_row(*(f.format(row[k]) if k in row else "-" for k, f in cols))
+    return table
+
+
+def train(
+    model: Annotated[str, typer.Argument(help="timm name, tv:NAME or a surgeon .safetensors file", show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="trained model: .safetensors with its recipes; "
+                                                                 "checkpoint and logs go to NAME.run/")],
+    data: Annotated[str, typer.Option("--data", "-d", help="digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")] = "digits",
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help=f"{' | '.join(PRESETS)} | a TOML file")] = "strong",
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="epochs after the warmup epochs (the recipe's by default)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="global batch; the lr scales with it")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="peak learning rate")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="validation data (default: the test split of digits/CIFAR; none: off)")] = None,
+    subset: Annotated[Optional[float], typer.Option("--subset", help="class-balanced fraction of the training data, e.g. 0.06")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from NAME.run/checkpoint.pt")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the output and start over")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="seed of initialisation, data order, augmentation")] = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="data loading processes")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")] = None,
+    input_size: Annotated[Optional[str], typer.Option("--input-size", help="C,H,W of one input (default: the recipe's, else the model's)")] = None,
+    weights: WeightsOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+) -> None:
+    """Train a model (or an edited one) with the paper's recipe; checkpoint every epoch.
+
+    Example: surgeon train resnet18 --data digits --recipe digits --out r18.safetensors
+    Multi-process: torchrun --nproc-per-node 2 -m surgeon.cli train resnet18 --data digits --out r18.safetensors
+    """
+    kwargs = {k: v for k, v in (("weights", weights), ("pretrained", pretrained or None), ("img_size", img_size))
+              if v is not None}
+    with printed_warnings():
+        run = surgeon.train(model, data, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, out=out_path,
+                            resume=resume, overwrite=force, val=val, subset=subset, seed=seed, workers=workers,
+                            input_size=parse_input_size(input_size), num_classes=num_classes, device=device,
+                            progress=True, **kwargs)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
+    if run.history:
+        out.print(_history_table(run.history))
+    if run.interrupted:
+        out.print(f"interrupted: checkpoint in {run.run_dir}; continue with the same command and --resume",
+                  highlight=False)
+        sys.exit(130)
+    out.print(f"wrote {run.out} (logs and checkpoint in {run.run_dir}/); load it with surgeon.load({str(run.out)!r})",
+              highlight=False)

@@ -1,0 +1,269 @@
+"""Training: schedules against their closed forms, recipes and their errors, deterministic
+sharding, a model that learns digits, exact resume, DDP against one process, checkpoint failures."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import surgeon
+from surgeon import training
+from surgeon.errors import SurgeonError
+from surgeon.training import PRESETS, Recipe, ShardedBatches, lr_at, training_recipe
+
+from test_cli import one_line_error
+
+SMALL = {"recipe": "digits", "epochs": 1, "subset": 0.25, "val": "none"}  # 2 epochs of 5 steps (360 images, batch 64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules and recipes
+
+
+def test_warmup_then_cosine_closed_form():
+    r = Recipe(lr=0.4, warmup_epochs=2, epochs=4, min_lr=0.0)
+    spe = 10
+    assert lr_at(r, 0, spe) == pytest.approx(0.4 / 20)
+    assert lr_at(r, 19, spe) == pytest.approx(0.4)  # last warmup step reaches the peak
+    assert lr_at(r, 20, spe) == pytest.approx(0.4)  # cosine starts at the peak
+    assert lr_at(r, 40, spe) == pytest.approx(0.2)  # half way: (1 + cos(pi / 2)) / 2
+    assert lr_at(r, 30, spe) == pytest.approx(0.4 * (1 + math.cos(math.pi / 4)) / 2)
+    assert lr_at(r, 59, spe) == pytest.approx(0.4 * (1 + math.cos(math.pi * 39 / 40)) / 2)
+
+
+def test_step_schedule_matches_torch_multistep():
+    r = PRESETS["weak"]
+    spe = 3
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=r.lr)
+    ref = torch.optim.lr_scheduler.MultiStepLR(opt, [m * spe for m in r.milestones], r.gamma)
+    for step in range(r.total_epochs * spe):
+        assert lr_at(r, step, spe) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12), step
+        opt.step()
+        ref.step()
+
+
+def test_strong_preset_is_the_papers_cifar_recipe():
+    r = PRESETS["strong"]
+    assert (r.optimizer, r.lr, r.batch_size, r.weight_decay, r.decay_all) == ("adamw", 1.25e-4, 96, 0.05, True)
+    assert (r.warmup_epochs, r.epochs, r.clip_grad, r.auto_augment) == (5, 300, 5.0, "rand-m9-n2-mstd1.0")
+    assert (r.mixup, r.cutmix, r.mix_prob, r.label_smoothing, r.drop_path, r.padding) == (1.0, 0.8, 1.0, 0.1, 0.1, 4)
+
+
+def test_recipe_file_overrides_a_preset(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('base = "weak"\nlr = 0.05\nmilestones = [2, 4]\nclip_grad = "none"\n')
+    r = training_recipe(f, epochs=6)
+    assert (r.optimizer, r.lr, r.milestones, r.epochs, r.clip_grad) == ("sgd", 0.05, (2, 4), 6, None)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('lr = 0.1\nwarmpu_epochs = 3\n', "unknown key(s) 'warmpu_epochs' (line 2); did you mean warmup_epochs?"),
+    ('base = "huge"\n', "base must be one of"),
+    ('lr = "fast"\n', "lr = 'fast' has the wrong type"),
+    ('optimizer = "adam"\n', "choose from adamw, sgd"),
+    ('epochs = 0\nwarmup_epochs = 0\n', "budget is zero epochs"),
+    ('lr = [1\n', "not valid TOML"),
+])
+def test_bad_recipe_files_are_named(tmp_path, text, expected):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(SurgeonError, match="bad.toml") as e:
+        training_recipe(f)
+    assert expected in str(e.value)
+
+
+def test_sharded_batches_cover_the_single_process_batches():
+    one = ShardedBatches(50, 8, seed=3)
+    shards = [ShardedBatches(50, 8, seed=3, rank=k, world=2) for k in range(2)]
+    for epoch in (0, 1):
+        for s in (one, *shards):
+            s.epoch = epoch
+        full = list(one)
+        assert len(full) == 6 and all(len(b) == 8 for b in full)  # 50 // 8, the incomplete batch dropped
+        for b, (a, c) in zip(full, zip(*shards)):
+            assert a + c == b
+    one.epoch = 0
+    first = list(one)
+    one.epoch = 1
+    assert list(one) != first  # a new order every epoch
+    one.epoch, one.start = 0, 4
+    assert list(one) == first[4:]  # resuming mid-epoch skips the finished batches
+
+
+# ----------------------------------------------------------------------------------------------
+# Training runs
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resnet_learns_digits(tmp_path):
+    """resnet10t, 3 epochs of the digits recipe: test accuracy well above chance (10%)."""
+    out = tmp_path / "r.safetensors"
+    run = surgeon.train("resnet10t", "digits", recipe="digits", epochs=2, out=out)
+    assert len(run.history) == 3
+    assert run.history[-1]["val_acc"] >= 0.90
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+    loaded = surgeon.load(out)  # rebuilt without code, carries its training recipe
+    assert loaded._surgeon_training["recipe"]["lr"] == PRESETS["digits"].lr
+    ev = surgeon.evaluate(loaded, surgeon.data.loader("digits", loaded, input_size=(3, 32, 32), batch_size=256))
+    assert ev.metrics["acc"] == pytest.approx(run.history[-1]["val_acc"], abs=1e-9)
+    logged = [json.loads(line) for line in (tmp_path / "r.run" / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in logged] == [1, 2, 3]
+    assert (tmp_path / "r.run" / "log.csv").read_text().startswith("epoch,lr,train_loss")
+
+
+def _interrupt_at(monkeypatch, step: int, exc: BaseException):
+    """Raise `exc` when the loop asks for the lr of global step `step` (inside an epoch)."""
+    real = training.lr_at
+
+    def lr(r, s, spe):
+        if s == step:
+            monkeypatch.setattr(training, "lr_at", real)
+            raise exc
+        return real(r, s, spe)
+
+    monkeypatch.setattr(training, "lr_at", lr)
+
+
+def test_resume_after_ctrl_c_mid_epoch_equals_uninterrupted(tmp_path, monkeypatch):
+    whole = surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", **SMALL)
+    _interrupt_at(monkeypatch, 7, KeyboardInterrupt())  # epoch 2, step 3 of 5
+    cut = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", **SMALL)
+    assert cut.interrupted and len(cut.history) == 1 and not (tmp_path / "b.safetensors").exists()
+    state = torch.load(tmp_path / "b.run" / "checkpoint.pt", weights_only=False)
+    assert (state["epoch"], state["step"]) == (1, 2)
+    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", resume=True, **SMALL)
+    a, b = _weights(whole.model), _weights(again.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in again.history] == pytest.approx([h["train_loss"] for h in whole.history], rel=1e-12)
+
+
+def test_resume_after_a_crash_restarts_from_the_last_epoch(tmp_path, monkeypatch):
+    whole = surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", **SMALL)
+    _interrupt_at(monkeypatch, 6, RuntimeError("power cut"))
+    with pytest.raises(RuntimeError, match="power cut"):
+        surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", **SMALL)
+    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", resume=True, **SMALL)
+    a, b = _weights(whole.model), _weights(again.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_model_or_recipe(tmp_path):
+    surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", **SMALL)
+    with pytest.raises(SurgeonError, match="from another model"):
+        surgeon.train("resnet18", "digits", out=tmp_path / "a.safetensors", resume=True, **SMALL)
+    with pytest.raises(SurgeonError, match=r"another recipe \(lr differ"):
+        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", resume=True, lr=0.5, **SMALL)
+    (tmp_path / "a.safetensors").unlink()  # as after a crash: a checkpoint, no output
+    with pytest.raises(SurgeonError, match="holds an earlier run; pass --resume"):
+        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", overwrite=False, **SMALL)
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    real, calls = torch.save, []
+
+    def save(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) == 2:
+            Path(f).write_bytes(b"partial")  # the writer got half way
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(SurgeonError, match=r"disk full.*previous checkpoint \(epoch 1\) is intact"):
+        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", **SMALL)
+    run = tmp_path / "a.run"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "log.csv", "log.jsonl"]  # no temp file left
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+
+def test_labels_out_of_range_are_refused_before_training():
+    model = surgeon.load_model("resnet10t", num_classes=5)
+    with pytest.raises(SurgeonError, match="labels up to 9 but the model has 5 classes"):
+        surgeon.train(model, "digits", **SMALL)
+
+
+def test_stochastic_depth_where_the_constructor_takes_it():
+    r = training_recipe("strong")
+    net = training._build("resnet10t", r, 10)
+    assert any(type(m).__name__ == "DropPath" and m.drop_prob == pytest.approx(0.1) for m in net.modules())
+    with pytest.warns(UserWarning, match="no stochastic depth"):
+        plain = training._build("tv:resnet18", r, 10)
+    assert plain.fc.out_features == 10
+
+
+# ----------------------------------------------------------------------------------------------
+# DDP on CPU (gloo, 2 processes) against one process
+
+
+def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = env or {**os.environ, "COLUMNS": "160", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "surgeon.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    args = ["train", "test_vit", "--img-size", "32", "--data", "digits", "--recipe", "digits", "--epochs", "1",
+            "--subset", "0.5", "--val", "none", "--batch-size", "32", "--lr", "1e-3"]
+    single = _cli(*args, "--out", str(tmp_path / "one.safetensors"))
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29533", "-m", "surgeon.cli", *args, "--out", str(tmp_path / "two.safetensors")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+
+    def losses(name):
+        return [json.loads(r)["train_loss"] for r in (tmp_path / f"{name}.run" / "log.jsonl").read_text().splitlines()]
+
+    assert losses("two") == pytest.approx(losses("one"), rel=1e-4)
+    # The weights agree to float noise, amplified by Adam only where the exact gradient is zero (the
+    # key bias of attention, which softmax ignores); so compare what the models compute.
+    a, b = surgeon.load(tmp_path / "one.safetensors"), surgeon.load(tmp_path / "two.safetensors")
+    x, _ = next(iter(surgeon.data.loader("digits", a, input_size=(3, 32, 32), batch_size=128)))
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert (ya - yb).abs().max() < 1e-3 * ya.abs().max()
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_trains_and_reports(tmp_path):
+    res = _cli("train", "resnet10t", "--data", "digits", "--recipe", "digits", "--epochs", "0", "--subset", "0.2",
+               "--out", str(tmp_path / "m.safetensors"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "val acc" in res.stdout and (tmp_path / "m.safetensors").is_file()
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--data", "/nowhere/cifar"], "neither a file, a folder"),
+    (["--recipe", "fastest"], "neither a preset"),
+    (["--num-classes", "5"], "labels up to 9 but the model has 5 classes"),
+    (["--resume"], "--resume: no checkpoint"),
+    (["--data", "samples"], "images without labels"),
+    (["--batch-size", "5000"], "fewer than one batch"),
+])
+def test_cli_bad_input(tmp_path, extra, expected):
+    target = tmp_path / "m.safetensors"
+    res = _cli("train", "resnet10t", "--recipe", "digits", "--out", str(target), *extra)
+    one_line_error(res, expected)
+    assert not target.exists() and not (tmp_path / "m.run" / "checkpoint.pt").exists()
+
+
+def test_cli_unknown_recipe_key_names_it(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('base = "digits"\nwarmup = 2\n')
+    res = _cli("train", "resnet10t", "--recipe", str(f), "--out", str(tmp_path / "m.safetensors"))
+    one_line_error(res, "unknown key(s) 'warmup' (line 2)")
