@@ -57,7 +57,11 @@ from .evaluation import check_labels, evaluate, model_device
 from .io import atomic_path, check_output, save
 from .progress import progress as progress_bar
 
-__all__ = ["Recipe", "PRESETS", "training_recipe", "lr_at", "train", "TrainResult", "ShardedBatches", "run_dir_for"]
+__all__ = ["Diverged", "Recipe", "PRESETS", "training_recipe", "lr_at", "train", "TrainResult", "ShardedBatches", "run_dir_for"]
+
+
+class Diverged(SurgeonError):
+    """The training loss became NaN or infinite (the checkpoint of the last good epoch is kept)."""
 
 
 @dataclass(frozen=True)
@@ -523,6 +527,9 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
                     interrupted = True
                     break
                 row = _epoch_row(epoch, steps, partial, r, world, device)
+                if not math.isfinite(row["train_loss"]):
+                    raise Diverged(f"training diverged in epoch {epoch + 1}: the mean training loss is "
+                                   f"{row['train_loss']}; lower the lr or clip gradients (clip_grad)")
                 if val_loader is not None and rank == 0:
                     ev = evaluate(net, val_loader)
                     row.update({f"val_{k}": v for k, v in ev.metrics.items()})

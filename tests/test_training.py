@@ -187,6 +187,13 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
 
+def test_divergence_is_reported(tmp_path):
+    with pytest.raises(training.Diverged, match="diverged in epoch 1"):
+        surgeon.train("resnet10t", "digits", lr=1e30, out=tmp_path / "a.safetensors",
+                      **{**SMALL, "recipe": training_recipe("digits", clip_grad=None)})
+    assert not (tmp_path / "a.safetensors").exists()
+
+
 def test_labels_out_of_range_are_refused_before_training():
     model = surgeon.load_model("resnet10t", num_classes=5)
     with pytest.raises(SurgeonError, match="labels up to 9 but the model has 5 classes"):
