@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench-graph bench-alternate bench-probes bench-curvature figures clean
+.PHONY: demo test bench-graph bench-alternate bench-probes bench-curvature bench-train figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ figures: $(STAMP)
 	$(BIN)/python examples/alternate.py
 	$(BIN)/python examples/probes.py
 	$(BIN)/python examples/curvature.py
+	$(BIN)/python examples/training.py
+	$(BIN)/python examples/robustness.py
+	$(BIN)/python examples/lesions.py
 
 bench-graph: $(STAMP)
 	$(BIN)/python bench/graph_coverage.py --models resnet50,vit_base_patch16_224 --repeat 5 --out bench/out/speed.jsonl
@@ -40,6 +43,9 @@ bench-probes: $(STAMP)
 bench-curvature: $(STAMP)   # PyHessian is the baseline: installed into the bench environment only
 	$(BIN)/python -m pip install --quiet --no-deps pyhessian
 	$(BIN)/python bench/hessian_speed.py --repeat 3 --threads 2
+
+bench-train: $(STAMP)
+	$(BIN)/python bench/train_speed.py --model resnet18 --repeat 3 --threads 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info
