@@ -40,6 +40,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", help="peak learning rate")] = None,
     val: Annotated[Optional[str], typer.Option("--val", help="validation data (default: the test split of digits/CIFAR; none: off)")] = None,
     subset: Annotated[Optional[float], typer.Option("--subset", help="class-balanced fraction of the training data, e.g. 0.06")] = None,
+    download: Annotated[bool, typer.Option("--download", help="fetch CIFAR into its root when missing (online)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue from NAME.run/checkpoint.pt")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite the output and start over")] = False,
     seed: Annotated[int, typer.Option("--seed", help="seed of initialisation, data order, augmentation")] = 0,
@@ -60,7 +61,7 @@ def train(
               if v is not None}
     with printed_warnings():
         run = surgeon.train(model, data, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, out=out_path,
-                            resume=resume, overwrite=force, val=val, subset=subset, seed=seed, workers=workers,
+                            resume=resume, overwrite=force, val=val, subset=subset, seed=seed, workers=workers, download=download,
                             input_size=parse_input_size(input_size), num_classes=num_classes, device=device,
                             progress=True, **kwargs)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports

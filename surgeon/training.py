@@ -398,7 +398,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
           val: str | None = None, subset: float | None = None, input_size: Sequence[int] | None = None,
-          num_classes: int | None = None, seed: int = 0, workers: int | None = None,
+          num_classes: int | None = None, seed: int = 0, workers: int | None = None, download: bool = False,
           device: str | torch.device | None = None, progress: bool = False, **load_kwargs: Any) -> TrainResult:
     """Train `model` on `data` (a `surgeon.data` spec: digits, cifar100:ROOT, an ImageFolder tree).
 
@@ -416,6 +416,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
             CIFAR; ``none``: off).
         subset: train on a class-balanced fraction of the data (``0.06``: the paper's small-data runs).
         seed: seeds data order, augmentation, Mixup, stochastic depth and initialisation.
+        download: let torchvision fetch CIFAR into its root when it is missing (online only).
         load_kwargs: `surgeon.load_model` arguments when `model` is a name (weights, pretrained, img_size).
 
     Returns:
@@ -436,7 +437,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
                            "to start over")
 
     torch.manual_seed(seed)  # initialisation of models built here
-    train_ds = sdata.dataset(data, train=True, subset=subset, seed=seed)
+    train_ds = sdata.dataset(data, train=True, subset=subset, seed=seed, download=download)
     if isinstance(model, str):
         classes = getattr(train_ds, "classes", [])
         is_file = model.endswith(".safetensors")
@@ -463,7 +464,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     loader = DataLoader(items, batch_sampler=sampler, num_workers=n_workers, collate_fn=sdata._collate,
                         pin_memory=device.type == "cuda")
     val_spec = _val_spec(data, val)
-    val_loader = sdata.loader(val_spec, net, batch_size=256, input_size=size, workers=workers) if val_spec else None
+    val_loader = (sdata.loader(val_spec, net, batch_size=256, input_size=size, workers=workers, download=download)
+                  if val_spec else None)
     if val_loader is not None:
         check_labels(val_loader, classes_out)
     steps = len(sampler)

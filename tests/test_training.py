@@ -158,6 +158,14 @@ def test_resume_after_a_crash_restarts_from_the_last_epoch(tmp_path, monkeypatch
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_loading_workers_do_not_change_the_result():
+    small = {**SMALL, "epochs": 0, "recipe": training_recipe("digits", auto_augment="rand-m9-n2-mstd1.0")}
+    a = surgeon.train("resnet10t", "digits", workers=0, **small)
+    b = surgeon.train("resnet10t", "digits", workers=2, **small)
+    wa, wb = _weights(a.model), _weights(b.model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_resume_refuses_another_model_or_recipe(tmp_path):
     surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", **SMALL)
     with pytest.raises(SurgeonError, match="from another model"):
