@@ -565,5 +565,5 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
         if interrupted:
             raise KeyboardInterrupt
         raise SurgeonError("the data yielded no batches; check --data")
-    name = getattr(model, "_surgeon_spec", {}).get("name") or type(model).__name__
+    name = getattr(model, "_surgeon_spec", {}).get("spec") or type(model).__name__
     return SpectrumResult(name, np.array(rows), np.array(res), np.array(losses), which, hvps, interrupted)

@@ -10,6 +10,7 @@ batches go to the model's device and every reduction stays there until the end.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .errors import SurgeonError
 from .metrics import NLL_MODES, Metrics, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
 
-__all__ = ["Evaluation", "evaluate", "check_labels", "model_device"]
+__all__ = ["Evaluation", "check_labels", "evaluate", "model_device", "nan_to_none"]
 
 
 @dataclass
@@ -39,9 +40,15 @@ class Evaluation:
     interrupted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; undefined values (NaN) as None."""
         rel = {k: [None if np.isnan(v) else float(v) for v in a] for k, a in self.reliability.items()}
-        return {"metrics": self.metrics, "reliability": rel, "samples": self.samples, "batches": self.batches,
+        return {"metrics": nan_to_none(self.metrics), "reliability": rel, "samples": self.samples, "batches": self.batches,
                 "interrupted": self.interrupted}
+
+
+def nan_to_none(values: dict[str, float]) -> dict[str, float | None]:
+    """A metrics dict for JSON: undefined values (NaN) become None (null)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 def model_device(model: nn.Module) -> torch.device:

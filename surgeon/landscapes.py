@@ -128,7 +128,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     frozen = [_batch(b, device) for b, _ in zip(data, range(batches))]
     if not frozen:
         raise SurgeonError("the data yielded no batches; check --data")
-    name = getattr(model, "_surgeon_spec", {}).get("name") or type(model).__name__
+    name = getattr(model, "_surgeon_spec", {}).get("spec") or type(model).__name__
     config = {"model": name, "dims": dims, "grid": grid, "span": span, "norm": norm, "batches": len(frozen),
               "batch_size": int(frozen[0][0].shape[0]), "wd": wd, "l2": l2, "label_smoothing": label_smoothing,
               "seed": seed, "params": sum(p.numel() for p in model.parameters())}

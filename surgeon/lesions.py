@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from .errors import SurgeonError
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, evaluate, nan_to_none
 from .graph import Block, BlockGraph, graph
 from .models import model_spec
 from .passes import remove
@@ -51,7 +51,7 @@ class LesionRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {"address": self.address, "path": self.path, "kind": self.kind, "stage": self.stage,
-                "depth": self.depth, "metrics": self.metrics, "delta": self.delta}
+                "depth": self.depth, "metrics": nan_to_none(self.metrics), "delta": nan_to_none(self.delta)}
 
 
 @dataclass

@@ -553,7 +553,7 @@ class ProbeSession:
 
     def results(self, interrupted: bool = False) -> ProbeResults:
         values = {t.block.address: {p.name: p.result() for p in t.probes} for t in self.taps}
-        name = getattr(self.model, "_surgeon_spec", {}).get("name") or type(self.model).__name__
+        name = getattr(self.model, "_surgeon_spec", {}).get("spec") or type(self.model).__name__
         return ProbeResults(name, self.graph, [t.block for t in self.taps], values, self.batches, self.samples,
                             interrupted, [p.name for p in self.probe_specs])
 
