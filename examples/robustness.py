@@ -1,12 +1,13 @@
 """Corruption robustness and frequency-band noise (Park & Kim, Fig. 2b) of a ResNet-18 and a ViT-Ti
-with 4 px patches, both trained here on scikit-learn's digits at 32 px (offline):
+with 4 px patches, the models of examples/digits_models.py (trained on scikit-learn's digits at
+32 px, offline, and cached):
 
 - docs/robustness.png: accuracy under every corruption of `surgeon.corruptions` made on the fly
   with the CIFAR-10-C constants, severities 1..5, one heat map per model;
 - docs/frequency_noise.png: the accuracy change under noise of one frequency band, per band
   (Fig. 2b), one curve per model.
 
-    python examples/robustness.py [--epochs-resnet 6] [--epochs-vit 15] [--device cuda]
+    python examples/robustness.py
 
 digits are 8 x 8 images scaled to 32 px: they hold almost no high frequencies, so the curves
 measure these small models on this data, not the paper's ImageNet finding (ResNet-50 loses most
@@ -19,33 +20,24 @@ import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from digits_models import MODELS, SIZE, trained
 
 import surgeon
 from surgeon.plots import plot_corruptions, plot_frequency_noise, save_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-SIZE = (3, 32, 32)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs-resnet", type=int, default=6)
-    p.add_argument("--epochs-vit", type=int, default=15)
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: surgeon.train's choice)")
     p.add_argument("--out-dir", type=Path, default=DOCS)
     args = p.parse_args()
-    models = {  # label: (untrained model, epochs)
-        "resnet18": (surgeon.load_model("resnet18", num_classes=10), args.epochs_resnet),
-        "vit_tiny (4 px patches)": (surgeon.load_model("vit_tiny_patch16_224", num_classes=10, img_size=32,
-                                                        patch_size=4), args.epochs_vit),
-    }
     corruptions, noise = [], []
-    for label, (model, epochs) in models.items():
-        trained = surgeon.train(model, "digits", recipe="digits", epochs=epochs, input_size=SIZE,
-                                device=args.device, progress=True).model
-        test = surgeon.data.loader("digits", trained, batch_size=120, input_size=SIZE)
-        res = surgeon.corruption_robustness(trained, test, preset="cifar", progress=True)
-        fn = surgeon.frequency_noise_robustness(trained, test, progress=True)
+    for label in MODELS:
+        model, _ = trained(label)
+        test = surgeon.data.loader("digits", model, batch_size=120, input_size=SIZE)
+        res = surgeon.corruption_robustness(model, test, preset="cifar", progress=True)
+        fn = surgeon.frequency_noise_robustness(model, test, progress=True)
         res.model = fn.model = label
         print(f"{label}: clean acc {res.clean['acc']:.3f}, mean corrupted acc {res.mean('acc'):.3f}; "
               f"accuracy change per frequency {[round(c, 3) for c in fn.change]}")

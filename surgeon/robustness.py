@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from .corruptions import CORRUPTIONS, corrupt, frequency_noise
 from .data import ArrayImages, eval_transform, loader
 from .errors import SurgeonError, first_line
-from .evaluation import Evaluation, evaluate, model_device
+from .evaluation import Evaluation, evaluate, model_device, nan_to_none
 from .progress import progress as progress_bar
 
 __all__ = ["BENCHMARK", "FREQUENCIES", "SEVERITIES", "CorruptionResult", "FrequencyNoiseResult",
@@ -68,7 +68,7 @@ def _nanmean(values: Iterable[float]) -> float:
 
 
 def _json_number(v: float) -> float | None:
-    """NaN as None, so that the JSON stays standard."""
+    """NaN as None, so that the JSON stays standard (`nan_to_none` for one number)."""
     return None if math.isnan(v) else float(v)
 
 
@@ -118,14 +118,11 @@ class CorruptionResult:
         return {
             "model": self.model, "source": self.source, "corruptions": self.corruptions,
             "severities": self.severities, "samples": self.samples, "interrupted": self.interrupted,
-            "clean": {m: _json_number(v) for m, v in self.clean.items()},
-            "mean": {m: _json_number(self.mean(m)) for m in names},
-            "per_corruption": {c: {m: _json_number(self.per_corruption(m)[c]) for m in names}
-                               for c in self.corruptions},
-            "per_severity": {str(s): {m: _json_number(self.per_severity(m)[s]) for m in names}
-                             for s in self.severities},
-            "metrics": {c: {str(s): {m: _json_number(v) for m, v in cell.items()} for s, cell in row.items()}
-                        for c, row in self.metrics.items()},
+            "clean": nan_to_none(self.clean),
+            "mean": nan_to_none({m: self.mean(m) for m in names}),
+            "per_corruption": {c: nan_to_none({m: self.per_corruption(m)[c] for m in names}) for c in self.corruptions},
+            "per_severity": {str(s): nan_to_none({m: self.per_severity(m)[s] for m in names}) for s in self.severities},
+            "metrics": {c: {str(s): nan_to_none(cell) for s, cell in row.items()} for c, row in self.metrics.items()},
         }
 
 

@@ -1,0 +1,801 @@
+"""Build-up searches: the paper's AlterNet design procedure, automated, resumable and parallel.
+
+    result = surgeon.run_search("recipes/digits_buildup.toml", "runs/digits", workers=2)
+    [(r["id"], r["mean"], r["accepted"]) for r in result.records], result.best["msa"]
+
+    surgeon search recipes/digits_buildup.toml --out runs/digits --workers 2
+    surgeon report runs/digits --out buildup.png
+
+The build-up rules (PAPER.md, "AlterNet and the build-up rules"), as `buildup` applies them:
+
+1. Step 0 trains the base model (the baseline); it is the first best.
+2. From the last allowed stage backwards, the next candidate is the best architecture with one
+   more MSA in the stage: `surgeon.alternate` on the base model with the candidate's MSA counts,
+   so a stage of n conv blocks holding m MSAs reads [Conv] * (n - 2m) + [Conv, MSA] * m.
+3. Every candidate is trained from scratch once per seed in ``repeats`` (`surgeon.train` with the
+   recipe's budget) and scored by the mean over the seeds of the metric on the validation data.
+4. After an accept the search stays in the stage while m + 1 <= n / 2 and m + 1 <= ``max_msa``;
+   after a reject, or at the cap, it moves to the stage before; it stops after the first allowed
+   stage.
+
+Acceptance, for any generator: the candidates of a step train independently; the best of them
+(by mean; ties go to the first) is accepted when it beats the best so far by at least ``delta``
+and strictly (higher ``acc`` / ``top5``, lower ``nll`` / ``brier`` / ``ece``); the others are
+rejected. A candidate whose training diverges (or runs out of device memory) is recorded as
+failed with the reason, counts as rejected, and the search goes on.
+
+Recipes. A TOML file (`search_recipe` validates it; unknown or missing keys are named with their
+line)::
+
+    [model]   name (timm / tv: name or surgeon file), num_classes?, input_size? [C, H, W],
+              weights?, pretrained?, [model.kwargs] (constructor arguments)
+    [data]    train (a surgeon.data spec), val? (default: the test split), subset?
+    [train]   recipe (preset or training TOML), epochs (the budget per candidate, after warmup),
+              any other `surgeon.Recipe` key (warmup_epochs, lr, batch_size, ...)
+    [search]  metric (acc | top5 | nll | brier | ece), delta? (0), repeats? (seeds: [0, 1, 2] or 3),
+              stages? (default: every stage with >= 2 conv blocks), max_msa? (n / 2; or per stage),
+              heads? (3 * 2^(i-1); or per stage), window? (min(7, map)), dim_head? (64)
+
+or a Python file defining ``SETTINGS`` (the same sections as a dict) and a generator
+``candidates(search)`` that yields the steps: each a list of `Candidate` built with
+``search.msa({"c4": 1})`` or ``search.candidate(name, edit, on=...)`` (``edit`` takes the block
+graph and applies surgeon passes with registered block names, e.g. ``surgeon.insert(g,
+after="c3.b-1", module="smoothing")``); each ``yield`` returns that step's records, whose
+``accepted`` decides what comes next (recipes/smoothing_buildup.py). Blocks a Python recipe
+registers itself exist only in its own process: run such searches with ``workers=1``.
+
+Outputs in OUT: ``results.jsonl`` (one line per candidate: id, step, name, MSA counts and block
+addresses, the passes that build it, per-seed metrics, mean / std, accepted, failed + reason),
+``candidates/<id>/seed<k>.safetensors`` (the trained model; ``seed<k>.run/`` its checkpoint and
+logs, ``seed<k>.json`` its outcome and training seconds), ``best.safetensors`` (the best
+candidate's best seed), ``buildup.png`` (the chart, `surgeon.plots.plot_buildup`), and a copy of
+the recipe (``recipe.toml`` / ``recipe.py``), ``search.json`` (its hash and resolved settings:
+resuming with another recipe is refused) and ``train.toml`` (the candidates' training recipe, for
+``surgeon train --recipe``).
+
+Resume (``resume=True``, ``--resume``): the generator is replayed; candidates in results.jsonl
+and seeds with an outcome file are not trained again, a training with a checkpoint continues from
+it (``surgeon.train(..., resume=True)``), so a resumed search writes the results file an
+uninterrupted one writes. Seeds fix the initialisation (base model and new blocks), data order
+and augmentation: the same recipe makes the same decisions.
+
+Parallel: ``workers=N`` runs the (candidate, seed) trainings of a step in N local processes (spawn
+context, torch threads = cores / N each; GPUs, when present, dealt round-robin). Decisions are
+those of ``workers=1``; the metrics are bit-identical where the trainings are deterministic at
+any thread count (every stub evaluator; CPU kernels may reduce in another order).
+
+Beyond one machine, no engine of surgeon's own: the evaluator is the hook. Each (candidate, seed)
+becomes one torchrun job on the cluster, the search waits on N of them at a time::
+
+    def torchrun_job(job: Job) -> dict[str, float]:
+        init = job.out.with_name(job.out.stem + ".init.safetensors")
+        surgeon.save(build_model(job), init, overwrite=True)   # the seeded, untrained candidate
+        s = job.setup
+        subprocess.run(["srun", "--gpus=8", "torchrun", "--nproc-per-node=8", "-m", "surgeon.cli", "train",
+                        str(init), "--data", s.data, "--recipe", str(job.out.parents[2] / "train.toml"),
+                        "--seed", str(job.seed), "--out", str(job.out), *(["--val", s.val] if s.val else []),
+                        *(["--subset", str(s.subset)] if s.subset else []), *(["--resume"] if job.resume else [])],
+                       check=True)
+        last = json.loads((run_dir_for(job.out) / "log.jsonl").read_text().splitlines()[-1])
+        return {k[4:]: v for k, v in last.items() if k.startswith("val_")}
+
+    surgeon.run_search("recipes/alternet50_cifar100.toml", "runs/alter50", workers=8, evaluator=torchrun_job)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import importlib.util
+import inspect
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import time
+import tomllib
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import data as sdata
+from .errors import SurgeonError, closest, first_line
+from .graph import BlockGraph, graph
+from .io import atomic_path
+from .models import default_input_size, load_model
+from .passes import alternate, apply_recipe
+from .training import PRESETS as TRAIN_PRESETS
+from .training import Diverged, Recipe, _build, _coerce, _line_of, _val_spec, run_dir_for, train, training_recipe
+
+__all__ = ["Candidate", "Setup", "Job", "Search", "SearchRecipe", "SearchResult", "METRICS", "search_recipe",
+           "buildup", "build_model", "train_candidate", "run_search", "search_report", "read_records"]
+
+#: Metrics a search can optimise: +1 higher is better, -1 lower is better.
+METRICS: dict[str, int] = {"acc": 1, "top5": 1, "nll": -1, "brier": -1, "ece": -1}
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,80}"  # candidate names: they become folder names
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One architecture: ``passes`` (surgeon's recorded pass entries) replayed on the freshly
+    built base model; ``msa`` counts its MSA blocks per stage, ``msa_blocks`` gives their addresses."""
+
+    name: str
+    passes: tuple[dict[str, Any], ...] = ()
+    msa: dict[str, int] = field(default_factory=dict)
+    msa_blocks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every candidate's training shares; plain data, so that worker processes receive it.
+    ``train`` holds the input size; ``model_kwargs`` the constructor arguments, weights, pretrained."""
+
+    model: str
+    model_kwargs: dict[str, Any]
+    num_classes: int | None
+    data: str
+    val: str | None
+    subset: float | None
+    train: Recipe
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training: `candidate` with `seed`, written to `out` (its run folder beside it);
+    ``resume``: that run folder holds a checkpoint of an earlier attempt, to continue."""
+
+    candidate: Candidate
+    seed: int
+    setup: Setup
+    out: Path
+    resume: bool = False
+    device: str | None = None
+    progress: bool = False
+
+
+Steps = Generator[list[Candidate], list[dict[str, Any]], None]
+Evaluator = Callable[[Job], Mapping[str, float]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes
+
+
+@dataclass(frozen=True)
+class SearchRecipe:
+    """A validated search recipe (see the module docstring); `search_recipe` reads one."""
+
+    path: Path
+    text: str
+    setup: Setup
+    candidates: Callable[[Search], Steps]
+    metric: str
+    delta: float = 0.0
+    repeats: tuple[int, ...] = (0,)
+    stages: tuple[str, ...] | None = None
+    max_msa: int | dict[str, int] | None = None
+    heads: int | dict[str, int] | None = None
+    window: int | None = None
+    dim_head: int = 64
+    model: dict[str, Any] = field(default_factory=dict)  # the [model] section as given, for the hash
+
+    def where(self, section: str, key: str | None = None) -> str:
+        """``path (line N)`` of a key (or a section header) of a TOML recipe, else ``path [section] key``."""
+        line = _key_line(self.text, section, key) if self.path.suffix == ".toml" else None
+        if line is not None:
+            return f"{self.path} (line {line})"
+        return f"{self.path} [{section}]" + (f" {key}" if key else "")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Everything that decides the search's results, as plain data (stored in search.json)."""
+        s = self.setup
+        strategy = "buildup" if self.candidates is buildup else hashlib.sha256(self.text.encode()).hexdigest()
+        return {"model": self.model, "data": {"train": s.data, "val": s.val, "subset": s.subset},
+                "train": s.train.to_dict(),
+                "search": {"metric": self.metric, "delta": self.delta, "repeats": list(self.repeats),
+                           "stages": list(self.stages) if self.stages else None, "max_msa": self.max_msa,
+                           "heads": self.heads, "window": self.window, "dim_head": self.dim_head},
+                "candidates": strategy}
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _key_line(text: str, section: str, key: str | None) -> int | None:
+    """The line of ``[section]`` (key None) or of ``key = ...`` inside it ('' : the top level)."""
+    rows = text.splitlines()
+    start = 0
+    if section:
+        header = re.compile(rf"\s*\[\s*{re.escape(section)}\s*\]\s*(#.*)?")
+        start = next((i + 1 for i, row in enumerate(rows) if header.fullmatch(row)), None)
+        if start is None or key is None:
+            return start
+    end = next((i for i in range(start, len(rows)) if re.match(r"\s*\[", rows[i])), len(rows))
+    line = _line_of("\n".join(rows[start:end]), key or "")
+    return line + start if line else None
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _per_stage(v: Any) -> bool:
+    return _is_count(v) or (isinstance(v, dict) and bool(v) and all(
+        isinstance(k, str) and re.fullmatch(r"c\d+", k) and _is_count(x) for k, x in v.items()))
+
+
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "count": (_is_count, "an integer >= 1"),
+    "fraction": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "delta": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "size": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_count(x) for x in v),
+             "[C, H, W], e.g. [3, 32, 32]"),
+    "table": (lambda v: isinstance(v, dict), "a table of constructor arguments"),
+    "stages": (lambda v: isinstance(v, (list, tuple)) and bool(v) and len(set(v)) == len(v) and all(
+        isinstance(x, str) and re.fullmatch(r"c\d+", x) for x in v), 'a list of distinct stages, e.g. ["c3", "c4"]'),
+    "per_stage": (_per_stage, "an integer >= 1 or a table per stage, e.g. {c3 = 1, c4 = 2}"),
+    "metric": (lambda v: v in METRICS, f"one of {', '.join(METRICS)}"),
+    "repeats": (lambda v: _is_count(v) or (isinstance(v, (list, tuple)) and bool(v) and len(set(v)) == len(v) and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v)), "a number of seeds (3: seeds 0, 1, 2) or a list of distinct seeds"),
+}
+
+#: section -> key -> (kind, required); [train] also takes every `Recipe` key.
+_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "model": {"name": ("str", True), "num_classes": ("count", False), "input_size": ("size", False),
+              "weights": ("str", False), "pretrained": ("bool", False), "kwargs": ("table", False)},
+    "data": {"train": ("str", True), "val": ("str", False), "subset": ("fraction", False)},
+    "train": {"recipe": ("str", True), "epochs": ("recipe", True),
+              **{f.name: ("recipe", False) for f in dataclasses.fields(Recipe) if f.name != "epochs"}},
+    "search": {"metric": ("metric", True), "delta": ("delta", False), "repeats": ("repeats", False),
+               "stages": ("stages", False), "max_msa": ("per_stage", False), "heads": ("per_stage", False),
+               "window": ("count", False), "dim_head": ("count", False)},
+}
+
+
+def _check_layout(raw: Any, where: Callable[[str, str | None], str], path: Path) -> None:
+    """Sections and keys: unknown ones and missing required ones are named (with their line)."""
+    if not isinstance(raw, dict):
+        raise SurgeonError(f"{path}: SETTINGS must be a dict of sections {', '.join(_SCHEMA)}")
+    unknown = [k for k in raw if k not in _SCHEMA or not isinstance(raw[k], dict)]
+    if unknown:
+        named = ", ".join(f"{k!r} ({where(k, None) if isinstance(raw[k], dict) else where('', k)})" for k in unknown)
+        raise SurgeonError(f"{path}: unknown section(s) or top-level key(s) {named}; a search recipe has the "
+                           f"sections {', '.join(f'[{s}]' for s in _SCHEMA)}")
+    for section, keys in _SCHEMA.items():
+        if section not in raw:
+            raise SurgeonError(f"{path}: missing section [{section}] (keys: {', '.join(keys)})")
+        bad = [k for k in raw[section] if k not in keys]
+        if bad:
+            named = ", ".join(f"{k!r} ({where(section, k)})" for k in bad)
+            hints = [h for k in bad for h in closest(k, keys, 1)]
+            hint = f"did you mean {', '.join(hints)}? " if hints else ""
+            raise SurgeonError(f"{path}: unknown key(s) {named} in [{section}]; {hint}known keys: {', '.join(keys)}")
+        missing = [k for k, (_, required) in keys.items() if required and k not in raw[section]]
+        if missing:
+            raise SurgeonError(f"{where(section, None)}: missing key(s) {', '.join(map(repr, missing))} in [{section}]")
+        for key, value in raw[section].items():
+            kind = keys[key][0]
+            if kind in _KINDS and not _KINDS[kind][0](value):
+                raise SurgeonError(f"{where(section, key)}: [{section}] {key} = {value!r}; give {_KINDS[kind][1]}")
+
+
+def _train_recipe(raw: dict[str, Any], base_dir: Path, where: Callable[[str, str | None], str]) -> Recipe:
+    """The [train] section as a validated `Recipe`: a preset or training TOML plus `Recipe` keys."""
+    spec = raw["recipe"]
+    if spec not in TRAIN_PRESETS:
+        spec = str(base_dir / spec)
+        if not Path(spec).is_file():
+            raise SurgeonError(f"{where('train', 'recipe')}: recipe = {raw['recipe']!r} is neither a preset "
+                               f"({', '.join(TRAIN_PRESETS)}) nor a training TOML file")
+    values = {k: _coerce(k, v, where("train", k)) for k, v in raw.items() if k != "recipe"}
+    base = training_recipe(spec)
+    r = dataclasses.replace(base, **values)
+    if r.epochs + r.warmup_epochs < 1:
+        raise SurgeonError(f"{where('train', 'epochs')}: the budget per candidate is zero epochs (epochs = {r.epochs}, "
+                           f"warmup_epochs = {r.warmup_epochs}); give epochs >= 1")
+    try:
+        return training_recipe(r)
+    except SurgeonError as exc:
+        raise SurgeonError(f"{where('train', None)}: {str(exc).removeprefix('recipe: ')}") from None
+
+
+def _python_recipe(path: Path, text: str) -> tuple[Any, Callable[[Search], Steps]]:
+    """SETTINGS and the candidates generator function of a Python recipe."""
+    spec = importlib.util.spec_from_file_location(f"surgeon_recipe_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}",
+                                                  path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 - any error in the user's file: name it in one line
+        raise SurgeonError(f"{path}: the recipe does not run ({type(exc).__name__}: {first_line(exc, 100)})") from None
+    generator = getattr(module, "candidates", None)
+    if not inspect.isgeneratorfunction(generator):
+        raise SurgeonError(f"{path}: define a generator function candidates(search) that yields lists of candidates")
+    if not hasattr(module, "SETTINGS"):
+        raise SurgeonError(f"{path}: define SETTINGS, a dict with the sections {', '.join(_SCHEMA)}")
+    return module.SETTINGS, generator
+
+
+def search_recipe(path: str | os.PathLike) -> SearchRecipe:
+    """Read and validate a search recipe: a TOML file (the build-up rules) or a Python file with
+    SETTINGS and its own ``candidates(search)`` generator. Unknown or missing sections and keys,
+    values of the wrong kind and a zero budget are refused in one line naming the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise SurgeonError(f"search recipe {str(p)!r} does not exist; e.g. recipes/digits_buildup.toml")
+    text = p.read_text()
+    if p.suffix == ".toml":
+        try:
+            raw: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SurgeonError(f"{p}: not valid TOML ({exc})") from None
+        generator: Callable[[Search], Steps] = buildup
+    elif p.suffix == ".py":
+        raw, generator = _python_recipe(p, text)
+    else:
+        raise SurgeonError(f"{p}: a search recipe is a .toml file, or a .py file with SETTINGS and candidates(search)")
+
+    def where(section: str, key: str | None) -> str:
+        line = _key_line(text, section, key) if p.suffix == ".toml" else None
+        return f"{p} (line {line})" if line is not None else f"{p} [{section}]" + (f" {key}" if key else "")
+
+    _check_layout(raw, where, p)
+    m, d, s = raw["model"], raw["data"], raw["search"]
+    kwargs = dict(m.get("kwargs", {}))
+    if "weights" in m:
+        weights = Path(m["weights"]).expanduser()
+        weights = weights if weights.is_absolute() else p.parent / weights
+        if not weights.is_file():
+            raise SurgeonError(f"{where('model', 'weights')}: weights file {str(weights)!r} does not exist")
+        kwargs["weights"] = str(weights)
+    if m.get("pretrained"):
+        kwargs["pretrained"] = True
+    r = _train_recipe(raw["train"], p.parent, where)
+    if "input_size" in m:
+        r = dataclasses.replace(r, input_size=tuple(m["input_size"]))
+    val = _val_spec(d["train"], d.get("val"))
+    if val is None:
+        raise SurgeonError(f"{where('data', 'val' if 'val' in d else 'train')}: the search compares candidates on "
+                           "validation data; give [data] val, a labelled dataset (digits, cifar100:ROOT, a folder)")
+    setup = Setup(m["name"], kwargs, m.get("num_classes"), d["train"], val, d.get("subset"), r)
+    repeats = s.get("repeats", 1)
+    return SearchRecipe(p, text, setup, generator, s["metric"], float(s.get("delta", 0.0)),
+                        tuple(range(repeats)) if isinstance(repeats, int) else tuple(repeats),
+                        tuple(s["stages"]) if "stages" in s else None, s.get("max_msa"), s.get("heads"),
+                        s.get("window"), s.get("dim_head", 64), model={k: m[k] for k in sorted(m)})
+
+
+# ----------------------------------------------------------------------------------------------
+# What a candidate generator sees
+
+
+class Search:
+    """What a candidate generator works with.
+
+    Attributes:
+        recipe: the `SearchRecipe`.
+        setup: the training every candidate shares (classes from the data, input size resolved).
+        base: the base model (seed 0), for inspection; candidates never modify it.
+        graph: its block graph at the training input size.
+        stages: the stages the search may change, in model order (default: those with >= 2
+            conv blocks, i.e. room for an MSA).
+        best: the record of the best candidate so far (None before the first accept).
+    """
+
+    def __init__(self, recipe: SearchRecipe) -> None:
+        self.recipe = recipe
+        setup = recipe.setup
+        if setup.num_classes is None:
+            classes = getattr(sdata.dataset(setup.data, train=True), "classes", None)
+            setup = dataclasses.replace(setup, num_classes=len(classes) if classes else None)
+        self.base = load_model(setup.model, num_classes=setup.num_classes, **setup.model_kwargs)
+        size = tuple(setup.train.input_size or default_input_size(self.base))
+        self.setup = dataclasses.replace(setup, train=dataclasses.replace(setup.train, input_size=size))
+        self.input_size = size
+        self.graph = graph(self.base, input_size=size)
+        self.best: dict[str, Any] | None = None
+        stages = self.graph.stages
+        for key in ("max_msa", "heads"):
+            table = getattr(recipe, key)
+            lacking = [k for k in table if k not in stages] if isinstance(table, dict) else []
+            if lacking:
+                raise SurgeonError(f"{recipe.where('search', key)}: {key} names stage(s) {', '.join(lacking)} that "
+                                   f"{setup.model} lacks (its stages: {', '.join(stages)})")
+        if recipe.stages is None:
+            self.stages = tuple(s for s in stages if self.conv_blocks(s) >= 2)
+        else:
+            lacking = [s for s in recipe.stages if s not in stages]
+            if lacking:
+                raise SurgeonError(f"{recipe.where('search', 'stages')}: {setup.model} has no stage "
+                                   f"{', '.join(lacking)} (its stages: {', '.join(stages)}; see surgeon inspect)")
+            self.stages = tuple(s for s in stages if s in recipe.stages)
+
+    def conv_blocks(self, stage: str) -> int:
+        """n: the conv blocks of `stage` in the base model."""
+        return sum(b.kind == "conv" for b in self.graph.stages[stage])
+
+    def max_msa(self, stage: str) -> int:
+        """The most MSAs `stage` may hold: n // 2 (m <= n / 2), capped by the recipe's max_msa."""
+        cap = self.recipe.max_msa
+        cap = cap.get(stage) if isinstance(cap, dict) else cap
+        return min(self.conv_blocks(stage) // 2, cap or self.conv_blocks(stage))
+
+    def candidate(self, name: str, edit: Callable[[BlockGraph], nn.Module] | None = None, *,
+                  on: Candidate | None = None) -> Candidate:
+        """The candidate `name`: the passes of `on` (default: none, the base model), then those
+        `edit` applies (it takes the block graph of that model at the input size and returns the
+        edited model; registered block names only, so that the candidate can be rebuilt and saved)."""
+        if not re.fullmatch(_NAME, name):
+            raise SurgeonError(f"candidate name {name!r}: use letters, digits and _ . + = - (it names a folder)")
+        passes = [dict(p) for p in on.passes] if on is not None else []
+        model = apply_recipe(self.base, passes) if passes else self.base
+        if edit is not None:
+            known = len(getattr(model, "_surgeon_recipe", []))
+            edited = edit(graph(model, input_size=self.input_size))
+            added = list(getattr(edited, "_surgeon_recipe", []))[known:] if isinstance(edited, nn.Module) else []
+            if not added:
+                raise SurgeonError(f"candidate {name}: the edit must return the model edited with surgeon passes "
+                                   "(alternate, insert, replace, remove)")
+            if any(p.get("pass") == "opaque" for p in added):
+                raise SurgeonError(f"candidate {name}: edited with a module object or factory, which cannot be rebuilt "
+                                   "in a worker or saved; use a registered block name (surgeon.layers.registered())")
+            passes, model = passes + added, edited
+        msa: dict[str, int] = {}
+        blocks = []
+        for stage, members in graph(model, input_size=self.input_size).stages.items():
+            for b in members:
+                if b.kind == "msa":
+                    msa[stage] = msa.get(stage, 0) + 1
+                    blocks.append(b.address)
+        return Candidate(name, tuple(json.loads(json.dumps(passes))), msa, tuple(blocks))
+
+    def msa(self, counts: Mapping[str, int]) -> Candidate:
+        """The base model with `counts` MSAs per stage (`surgeon.alternate` with the recipe's heads,
+        window, dim_head; stochastic depth: the training recipe's drop_path); ``{}``: the baseline,
+        named ``baseline``, else e.g. ``c3x1+c4x2``."""
+        counts = {s: int(counts[s]) for s in self.graph.stages if counts.get(s)}
+        if not counts:
+            return self.candidate("baseline")
+        r = self.recipe
+
+        def edit(g: BlockGraph) -> nn.Module:
+            try:
+                return alternate(g, counts, heads=r.heads, window=r.window, dim_head=r.dim_head,
+                                 drop_path=self.setup.train.drop_path)
+            except SurgeonError as exc:
+                raise SurgeonError(f"{r.path} [search]: {exc}") from None
+
+        return self.candidate("+".join(f"{s}x{m}" for s, m in counts.items()), edit)
+
+
+def buildup(search: Search) -> Steps:
+    """The paper's build-up rules (module docstring): the baseline, then one more MSA at a time
+    from the last allowed stage backwards, staying in a stage while its candidates are accepted
+    and m + 1 <= min(n / 2, max_msa). Every stage is checked to take an MSA before any training."""
+    for stage in search.stages:
+        search.msa({stage: 1})  # refuses a stage with n < 2, a window larger than its map, ...
+    yield [search.msa({})]
+    counts: dict[str, int] = {}
+    for stage in reversed(search.stages):
+        while counts.get(stage, 0) < search.max_msa(stage):
+            trial = {**counts, stage: counts.get(stage, 0) + 1}
+            (record,) = yield [search.msa(trial)]
+            if not record["accepted"]:
+                break
+            counts = trial
+
+
+# ----------------------------------------------------------------------------------------------
+# Training one candidate
+
+
+def build_model(job: Job) -> nn.Module:
+    """The candidate of `job`, initialised from its seed: the base model built by name (with the
+    training recipe's stochastic depth) and the candidate's passes replayed."""
+    s = job.setup
+    torch.manual_seed(job.seed)
+    return apply_recipe(_build(s.model, s.train, s.num_classes, **s.model_kwargs), [dict(p) for p in job.candidate.passes])
+
+
+def train_candidate(job: Job) -> dict[str, float]:
+    """The default evaluator: `surgeon.train` of `build_model(job)` with the shared recipe and the
+    job's seed into ``job.out`` (continuing its checkpoint when ``job.resume``); returns the last
+    epoch's validation metrics (acc, nll, ...). Ctrl-C keeps the checkpoint and stops the search."""
+    s = job.setup
+    run = train(build_model(job), s.data, recipe=s.train, out=job.out, resume=job.resume, overwrite=True, val=s.val,
+                subset=s.subset, seed=job.seed, device=job.device, progress=job.progress)
+    if run.interrupted:
+        raise KeyboardInterrupt
+    return {k.removeprefix("val_"): v for k, v in run.history[-1].items() if k.startswith("val_")}
+
+
+def _execute(evaluator: Evaluator, job: Job) -> dict[str, Any]:
+    """One job's outcome: ``{"seed", "metrics" | "failed", "seconds"}``. Divergence and running
+    out of device memory fail the candidate; any other error stops the search."""
+    t0 = time.perf_counter()
+    try:
+        metrics = evaluator(job)
+        outcome: dict[str, Any] = {"seed": job.seed, "metrics": {
+            k: float(v) if math.isfinite(float(v)) else None for k, v in metrics.items()}}
+    except (Diverged, torch.OutOfMemoryError) as exc:
+        outcome = {"seed": job.seed, "failed": first_line(exc)}
+    outcome["seconds"] = time.perf_counter() - t0
+    return outcome
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+class _Runner:
+    """Runs jobs in this process (one worker) or in a pool of spawned processes, started on the
+    first job and shut down (pending jobs cancelled on an error) when the search ends."""
+
+    def __init__(self, evaluator: Evaluator, workers: int) -> None:
+        self.evaluator, self.workers = evaluator, workers
+        self.pool: cf.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Runner:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=kind is not None)
+
+    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
+        """(job, outcome) as the jobs finish."""
+        if self.workers == 1:
+            for job in jobs:
+                yield job, _execute(self.evaluator, job)
+            return
+        if jobs and self.pool is None:
+            threads = max(1, len(os.sched_getaffinity(0)) // self.workers)
+            self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_init_worker, initargs=(threads,))
+        futures = {self.pool.submit(_execute, self.evaluator, job): job for job in jobs}  # type: ignore[union-attr]
+        for done in cf.as_completed(futures):
+            yield futures[done], done.result()
+
+
+def _device(slot: int) -> str | None:
+    """The device of a step's slot-th job: the local GPUs in turn, else None (the model's, CPU)."""
+    n = torch.cuda.device_count()
+    return f"cuda:{slot % n}" if n else None
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine
+
+
+@dataclass
+class SearchResult:
+    """A search's folder, its records (the lines of results.jsonl) and its chart."""
+
+    out: Path
+    records: list[dict[str, Any]]
+    chart: Path | None = None
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The record of the last accepted candidate, the search's answer."""
+        return next((r for r in reversed(self.records) if r["accepted"]), None)
+
+
+def read_records(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records in ``OUT/results.jsonl`` ([] when it does not exist yet)."""
+    path = Path(out) / "results.jsonl"
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise SurgeonError(f"{path} is damaged ({exc}); restore it or start the search in another folder") from None
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two settings dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in dict.fromkeys([*old, *new]) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _open_folder(out: Path, recipe: SearchRecipe, resume: bool, setup: Setup) -> None:
+    """Check OUT for a new search (absent or empty) or a resumed one (made by this very recipe);
+    a new one gets the recipe's copy, search.json and train.toml."""
+    stamp = out / "search.json"
+    if resume:
+        if not stamp.is_file():
+            raise SurgeonError(f"--resume: {out} holds no search (no search.json); start it without --resume")
+        old = json.loads(stamp.read_text())
+        if old.get("sha256") != recipe.digest:
+            diff = _differences(old.get("settings", {}), recipe.settings)
+            raise SurgeonError(f"{out} was made by another recipe ({', '.join(diff[:4]) or 'its settings'} differ); "
+                               f"resume with that recipe ({out / old.get('copy', 'recipe.toml')}) or choose another --out")
+        return
+    if stamp.is_file():
+        raise SurgeonError(f"{out} holds a search already; continue it with --resume or choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SurgeonError(f"{out} exists and is not an empty folder; choose another --out (nothing there is replaced)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SurgeonError(f"cannot create {out} ({first_line(exc, 80)}); choose another --out") from None
+    copy = "recipe" + recipe.path.suffix
+    (out / copy).write_text(recipe.text)
+    lines = ["# the training recipe of every candidate: surgeon train MODEL --recipe train.toml"]
+    lines += [f"{k} = {json.dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
+    (out / "train.toml").write_text("\n".join(lines) + "\n")
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,
+                                   "settings": recipe.settings}, indent=1, default=str))
+
+
+class _Engine:
+    """Runs the steps a generator yields, records them, decides, and writes the outputs."""
+
+    def __init__(self, search: Search, out: Path, runner: _Runner, progress: bool,
+                 on_record: Callable[[dict[str, Any]], None] | None) -> None:
+        self.search, self.out, self.runner, self.progress, self.on_record = search, out, runner, progress, on_record
+        self.done = {r["id"]: r for r in read_records(out)}
+        self.records: list[dict[str, Any]] = []
+
+    def run(self) -> list[dict[str, Any]]:
+        steps = self.search.recipe.candidates(self.search)
+        sent: list[dict[str, Any]] | None = None
+        for step in range(1_000_000):
+            try:
+                candidates = steps.send(sent)  # type: ignore[arg-type]
+            except StopIteration:
+                break
+            sent = self.step(step, self._checked(candidates))
+            self.records += sent
+            with atomic_path(self.out / "results.jsonl") as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            for record in sent:
+                if self.on_record is not None:
+                    self.on_record(record)
+        return self.records
+
+    def _checked(self, candidates: Any) -> list[Candidate]:
+        names = [c.name for c in candidates] if isinstance(candidates, (list, tuple)) and all(
+            isinstance(c, Candidate) for c in candidates) else []
+        if not names or len(set(names)) != len(names):
+            raise SurgeonError(f"{self.search.recipe.path}: candidates() yielded {candidates!r:.80}; yield a non-empty "
+                               "list of Candidate with distinct names (search.msa(...), search.candidate(...))")
+        return list(candidates)
+
+    def step(self, step: int, candidates: list[Candidate]) -> list[dict[str, Any]]:
+        """Train what is not done yet of the step's (candidate, seed) pairs, then record and decide."""
+        repeats = self.search.recipe.repeats
+        ids = [f"{step:02d}-{c.name}" for c in candidates]
+        runs: dict[tuple[str, int], dict[str, Any]] = {}
+        jobs: list[Job] = []
+        for cid, c in zip(ids, candidates):
+            if cid in self.done:
+                if self.done[cid]["passes"] != list(c.passes):
+                    raise SurgeonError(f"{self.out / 'results.jsonl'}: candidate {cid} was built otherwise; the folder "
+                                       "was made by another recipe or surgeon version: choose another --out")
+                runs.update({(cid, run["seed"]): run for run in self.done[cid]["runs"]})
+                continue
+            for seed in repeats:
+                target = self.out / "candidates" / cid / f"seed{seed}.safetensors"
+                if target.with_suffix(".json").is_file():
+                    runs[cid, seed] = json.loads(target.with_suffix(".json").read_text())
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                jobs.append(Job(c, seed, self.search.setup, target, (run_dir_for(target) / "checkpoint.pt").is_file(),
+                                _device(len(jobs)), self.progress and self.runner.workers == 1))
+        for job, outcome in self.runner.run(jobs):
+            with atomic_path(job.out.with_suffix(".json")) as tmp:
+                tmp.write_text(json.dumps(outcome))
+            runs[job.out.parent.name, job.seed] = outcome
+        records = [self._record(step, cid, c, [runs[cid, s] for s in repeats]) for cid, c in zip(ids, candidates)]
+        self._decide(records)
+        return records
+
+    def _record(self, step: int, cid: str, c: Candidate, runs: list[dict[str, Any]]) -> dict[str, Any]:
+        metric, sign = self.search.recipe.metric, METRICS[self.search.recipe.metric]
+        runs = [{"seed": r["seed"], **({"failed": r["failed"]} if "failed" in r else {"metrics": r["metrics"]})}
+                for r in runs]
+        reason = next((f"seed {r['seed']}: {r['failed']}" for r in runs if "failed" in r), None)
+        values = [r["metrics"].get(metric) for r in runs if "metrics" in r]
+        if reason is None and any(v is None for v in values):
+            if not all(metric in r["metrics"] for r in runs):
+                raise SurgeonError(f"the evaluator returned no {metric!r} for {cid} (it gave "
+                                   f"{', '.join(runs[0]['metrics']) or 'nothing'}); return the recipe's metric")
+            reason = f"the validation {metric} is not finite"
+        mean = statistics.fmean(values) if reason is None else None
+        std = statistics.stdev(values) if reason is None and len(values) > 1 else (0.0 if reason is None else None)
+        model = None
+        if reason is None:
+            seed = max(runs, key=lambda r: sign * r["metrics"][metric])["seed"]
+            path = self.out / "candidates" / cid / f"seed{seed}.safetensors"
+            model = str(path.relative_to(self.out)) if path.is_file() else None
+        return {"id": cid, "step": step, "name": c.name, "msa": c.msa, "msa_blocks": list(c.msa_blocks),
+                "passes": list(c.passes), "metric": metric, "runs": runs, "mean": mean, "std": std,
+                "accepted": False, "failed": reason is not None, "reason": reason, "model": model}
+
+    def _decide(self, records: list[dict[str, Any]]) -> None:
+        """Accept the step's best candidate when it beats the best so far by >= delta, strictly."""
+        recipe = self.search.recipe
+        sign = METRICS[recipe.metric]
+        ok = [r for r in records if not r["failed"]]
+        if not ok:
+            return
+        winner = max(ok, key=lambda r: sign * r["mean"])
+        best = self.search.best
+        gain = None if best is None else sign * (winner["mean"] - best["mean"])
+        if gain is None or (gain > 0 and gain >= recipe.delta):
+            winner["accepted"] = True
+            self.search.best = winner
+
+
+def _chart(records: list[dict[str, Any]], path: Path) -> Path:
+    from .plots import plot_buildup, save_figure
+
+    return save_figure(plot_buildup(records).figure, path)
+
+
+def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike, *, resume: bool = False,
+               workers: int = 1, evaluator: Evaluator | None = None, progress: bool = False,
+               on_record: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+    """Run the search `recipe` describes into the folder `out` (see the module docstring).
+
+    Args:
+        recipe: a search recipe file (TOML or Python) or a `SearchRecipe`.
+        out: a new (or empty) folder; with `resume`, the folder of an interrupted search made by
+            the same recipe (another recipe is refused).
+        workers: (candidate, seed) trainings of a step run at once, in spawned local processes.
+        evaluator: ``evaluator(job) -> metrics`` (default `train_candidate`); a top-level function
+            when workers > 1. Raise `surgeon.training.Diverged` to fail a candidate.
+        progress: training progress bars (one worker only).
+        on_record: called with each candidate's record once its step is decided.
+
+    Returns:
+        `SearchResult`; ``OUT/best.safetensors`` is the best candidate's best seed (when trained
+        models exist) and ``OUT/buildup.png`` the build-up chart.
+    """
+    if not isinstance(workers, int) or workers < 1:
+        raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
+    r = recipe if isinstance(recipe, SearchRecipe) else search_recipe(recipe)
+    search = Search(r)
+    folder = Path(out)
+    _open_folder(folder, r, resume, search.setup)
+    with _Runner(evaluator or train_candidate, workers) as runner:
+        records = _Engine(search, folder, runner, progress, on_record).run()
+    best = SearchResult(folder, records).best
+    if best is not None and best["model"] is not None:
+        with atomic_path(folder / "best.safetensors") as tmp:
+            shutil.copyfile(folder / best["model"], tmp)
+    return SearchResult(folder, records, _chart(records, folder / "buildup.png") if records else None)
+
+
+def search_report(out: str | os.PathLike, *, chart: str | os.PathLike | None = None) -> SearchResult:
+    """The records of the search in `out`, with its build-up chart redrawn (to `chart`, default
+    ``OUT/buildup.png``; the suffix picks the format)."""
+    folder = Path(out)
+    if not (folder / "search.json").is_file():
+        raise SurgeonError(f"{folder} holds no search (no search.json); give the --out folder of surgeon search")
+    records = read_records(folder)
+    if not records:
+        raise SurgeonError(f"{folder} has no finished candidate yet; continue the search with --resume")
+    return SearchResult(folder, records, _chart(records, Path(chart) if chart is not None else folder / "buildup.png"))
