@@ -384,3 +384,58 @@ def plot_frequency_noise(results: FrequencyNoiseResult | Sequence[FrequencyNoise
     ax.set_title(f"Frequency-band noise, \u03b5 = {results[0].eps:g}", loc="left", fontsize=10)
     ax.legend(fontsize=7, frameon=False)
     return ax
+
+
+# ----------------------------------------------------------------------------------------------
+# Build-up searches (Fig. 11)
+
+from collections.abc import Mapping  # noqa: E402
+from typing import Any  # noqa: E402
+
+__all__ += ["plot_buildup"]
+
+
+def plot_buildup(records: Sequence[Mapping[str, Any]], ax: Axes | None = None) -> Axes:
+    """The build-up chart of a search (`surgeon.run_search`, its results.jsonl records), in the
+    style of the paper's Fig. 11: the mean validation metric of each candidate in the order tried
+    (error bars: the standard deviation over seeds; fractions in percent), accepted candidates
+    filled and joined by the line of the best so far, rejected ones hollow, failed ones (diverged)
+    as red crosses on the bottom axis. Candidates are labelled by name (MSAs per stage, e.g.
+    ``c3x1+c4x2``) and annotated with their value."""
+    if not records:
+        raise SurgeonError("no candidate to plot: the search has not finished one yet")
+    metric = str(records[0]["metric"])
+    scale = 100 if metric in PERCENT_METRICS else 1
+    ax = ax or plt.subplots(figsize=(max(4.5, 1.5 + 0.8 * len(records)), 3.6), layout="constrained")[1]
+    best, line = None, []
+    for r in records:
+        if r["accepted"]:
+            best = scale * r["mean"]
+        line.append(np.nan if best is None else best)
+    x = np.arange(len(records))
+    ax.step(x, line, where="post", color="C0", lw=1.2, alpha=0.5, zorder=1, label="best so far")
+    for accepted, style, label in ((True, {"color": "C0", "mfc": "C0"}, "accepted"),
+                                   (False, {"color": "C3", "mfc": "white"}, "rejected")):
+        chosen = [i for i, r in enumerate(records) if not r["failed"] and bool(r["accepted"]) == accepted]
+        if chosen:
+            ax.errorbar(chosen, [scale * records[i]["mean"] for i in chosen],
+                        yerr=[scale * (records[i]["std"] or 0.0) for i in chosen], fmt="o", ms=7, capsize=3,
+                        mec=style["color"], zorder=3, label=label, **style)
+    failed = [i for i, r in enumerate(records) if r["failed"]]
+    if failed:
+        ax.plot(failed, [0.04] * len(failed), "X", color="C3", ms=9, transform=ax.get_xaxis_transform(), zorder=3,
+                label="failed")
+    for i, r in enumerate(records):
+        if not r["failed"]:
+            ax.annotate(metric_text(metric, r["mean"]), (i, scale * r["mean"]), textcoords="offset points",
+                        xytext=(0, 8), ha="center", fontsize=7)
+    ax.set_xticks(x, [str(r["name"]) for r in records], rotation=30, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(records) - 0.4)
+    ax.margins(y=0.2)
+    ax.set_xlabel("Build-up step")
+    ax.set_ylabel(f"{metric} (%)" if scale == 100 else metric)
+    seeds = len(records[0]["runs"])
+    ax.set_title(f"Build-up: validation {metric}, mean of {seeds} seed{'s' if seeds > 1 else ''}", loc="left",
+                 fontsize=10)
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    return ax

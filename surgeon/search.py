@@ -86,9 +86,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import inspect
+import itertools
 import json
 import math
 import multiprocessing
@@ -96,13 +98,14 @@ import os
 import re
 import shutil
 import statistics
+import sys
 import time
 import tomllib
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -114,10 +117,34 @@ from .io import atomic_path
 from .models import default_input_size, load_model
 from .passes import alternate, apply_recipe
 from .training import PRESETS as TRAIN_PRESETS
-from .training import Diverged, Recipe, _build, _coerce, _line_of, _val_spec, run_dir_for, train, training_recipe
+from .training import (
+    Diverged,
+    Recipe,
+    _build,
+    _coerce,
+    _line_of,
+    _val_spec,
+    run_dir_for,
+    train,
+    training_recipe,
+)
 
-__all__ = ["Candidate", "Setup", "Job", "Search", "SearchRecipe", "SearchResult", "METRICS", "search_recipe",
-           "buildup", "build_model", "train_candidate", "run_search", "search_report", "read_records"]
+__all__ = [
+    "METRICS",
+    "Candidate",
+    "Job",
+    "Search",
+    "SearchRecipe",
+    "SearchResult",
+    "Setup",
+    "build_model",
+    "buildup",
+    "read_records",
+    "run_search",
+    "search_recipe",
+    "search_report",
+    "train_candidate",
+]
 
 #: Metrics a search can optimise: +1 higher is better, -1 lower is better.
 METRICS: dict[str, int] = {"acc": 1, "top5": 1, "nll": -1, "brier": -1, "ece": -1}
@@ -191,11 +218,8 @@ class SearchRecipe:
     model: dict[str, Any] = field(default_factory=dict)  # the [model] section as given, for the hash
 
     def where(self, section: str, key: str | None = None) -> str:
-        """``path (line N)`` of a key (or a section header) of a TOML recipe, else ``path [section] key``."""
-        line = _key_line(self.text, section, key) if self.path.suffix == ".toml" else None
-        if line is not None:
-            return f"{self.path} (line {line})"
-        return f"{self.path} [{section}]" + (f" {key}" if key else "")
+        """Where a key (or a section) of the recipe is, for messages (`_where`)."""
+        return _where(self.path, self.text, section, key)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -212,6 +236,12 @@ class SearchRecipe:
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _where(path: Path, text: str, section: str, key: str | None = None) -> str:
+    """``path (line N)`` of a key (or a section header) of a TOML recipe, else ``path [section] key``."""
+    line = _key_line(text, section, key) if path.suffix == ".toml" else None
+    return f"{path} (line {line})" if line is not None else f"{path} [{section}]" + (f" {key}" if key else "")
 
 
 def _key_line(text: str, section: str, key: str | None) -> int | None:
@@ -323,6 +353,7 @@ def _python_recipe(path: Path, text: str) -> tuple[Any, Callable[[Search], Steps
     spec = importlib.util.spec_from_file_location(f"surgeon_recipe_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}",
                                                   path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[module.__name__] = module  # dataclasses and pickling look their module up there
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as exc:  # noqa: BLE001 - any error in the user's file: name it in one line
@@ -354,10 +385,7 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
     else:
         raise SurgeonError(f"{p}: a search recipe is a .toml file, or a .py file with SETTINGS and candidates(search)")
 
-    def where(section: str, key: str | None) -> str:
-        line = _key_line(text, section, key) if p.suffix == ".toml" else None
-        return f"{p} (line {line})" if line is not None else f"{p} [{section}]" + (f" {key}" if key else "")
-
+    where = functools.partial(_where, p, text)
     _check_layout(raw, where, p)
     m, d, s = raw["model"], raw["data"], raw["search"]
     kwargs = dict(m.get("kwargs", {}))
@@ -554,7 +582,7 @@ class _Runner:
         self.evaluator, self.workers = evaluator, workers
         self.pool: cf.ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> _Runner:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -661,7 +689,7 @@ class _Engine:
     def run(self) -> list[dict[str, Any]]:
         steps = self.search.recipe.candidates(self.search)
         sent: list[dict[str, Any]] | None = None
-        for step in range(1_000_000):
+        for step in itertools.count():
             try:
                 candidates = steps.send(sent)  # type: ignore[arg-type]
             except StopIteration:
