@@ -69,3 +69,7 @@ __all__ = [
     "load_weights",
     "read_state_dict",
 ]
+
+from .search import Candidate, SearchResult, run_search, search_recipe, search_report
+
+__all__ += ["Candidate", "SearchResult", "run_search", "search_recipe", "search_report"]

@@ -389,8 +389,8 @@ def plot_frequency_noise(results: FrequencyNoiseResult | Sequence[FrequencyNoise
 # ----------------------------------------------------------------------------------------------
 # Build-up searches (Fig. 11)
 
-from collections.abc import Mapping  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Mapping
+from typing import Any
 
 __all__ += ["plot_buildup"]
 

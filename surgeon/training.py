@@ -11,6 +11,8 @@ Presets (PAPER.md, "Training recipe"):
   epochs then cosine to 0 over 300, gradient clipping at norm 5, RandAugment m9 n2 mstd1.0, random
   crop with 4 px padding, flip, Mixup 1.0 / CutMix 0.8 with probability 1, label smoothing 0.1,
   stochastic depth 0.1.
+- ``strong-imagenet``: the paper's ImageNet changes to it: batch 128, RandAugment mstd0.5, random
+  erasing 0.25, random resized crop at 224 px, no clipping (the rest as ``strong``).
 - ``weak``: SGD with momentum 0.9, lr 0.1 at batch 128, weight decay 5e-4, 200 epochs, lr x0.2 at
   epochs 60, 120, 160; padded crop and flip only.
 - ``digits``: the strong recipe cut to CPU size for scikit-learn's digits at 32 px (lr 1e-3 at
@@ -103,6 +105,8 @@ class Recipe:
 
 PRESETS: dict[str, Recipe] = {
     "strong": Recipe(),
+    "strong-imagenet": Recipe(batch_size=128, auto_augment="rand-m9-n2-mstd0.5", re_prob=0.25, padding=None,
+                              clip_grad=None, input_size=(3, 224, 224)),
     "weak": Recipe(optimizer="sgd", lr=0.1, batch_size=128, weight_decay=5e-4, epochs=200, warmup_epochs=0,
                    schedule="step", milestones=(60, 120, 160), gamma=0.2, clip_grad=None, label_smoothing=0.0,
                    mixup=0.0, cutmix=0.0, auto_augment=None, drop_path=0.0),

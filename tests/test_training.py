@@ -57,6 +57,13 @@ def test_strong_preset_is_the_papers_cifar_recipe():
     assert (r.mixup, r.cutmix, r.mix_prob, r.label_smoothing, r.drop_path, r.padding) == (1.0, 0.8, 1.0, 0.1, 0.1, 4)
 
 
+def test_imagenet_preset_changes_only_what_the_paper_lists():
+    a, b = PRESETS["strong"].to_dict(), PRESETS["strong-imagenet"].to_dict()
+    assert {k for k in a if a[k] != b[k]} == {"batch_size", "auto_augment", "re_prob", "padding", "clip_grad", "input_size"}
+    assert (b["batch_size"], b["auto_augment"], b["re_prob"], b["padding"], b["clip_grad"]) == (
+        128, "rand-m9-n2-mstd0.5", 0.25, None, None)
+
+
 def test_recipe_file_overrides_a_preset(tmp_path):
     f = tmp_path / "r.toml"
     f.write_text('base = "weak"\nlr = 0.05\nmilestones = [2, 4]\nclip_grad = "none"\n')
