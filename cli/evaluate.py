@@ -104,9 +104,10 @@ def evaluate(
     name = _label(model)
     table = Table(title=f"{name} on {data} (test split): {ev.samples} images in {ev.batches} batches"
                   + (f", MC dropout x{mc_dropout}" if mc_dropout else ""), title_justify="left")
-    for _, col, _ in METRICS:
-        table.add_column(col, justify="right")
-    table.add_row(*(_value(k, ev.metrics[k]) for k, _, _ in METRICS))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, col, _ in METRICS:
+        table.add_row(col, _value(k, ev.metrics[k]))
     out.print(table)
     if reliability is not None:
         out.print(f"wrote {save_figure(plot_reliability(ev, [name]), reliability)}", highlight=False)
