@@ -43,6 +43,11 @@ app.command("robustness")(robustness_cmd.robustness)
 app.command("frequency-noise")(robustness_cmd.frequency_noise)
 app.command("train")(train_cmd.train)
 
+from . import search as search_cmd
+
+app.command("search")(search_cmd.search)
+app.command("report")(search_cmd.report)
+
 
 @app.callback()
 def _root() -> None:

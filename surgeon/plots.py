@@ -428,7 +428,7 @@ def plot_buildup(records: Sequence[Mapping[str, Any]], ax: Axes | None = None) -
     for i, r in enumerate(records):
         if not r["failed"]:
             ax.annotate(metric_text(metric, r["mean"]), (i, scale * r["mean"]), textcoords="offset points",
-                        xytext=(0, 8), ha="center", fontsize=7)
+                        xytext=(7, 0), ha="left", va="center", fontsize=7)
     ax.set_xticks(x, [str(r["name"]) for r in records], rotation=30, ha="right", fontsize=8)
     ax.set_xlim(-0.6, len(records) - 0.4)
     ax.margins(y=0.2)

@@ -90,7 +90,6 @@ import functools
 import hashlib
 import importlib.util
 import inspect
-import itertools
 import json
 import math
 import multiprocessing
@@ -301,13 +300,19 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
 }
 
 
-def _check_layout(raw: Any, where: Callable[[str, str | None], str], path: Path) -> None:
+def _check_layout(raw: Any, path: Path, text: str) -> None:
     """Sections and keys: unknown ones and missing required ones are named (with their line)."""
+    where = functools.partial(_where, path, text)
+
+    def line(section: str, key: str | None) -> str:
+        n = _key_line(text, section, key) if path.suffix == ".toml" else None
+        return f" (line {n})" if n else ""
+
     if not isinstance(raw, dict):
         raise SurgeonError(f"{path}: SETTINGS must be a dict of sections {', '.join(_SCHEMA)}")
     unknown = [k for k in raw if k not in _SCHEMA or not isinstance(raw[k], dict)]
     if unknown:
-        named = ", ".join(f"{k!r} ({where(k, None) if isinstance(raw[k], dict) else where('', k)})" for k in unknown)
+        named = ", ".join(f"{k!r}{line(k, None) if isinstance(raw[k], dict) else line('', k)}" for k in unknown)
         raise SurgeonError(f"{path}: unknown section(s) or top-level key(s) {named}; a search recipe has the "
                            f"sections {', '.join(f'[{s}]' for s in _SCHEMA)}")
     for section, keys in _SCHEMA.items():
@@ -315,7 +320,7 @@ def _check_layout(raw: Any, where: Callable[[str, str | None], str], path: Path)
             raise SurgeonError(f"{path}: missing section [{section}] (keys: {', '.join(keys)})")
         bad = [k for k in raw[section] if k not in keys]
         if bad:
-            named = ", ".join(f"{k!r} ({where(section, k)})" for k in bad)
+            named = ", ".join(f"{k!r}{line(section, k)}" for k in bad)
             hints = [h for k in bad for h in closest(k, keys, 1)]
             hint = f"did you mean {', '.join(hints)}? " if hints else ""
             raise SurgeonError(f"{path}: unknown key(s) {named} in [{section}]; {hint}known keys: {', '.join(keys)}")
@@ -386,7 +391,7 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
         raise SurgeonError(f"{p}: a search recipe is a .toml file, or a .py file with SETTINGS and candidates(search)")
 
     where = functools.partial(_where, p, text)
-    _check_layout(raw, where, p)
+    _check_layout(raw, p, text)
     m, d, s = raw["model"], raw["data"], raw["search"]
     kwargs = dict(m.get("kwargs", {}))
     if "weights" in m:
@@ -478,7 +483,7 @@ class Search:
         model = apply_recipe(self.base, passes) if passes else self.base
         if edit is not None:
             known = len(getattr(model, "_surgeon_recipe", []))
-            edited = edit(graph(model, input_size=self.input_size))
+            edited = edit(self.graph if model is self.base else graph(model, input_size=self.input_size))
             added = list(getattr(edited, "_surgeon_recipe", []))[known:] if isinstance(edited, nn.Module) else []
             if not added:
                 raise SurgeonError(f"candidate {name}: the edit must return the model edited with surgeon passes "
@@ -646,9 +651,9 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _open_folder(out: Path, recipe: SearchRecipe, resume: bool, setup: Setup) -> None:
-    """Check OUT for a new search (absent or empty) or a resumed one (made by this very recipe);
-    a new one gets the recipe's copy, search.json and train.toml."""
+def _check_folder(out: Path, recipe: SearchRecipe, resume: bool) -> None:
+    """Refuse, before any work, an OUT that a new search must not use (a search already, or a
+    folder with files) and, with `resume`, one that holds no search or another recipe's."""
     stamp = out / "search.json"
     if resume:
         if not stamp.is_file():
@@ -658,11 +663,14 @@ def _open_folder(out: Path, recipe: SearchRecipe, resume: bool, setup: Setup) ->
             diff = _differences(old.get("settings", {}), recipe.settings)
             raise SurgeonError(f"{out} was made by another recipe ({', '.join(diff[:4]) or 'its settings'} differ); "
                                f"resume with that recipe ({out / old.get('copy', 'recipe.toml')}) or choose another --out")
-        return
-    if stamp.is_file():
+    elif stamp.is_file():
         raise SurgeonError(f"{out} holds a search already; continue it with --resume or choose another --out")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SurgeonError(f"{out} exists and is not an empty folder; choose another --out (nothing there is replaced)")
+
+
+def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
+    """A new search's folder: the recipe's copy, search.json (its hash and settings) and train.toml."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -672,7 +680,7 @@ def _open_folder(out: Path, recipe: SearchRecipe, resume: bool, setup: Setup) ->
     lines = ["# the training recipe of every candidate: surgeon train MODEL --recipe train.toml"]
     lines += [f"{k} = {json.dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
     (out / "train.toml").write_text("\n".join(lines) + "\n")
-    with atomic_path(stamp) as tmp:
+    with atomic_path(out / "search.json") as tmp:
         tmp.write_text(json.dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,
                                    "settings": recipe.settings}, indent=1, default=str))
 
@@ -686,14 +694,10 @@ class _Engine:
         self.done = {r["id"]: r for r in read_records(out)}
         self.records: list[dict[str, Any]] = []
 
-    def run(self) -> list[dict[str, Any]]:
-        steps = self.search.recipe.candidates(self.search)
-        sent: list[dict[str, Any]] | None = None
-        for step in itertools.count():
-            try:
-                candidates = steps.send(sent)  # type: ignore[arg-type]
-            except StopIteration:
-                break
+    def run(self, steps: Steps, candidates: list[Candidate] | None) -> list[dict[str, Any]]:
+        """Run the step `candidates` (the generator's first) and those `steps` yields after it."""
+        step = 0
+        while candidates is not None:
             sent = self.step(step, self._checked(candidates))
             self.records += sent
             with atomic_path(self.out / "results.jsonl") as tmp:
@@ -701,6 +705,11 @@ class _Engine:
             for record in sent:
                 if self.on_record is not None:
                     self.on_record(record)
+            try:
+                candidates = steps.send(sent)
+            except StopIteration:
+                candidates = None
+            step += 1
         return self.records
 
     def _checked(self, candidates: Any) -> list[Candidate]:
@@ -805,11 +814,15 @@ def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike,
     if not isinstance(workers, int) or workers < 1:
         raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
     r = recipe if isinstance(recipe, SearchRecipe) else search_recipe(recipe)
-    search = Search(r)
     folder = Path(out)
-    _open_folder(folder, r, resume, search.setup)
+    _check_folder(folder, r, resume)
+    search = Search(r)
+    steps = r.candidates(search)
+    first = next(steps, None)  # the generator's own checks run before anything is written
+    if not resume:
+        _create_folder(folder, r, search.setup)
     with _Runner(evaluator or train_candidate, workers) as runner:
-        records = _Engine(search, folder, runner, progress, on_record).run()
+        records = _Engine(search, folder, runner, progress, on_record).run(steps, first)
     best = SearchResult(folder, records).best
     if best is not None and best["model"] is not None:
         with atomic_path(folder / "best.safetensors") as tmp:
