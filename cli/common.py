@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -58,6 +59,29 @@ def load(model: str, weights: Path | None, pretrained: bool, num_classes: int | 
     with printed_warnings("weights"):
         return surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
                                   img_size=img_size, **model_kwargs)
+
+
+def check_outputs(figure: Path | None, json_out: Path | None) -> None:
+    """Refuse a bad figure or JSON output path before any work."""
+    from surgeon.plots import figure_formats
+
+    if figure is not None:
+        surgeon.io.check_output(figure, overwrite=True, suffixes=figure_formats())
+    if json_out is not None:
+        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
+
+
+def write_json(path: Path | None, payload: Any) -> None:
+    """Write `payload` as JSON through a temp file and a rename (nothing when `path` is None)."""
+    if path is not None:
+        with surgeon.io.atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(payload, indent=1))
+        out.print(f"wrote {path}", highlight=False)
+
+
+def label(name: str) -> str:
+    """A model's name in tables and figures: a surgeon file by its stem."""
+    return Path(name).stem if name.endswith(".safetensors") else name
 
 
 def human(n: float, unit: str = "") -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,9 +13,10 @@ from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.plots import figure_formats, plot_density, plot_landscape, plot_spectrum, save_figure
+from surgeon.plots import plot_density, plot_landscape, plot_spectrum, save_figure
 
-from .common import ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, load, out, parse_input_size, printed_warnings
+from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, load, out, parse_input_size,
+                     printed_warnings, write_json)
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per mini-batch")]
@@ -40,20 +40,6 @@ def _batches(model, data: str, batch_size: int, input_size, augment: bool, seed:
     loader = surgeon.data.loader(data, model, batch_size=batch_size, train=True, shuffle=True, seed=seed,
                                  transform=surgeon.data.train_transform(model, input_size=g.input_size))
     return surgeon.data.mixed(loader, g.blocks[-1].out_shape[-1])
-
-
-def _check_outputs(out_fig: Path | None, json_out: Path | None) -> None:
-    if out_fig is not None:
-        surgeon.io.check_output(out_fig, overwrite=True, suffixes=figure_formats())
-    if json_out is not None:
-        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
-
-
-def _write_json(path: Path | None, payload: Any) -> None:
-    if path is not None:
-        with surgeon.io.atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, indent=1))
-        out.print(f"wrote {path}", highlight=False)
 
 
 def hessian(
@@ -87,7 +73,7 @@ def hessian(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    _check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out)
     size = parse_input_size(input_size)
     spectra, extras = [], []
     for i, name in enumerate(models):
@@ -125,7 +111,7 @@ def hessian(
             if "density" in extra:
                 plot_density(extra["density"], axes[0, 1], label=spec.model)
         out.print(f"wrote {save_figure(fig, out_fig)}", highlight=False)
-    _write_json(json_out, [{**s.to_dict(), **{k: v if isinstance(v, dict) else v.to_dict() for k, v in e.items()}}
+    write_json(json_out, [{**s.to_dict(), **{k: v if isinstance(v, dict) else v.to_dict() for k, v in e.items()}}
                            for s, e in zip(spectra, extras)])
     if spectra[-1].interrupted:
         sys.exit(130)
@@ -157,7 +143,7 @@ def landscape(
 
     Example: surgeon landscape resnet18 --num-classes 10 --input-size 3,32,32 --grid 11 --out landscape.png
     """
-    _check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out)
     save = save or Path("landscape.json")
     surgeon.io.check_output(save, overwrite=True, suffixes=(".json",))
     m = load(model, weights, pretrained, num_classes, img_size)
@@ -175,6 +161,6 @@ def landscape(
     out.print(f"points kept in {save}", highlight=False)
     if out_fig is not None:
         out.print(f"wrote {save_figure(plot_landscape(res), out_fig)}", highlight=False)
-    _write_json(json_out, res.to_dict())
+    write_json(json_out, res.to_dict())
     if res.interrupted:
         sys.exit(130)

@@ -3,11 +3,10 @@ each block removed in turn."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,17 +14,20 @@ from rich.table import Table
 import surgeon
 from surgeon.errors import SurgeonError
 from surgeon.metrics import NLL_MODES
-from surgeon.plots import figure_formats, plot_lesions, plot_reliability, save_figure
+from surgeon.plots import plot_lesions, plot_reliability, save_figure
 
 from .common import (
     ImgSizeOpt,
     InputSizeOpt,
     NumClassesOpt,
     PretrainedOpt,
+    check_outputs,
+    label,
     load,
     out,
     parse_input_size,
     printed_warnings,
+    write_json,
 )
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER",
@@ -51,26 +53,6 @@ def _value(key: str, value: float, delta: bool = False) -> str:
     return f"{100 * value:{sign}.2f}%" if percent else f"{value:{sign}.4f}"
 
 
-def _check_outputs(json_out: Path | None, figure: Path | None) -> None:
-    """Refuse bad output paths before any work."""
-    if json_out is not None:
-        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
-    if figure is not None:
-        surgeon.io.check_output(figure, overwrite=True, suffixes=figure_formats())
-
-
-def _write_json(path: Path | None, payload: Any) -> None:
-    if path is not None:
-        with surgeon.io.atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, indent=1))
-        out.print(f"wrote {path}", highlight=False)
-
-
-def _label(name: str) -> str:
-    """A model's name in tables and figures: a surgeon file by its stem."""
-    return Path(name).stem if name.endswith(".safetensors") else name
-
-
 def evaluate(
     model: Annotated[str, typer.Argument(help="timm name, tv:NAME or a surgeon file", show_default=False)],
     data: DataOpt,
@@ -94,14 +76,14 @@ def evaluate(
     """
     if nll not in NLL_MODES:
         raise SurgeonError(f"--nll {nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
-    _check_outputs(json_out, reliability)
+    check_outputs(reliability, json_out)
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size)
     with printed_warnings():
         loader = surgeon.data.loader(data, m, batch_size=batch_size, train=False, input_size=size, workers=workers,
                                      subset=subset)
         ev = surgeon.evaluate(m, loader, batches=batches, mc_dropout=mc_dropout, nll=nll, progress=True)
-    name = _label(model)
+    name = label(model)
     table = Table(title=f"{name} on {data} (test split): {ev.samples} images in {ev.batches} batches"
                   + (f", MC dropout x{mc_dropout}" if mc_dropout else ""), title_justify="left")
     table.add_column("metric")
@@ -111,7 +93,7 @@ def evaluate(
     out.print(table)
     if reliability is not None:
         out.print(f"wrote {save_figure(plot_reliability(ev, [name]), reliability)}", highlight=False)
-    _write_json(json_out, {"model": name, "data": data, "split": "test", "mc_dropout": mc_dropout, "nll_mode": nll,
+    write_json(json_out, {"model": name, "data": data, "split": "test", "mc_dropout": mc_dropout, "nll_mode": nll,
                            **ev.to_dict()})
     if ev.interrupted:
         sys.exit(130)
@@ -154,7 +136,7 @@ def lesion_study(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    _check_outputs(json_out, out_fig)
+    check_outputs(out_fig, json_out)
     size = parse_input_size(input_size)
     graphs = []  # every model loaded and its selection checked before the first evaluation
     for i, name in enumerate(models):
@@ -163,7 +145,7 @@ def lesion_study(
         try:
             g.select(blocks)
         except SurgeonError as exc:
-            raise SurgeonError(f"{_label(name)}: {exc}") from None
+            raise SurgeonError(f"{label(name)}: {exc}") from None
         graphs.append(g)
     results = []
     for name, g in zip(models, graphs, strict=True):
@@ -171,7 +153,7 @@ def lesion_study(
             loader = surgeon.data.loader(data, g.model, batch_size=batch_size, train=False, input_size=g.input_size,
                                          workers=workers, subset=subset)
             res = surgeon.lesion_study(g, loader, blocks, batches=batches, progress=True)
-        res.model = _label(name)
+        res.model = label(name)
         out.print(_lesion_table(res))
         for reason in res.skipped.values():
             out.print(f"[dim]skipped: {reason}[/]", highlight=False)
@@ -180,6 +162,6 @@ def lesion_study(
             break
     if out_fig is not None:
         out.print(f"wrote {save_figure(plot_lesions(results), out_fig)}", highlight=False)
-    _write_json(json_out, [r.to_dict() for r in results])
+    write_json(json_out, [r.to_dict() for r in results])
     if results[-1].interrupted:
         sys.exit(130)

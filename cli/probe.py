@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,9 +11,10 @@ from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.plots import figure_formats, probe_figure, save_figure
+from surgeon.plots import probe_figure, save_figure
 
-from .common import ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, load, out, parse_input_size, printed_warnings
+from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, label, load, out,
+                     parse_input_size, printed_warnings, write_json)
 
 _COLUMNS = {
     "fourier": (("\u0394logamp(\u03c0)", lambda v: f"{v['fourier'].high:+.3f}"),),
@@ -64,10 +64,7 @@ def probe(
         raise SurgeonError(f"unknown probe {kind!r}; choose from {', '.join(surgeon.PROBES)}")
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    if out_fig is not None:
-        surgeon.io.check_output(out_fig, overwrite=True, suffixes=figure_formats())
-    if json_out is not None:
-        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
+    check_outputs(out_fig, json_out)
     spec = surgeon.Fourier(full=True) if kind == "fourier" and full else kind
     results = []
     for i, name in enumerate(models):
@@ -76,7 +73,7 @@ def probe(
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size, workers=workers)
             res = surgeon.probe(m, loader, spec, blocks, batches=batches, compile=compile_, progress=True)
-        res.model = Path(name).stem if name.endswith(".safetensors") else name
+        res.model = label(name)
         out.print(_table(res, kind))
         results.append(res)
         if res.interrupted:
@@ -84,9 +81,6 @@ def probe(
     if out_fig is not None:
         path = save_figure(probe_figure(results, kind), out_fig)
         out.print(f"wrote {path}", highlight=False)
-    if json_out is not None:
-        with surgeon.io.atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps([r.to_dict() for r in results], indent=1))
-        out.print(f"wrote {json_out}", highlight=False)
+    write_json(json_out, [r.to_dict() for r in results])
     if results[-1].interrupted:
         sys.exit(130)

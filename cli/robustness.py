@@ -33,18 +33,18 @@ from .common import (
     NumClassesOpt,
     PretrainedOpt,
     WeightsOpt,
+    check_outputs,
     load,
     out,
     parse_input_size,
     printed_warnings,
+    write_json,
 )
 from .curvature import (
     BatchSizeOpt,
     DataOpt,
     JsonOpt,
     OutOpt,
-    _check_outputs,
-    _write_json,
 )
 
 SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the corruptions / noise, restarted for each cell")]
@@ -119,7 +119,7 @@ def robustness(
     known = tuple(Metrics(2).compute())
     if metric not in known:
         raise SurgeonError(f"unknown --metric {metric!r}; choose from {', '.join(known)}")
-    _check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out)
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size)
     with printed_warnings():
@@ -130,7 +130,7 @@ def robustness(
     out.print(_corruption_table(res, metric))
     if out_fig is not None:
         out.print(f"wrote {save_figure(plot_corruptions(res, metric).figure, out_fig)}", highlight=False)
-    _write_json(json_out, res.to_dict())
+    write_json(json_out, res.to_dict())
     if res.interrupted:
         sys.exit(130)
 
@@ -159,7 +159,7 @@ def frequency_noise(
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
     freqs = _numbers(frequencies, float, "--frequencies", "0.1,0.5,0.9")
-    _check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out)
     size = parse_input_size(input_size)
     table = Table(title=f"accuracy change (percentage points) under frequency-band noise, eps {eps:g}",
                   title_justify="left")
@@ -181,6 +181,6 @@ def frequency_noise(
     out.print(table)
     if out_fig is not None:
         out.print(f"wrote {save_figure(plot_frequency_noise(results).figure, out_fig)}", highlight=False)
-    _write_json(json_out, [r.to_dict() for r in results])
+    write_json(json_out, [r.to_dict() for r in results])
     if results[-1].interrupted:
         sys.exit(130)

@@ -427,7 +427,7 @@ class Search:
     Attributes:
         recipe: the `SearchRecipe`.
         setup: the training every candidate shares (classes from the data, input size resolved).
-        base: the base model (seed 0), for inspection; candidates never modify it.
+        base: the base model (random weights), for inspection; candidates never modify it.
         graph: its block graph at the training input size.
         stages: the stages the search may change, in model order (default: those with >= 2
             conv blocks, i.e. room for an MSA).
@@ -446,6 +446,7 @@ class Search:
         self.input_size = size
         self.graph = graph(self.base, input_size=size)
         self.best: dict[str, Any] | None = None
+        self._msa: dict[tuple[tuple[str, int], ...], Candidate] = {}  # msa() by counts: built once
         stages = self.graph.stages
         for key in ("max_msa", "heads"):
             table = getattr(recipe, key)
@@ -506,6 +507,13 @@ class Search:
         window, dim_head; stochastic depth: the training recipe's drop_path); ``{}``: the baseline,
         named ``baseline``, else e.g. ``c3x1+c4x2``."""
         counts = {s: int(counts[s]) for s in self.graph.stages if counts.get(s)}
+        key = tuple(counts.items())
+        if key not in self._msa:
+            self._msa[key] = self._alternated(counts)
+        return self._msa[key]
+
+    def _alternated(self, counts: dict[str, int]) -> Candidate:
+        """`msa` without the cache."""
         if not counts:
             return self.candidate("baseline")
         r = self.recipe

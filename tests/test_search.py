@@ -193,6 +193,8 @@ def test_resume_refuses_a_folder_made_by_another_recipe(tmp_path):
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     with pytest.raises(SurgeonError, match="holds no search"):
         search_report(tmp_path / "busy")
+    with pytest.raises(SurgeonError, match="workers = 0; give 1 or more"):
+        run_search(other, tmp_path / "fresh", workers=0, evaluator=paper_stub)
 
 
 def test_two_workers_decide_as_one(tmp_path):
