@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench-graph bench-alternate bench-probes bench-curvature bench-train figures clean
+.PHONY: demo test bench-graph bench-alternate bench-probes bench-curvature bench-train bench-search figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,7 @@ figures: $(STAMP)
 	$(BIN)/python examples/training.py
 	$(BIN)/python examples/robustness.py
 	$(BIN)/python examples/lesions.py
+	OMP_NUM_THREADS=1 $(BIN)/python examples/search.py
 
 bench-graph: $(STAMP)
 	$(BIN)/python bench/graph_coverage.py --models resnet50,vit_base_patch16_224 --repeat 5 --out bench/out/speed.jsonl
@@ -46,6 +47,9 @@ bench-curvature: $(STAMP)   # PyHessian is the baseline: installed into the benc
 
 bench-train: $(STAMP)
 	$(BIN)/python bench/train_speed.py --model resnet18 --repeat 3 --threads 2
+
+bench-search: $(STAMP)
+	$(BIN)/python bench/search_speed.py --threads 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info
