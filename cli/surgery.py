@@ -52,6 +52,8 @@ def alternate(
     window: Annotated[Optional[int], typer.Option("--window", help="attention window (default: min(7, map size))")] = None,
     dim_head: Annotated[int, typer.Option("--dim-head", help="channels per head")] = 64,
     drop_path: Annotated[float, typer.Option("--drop-path", help="stochastic depth of the MSA branches")] = 0.0,
+    cifar_stem: Annotated[bool, typer.Option("--cifar-stem", help="first a 3x3 stride-1 stem without max-pool "
+                                                                  "(32 px inputs: stage maps 32/16/8/4)")] = False,
     weights: WeightsOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
@@ -62,6 +64,8 @@ def alternate(
     """Replace conv blocks with MSA blocks by the AlterNet build-up rules and save the result.
 
     Example: surgeon alternate resnet50 --stages c2,c3 --out alternet.safetensors
+    The paper's CIFAR-100 Alter-ResNet-50: surgeon alternate resnetv2_50 --preset paper --cifar-stem
+    --num-classes 100 --input-size 3,32,32 --window 4 --out alter50_c100.safetensors
     """
     surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     model_kwargs: dict = {}
@@ -77,6 +81,9 @@ def alternate(
     counts = surgeon.passes.parse_stages(stages)
     m = load(model, weights, pretrained, num_classes, img_size, **model_kwargs)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    if cifar_stem:
+        m = surgeon.cifar_stem(g)
+        g = surgeon.graph(m, input_size=g.input_size)
     edited = surgeon.alternate(g, counts, heads=heads, window=window, dim_head=dim_head, drop_path=drop_path)
     _diff_and_save(g, edited, model, out_path, force)
 

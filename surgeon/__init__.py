@@ -9,7 +9,7 @@ from .graph import KINDS, Block, BlockGraph, feature_info_mismatch, graph
 from . import data, layers, passes
 from .io import load, load_weights, read_recipe, read_state_dict, save
 from .models import default_input_size, load_model
-from .passes import PRESETS, alternate, insert, remove, replace
+from .passes import PRESETS, alternate, cifar_stem, insert, remove, replace
 from .curvature import hessian_density, hessian_eigs, hessian_spectrum, hessian_trace
 from .landscapes import landscape
 from .evaluation import Evaluation, evaluate
@@ -28,6 +28,7 @@ __all__ = [
     "KINDS",
     "PRESETS",
     "alternate",
+    "cifar_stem",
     "data",
     "evaluate",
     "lesion_study",

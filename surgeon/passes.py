@@ -26,7 +26,7 @@ from . import layers
 from .errors import SurgeonError, first_line
 from .graph import Block, BlockGraph, graph
 
-__all__ = ["replace", "remove", "insert", "alternate", "alter_resnet50", "parse_stages", "PRESETS", "apply_recipe"]
+__all__ = ["replace", "remove", "insert", "alternate", "cifar_stem", "alter_resnet50", "parse_stages", "PRESETS", "apply_recipe"]
 
 #: Named AlterNets: (base model, its constructor arguments, MSAs per stage). ``paper``: the
 #: paper's Alter-ResNet-50 (Fig. 11): a pre-activation ResNet-50 with blocks (3, 4, 6, 4), as in
@@ -303,8 +303,41 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
     return _finish(original, new, g, entry)
 
 
+def cifar_stem(model: nn.Module | BlockGraph, *, kernel: int = 3, input_size=None) -> nn.Module:
+    """The small-image (CIFAR) form of an ImageNet stem, as in He et al.'s CIFAR ResNets and the
+    paper's CIFAR models: the stem's first strided convolution becomes a `kernel` x `kernel`
+    convolution with stride 1 and 'same' padding (same channels, freshly initialised) and its
+    strided pooling layers become the identity. A 32 px image then reaches the first stage at
+    32 px instead of 8, so a ResNet's stages see 32 / 16 / 8 / 4 px maps, where AlterNet's 4 x 4
+    windows fit (PAPER.md: "on 32 px CIFAR inputs (16/8/4) only window 4 fits")."""
+    original, g, new = _start(model, input_size)
+    stem = next((b for b in g.blocks if b.kind == "stem"), None)
+    if stem is None:
+        raise SurgeonError("this model has no stem block (see surgeon inspect); cifar_stem edits a convolutional stem")
+    inside = [(f"{path}.{sub}" if sub else path, m) for path in stem.members
+              for sub, m in original.get_submodule(path).named_modules()]
+    conv = next(((p, m) for p, m in inside if isinstance(m, nn.Conv2d) and max(m.stride) > 1), None)
+    pools = [p for p, m in inside if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and _stride(m) > 1]
+    if conv is None and not pools:
+        raise SurgeonError(f"the stem ({', '.join(stem.members)}) has no strided convolution or pooling: "
+                           "it already keeps the input's resolution")
+    if conv is not None:
+        path, c = conv
+        small = nn.Conv2d(c.in_channels, c.out_channels, kernel, stride=1, padding=kernel // 2, groups=c.groups,
+                          bias=c.bias is not None)
+        _set_module(new, path, small.to(c.weight.device, c.weight.dtype))
+    for path in pools:
+        _set_module(new, path, nn.Identity())
+    return _finish(original, new, g, {"pass": "cifar_stem", "kernel": kernel, "input_size": list(g.input_size)})
+
+
+def _stride(pool: nn.Module) -> int:
+    s = pool.stride
+    return max(s) if isinstance(s, (tuple, list)) else int(s or 1)
+
+
 _PASSES: dict[str, Callable[..., nn.Module]] = {"replace": replace, "remove": remove, "insert": insert,
-                                                 "alternate": alternate}
+                                                 "alternate": alternate, "cifar_stem": cifar_stem}
 
 
 def apply_recipe(model: nn.Module, passes: list[dict]) -> nn.Module:

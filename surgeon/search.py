@@ -28,7 +28,8 @@ Recipes. A TOML file (`search_recipe` validates it; unknown or missing keys are 
 line)::
 
     [model]   name (timm / tv: name or surgeon file), num_classes?, input_size? [C, H, W],
-              weights?, pretrained?, [model.kwargs] (constructor arguments)
+              weights?, pretrained?, stem? ("cifar": `surgeon.cifar_stem`), [model.kwargs]
+              (constructor arguments)
     [data]    train (a surgeon.data spec), val? (default: the test split), subset?
     [train]   recipe (preset or training TOML), epochs (the budget per candidate, after warmup),
               any other `surgeon.Recipe` key (warmup_epochs, lr, batch_size, ...)
@@ -114,7 +115,7 @@ from .errors import SurgeonError, closest, first_line
 from .graph import BlockGraph, graph
 from .io import atomic_path
 from .models import default_input_size, load_model
-from .passes import alternate, apply_recipe
+from .passes import alternate, apply_recipe, cifar_stem
 from .training import PRESETS as TRAIN_PRESETS
 from .training import (
     Diverged,
@@ -174,6 +175,7 @@ class Setup:
     val: str | None
     subset: float | None
     train: Recipe
+    stem: str | None = None  # "cifar": `surgeon.cifar_stem` applied to the base model
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,7 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "size": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_count(x) for x in v),
              "[C, H, W], e.g. [3, 32, 32]"),
     "table": (lambda v: isinstance(v, dict), "a table of constructor arguments"),
+    "stem": (lambda v: v == "cifar", '"cifar" (surgeon.cifar_stem: a stride-1 3x3 stem, no pooling, for 32 px inputs)'),
     "stages": (lambda v: isinstance(v, (list, tuple)) and bool(v) and len(set(v)) == len(v) and all(
         isinstance(x, str) and re.fullmatch(r"c\d+", x) for x in v), 'a list of distinct stages, e.g. ["c3", "c4"]'),
     "per_stage": (_per_stage, "an integer >= 1 or a table per stage, e.g. {c3 = 1, c4 = 2}"),
@@ -290,7 +293,8 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 #: section -> key -> (kind, required); [train] also takes every `Recipe` key.
 _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "model": {"name": ("str", True), "num_classes": ("count", False), "input_size": ("size", False),
-              "weights": ("str", False), "pretrained": ("bool", False), "kwargs": ("table", False)},
+              "weights": ("str", False), "pretrained": ("bool", False), "kwargs": ("table", False),
+              "stem": ("stem", False)},
     "data": {"train": ("str", True), "val": ("str", False), "subset": ("fraction", False)},
     "train": {"recipe": ("str", True), "epochs": ("recipe", True),
               **{f.name: ("recipe", False) for f in dataclasses.fields(Recipe) if f.name != "epochs"}},
@@ -409,7 +413,7 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
     if val is None:
         raise SurgeonError(f"{where('data', 'val' if 'val' in d else 'train')}: the search compares candidates on "
                            "validation data; give [data] val, a labelled dataset (digits, cifar100:ROOT, a folder)")
-    setup = Setup(m["name"], kwargs, m.get("num_classes"), d["train"], val, d.get("subset"), r)
+    setup = Setup(m["name"], kwargs, m.get("num_classes"), d["train"], val, d.get("subset"), r, m.get("stem"))
     repeats = s.get("repeats", 1)
     return SearchRecipe(p, text, setup, generator, s["metric"], float(s.get("delta", 0.0)),
                         tuple(range(repeats)) if isinstance(repeats, int) else tuple(repeats),
@@ -442,6 +446,8 @@ class Search:
             setup = dataclasses.replace(setup, num_classes=len(classes) if classes else None)
         self.base = load_model(setup.model, num_classes=setup.num_classes, **setup.model_kwargs)
         size = tuple(setup.train.input_size or default_input_size(self.base))
+        if setup.stem:
+            self.base = cifar_stem(self.base, input_size=size)
         self.setup = dataclasses.replace(setup, train=dataclasses.replace(setup.train, input_size=size))
         self.input_size = size
         self.graph = graph(self.base, input_size=size)
@@ -554,7 +560,10 @@ def build_model(job: Job) -> nn.Module:
     training recipe's stochastic depth) and the candidate's passes replayed."""
     s = job.setup
     torch.manual_seed(job.seed)
-    return apply_recipe(_build(s.model, s.train, s.num_classes, **s.model_kwargs), [dict(p) for p in job.candidate.passes])
+    model = _build(s.model, s.train, s.num_classes, **s.model_kwargs)
+    if s.stem:
+        model = cifar_stem(model, input_size=s.train.input_size)
+    return apply_recipe(model, [dict(p) for p in job.candidate.passes])
 
 
 def train_candidate(job: Job) -> dict[str, float]:

@@ -220,3 +220,16 @@ def test_curvature_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     r = surgeon(*args, "--input-size", "3,16,16", "--batch-size", "200", "--out", "fig.png", cwd=tmp_path)
     one_line_error(r, fragment)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_alternate_with_the_cifar_stem(tmp_path):
+    out = tmp_path / "alter.safetensors"
+    r = surgeon("alternate", "resnet18", "--stages", "c3", "--cifar-stem", "--num-classes", "10", "--input-size",
+                "3,32,32", "--window", "4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    import surgeon as lib
+
+    model = lib.load(out)
+    assert [p["pass"] for p in model._surgeon_recipe] == ["cifar_stem", "alternate"]
+    g = lib.graph(model, input_size=(3, 32, 32))
+    assert g.stages["c1"][-1].grid == (32, 32) and [b.kind for b in g.stages["c3"]][-1] == "msa"

@@ -345,3 +345,15 @@ def test_cli_reports_and_refuses_bad_input_in_one_line(tmp_path):
     one_line_error(surgeon_cli("search", str(other), "--out", str(tmp_path / "run"), "--resume"),
                    "was made by another recipe (search.max_msa differ)")
     assert len(read_records(tmp_path / "run")) == 2  # nothing lost
+
+
+def test_cifar_stem_in_a_recipe_reaches_base_and_candidates(tmp_path):
+    text = TINY.replace("input_size = [3, 64, 64]", 'input_size = [3, 32, 32]\nstem = "cifar"')
+    search = Search(search_recipe(write(tmp_path, text)))
+    assert [search.graph.stages[s][-1].grid for s in ("c1", "c4")] == [(32, 32), (4, 4)]
+    cand = search.msa({"c4": 1})
+    built = surgeon.search.build_model(Job(cand, 0, search.setup, tmp_path / "m.safetensors"))
+    assert [p["pass"] for p in built._surgeon_recipe] == ["cifar_stem", "alternate"]
+    bad = write(tmp_path, TINY.replace("[model.kwargs]", 'stem = "tiny"\n[model.kwargs]'), "bad.toml")
+    with pytest.raises(SurgeonError, match=r'bad.toml.*stem.*"cifar"'):
+        search_recipe(bad)

@@ -212,3 +212,48 @@ def test_save_and_load_refusals(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SurgeonError):
         surgeon.load(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CIFAR stem
+
+
+def _size(model: torch.nn.Module, input_size=(3, 32, 32)) -> tuple[float, float]:
+    """(millions of parameters, GMACs per image), MACs = FLOPs / 2."""
+    g = surgeon.graph(model, input_size=input_size)
+    return sum(p.numel() for p in model.parameters()) / 1e6, sum(b.flops for b in g.blocks) / 2e9
+
+
+def test_cifar_stem_gives_the_papers_cifar_sizes():
+    """PAPER.md: pre-activation ResNet-50 on CIFAR-100 at 32 px: 23.7M parameters, 1.30 GMACs;
+    Alter-ResNet-50 (blocks 3, 4, 6, 4, MSAs 0, 1, 1, 2, window 4): 33.0M, 1.51 GMACs."""
+    base = surgeon.cifar_stem(surgeon.load_model("resnetv2_50", num_classes=100), input_size=(3, 32, 32))
+    params, gmacs = _size(base)
+    assert params == pytest.approx(23.7, abs=0.05) and gmacs == pytest.approx(1.30, abs=0.005)
+    paper = surgeon.cifar_stem(surgeon.load_model("resnetv2_50", num_classes=100, layers=[3, 4, 6, 4]),
+                               input_size=(3, 32, 32))
+    g = surgeon.graph(paper, input_size=(3, 32, 32))
+    assert [b.grid for b in (g.stages[s][-1] for s in ("c1", "c2", "c3", "c4"))] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    alter = surgeon.alternate(g, {"c2": 1, "c3": 1, "c4": 2}, window=4)
+    params, gmacs = _size(alter)
+    assert params == pytest.approx(33.0, abs=0.05) and gmacs == pytest.approx(1.51, abs=0.005)
+
+
+@pytest.mark.parametrize("name, conv, pool", [("resnet18", "conv1", "maxpool"), ("tv:resnet18", "conv1", "maxpool"),
+                                               ("resnet10t", "conv1.0", "maxpool")])
+def test_cifar_stem_edits_only_the_stem_and_replays(tmp_path, name, conv, pool):
+    model = surgeon.load_model(name, num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    edited = surgeon.cifar_stem(model, input_size=(3, 32, 32))
+    c = edited.get_submodule(conv)
+    assert (c.kernel_size, c.stride, c.padding) == ((3, 3), (1, 1), (1, 1))
+    assert isinstance(edited.get_submodule(pool), torch.nn.Identity)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+    changed = {k for k, v in edited.state_dict().items() if k not in before or not torch.equal(before[k], v)}
+    assert changed == {f"{conv}.weight"} | ({f"{conv}.bias"} if c.bias is not None else set())
+    path = surgeon.save(edited, tmp_path / "m.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(surgeon.load(path)(x), edited.eval()(x))
+    with pytest.raises(SurgeonError, match="already keeps the input's resolution"):
+        surgeon.cifar_stem(edited, input_size=(3, 32, 32))
