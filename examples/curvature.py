@@ -1,5 +1,6 @@
-"""The paper's curvature analyses on two small models trained here, on scikit-learn's digits
-(offline, a minute each on a CPU): a ResNet-18 and a ViT-Ti with 4 px patches, both at 32 px.
+"""The paper's curvature analyses on the two example models of examples/digits_models.py (a
+ResNet-18 and a ViT-Ti with 4 px patches, trained with `surgeon.train` on scikit-learn's digits at
+32 px, offline, and cached):
 
 - docs/hessian_spectrum.png: top-5 Hessian eigenvalues of 4 augmented mini-batches each, pooled
   (the paper's Fig. 1c / Fig. 4 "max eigenvalue spectrum"), with the SLQ density of one batch;
@@ -14,36 +15,12 @@ import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
-from torch import nn
+from digits_models import MODELS, SIZE, trained
 
 import surgeon
 from surgeon.plots import plot_density, plot_landscape, plot_spectrum, save_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-SIZE = (3, 32, 32)
-
-
-def train(model: nn.Module, epochs: int, lr: float) -> float:
-    """AdamW, one warmup epoch then cosine decay, on the digits train split; returns test accuracy."""
-    torch.manual_seed(0)
-    loader = surgeon.data.loader("digits", model, batch_size=64, train=True, shuffle=True, input_size=SIZE)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    warmup = torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, len(loader))
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, (epochs - 1) * len(loader))
-    sched = torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], [len(loader)])
-    model.train()
-    for _ in range(epochs):
-        for x, y in loader:
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    test = surgeon.data.loader("digits", model, batch_size=360, input_size=SIZE)
-    with torch.no_grad():
-        hits = sum(int((model(x).argmax(1) == y).sum()) for x, y in test)
-    return hits / len(test.dataset)
 
 
 def main() -> None:
@@ -52,15 +29,10 @@ def main() -> None:
     p.add_argument("--grid", type=int, default=9)
     p.add_argument("--out-dir", type=Path, default=DOCS)
     args = p.parse_args()
-    models = {  # name: (model, epochs, peak learning rate)
-        "resnet18": (surgeon.load_model("resnet18", num_classes=10), 6, 1e-3),
-        "vit_tiny (4 px patches)": (surgeon.load_model("vit_tiny_patch16_224", num_classes=10, img_size=32,
-                                                        patch_size=4), 15, 5e-4),
-    }
     spectra, densities, landscapes = [], [], []
-    for name, (model, epochs, lr) in models.items():
-        acc = train(model, epochs, lr)
-        label = f"{name}, test acc {100 * acc:.1f}%"
+    for name in MODELS:
+        model, history = trained(name)
+        label = f"{name}, test acc {100 * history[-1]['val_acc']:.1f}%"
         print(label)
         aug = surgeon.data.loader("digits", model, batch_size=64, train=True, shuffle=True, seed=1,
                                   transform=surgeon.data.train_transform(model, input_size=SIZE))

@@ -120,10 +120,10 @@ from .training import PRESETS as TRAIN_PRESETS
 from .training import (
     Diverged,
     Recipe,
-    _build,
-    _coerce,
-    _line_of,
-    _val_spec,
+    build_for_training,
+    default_val_spec,
+    line_of,
+    recipe_value,
     run_dir_for,
     train,
     training_recipe,
@@ -255,7 +255,7 @@ def _key_line(text: str, section: str, key: str | None) -> int | None:
         if start is None or key is None:
             return start
     end = next((i for i in range(start, len(rows)) if re.match(r"\s*\[", rows[i])), len(rows))
-    line = _line_of("\n".join(rows[start:end]), key or "")
+    line = line_of("\n".join(rows[start:end]), key or "")
     return line + start if line else None
 
 
@@ -345,7 +345,7 @@ def _train_recipe(raw: dict[str, Any], base_dir: Path, where: Callable[[str, str
         if not Path(spec).is_file():
             raise SurgeonError(f"{where('train', 'recipe')}: recipe = {raw['recipe']!r} is neither a preset "
                                f"({', '.join(TRAIN_PRESETS)}) nor a training TOML file")
-    values = {k: _coerce(k, v, where("train", k)) for k, v in raw.items() if k != "recipe"}
+    values = {k: recipe_value(k, v, where("train", k)) for k, v in raw.items() if k != "recipe"}
     base = training_recipe(spec)
     r = dataclasses.replace(base, **values)
     if r.epochs + r.warmup_epochs < 1:
@@ -409,7 +409,7 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
     r = _train_recipe(raw["train"], p.parent, where)
     if "input_size" in m:
         r = dataclasses.replace(r, input_size=tuple(m["input_size"]))
-    val = _val_spec(d["train"], d.get("val"))
+    val = default_val_spec(d["train"], d.get("val"))
     if val is None:
         raise SurgeonError(f"{where('data', 'val' if 'val' in d else 'train')}: the search compares candidates on "
                            "validation data; give [data] val, a labelled dataset (digits, cifar100:ROOT, a folder)")
@@ -560,7 +560,7 @@ def build_model(job: Job) -> nn.Module:
     training recipe's stochastic depth) and the candidate's passes replayed."""
     s = job.setup
     torch.manual_seed(job.seed)
-    model = _build(s.model, s.train, s.num_classes, **s.model_kwargs)
+    model = build_for_training(s.model, s.train, s.num_classes, **s.model_kwargs)
     if s.stem:
         model = cifar_stem(model, input_size=s.train.input_size)
     return apply_recipe(model, [dict(p) for p in job.candidate.passes])

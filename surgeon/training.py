@@ -59,7 +59,8 @@ from .evaluation import check_labels, evaluate, model_device
 from .io import atomic_path, check_output, save
 from .progress import progress as progress_bar
 
-__all__ = ["Diverged", "Recipe", "PRESETS", "training_recipe", "lr_at", "train", "TrainResult", "ShardedBatches", "run_dir_for"]
+__all__ = ["PRESETS", "Diverged", "Recipe", "ShardedBatches", "TrainResult", "build_for_training", "default_val_spec",
+           "line_of", "lr_at", "recipe_value", "run_dir_for", "train", "training_recipe"]
 
 
 class Diverged(SurgeonError):
@@ -118,15 +119,17 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 _CHOICES = {"optimizer": ("adamw", "sgd"), "schedule": ("cosine", "step")}
 
 
-def _line_of(text: str, key: str) -> int | None:
+def line_of(text: str, key: str) -> int | None:
+    """The 1-based line of the first ``key = ...`` assignment in a TOML text, if any."""
     for i, line in enumerate(text.splitlines(), 1):
         if re.match(rf"\s*{re.escape(key)}\s*=", line):
             return i
     return None
 
 
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """A recipe value checked against the field's type; tuples from lists."""
+def recipe_value(name: str, value: Any, where: str) -> Any:
+    """The value of `Recipe` field `name` checked against the field's type and choices (tuples from
+    lists, "none" for optional fields); `where` prefixes the error."""
     kind = str(_FIELDS[name].type)
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         if "None" in kind:
@@ -174,12 +177,12 @@ def training_recipe(spec: str | os.PathLike | Recipe | dict[str, Any] = "strong"
         raise SurgeonError(f"{where}: base must be one of {', '.join(PRESETS)}")
     unknown = [k for k in keys if k not in _FIELDS]
     if unknown:
-        named = ", ".join(f"{k!r}" + (f" (line {_line_of(text, k)})" if _line_of(text, k) else "") for k in unknown)
+        named = ", ".join(f"{k!r}" + (f" (line {line_of(text, k)})" if line_of(text, k) else "") for k in unknown)
         hints = [h for k in unknown for h in closest(k, _FIELDS, 1)]
         hint = f"did you mean {', '.join(hints)}? " if hints else ""
         raise SurgeonError(f"{where}: unknown key(s) {named}; {hint}known keys: {', '.join(_FIELDS)}")
-    values = {k: _coerce(k, v, where) for k, v in keys.items()}
-    values.update({k: _coerce(k, v, "option") for k, v in overrides.items() if v is not None})
+    values = {k: recipe_value(k, v, where) for k, v in keys.items()}
+    values.update({k: recipe_value(k, v, "option") for k, v in overrides.items() if v is not None})
     r = dataclasses.replace(base, **values)
     problems = [msg for bad, msg in (
         (r.epochs + r.warmup_epochs < 1, "the budget is zero epochs; give epochs >= 1"),
@@ -328,7 +331,7 @@ def _tensorboard(run_dir: Path) -> Any:
 # The loop
 
 
-def _build(model: str, r: Recipe, num_classes: int | None, **load_kwargs: Any) -> nn.Module:
+def build_for_training(model: str, r: Recipe, num_classes: int | None, **load_kwargs: Any) -> nn.Module:
     """A model from its name or surgeon file, with the recipe's stochastic depth where the
     constructor takes ``drop_path_rate`` (timm); others are built without and warned about."""
     from .io import load as load_file
@@ -390,7 +393,7 @@ def _num_outputs(model: nn.Module, input_size: Sequence[int], device: torch.devi
             m.training = mode
 
 
-def _val_spec(data: str, val: str | None) -> str | None:
+def default_val_spec(data: str, val: str | None) -> str | None:
     """The validation data: `val` when given ('none' turns it off), else the test split of a named
     dataset (digits, CIFAR); a folder has no default."""
     if val is not None:
@@ -445,7 +448,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     if isinstance(model, str):
         classes = getattr(train_ds, "classes", [])
         is_file = model.endswith(".safetensors")
-        net = _build(model, r, num_classes or (len(classes) if classes and not is_file else None), **load_kwargs)
+        net = build_for_training(model, r, num_classes or (len(classes) if classes and not is_file else None), **load_kwargs)
     else:
         net = model
     if target is not None and not getattr(net, "_surgeon_spec", None):
@@ -467,7 +470,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     n_workers = workers if workers is not None else (min(8, os.cpu_count() or 1) if len(items) > 5000 else 0)
     loader = DataLoader(items, batch_sampler=sampler, num_workers=n_workers, collate_fn=sdata._collate,
                         pin_memory=device.type == "cuda")
-    val_spec = _val_spec(data, val)
+    val_spec = default_val_spec(data, val)
     val_loader = (sdata.loader(val_spec, net, batch_size=256, input_size=size, workers=workers, download=download)
                   if val_spec else None)
     if val_loader is not None:

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import one_line_error
 
 import surgeon
 from surgeon import training
 from surgeon.errors import SurgeonError
 from surgeon.training import PRESETS, Recipe, ShardedBatches, lr_at, training_recipe
-
-from test_cli import one_line_error
 
 SMALL = {"recipe": "digits", "epochs": 1, "subset": 0.25, "val": "none"}  # 2 epochs of 5 steps (360 images, batch 64)
 
@@ -217,10 +216,10 @@ def test_labels_out_of_range_are_refused_before_training():
 
 def test_stochastic_depth_where_the_constructor_takes_it():
     r = training_recipe("strong")
-    net = training._build("resnet10t", r, 10)
+    net = training.build_for_training("resnet10t", r, 10)
     assert any(type(m).__name__ == "DropPath" and m.drop_prob == pytest.approx(0.1) for m in net.modules())
     with pytest.warns(UserWarning, match="no stochastic depth"):
-        plain = training._build("tv:resnet18", r, 10)
+        plain = training.build_for_training("tv:resnet18", r, 10)
     assert plain.fc.out_features == 10
 
 
