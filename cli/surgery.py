@@ -176,4 +176,10 @@ def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written 
     for i, p in enumerate(recipe["passes"], 1):
         args = ", ".join(f"{k}={v}" for k, v in p.items() if k != "pass" and v not in (None, {}, []))
         out.print(f"  {i}. {p['pass']}({args})", highlight=False)
+    trained = recipe.get("training")
+    if trained:  # written by surgeon train
+        final = trained.get("final", {})
+        score = f", test acc {100 * final['val_acc']:.2f}%" if final.get("val_acc") is not None else ""
+        out.print(f"  trained on {trained['data']} for {trained['epochs_done']} epochs (seed {trained['seed']}"
+                  f"{score}); recipe: " + ", ".join(f"{k}={v}" for k, v in trained["recipe"].items()), highlight=False)
     print_graph(surgeon.graph(model, input_size=parse_input_size(input_size)), str(path))

@@ -266,6 +266,8 @@ def test_cli_trains_and_reports(tmp_path):
                "--out", str(tmp_path / "m.safetensors"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "val acc" in res.stdout and (tmp_path / "m.safetensors").is_file()
+    info = _cli("info", str(tmp_path / "m.safetensors"), "--input-size", "3,32,32")
+    assert info.returncode == 0 and "trained on digits for 1 epochs (seed 0, test acc" in info.stdout, info.stderr
 
 
 @pytest.mark.parametrize("extra, expected", [
