@@ -9,8 +9,9 @@ __all__ = ["progress"]
 
 
 @contextmanager
-def progress(show: bool, total: int | None, label: str) -> Iterator[Callable[[], None]]:
-    """Yield `advance`, to call once per finished step; the bar disappears when done."""
+def progress(show: bool, total: int | None, label: str, done: int = 0) -> Iterator[Callable[[], None]]:
+    """Yield `advance`, to call once per finished step (`done` steps finished before, e.g. of a
+    resumed run); the bar disappears when done."""
     if not show:
         yield lambda: None
         return
@@ -18,5 +19,5 @@ def progress(show: bool, total: int | None, label: str) -> Iterator[Callable[[],
 
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   transient=True) as bar:
-        task = bar.add_task(label, total=total)
+        task = bar.add_task(label, total=total, completed=done)
         yield lambda: bar.advance(task)

@@ -57,6 +57,7 @@ from . import data as sdata
 from .errors import SurgeonError, closest, first_line
 from .evaluation import check_labels, evaluate, model_device
 from .io import atomic_path, check_output, save
+from .models import default_input_size
 from .progress import progress as progress_bar
 
 __all__ = ["PRESETS", "Diverged", "Recipe", "ShardedBatches", "TrainResult", "build_for_training", "default_val_spec",
@@ -457,10 +458,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     device = torch.device(device) if device is not None else dist_device or (
         torch.device("cuda") if isinstance(model, str) and torch.cuda.is_available() else model_device(net))
     net.to(device)
-    size = tuple(r.input_size) if r.input_size else None
-    from .models import default_input_size
-
-    size = size or default_input_size(net)
+    size = tuple(r.input_size) if r.input_size else default_input_size(net)
     classes_out = _num_outputs(net, size, device)
     check_labels(train_ds, classes_out)
     train_ds.transform = sdata.train_transform(net, input_size=size, auto_augment=r.auto_augment, re_prob=r.re_prob,
@@ -492,7 +490,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
 
     fingerprint = _fingerprint(net)
     history: list[dict[str, Any]] = []
-    epoch, step_in_epoch, partial = 0, 0, {"loss": 0.0, "correct": 0.0, "n": 0.0, "seconds": 0.0}
+    epoch, step_in_epoch, partial = 0, 0, _fresh_sums()
     if resume:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["fingerprint"] != fingerprint:
@@ -524,9 +522,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     interrupted = False
     modes = {m: m.training for m in net.modules()}
     try:
-        with progress_bar(progress and rank == 0, r.total_epochs * steps, "training") as advance:
-            for _ in range(epoch * steps + step_in_epoch):
-                advance()
+        with progress_bar(progress and rank == 0, r.total_epochs * steps, "training",
+                          done=epoch * steps + step_in_epoch) as advance:
             while epoch < r.total_epochs:
                 interrupted_at = _epoch(wrapped, net, loader, items, sampler, epoch, step_in_epoch, partial, r, opt,
                                         scaler, criterion, mix, amp, amp_dtype, device, seed, rank, advance)
@@ -543,7 +540,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
                     ev = evaluate(net, val_loader)
                     row.update({f"val_{k}": v for k, v in ev.metrics.items()})
                 history.append(row)
-                epoch, step_in_epoch, partial = epoch + 1, 0, {"loss": 0.0, "correct": 0.0, "n": 0.0, "seconds": 0.0}
+                epoch, step_in_epoch, partial = epoch + 1, 0, _fresh_sums()
                 checkpoint(epoch, 0, partial)
                 if run_dir is not None and rank == 0:
                     _write_logs(run_dir, history)
@@ -615,6 +612,11 @@ def _epoch(wrapped: nn.Module, net: nn.Module, loader: DataLoader, items: Seeded
         return step
     _add(partial, loss_sum, correct, seen, time.perf_counter() - t0)
     return None
+
+
+def _fresh_sums() -> dict[str, float]:
+    """An epoch's running sums: loss x images, correct predictions, images, seconds."""
+    return {"loss": 0.0, "correct": 0.0, "n": 0.0, "seconds": 0.0}
 
 
 def _add(partial: dict[str, float], loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> None:
