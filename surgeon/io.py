@@ -74,12 +74,25 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _strip_prefixes(dict(obj))
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, what: str = "the model") -> nn.Module:
+def _classifier_path(model: nn.Module) -> str | None:
+    """The module path of the classifier: timm's ``pretrained_cfg["classifier"]``, else the last
+    nn.Linear registered (torchvision's ``fc``, ``heads.head``, ``classifier.1`` ...)."""
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    if isinstance(name, str):
+        return name
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linear[-1] if linear else None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, what: str = "the model",
+                 new_head: bool = False) -> nn.Module:
     """Load the weights in `path` into `model` in place and return it.
 
     Shapes must agree for every shared name, else a `SurgeonError` names the first offending
-    tensors. Missing and unexpected names are reported as a warning; a file that shares no name
-    with the model is refused as another architecture.
+    tensors. With `new_head` (the model was built with its own class count, for fine-tuning), a
+    mismatch confined to the classifier is allowed: the classifier keeps its fresh initialisation,
+    with a warning, as timm does for pretrained weights. Missing and unexpected names are reported
+    as a warning; a file that shares no name with the model is refused as another architecture.
     """
     sd = read_state_dict(path)
     own = model.state_dict()
@@ -91,6 +104,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, what: str = "the 
             "pick the matching model name"
         )
     bad = [k for k in shared if sd[k].shape != own[k].shape]
+    head = _classifier_path(model) if new_head else None
+    fresh: list[str] = []  # classifier tensors left at their initialisation
+    if bad and head is not None and all(k.startswith(head + ".") for k in bad):
+        warnings.warn(f"weights {Path(path).name}: classifier {head} not loaded (file {list(sd[bad[0]].shape)} vs "
+                      f"model {list(own[bad[0]].shape)}): a new head, freshly initialised", stacklevel=2)
+        fresh, bad = bad, []
     if bad:
         details = ", ".join(f"{k} (file {list(sd[k].shape)} vs model {list(own[k].shape)})" for k in bad[:3])
         hint = ""
@@ -102,7 +121,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, what: str = "the 
         )
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    model.load_state_dict({k: sd[k] for k in shared}, strict=False)
+    model.load_state_dict({k: sd[k] for k in shared if k not in fresh}, strict=False)
     if missing or unexpected:
         warnings.warn(
             f"weights {Path(path).name}: {len(missing)} missing {missing[:3]}, "

@@ -115,7 +115,9 @@ def load_model(
         spec: a timm name (``resnet50``, ``vit_tiny_patch16_224``), a torchvision name with the
             ``tv:`` prefix (``tv:resnet50``), or a ``.safetensors`` file written by `surgeon.save`.
         num_classes: classifier size; the architecture's default when None.
-        weights: a local weight file (see `surgeon.io.read_state_dict`) loaded after creation.
+        weights: a local weight file (see `surgeon.io.read_state_dict`) loaded after creation;
+            with `num_classes` given, a classifier of another size in the file is not loaded
+            (fine-tuning: the new head keeps its initialisation, with a warning).
         pretrained: fetch the registry's pretrained weights through the hub, as timm/torchvision do.
         img_size: input resolution for models whose shape depends on it (ViTs); ignored by CNNs.
         model_kwargs: further constructor arguments (e.g. ``layers=(3, 4, 6, 4)`` for a timm
@@ -140,7 +142,7 @@ def load_model(
     else:
         model = _create_timm(spec, num_classes, pretrained, img_size, model_kwargs)
     if weights is not None:
-        load_weights(model, weights, what=spec)
+        load_weights(model, weights, what=spec, new_head=num_classes is not None)
     model._surgeon_spec = {"spec": spec, "num_classes": num_classes, "img_size": img_size, **model_kwargs}
     return model.eval()
 

@@ -91,6 +91,27 @@ def test_other_architecture_is_refused(tmp_path, reference):
         surgeon.load_model("resnet18", weights=tmp_path / "r18.pt")
 
 
+@pytest.mark.parametrize("name, other", [("resnet18", "resnet50"), ("tv:resnet18", "tv:resnet50"),
+                                         ("vit_tiny_patch16_224", "vit_small_patch16_224")])
+def test_fine_tuning_with_another_class_count_keeps_a_fresh_head(tmp_path, name, other):
+    """--num-classes given and the file's classifier of another size: everything but the head loads."""
+    source = surgeon.load_model(name)  # 1000 classes
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    torch.manual_seed(1)
+    fresh = surgeon.load_model(name, num_classes=7)
+    torch.manual_seed(1)
+    with pytest.warns(UserWarning, match=r"classifier (fc|head|heads\.head) not loaded .*a new head") as caught:
+        tuned = surgeon.load_model(name, num_classes=7, weights=tmp_path / "w.pt")
+    assert len(caught) == 1  # no second warning listing the head as missing
+    src, new, init = source.state_dict(), tuned.state_dict(), fresh.state_dict()
+    head = [k for k in new if new[k].shape != src[k].shape]
+    assert head and all(k.split(".")[0] in ("fc", "head", "heads") for k in head)
+    assert all(torch.equal(new[k], init[k]) for k in head)  # the head keeps its initialisation
+    assert all(torch.equal(new[k], src[k]) for k in new if k not in head)
+    with pytest.raises(SurgeonError, match="shape mismatch"):  # beyond the head: still another architecture
+        surgeon.load_model(other, num_classes=7, weights=tmp_path / "w.pt")
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.json"
     with pytest.raises(RuntimeError):
