@@ -434,7 +434,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     rank, world, dist_device = _distributed()
     r = training_recipe(recipe, epochs=epochs, input_size=input_size, batch_size=batch_size, lr=lr)
     if batch_size is not None and lr is None:  # linear scaling from the recipe's own batch size
-        r = dataclasses.replace(r, lr=training_recipe(recipe).lr * batch_size / training_recipe(recipe).batch_size)
+        base = training_recipe(recipe)
+        r = dataclasses.replace(r, lr=base.lr * batch_size / base.batch_size)
     target = check_output(out, overwrite=overwrite or resume) if out is not None else None
     run_dir = run_dir_for(target) if target is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
