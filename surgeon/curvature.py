@@ -40,6 +40,7 @@ from torch.func import functional_call, grad, jvp
 from .errors import SurgeonError, first_line
 from .graph import graph
 from .progress import progress as progress_bar
+from .tables import Tabular, quantity_rows
 
 __all__ = ["NonFiniteLoss", "check_labels", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
            "selected_parameters", "objective", "lanczos", "power_iteration", "hutchinson", "hutchpp", "slq",
@@ -373,7 +374,7 @@ def power_iteration(op: HessianOperator, k: int = 5, *, tol: float = 1e-3, max_i
 
 
 @dataclass
-class TraceResult:
+class TraceResult(Tabular):
     """A stochastic trace estimate with its standard error and cost."""
 
     value: float
@@ -383,6 +384,9 @@ class TraceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def tidy(self) -> list[dict[str, Any]]:
+        return quantity_rows({"method": self.method}, {"trace": self.value, "stderr": self.stderr})
 
 
 def _rademacher(n: int, m: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -413,7 +417,7 @@ def hutchpp(op: HessianOperator, matvecs: int = 60, *, seed: int = 0) -> TraceRe
 
 
 @dataclass
-class DensityResult:
+class DensityResult(Tabular):
     """Spectral density by stochastic Lanczos quadrature: `grid` and `density` (integrates to 1),
     and the quadrature `nodes` and `weights` per start vector."""
 
@@ -426,6 +430,10 @@ class DensityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """One row per grid point: the eigenvalue and its density."""
+        return [{"eigenvalue": float(x), "quantity": "density", "value": float(d)} for x, d in zip(self.grid, self.density)]
 
 
 def slq(op: HessianOperator, vectors: int = 3, steps: int = 30, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -514,7 +522,7 @@ def hessian_density(model: nn.Module, batch: Any, blocks: str | Sequence[str] = 
 
 
 @dataclass
-class SpectrumResult:
+class SpectrumResult(Tabular):
     """Top-k eigenvalues per mini-batch (rows), pooled for the paper's max-eigenvalue spectrum."""
 
     model: str
@@ -533,6 +541,16 @@ class SpectrumResult:
         return {"model": self.model, "eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
                 "losses": self.losses.tolist(), "which": self.which, "hvps": self.hvps,
                 "interrupted": self.interrupted}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x batch x quantity (each eigenvalue with its rank and residual, the loss)."""
+        rows = []
+        for b, (vals, res, loss) in enumerate(zip(self.eigenvalues, self.residuals, self.losses)):
+            rows.append({"model": self.model, "batch": b, "rank": None, "quantity": "loss", "value": float(loss),
+                         "residual": None})
+            rows += [{"model": self.model, "batch": b, "rank": i, "quantity": "eigenvalue", "value": float(v),
+                      "residual": float(r)} for i, (v, r) in enumerate(zip(vals, res))]
+        return rows
 
 
 def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batches: int = 10, which: str = "LM",

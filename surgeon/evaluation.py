@@ -23,12 +23,13 @@ from torch import nn
 from .errors import SurgeonError
 from .metrics import NLL_MODES, Metrics, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
+from .tables import Tabular, quantity_rows
 
 __all__ = ["Evaluation", "check_labels", "evaluate", "model_device", "nan_to_none"]
 
 
 @dataclass
-class Evaluation:
+class Evaluation(Tabular):
     """What `evaluate` measured: ``metrics`` (acc, top5, nll, brier, ece, signed_ece, acc90,
     unc90, freq90, iou, iou90), ``reliability`` bins, the number of ``samples`` and ``batches``,
     and ``interrupted`` when Ctrl-C cut the stream short (the metrics cover the whole batches done)."""
@@ -44,6 +45,10 @@ class Evaluation:
         rel = {k: [None if np.isnan(v) else float(v) for v in a] for k, a in self.reliability.items()}
         return {"metrics": nan_to_none(self.metrics), "reliability": rel, "samples": self.samples, "batches": self.batches,
                 "interrupted": self.interrupted}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """One row per metric (undefined values as None)."""
+        return quantity_rows({}, self.metrics)
 
 
 def nan_to_none(values: dict[str, float]) -> dict[str, float | None]:

@@ -49,6 +49,7 @@ from .errors import SurgeonError, first_line
 from .flops import FlopCount
 from .fx import _timm_registries, graph_module, symbolic_trace, tensor_leaves
 from .models import default_input_size
+from .tables import Tabular
 
 __all__ = ["Block", "BlockGraph", "graph", "KINDS", "feature_info_mismatch"]
 
@@ -113,7 +114,7 @@ class Block:
 
 
 @dataclass
-class BlockGraph:
+class BlockGraph(Tabular):
     """A model as stem, stages of blocks and head. Build one with `surgeon.graph`."""
 
     model: nn.Module
@@ -138,6 +139,8 @@ class BlockGraph:
 
     def __getitem__(self, address: str) -> Block:
         found = self.select(address)
+        if not found:
+            raise SurgeonError(f"no block matches {address!r}; valid: {self.valid_addresses()}")
         if len(found) != 1:
             raise SurgeonError(f"{address!r} names {len(found)} blocks, not one; use select() for several")
         return found[0]
@@ -149,6 +152,10 @@ class BlockGraph:
         ``*`` (all), ``stem``, ``head``, a stage ``c2``, a block ``c2.b3``, the last block ``c2.b-1``,
         globs ``c*.b-1`` / ``c[23].b*``, a module path ``layer2.3`` (or a prefix ``layer2``, or a glob
         ``layer*.0``), and kind filters ``kind:msa``.
+
+        A filter or glob that matches nothing (``kind:msa`` on a CNN) selects no block: the result
+        is ``[]``. A name that does not exist (``c9``, ``layer7``, ``kind:foo``) raises a
+        `SurgeonError` listing the valid addresses.
         """
         terms = [pattern] if isinstance(pattern, str) else list(pattern)
         terms = [t.strip() for term in terms for t in term.split(",") if t.strip()]
@@ -157,7 +164,7 @@ class BlockGraph:
         chosen: set[int] = set()
         for term in terms:
             hits = self._select_term(term)
-            if not hits:
+            if not hits and not (term.startswith("kind:") or any(ch in term for ch in "*?[")):
                 raise SurgeonError(f"unknown block {term!r}; valid: {self.valid_addresses()}")
             chosen.update(id(b) for b in hits)
         return [b for b in self.blocks if id(b) in chosen]
@@ -230,6 +237,11 @@ class BlockGraph:
             },
             "blocks": [b.to_dict() for b in self.blocks],
         }
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: block x quantity (params, FLOPs at `input_size`)."""
+        return [{"block": b.address, "path": b.path, "kind": b.kind, "stage": b.stage, "output": list(b.out_shape[1:]),
+                 "quantity": q, "value": v} for b in self.blocks for q, v in (("params", b.params), ("flops", b.flops))]
 
 
 # ----------------------------------------------------------------------------------------------

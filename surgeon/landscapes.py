@@ -35,7 +35,9 @@ from torch.func import functional_call
 from .curvature import _batch, analysis_mode, check_labels, objective
 from .errors import SurgeonError
 from .io import atomic_path
+from .jsonio import dumps
 from .progress import progress as progress_bar
+from .tables import Tabular
 
 __all__ = ["LandscapeResult", "directions", "landscape", "EXCLUDED"]
 
@@ -65,7 +67,7 @@ def directions(model: nn.Module, *, norm: str = "filter", seed: int = 0) -> dict
 
 
 @dataclass
-class LandscapeResult:
+class LandscapeResult(Tabular):
     """The objective over ``coords`` (1-D) or ``coords x coords`` (2-D; rows a, columns b).
 
     ``seconds_per_point`` and ``eval_seconds`` (one plain forward pass over the same batches)
@@ -91,6 +93,15 @@ class LandscapeResult:
         return {"model": self.model, "config": self.config, "coords": self.coords.tolist(), "loss": listed(self.loss),
                 "stderr": listed(self.stderr), "seconds_per_point": self.seconds_per_point,
                 "eval_seconds": self.eval_seconds, "interrupted": self.interrupted}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """One row per grid point and quantity (loss, stderr); ``a`` (and ``b`` in 2-D) its coordinates."""
+        rows = []
+        for index in np.ndindex(self.loss.shape):
+            ids = {"model": self.model, **{ax: float(self.coords[i]) for ax, i in zip("ab", index)}}
+            rows += [{**ids, "quantity": q, "value": float(a[index]) if np.isfinite(a[index]) else None}
+                     for q, a in (("loss", self.loss), ("stderr", self.stderr))]
+        return rows
 
 
 def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -185,4 +196,4 @@ def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Ten
 
 def _write(path: Path, res: LandscapeResult) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(res.to_dict()))
+        tmp.write_text(dumps(res.to_dict()))

@@ -31,6 +31,7 @@ from .graph import Block, BlockGraph, graph
 from .models import model_spec
 from .passes import remove
 from .progress import progress as progress_bar
+from .tables import Tabular
 
 __all__ = ["LesionResult", "LesionRow", "lesion_study"]
 
@@ -55,7 +56,7 @@ class LesionRow:
 
 
 @dataclass
-class LesionResult:
+class LesionResult(Tabular):
     """What `lesion_study` measured: the ``intact`` model's `Evaluation`, one `LesionRow` per
     lesioned block in graph order, the ``skipped`` blocks of the selection with the reason, and
     ``interrupted`` when Ctrl-C stopped the study (the rows are the blocks finished before)."""
@@ -85,6 +86,16 @@ class LesionResult:
         return {"model": self.model, "input_size": list(self.graph.input_size), "intact": self.intact.to_dict(),
                 "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped,
                 "interrupted": self.interrupted}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x lesioned block (None: the intact model) x metric, with the change."""
+        intact = {"model": self.model, "block": None, "path": None, "kind": None, "depth": None}
+        rows = [{**intact, "quantity": k, "value": v, "delta": 0.0} for k, v in nan_to_none(self.intact.metrics).items()]
+        for r in self.rows:
+            ids = {"model": self.model, "block": r.address, "path": r.path, "kind": r.kind, "depth": r.depth}
+            delta = nan_to_none(r.delta)
+            rows += [{**ids, "quantity": k, "value": v, "delta": delta.get(k)} for k, v in nan_to_none(r.metrics).items()]
+        return rows
 
 
 def lesion_study(model: nn.Module | BlockGraph, data: Iterable[Any], blocks: str = "*", *,

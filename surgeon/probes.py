@@ -28,7 +28,6 @@ map, averaged over batch and channels.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,7 +42,9 @@ from torch import nn
 from .errors import SurgeonError, closest
 from .fx import tensor_leaves
 from .graph import Block, BlockGraph, graph
+from .jsonio import dumps
 from .progress import progress as progress_bar
+from .tables import Tabular, quantity_rows
 
 __all__ = ["PROBES", "Probe", "Fourier", "Variance", "Stats", "FourierResult", "ActivationStats",
            "ProbeResults", "ProbeSession", "probe"]
@@ -173,6 +174,11 @@ class FourierResult:
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if v is None else np.asarray(v).tolist()) for k, v in self.__dict__.items()}
 
+    def tidy(self) -> list[dict[str, Any]]:
+        """One row per diagonal frequency and quantity (logamp, dlogamp)."""
+        return [{"frequency": float(f), "quantity": q, "value": float(getattr(self, q)[i])}
+                for i, f in enumerate(self.freq) for q in ("logamp", "dlogamp")]
+
 
 class Fourier(Probe):
     """Mean log amplitude of the feature maps' 2-D Fourier transform on the diagonal (Fig. 2a, 8).
@@ -288,6 +294,9 @@ class ActivationStats:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def tidy(self) -> list[dict[str, Any]]:
+        return quantity_rows({}, self.to_dict())
+
 
 class Stats(Probe):
     """Mean, std, max |x|, share of zeros and the number of NaN / Inf values. A NaN never stops
@@ -347,7 +356,7 @@ def _resolve(probes: str | Probe | Iterable[str | Probe]) -> list[Probe]:
 
 
 @dataclass
-class ProbeResults:
+class ProbeResults(Tabular):
     """Probe values per block address, with the block metadata (kind, depth, ...).
 
     ``res["c2.b-1"]`` accepts any address that names one block (negative indices, module paths)
@@ -395,7 +404,18 @@ class ProbeResults:
         }
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
+        return dumps(self.to_dict(), **kwargs)
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x block x probe quantity (x frequency for the Fourier probe)."""
+        rows = []
+        for b in self.blocks:
+            ids = {"model": self.model, "block": b.address, "path": b.path, "kind": b.kind, "stage": b.stage,
+                   "depth": b.depth}
+            for name, v in self.values[b.address].items():
+                sub = v.tidy() if hasattr(v, "tidy") else [{"quantity": name, "value": v}]
+                rows += [{**ids, "probe": name, **r} for r in sub]
+        return rows
 
 
 # ----------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from .data import ArrayImages, eval_transform, loader
 from .errors import SurgeonError, first_line
 from .evaluation import Evaluation, evaluate, model_device, nan_to_none
 from .progress import progress as progress_bar
+from .tables import Tabular
 
 __all__ = ["BENCHMARK", "FREQUENCIES", "SEVERITIES", "CorruptionResult", "FrequencyNoiseResult",
            "corruption_robustness", "frequency_noise_robustness", "pixel_normalisation"]
@@ -73,7 +74,7 @@ def _json_number(v: float) -> float | None:
 
 
 @dataclass
-class CorruptionResult:
+class CorruptionResult(Tabular):
     """Metrics (`surgeon.metrics.Metrics`: acc, top5, nll, brier, ece, ...) of one model on clean and
     corrupted data. ``metrics[corruption][severity]`` holds each measured cell; ``clean`` the clean
     data's metrics. Means are plain means over the measured cells: for a metric m,
@@ -125,9 +126,19 @@ class CorruptionResult:
             "metrics": {c: {str(s): nan_to_none(cell) for s, cell in row.items()} for c, row in self.metrics.items()},
         }
 
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x corruption x severity x metric (corruption and severity None: clean data)."""
+        rows = [{"model": self.model, "corruption": None, "severity": None, "quantity": k, "value": v}
+                for k, v in nan_to_none(self.clean).items()]
+        for c in self.corruptions:
+            for s, cell in sorted(self.metrics.get(c, {}).items()):
+                rows += [{"model": self.model, "corruption": c, "severity": s, "quantity": k, "value": v}
+                         for k, v in nan_to_none(cell).items()]
+        return rows
+
 
 @dataclass
-class FrequencyNoiseResult:
+class FrequencyNoiseResult(Tabular):
     """Fig. 2b for one model: ``accuracy[i]`` at the band centred on ``frequencies[i]`` (fractions
     of pi; NaN when not measured) and the ``clean`` accuracy; ``change`` = accuracy - clean."""
 
@@ -151,6 +162,14 @@ class FrequencyNoiseResult:
                 "clean": _json_number(self.clean), "accuracy": [_json_number(a) for a in self.accuracy],
                 "change": [_json_number(c) for c in self.change], "samples": self.samples,
                 "interrupted": self.interrupted}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x frequency (None: clean data) x quantity (accuracy, change)."""
+        rows = [{"model": self.model, "frequency": None, "quantity": "accuracy", "value": _json_number(self.clean)}]
+        for f, a, c in zip(self.frequencies, self.accuracy, self.change):
+            rows += [{"model": self.model, "frequency": f, "quantity": q, "value": _json_number(v)}
+                     for q, v in (("accuracy", a), ("change", c))]
+        return rows
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,7 +35,9 @@ line)::
               any other `surgeon.Recipe` key (warmup_epochs, lr, batch_size, ...)
     [search]  metric (acc | top5 | nll | brier | ece), delta? (0), repeats? (seeds: [0, 1, 2] or 3),
               stages? (default: every stage with >= 2 conv blocks), max_msa? (n / 2; or per stage),
-              heads? (3 * 2^(i-1); or per stage), window? (min(7, map)), dim_head? (64)
+              heads? (3 * 2^(i-1); or per stage), window? (min(7, map)), dim_head? (64),
+              threads? (torch CPU threads per training: 1), deterministic? (false; true: torch's
+              deterministic algorithms, for CUDA)
 
 or a Python file defining ``SETTINGS`` (the same sections as a dict) and a generator
 ``candidates(search)`` that yields the steps: each a list of `Candidate` built with
@@ -61,9 +63,11 @@ uninterrupted one writes. Seeds fix the initialisation (base model and new block
 and augmentation: the same recipe makes the same decisions.
 
 Parallel: ``workers=N`` runs the (candidate, seed) trainings of a step in N local processes (spawn
-context, torch threads = cores / N each; GPUs, when present, dealt round-robin). Decisions are
-those of ``workers=1``; the metrics are bit-identical where the trainings are deterministic at
-any thread count (every stub evaluator; CPU kernels may reduce in another order).
+context; GPUs, when present, dealt round-robin). Every job, in this process or a worker, runs with
+the recipe's ``threads`` torch threads (default 1; restored afterwards) and, with ``deterministic =
+true``, torch's deterministic algorithms (`surgeon.training.fixed_numerics`): CPU kernels reduce in
+an order that depends on the thread count, so fixing it makes results.jsonl the same with any
+``workers``. search.json records both.
 
 Beyond one machine, no engine of surgeon's own: the evaluator is the hook. Each (candidate, seed)
 becomes one torchrun job on the cluster, the search waits on N of them at a time::
@@ -85,7 +89,6 @@ becomes one torchrun job on the cluster, the search waits on N of them at a time
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import functools
 import hashlib
@@ -93,11 +96,11 @@ import importlib.util
 import inspect
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 import tomllib
@@ -112,15 +115,21 @@ from torch import nn
 
 from . import data as sdata
 from .errors import SurgeonError, closest, first_line
+from .executors import Executor, LocalExecutor, RayExecutor, executor as make_executor
 from .graph import BlockGraph, graph
 from .io import atomic_path
-from .models import default_input_size, load_model
+from .jsonio import dumps
+from .tables import Tabular
+from .io import save as save_model
+from .models import input_size_of, load_model
 from .passes import alternate, apply_recipe, cifar_stem
+from .runfolder import check_spawn_safe, undo_on_failure
 from .training import PRESETS as TRAIN_PRESETS
 from .training import (
     Diverged,
     Recipe,
     build_for_training,
+    fixed_numerics,
     default_val_spec,
     line_of,
     recipe_value,
@@ -176,6 +185,8 @@ class Setup:
     subset: float | None
     train: Recipe
     stem: str | None = None  # "cifar": `surgeon.cifar_stem` applied to the base model
+    threads: int = 1  # torch CPU threads of every job: its numbers must not depend on how many run at once
+    deterministic: bool = False  # torch's deterministic algorithms (CUDA)
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,7 @@ class Job:
     resume: bool = False
     device: str | None = None
     progress: bool = False
+    gpus: int = 0  # > 1: the training runs under torchrun over that many GPUs (one per rank)
 
 
 Steps = Generator[list[Candidate], list[dict[str, Any]], None]
@@ -231,12 +243,13 @@ class SearchRecipe:
                 "train": s.train.to_dict(),
                 "search": {"metric": self.metric, "delta": self.delta, "repeats": list(self.repeats),
                            "stages": list(self.stages) if self.stages else None, "max_msa": self.max_msa,
-                           "heads": self.heads, "window": self.window, "dim_head": self.dim_head},
+                           "heads": self.heads, "window": self.window, "dim_head": self.dim_head,
+                           "threads": s.threads, "deterministic": s.deterministic},
                 "candidates": strategy}
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()
+        return hashlib.sha256(dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _where(path: Path, text: str, section: str, key: str | None = None) -> str:
@@ -300,7 +313,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
               **{f.name: ("recipe", False) for f in dataclasses.fields(Recipe) if f.name != "epochs"}},
     "search": {"metric": ("metric", True), "delta": ("delta", False), "repeats": ("repeats", False),
                "stages": ("stages", False), "max_msa": ("per_stage", False), "heads": ("per_stage", False),
-               "window": ("count", False), "dim_head": ("count", False)},
+               "window": ("count", False), "dim_head": ("count", False), "threads": ("count", False),
+               "deterministic": ("bool", False)},
 }
 
 
@@ -413,7 +427,8 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
     if val is None:
         raise SurgeonError(f"{where('data', 'val' if 'val' in d else 'train')}: the search compares candidates on "
                            "validation data; give [data] val, a labelled dataset (digits, cifar100:ROOT, a folder)")
-    setup = Setup(m["name"], kwargs, m.get("num_classes"), d["train"], val, d.get("subset"), r, m.get("stem"))
+    setup = Setup(m["name"], kwargs, m.get("num_classes"), d["train"], val, d.get("subset"), r, m.get("stem"),
+                  s.get("threads", 1), s.get("deterministic", False))
     repeats = s.get("repeats", 1)
     return SearchRecipe(p, text, setup, generator, s["metric"], float(s.get("delta", 0.0)),
                         tuple(range(repeats)) if isinstance(repeats, int) else tuple(repeats),
@@ -445,7 +460,7 @@ class Search:
             classes = getattr(sdata.dataset(setup.data, train=True), "classes", None)
             setup = dataclasses.replace(setup, num_classes=len(classes) if classes else None)
         self.base = load_model(setup.model, num_classes=setup.num_classes, **setup.model_kwargs)
-        size = tuple(setup.train.input_size or default_input_size(self.base))
+        size = input_size_of(self.base, setup.train.input_size)  # the recipe's, else what the model records
         if setup.stem:
             self.base = cifar_stem(self.base, input_size=size)
         self.setup = dataclasses.replace(setup, train=dataclasses.replace(setup.train, input_size=size))
@@ -506,7 +521,7 @@ class Search:
                 if b.kind == "msa":
                     msa[stage] = msa.get(stage, 0) + 1
                     blocks.append(b.address)
-        return Candidate(name, tuple(json.loads(json.dumps(passes))), msa, tuple(blocks))
+        return Candidate(name, tuple(json.loads(dumps(passes))), msa, tuple(blocks))
 
     def msa(self, counts: Mapping[str, int]) -> Candidate:
         """The base model with `counts` MSAs per stage (`surgeon.alternate` with the recipe's heads,
@@ -571,6 +586,8 @@ def train_candidate(job: Job) -> dict[str, float]:
     job's seed into ``job.out`` (continuing its checkpoint when ``job.resume``); returns the last
     epoch's validation metrics (acc, nll, ...). Ctrl-C keeps the checkpoint and stops the search."""
     s = job.setup
+    if job.gpus > 1:
+        return _torchrun_candidate(job)
     run = train(build_model(job), s.data, recipe=s.train, out=job.out, resume=job.resume, overwrite=True, val=s.val,
                 subset=s.subset, seed=job.seed, device=job.device, progress=job.progress)
     if run.interrupted:
@@ -578,12 +595,36 @@ def train_candidate(job: Job) -> dict[str, float]:
     return {k.removeprefix("val_"): v for k, v in run.history[-1].items() if k.startswith("val_")}
 
 
+def _torchrun_candidate(job: Job) -> dict[str, float]:
+    """`train_candidate` over ``job.gpus`` GPUs of one node: the seeded, untrained candidate is
+    saved beside the target, then ``torchrun --nproc-per-node GPUS -m surgeon.cli train`` trains
+    it with DDP (surgeon.train under torchrun) into ``job.out``; the last epoch's validation
+    metrics come from its log. A failed training (e.g. divergence) fails the candidate."""
+    s = job.setup
+    init = job.out.with_name(job.out.stem + ".init.safetensors")
+    save_model(build_model(job), init, overwrite=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={job.gpus}",
+               "-m", "surgeon.cli", "train", str(init), "--data", s.data, "--recipe",
+               str(job.out.parents[2] / "train.toml"), "--seed", str(job.seed), "--out", str(job.out),
+               *(["--val", s.val] if s.val else []), *(["--subset", str(s.subset)] if s.subset else []),
+               *(["--resume"] if job.resume else [])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        if "diverged" in tail.lower():
+            raise Diverged(tail)
+        raise SurgeonError(f"torchrun training of {job.out.parent.name} seed {job.seed} failed: {tail}")
+    last = json.loads((run_dir_for(job.out) / "log.jsonl").read_text().splitlines()[-1])
+    return {k.removeprefix("val_"): v for k, v in last.items() if k.startswith("val_")}
+
+
 def _execute(evaluator: Evaluator, job: Job) -> dict[str, Any]:
     """One job's outcome: ``{"seed", "metrics" | "failed", "seconds"}``. Divergence and running
     out of device memory fail the candidate; any other error stops the search."""
     t0 = time.perf_counter()
     try:
-        metrics = evaluator(job)
+        with fixed_numerics(job.setup.threads, job.setup.deterministic):  # the same wherever it runs
+            metrics = evaluator(job)
         outcome: dict[str, Any] = {"seed": job.seed, "metrics": {
             k: float(v) if math.isfinite(float(v)) else None for k, v in metrics.items()}}
     except (Diverged, torch.OutOfMemoryError) as exc:
@@ -592,38 +633,78 @@ def _execute(evaluator: Evaluator, job: Job) -> dict[str, Any]:
     return outcome
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
+def _task(evaluator: Evaluator, job: Job, threads: int | None) -> dict[str, Any]:
+    """`_execute` as one executor task: in a worker process (threads given) torch gets `threads`
+    threads first, so that a job computes the same wherever it runs."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    outcome = _execute(evaluator, job)
+    _write_outcome(job, outcome)  # by the task: a resumed search finds it even if the driver died
+    return outcome
+
+
+def _write_outcome(job: Job, outcome: dict[str, Any]) -> None:
+    with atomic_path(job.out.with_suffix(".json")) as tmp:
+        tmp.write_text(dumps(outcome))
 
 
 class _Runner:
-    """Runs jobs in this process (one worker) or in a pool of spawned processes, started on the
-    first job and shut down (pending jobs cancelled on an error) when the search ends."""
+    """Runs a step's jobs on an executor (`surgeon.executors`): this process, local processes or
+    Ray tasks, entered on the first job and left (pending jobs cancelled on an error) when the
+    search ends. A job whose worker died on every attempt becomes a failed outcome."""
 
-    def __init__(self, evaluator: Evaluator, workers: int) -> None:
-        self.evaluator, self.workers = evaluator, workers
-        self.pool: cf.ProcessPoolExecutor | None = None
+    def __init__(self, evaluator: Evaluator, executor: Executor) -> None:
+        self.evaluator, self.executor = evaluator, executor
+        self.entered = False
+
+    @property
+    def in_process(self) -> bool:
+        return self.executor.in_process
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=kind is not None)
+        if self.entered:
+            self.executor.__exit__(kind, exc, tb)
+
+    def start(self) -> None:
+        """Enter the executor (start processes, join the cluster) once."""
+        if not self.entered:
+            self.executor.__enter__()
+            self.entered = True
+
+    @property
+    def job_gpus(self) -> int:
+        return int(getattr(self.executor, "job_gpus", 0) or 0)
+
+    def device(self, slot: int) -> str | None:
+        """The device of a step's slot-th job: on Ray the GPU(s) the task is given (Ray sets
+        CUDA_VISIBLE_DEVICES), locally the GPUs in turn."""
+        if isinstance(self.executor, RayExecutor):
+            return "cuda" if self.job_gpus else "cpu"
+        return _device(slot)
+
+    def threads(self) -> int | None:
+        """Torch threads per job: None in this process, else the cores a job may use."""
+        ex = self.executor
+        if ex.in_process:
+            return None
+        if isinstance(ex, LocalExecutor):
+            return max(1, len(os.sched_getaffinity(0)) // ex.workers)
+        return max(1, int(getattr(ex, "job_cpus", 1)))
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
         """(job, outcome) as the jobs finish."""
-        if self.workers == 1:
-            for job in jobs:
-                yield job, _execute(self.evaluator, job)
+        if not jobs:
             return
-        if jobs and self.pool is None:
-            threads = max(1, len(os.sched_getaffinity(0)) // self.workers)
-            self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=_init_worker, initargs=(threads,))
-        futures = {self.pool.submit(_execute, self.evaluator, job): job for job in jobs}  # type: ignore[union-attr]
-        for done in cf.as_completed(futures):
-            yield futures[done], done.result()
+        self.start()
+        threads = self.threads()
+        for i, result in self.executor.map(_task, [(self.evaluator, job, threads) for job in jobs]):
+            if result.ok:
+                yield jobs[i], result.value
+            else:
+                yield jobs[i], {"seed": jobs[i].seed, "failed": result.failed, "seconds": None}
 
 
 def _device(slot: int) -> str | None:
@@ -637,17 +718,30 @@ def _device(slot: int) -> str | None:
 
 
 @dataclass
-class SearchResult:
+class SearchResult(Tabular):
     """A search's folder, its records (the lines of results.jsonl) and its chart."""
 
     out: Path
     records: list[dict[str, Any]]
     chart: Path | None = None
+    input_size: tuple[int, int, int] | None = None  # (C, H, W) every candidate was trained and evaluated at
+    input_size: tuple[int, int, int] | None = None  # (C, H, W) every candidate was trained and evaluated at
 
     @property
     def best(self) -> dict[str, Any] | None:
         """The record of the last accepted candidate, the search's answer."""
         return next((r for r in reversed(self.records) if r["accepted"]), None)
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: candidate x seed x validation metric (failed runs: value None)."""
+        rows = []
+        for r in self.records:
+            ids = {"step": r["step"], "candidate": r["id"], "msa": " ".join(f"{s}:{n}" for s, n in r["msa"].items()),
+                   "accepted": r["accepted"]}
+            for run in r["runs"]:
+                rows += [{**ids, "seed": run["seed"], "quantity": k, "value": v}
+                         for k, v in run.get("metrics", {r["metric"]: None}).items()]
+        return rows
 
 
 def read_records(out: str | os.PathLike) -> list[dict[str, Any]]:
@@ -686,6 +780,12 @@ def _check_folder(out: Path, recipe: SearchRecipe, resume: bool) -> None:
         raise SurgeonError(f"{out} exists and is not an empty folder; choose another --out (nothing there is replaced)")
 
 
+def _search_started(out: Path) -> bool:
+    """Whether a search folder holds work worth resuming: a result or a training checkpoint."""
+    return (out / "results.jsonl").is_file() or any((out / "candidates").glob("*/seed*.json")) or any(
+        (out / "candidates").glob("*/*.run/checkpoint.pt"))
+
+
 def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
     """A new search's folder: the recipe's copy, search.json (its hash and settings) and train.toml."""
     try:
@@ -698,8 +798,10 @@ def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
     lines += [f"{k} = {json.dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
     (out / "train.toml").write_text("\n".join(lines) + "\n")
     with atomic_path(out / "search.json") as tmp:
-        tmp.write_text(json.dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,
-                                   "settings": recipe.settings}, indent=1, default=str))
+        tmp.write_text(dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,
+                                   "input_size": list(setup.train.input_size or ()), "threads": setup.threads,
+                                   "deterministic": setup.deterministic, "settings": recipe.settings},
+                                  indent=1, default=str))
 
 
 class _Engine:
@@ -718,7 +820,7 @@ class _Engine:
             sent = self.step(step, self._checked(candidates))
             self.records += sent
             with atomic_path(self.out / "results.jsonl") as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+                tmp.write_text("".join(dumps(r) + "\n" for r in self.records))
             for record in sent:
                 if self.on_record is not None:
                     self.on_record(record)
@@ -757,10 +859,11 @@ class _Engine:
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 jobs.append(Job(c, seed, self.search.setup, target, (run_dir_for(target) / "checkpoint.pt").is_file(),
-                                _device(len(jobs)), self.progress and self.runner.workers == 1))
+                                self.runner.device(len(jobs)), self.progress and self.runner.in_process,
+                                self.runner.job_gpus))
         for job, outcome in self.runner.run(jobs):
-            with atomic_path(job.out.with_suffix(".json")) as tmp:
-                tmp.write_text(json.dumps(outcome))
+            if "failed" in outcome and outcome["seconds"] is None:  # its worker died: the task wrote nothing
+                _write_outcome(job, outcome)
             runs[job.out.parent.name, job.seed] = outcome
         records = [self._record(step, cid, c, [runs[cid, s] for s in repeats]) for cid, c in zip(ids, candidates)]
         self._decide(records)
@@ -803,6 +906,15 @@ class _Engine:
             self.search.best = winner
 
 
+def _shared_folder(folder: Path, ex: RayExecutor) -> Path:
+    """The search folder as the tasks see it: absolute; on a multi-node cluster it must be a
+    path every node shares, so a relative one is refused."""
+    if not folder.is_absolute() and not folder.expanduser().is_absolute() and ex.multi_node:
+        raise SurgeonError(f"--out {folder} is relative, but the Ray cluster has {len(ex.nodes())} nodes; give the "
+                           "absolute path of a folder on a filesystem every node shares (e.g. /shared/runs/NAME)")
+    return folder.expanduser().resolve()
+
+
 def _chart(records: list[dict[str, Any]], path: Path) -> Path:
     from .plots import plot_buildup, save_figure
 
@@ -811,7 +923,9 @@ def _chart(records: list[dict[str, Any]], path: Path) -> Path:
 
 def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike, *, resume: bool = False,
                workers: int = 1, evaluator: Evaluator | None = None, progress: bool = False,
-               on_record: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+               on_record: Callable[[dict[str, Any]], None] | None = None, backend: str | Executor = "local",
+               address: str | None = None, job_cpus: float | None = None, job_gpus: float = 0,
+               retries: int = 0) -> SearchResult:
     """Run the search `recipe` describes into the folder `out` (see the module docstring).
 
     Args:
@@ -819,6 +933,10 @@ def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike,
         out: a new (or empty) folder; with `resume`, the folder of an interrupted search made by
             the same recipe (another recipe is refused).
         workers: (candidate, seed) trainings of a step run at once, in spawned local processes.
+        backend: ``local`` (this process or `workers` processes) or ``ray`` (one Ray task per
+            (candidate, seed) on the cluster at `address`, else a local one; `job_cpus` /
+            `job_gpus` per task); or an `surgeon.executors.Executor`. A job whose worker dies is
+            run again up to `retries` times, then recorded as failed (the candidate is rejected).
         evaluator: ``evaluator(job) -> metrics`` (default `train_candidate`); a top-level function
             when workers > 1. Raise `surgeon.training.Diverged` to fail a candidate.
         progress: training progress bars (one worker only).
@@ -830,21 +948,36 @@ def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike,
     """
     if not isinstance(workers, int) or workers < 1:
         raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
+    ex = make_executor(backend, workers=workers, address=address, job_cpus=job_cpus, job_gpus=job_gpus,
+                       retries=retries)
     r = recipe if isinstance(recipe, SearchRecipe) else search_recipe(recipe)
     folder = Path(out)
     _check_folder(folder, r, resume)
-    search = Search(r)
-    steps = r.candidates(search)
-    first = next(steps, None)  # the generator's own checks run before anything is written
-    if not resume:
-        _create_folder(folder, r, search.setup)
-    with _Runner(evaluator or train_candidate, workers) as runner:
-        records = _Engine(search, folder, runner, progress, on_record).run(steps, first)
+    if workers > 1:
+        check_spawn_safe(f"run_search(workers={workers})")
+    undo = None  # a failed start removes the folder it made (never an earlier run's files)
+    try:
+        with _Runner(evaluator or train_candidate, ex) as runner:
+            if isinstance(ex, RayExecutor):  # join the cluster first: its errors come before any file
+                runner.start()
+                folder = _shared_folder(folder, ex)
+            search = Search(r)
+            steps = r.candidates(search)
+            first = next(steps, None)  # the generator's own checks run before anything is written
+            if not resume:
+                undo = undo_on_failure(folder, _search_started)
+                _create_folder(folder, r, search.setup)
+            records = _Engine(search, folder, runner, progress, on_record).run(steps, first)
+    except BaseException:
+        if undo is not None:
+            undo()
+        raise
     best = SearchResult(folder, records).best
     if best is not None and best["model"] is not None:
         with atomic_path(folder / "best.safetensors") as tmp:
             shutil.copyfile(folder / best["model"], tmp)
-    return SearchResult(folder, records, _chart(records, folder / "buildup.png") if records else None)
+    return SearchResult(folder, records, _chart(records, folder / "buildup.png") if records else None,
+                        search.input_size)
 
 
 def search_report(out: str | os.PathLike, *, chart: str | os.PathLike | None = None) -> SearchResult:

@@ -22,7 +22,9 @@ A recipe file (TOML) starts from a preset (``base = "strong"``) and overrides ke
 
 Determinism: every random draw is seeded from (seed, epoch, step) or (seed, epoch, sample index),
 so a run interrupted and resumed gives exactly the weights of an uninterrupted one, with any number
-of data-loading workers. `Recipe.batch_size` is the global batch: under DDP each of the N processes
+of data-loading workers. CPU kernels reduce in an order that depends on torch's thread count:
+`fixed_numerics` fixes it (a search does, per job), and on CUDA turns on deterministic kernels.
+`Recipe.batch_size` is the global batch: under DDP each of the N processes
 takes a contiguous 1/N of every global batch, so N processes see the batches one process would
 (BatchNorm statistics, Mixup pairs and stochastic depth draws stay per process, as in timm).
 """
@@ -34,7 +36,6 @@ import dataclasses
 import errno
 import hashlib
 import importlib.util
-import json
 import math
 import os
 import random
@@ -43,6 +44,7 @@ import time
 import tomllib
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,15 +59,76 @@ from . import data as sdata
 from .errors import SurgeonError, closest, first_line
 from .evaluation import check_labels, evaluate, model_device
 from .io import atomic_path, check_output, save
-from .models import default_input_size
+from .models import input_size_of
+from .jsonio import dumps
 from .progress import progress as progress_bar
+from .runfolder import undo_on_failure
+from .tables import Tabular
 
 __all__ = ["PRESETS", "Diverged", "Recipe", "ShardedBatches", "TrainResult", "build_for_training", "default_val_spec",
-           "line_of", "lr_at", "recipe_value", "run_dir_for", "train", "training_recipe"]
+           "fixed_numerics", "line_of", "lr_at", "recipe_value", "run_dir_for", "train", "training_recipe"]
 
 
 class Diverged(SurgeonError):
     """The training loss became NaN or infinite (the checkpoint of the last good epoch is kept)."""
+
+
+@contextmanager
+def fixed_numerics(threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
+    """Run the block with `threads` torch CPU threads and, when `deterministic`, torch's
+    deterministic algorithms (``torch.use_deterministic_algorithms``, cuDNN deterministic without
+    benchmarking, cuBLAS with a fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8``); the previous
+    settings are restored afterwards, also on error. CPU kernels split their reductions over the
+    threads, so a training's numbers depend on the thread count unless it is fixed."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise SurgeonError(f"threads = {threads!r}; give an integer >= 1")
+    cudnn = torch.backends.cudnn
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.deterministic, cudnn.benchmark)
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            cudnn.deterministic, cudnn.benchmark = True, False
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        cudnn.deterministic, cudnn.benchmark = before[3], before[4]
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+@contextmanager
+def fixed_numerics(threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
+    """Run the block with `threads` torch CPU threads and, when `deterministic`, torch's
+    deterministic algorithms (``torch.use_deterministic_algorithms``, cuDNN deterministic without
+    benchmarking, cuBLAS with a fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8``); the previous
+    settings are restored afterwards, also on error. CPU kernels split their reductions over the
+    threads, so a training's numbers depend on the thread count unless it is fixed."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise SurgeonError(f"threads = {threads!r}; give an integer >= 1")
+    cudnn = torch.backends.cudnn
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.deterministic, cudnn.benchmark)
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            cudnn.deterministic, cudnn.benchmark = True, False
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        cudnn.deterministic, cudnn.benchmark = before[3], before[4]
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 @dataclass(frozen=True)
@@ -270,7 +333,7 @@ class ShardedBatches(Sampler[list[int]]):
 
 
 @dataclass
-class TrainResult:
+class TrainResult(Tabular):
     """A finished (or interrupted) run: the trained ``model`` (eval mode, unwrapped), one
     ``history`` row per epoch, the output file and run folder."""
 
@@ -281,6 +344,11 @@ class TrainResult:
     run_dir: Path | None = None
     interrupted: bool = False
 
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: epoch x logged quantity (lr, train_loss, val_acc, ...)."""
+        return [{"epoch": row["epoch"], "quantity": k, "value": v} for row in self.history for k, v in row.items()
+                if k != "epoch"]
+
 
 def run_dir_for(out: str | os.PathLike) -> Path:
     """The folder beside an output file that keeps its checkpoint and logs: ``name.run/``."""
@@ -288,10 +356,15 @@ def run_dir_for(out: str | os.PathLike) -> Path:
     return p.with_name(p.name.split(".")[0] + ".run")
 
 
+def _run_started(run_dir: Path) -> bool:
+    """Whether a run folder holds work worth resuming: a checkpoint."""
+    return (run_dir / "checkpoint.pt").is_file()
+
+
 def _fingerprint(model: nn.Module) -> str:
     """Architecture identity: the model's build spec and passes, and every state tensor's name and shape."""
     spec = {k: v for k, v in getattr(model, "_surgeon_spec", {}).items() if k != "drop_path_rate"}
-    parts = [json.dumps(spec, sort_keys=True, default=str), json.dumps(getattr(model, "_surgeon_recipe", []),
+    parts = [dumps(spec, sort_keys=True, default=str), dumps(getattr(model, "_surgeon_recipe", []),
                                                                          sort_keys=True, default=str)]
     parts += [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()]
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
@@ -312,7 +385,7 @@ def _write_checkpoint(path: Path, state: dict[str, Any], previous: int | None) -
 def _write_logs(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """log.jsonl and log.csv with one row per epoch, rewritten whole (atomically) each epoch."""
     with atomic_path(run_dir / "log.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+        tmp.write_text("".join(dumps(row) + "\n" for row in history))
     columns = list(dict.fromkeys(k for row in history for k in row))
     with atomic_path(run_dir / "log.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, columns)
@@ -459,7 +532,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     device = torch.device(device) if device is not None else dist_device or (
         torch.device("cuda") if isinstance(model, str) and torch.cuda.is_available() else model_device(net))
     net.to(device)
-    size = tuple(r.input_size) if r.input_size else default_input_size(net)
+    size = input_size_of(net, r.input_size)  # the recipe's, else what the model records, else its default
     classes_out = _num_outputs(net, size, device)
     check_labels(train_ds, classes_out)
     train_ds.transform = sdata.train_transform(net, input_size=size, auto_augment=r.auto_augment, re_prob=r.re_prob,
@@ -506,6 +579,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         scaler.load_state_dict(state["scaler"])
         epoch, step_in_epoch, partial, history = state["epoch"], state["step"], state["partial"], state["history"]
     saved = [epoch if resume else None]  # the epoch of the checkpoint on disk
+    undo = undo_on_failure(run_dir, _run_started) if run_dir is not None and rank == 0 else None
     writer = _tensorboard(run_dir) if run_dir is not None and rank == 0 else None
     spec_name = getattr(net, "_surgeon_spec", {}).get("spec", type(net).__name__)
 
@@ -551,13 +625,21 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
                                 writer.add_scalar(k, v, row["epoch"])
                 if world > 1:
                     dist.barrier()
+    except BaseException:  # a failed start (no checkpoint yet) leaves no run folder behind
+        if writer is not None:
+            writer.close()
+            writer = None
+        if undo is not None:
+            undo()
+        raise
     finally:
         for m, mode in modes.items():
             m.training = mode
         if writer is not None:
             writer.close()
     net.eval()
-    net._surgeon_training = {"recipe": r.to_dict(), "data": data, "subset": subset, "seed": seed,
+    net._surgeon_training = {"recipe": r.to_dict(), "input_size": list(size),  # the size it was trained at
+                             "data": data, "subset": subset, "seed": seed,
                              "epochs_done": len(history), "final": history[-1] if history else {}}
     if target is not None and rank == 0 and not interrupted:
         save(net, target, overwrite=True)
