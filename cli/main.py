@@ -48,6 +48,10 @@ from . import search as search_cmd
 app.command("search")(search_cmd.search)
 app.command("report")(search_cmd.report)
 
+from . import toolbox
+
+app.command("attack")(toolbox.attack)
+
 
 @app.callback()
 def _root() -> None:

@@ -2,75 +2,67 @@
 
 Block graphs of any timm / torchvision classifier, surgery passes (AlterNet), streaming probes and
 curvature analyses from "How Do Vision Transformers Work?" (Park & Kim, ICLR 2022).
+
+Names are loaded on first use (PEP 562), so ``import surgeon`` (and ``surgeon --help``) does not
+import torch. To export a name, add it to `_EXPORTS` below: ``"name": "submodule"`` (the same name
+there) or ``"name": "submodule:attribute"``. Submodules (``surgeon.data``, ``surgeon.plots``, ...)
+load on first attribute access too.
 """
 
-from .errors import SurgeonError
-from .graph import KINDS, Block, BlockGraph, feature_info_mismatch, graph
-from . import data, layers, passes
-from .io import load, load_weights, read_recipe, read_state_dict, save
-from .models import default_input_size, load_model
-from .passes import PRESETS, alternate, cifar_stem, insert, remove, replace
-from .curvature import hessian_density, hessian_eigs, hessian_spectrum, hessian_trace
-from .landscapes import landscape
-from .evaluation import Evaluation, evaluate
-from .lesions import LesionResult, LesionRow, lesion_study
-from .training import PRESETS as RECIPES, Recipe, TrainResult, train, training_recipe
-from .probes import PROBES, Fourier, ProbeResults, ProbeSession, Stats, Variance, probe
-from .robustness import CorruptionResult, FrequencyNoiseResult, corruption_robustness, frequency_noise_robustness
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "corruption_robustness",
-    "frequency_noise_robustness",
-    "CorruptionResult",
-    "FrequencyNoiseResult",
-    "KINDS",
-    "PRESETS",
-    "alternate",
-    "cifar_stem",
-    "data",
-    "evaluate",
-    "lesion_study",
-    "LesionResult",
-    "LesionRow",
-    "RECIPES",
-    "Recipe",
-    "TrainResult",
-    "train",
-    "training_recipe",
-    "Evaluation",
-    "hessian_eigs",
-    "hessian_trace",
-    "hessian_density",
-    "hessian_spectrum",
-    "landscape",
-    "probe",
-    "PROBES",
-    "Fourier",
-    "Variance",
-    "Stats",
-    "ProbeResults",
-    "ProbeSession",
-    "insert",
-    "layers",
-    "passes",
-    "load",
-    "read_recipe",
-    "remove",
-    "replace",
-    "save",
-    "Block",
-    "BlockGraph",
-    "SurgeonError",
-    "default_input_size",
-    "feature_info_mismatch",
-    "graph",
-    "load_model",
-    "load_weights",
-    "read_state_dict",
-]
+_EXPORTS: dict[str, str] = {
+    "SurgeonError": "errors",
+    "KINDS": "graph", "Block": "graph", "BlockGraph": "graph", "feature_info_mismatch": "graph", "graph": "graph",
+    "load": "io", "load_weights": "io", "read_recipe": "io", "read_state_dict": "io", "save": "io",
+    "default_input_size": "models", "load_model": "models",
+    "PRESETS": "passes", "alternate": "passes", "cifar_stem": "passes", "insert": "passes", "remove": "passes",
+    "replace": "passes",
+    "hessian_density": "curvature", "hessian_eigs": "curvature", "hessian_spectrum": "curvature",
+    "hessian_trace": "curvature",
+    "landscape": "landscapes",
+    "Evaluation": "evaluation", "evaluate": "evaluation",
+    "LesionResult": "lesions", "LesionRow": "lesions", "lesion_study": "lesions",
+    "RECIPES": "training:PRESETS", "Recipe": "training", "TrainResult": "training", "train": "training",
+    "training_recipe": "training",
+    "PROBES": "probes", "Fourier": "probes", "ProbeResults": "probes", "ProbeSession": "probes", "Stats": "probes",
+    "Variance": "probes", "probe": "probes",
+    "CorruptionResult": "robustness", "FrequencyNoiseResult": "robustness",
+    "corruption_robustness": "robustness", "frequency_noise_robustness": "robustness",
+    "Candidate": "search", "SearchResult": "search", "run_search": "search", "search_recipe": "search",
+    "search_report": "search",
+    "AdversarialResult": "adversarial", "adversarial_robustness": "adversarial",
+    "to_pandas": "tables",
+}
 
-from .search import Candidate, SearchResult, run_search, search_recipe, search_report
+#: submodules listed in ``__all__`` (every submodule also loads on attribute access)
+_SUBMODULES = ("data", "layers", "passes")
 
-__all__ += ["Candidate", "SearchResult", "run_search", "search_recipe", "search_report"]
+__all__ = [*_EXPORTS, *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines `name` on first use, and keep the value."""
+    if name in _EXPORTS:
+        module, _, attr = _EXPORTS[name].partition(":")
+        value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
+    elif not name.startswith("_"):
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

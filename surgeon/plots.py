@@ -439,3 +439,43 @@ def plot_buildup(records: Sequence[Mapping[str, Any]], ax: Axes | None = None) -
                  fontsize=10)
     ax.legend(fontsize=7, frameon=False, loc="best")
     return ax
+
+
+# ----------------------------------------------------------------------------------------------
+# The rest of the toolbox: attacks, perturbation stability, trajectories (Fig. 1b)
+
+__all__ += ["plot_attack", "plot_trajectories"]
+
+
+def plot_attack(results: Sequence[Any], ax: Axes | None = None) -> Axes:
+    """Accuracy (%) against the attack budget eps (pixels in [0, 1]), one line per model, from
+    `surgeon.adversarial_robustness` results; eps = 0 is the clean accuracy."""
+    ax = ax or plt.subplots(figsize=(4.4, 3.3), layout="constrained")[1]
+    for j, r in enumerate(results):
+        eps = [0.0, *r.eps]
+        ax.plot(eps, [100 * a for a in (r.clean["acc"], *r.accuracy)], marker="o", ms=4, lw=1.4, color=f"C{j}",
+                label=r.model)
+    r = results[0]
+    what = r.attack.upper() + (f", {r.steps} steps of {r.alpha:.3g}" if r.attack == "pgd" else "")
+    ax.set_xlabel("\u03b5 (pixels in [0, 1])")
+    ax.set_ylabel("Accuracy (%)")
+    ax.set_title(f"{what} on {r.samples} images", loc="left", fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    return ax
+
+
+def plot_trajectories(results: Sequence[Any], labels: Sequence[str] | None = None) -> Figure:
+    """Fig. 1b: the optimisation trajectories in weight space as a polar plot, one line per run
+    (`surgeon.trajectory`): radius r_t = ||theta_t - theta_0||, angle phi_t between theta_t - theta_0
+    and theta_T - theta_0 (degrees), the epochs marked."""
+    fig = plt.figure(figsize=(4.6, 4.0), layout="constrained")
+    ax = fig.add_subplot(projection="polar")
+    for j, r in enumerate(results):
+        name = labels[j] if labels else r.run
+        ax.plot(np.radians(r.angles), r.radii, marker="o", ms=3, lw=1.4, color=f"C{j}", label=name)
+    ax.set_thetamin(0)
+    ax.set_thetamax(max(10.0, min(180.0, 1.1 * max((max(r.angles) for r in results), default=0.0))))
+    ax.set_xlabel("\u2016\u03b8\u209c \u2212 \u03b8\u2080\u2016")
+    ax.set_title("Optimisation trajectories (angle to the final direction)", fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="upper right")
+    return fig
