@@ -12,6 +12,8 @@ load on first attribute access too.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -37,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "Candidate": "search", "SearchResult": "search", "run_search": "search", "search_recipe": "search",
     "search_report": "search",
     "AdversarialResult": "adversarial", "adversarial_robustness": "adversarial",
+    "Ensemble": "ensemble", "ensemble": "ensemble",
     "to_pandas": "tables",
 }
 
@@ -66,3 +69,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: loading a submodule binds it on the package, which must not hide
+    an exported name it shares (``surgeon.graph`` is the function, not the module ``surgeon/graph.py``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _EXPORTS:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

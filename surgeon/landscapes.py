@@ -34,7 +34,7 @@ from torch.func import functional_call
 
 from .curvature import _batch, analysis_mode, check_labels, objective
 from .errors import SurgeonError
-from .io import atomic_path
+from .io import atomic_path, check_input
 from .jsonio import dumps
 from .progress import progress as progress_bar
 from .tables import Tabular
@@ -108,6 +108,7 @@ def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple
     loss, err = np.full(shape, np.nan), np.full(shape, np.nan)
     if not path.exists():
         return loss, err
+    check_input(path, "landscape file")
     try:
         saved = json.loads(path.read_text())
         old = saved["config"]
@@ -124,7 +125,7 @@ def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple
 
 
 def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int = 21, span: float = 1.0,
-              norm: str = "filter", batches: int = 1, wd: float = 0.0, l2: str = "paper",
+              norm: str = "filter", batches: int = 1, wd: float = 0.0, l2: str = "standard",
               label_smoothing: float = 0.0, seed: int = 0, save: str | os.PathLike | None = None,
               progress: bool = False) -> LandscapeResult:
     """Evaluate NLL (+ L2) on a `grid` (x `grid`) lattice over [-span, span] along `dims` random
