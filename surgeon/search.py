@@ -90,7 +90,6 @@ becomes one torchrun job on the cluster, the search waits on N of them at a time
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import importlib.util
 import inspect
@@ -114,15 +113,16 @@ import torch
 from torch import nn
 
 from . import data as sdata
-from .errors import SurgeonError, closest, first_line
+from .errors import SurgeonError, first_line
 from .executors import Executor, LocalExecutor, RayExecutor, executor as make_executor
 from .graph import BlockGraph, graph
-from .io import atomic_path
+from .io import atomic_path, check_input
 from .jsonio import dumps
 from .tables import Tabular
 from .io import save as save_model
 from .models import input_size_of, load_model
 from .passes import alternate, apply_recipe, cifar_stem
+from .recipe_check import Check, RecipeErrors, check_sections, field_checks
 from .runfolder import check_spawn_safe, undo_on_failure
 from .training import PRESETS as TRAIN_PRESETS
 from .training import (
@@ -131,8 +131,7 @@ from .training import (
     build_for_training,
     fixed_numerics,
     default_val_spec,
-    line_of,
-    recipe_value,
+    recipe_problems,
     run_dir_for,
     train,
     training_recipe,
@@ -231,8 +230,8 @@ class SearchRecipe:
     model: dict[str, Any] = field(default_factory=dict)  # the [model] section as given, for the hash
 
     def where(self, section: str, key: str | None = None) -> str:
-        """Where a key (or a section) of the recipe is, for messages (`_where`)."""
-        return _where(self.path, self.text, section, key)
+        """Where a key (or a section) of the recipe is, for messages: ``FILE (line N) [section]``."""
+        return _errors(self.path, self.text).where(section, key)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -252,24 +251,9 @@ class SearchRecipe:
         return hashlib.sha256(dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _where(path: Path, text: str, section: str, key: str | None = None) -> str:
-    """``path (line N)`` of a key (or a section header) of a TOML recipe, else ``path [section] key``."""
-    line = _key_line(text, section, key) if path.suffix == ".toml" else None
-    return f"{path} (line {line})" if line is not None else f"{path} [{section}]" + (f" {key}" if key else "")
-
-
-def _key_line(text: str, section: str, key: str | None) -> int | None:
-    """The line of ``[section]`` (key None) or of ``key = ...`` inside it ('' : the top level)."""
-    rows = text.splitlines()
-    start = 0
-    if section:
-        header = re.compile(rf"\s*\[\s*{re.escape(section)}\s*\]\s*(#.*)?")
-        start = next((i + 1 for i, row in enumerate(rows) if header.fullmatch(row)), None)
-        if start is None or key is None:
-            return start
-    end = next((i for i in range(start, len(rows)) if re.match(r"\s*\[", rows[i])), len(rows))
-    line = line_of("\n".join(rows[start:end]), key or "")
-    return line + start if line else None
+def _errors(path: Path, text: str) -> RecipeErrors:
+    """The problem collector of a search recipe (`surgeon.recipe_check`; lines for TOML files)."""
+    return RecipeErrors(str(path), text if path.suffix == ".toml" else "")
 
 
 def _is_count(v: Any) -> bool:
@@ -303,14 +287,12 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         isinstance(x, int) and not isinstance(x, bool) for x in v)), "a number of seeds (3: seeds 0, 1, 2) or a list of distinct seeds"),
 }
 
-#: section -> key -> (kind, required); [train] also takes every `Recipe` key.
+#: section -> key -> (kind, required); [train] takes ``recipe`` and every `Recipe` key (epochs required).
 _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "model": {"name": ("str", True), "num_classes": ("count", False), "input_size": ("size", False),
               "weights": ("str", False), "pretrained": ("bool", False), "kwargs": ("table", False),
               "stem": ("stem", False)},
     "data": {"train": ("str", True), "val": ("str", False), "subset": ("fraction", False)},
-    "train": {"recipe": ("str", True), "epochs": ("recipe", True),
-              **{f.name: ("recipe", False) for f in dataclasses.fields(Recipe) if f.name != "epochs"}},
     "search": {"metric": ("metric", True), "delta": ("delta", False), "repeats": ("repeats", False),
                "stages": ("stages", False), "max_msa": ("per_stage", False), "heads": ("per_stage", False),
                "window": ("count", False), "dim_head": ("count", False), "threads": ("count", False),
@@ -318,57 +300,53 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
 }
 
 
-def _check_layout(raw: Any, path: Path, text: str) -> None:
-    """Sections and keys: unknown ones and missing required ones are named (with their line)."""
-    where = functools.partial(_where, path, text)
+def _kind_check(key: str, kind: str, required: bool) -> Check:
+    """The `Check` of a search-recipe key of `kind` (a `_KINDS` entry)."""
+    test, give = _KINDS[kind]
 
-    def line(section: str, key: str | None) -> str:
-        n = _key_line(text, section, key) if path.suffix == ".toml" else None
-        return f" (line {n})" if n else ""
+    def convert(value: Any) -> Any:
+        if not test(value):
+            raise ValueError(f"{key} = {value!r}; give {give}")
+        return value
 
-    if not isinstance(raw, dict):
-        raise SurgeonError(f"{path}: SETTINGS must be a dict of sections {', '.join(_SCHEMA)}")
-    unknown = [k for k in raw if k not in _SCHEMA or not isinstance(raw[k], dict)]
-    if unknown:
-        named = ", ".join(f"{k!r}{line(k, None) if isinstance(raw[k], dict) else line('', k)}" for k in unknown)
-        raise SurgeonError(f"{path}: unknown section(s) or top-level key(s) {named}; a search recipe has the "
-                           f"sections {', '.join(f'[{s}]' for s in _SCHEMA)}")
-    for section, keys in _SCHEMA.items():
-        if section not in raw:
-            raise SurgeonError(f"{path}: missing section [{section}] (keys: {', '.join(keys)})")
-        bad = [k for k in raw[section] if k not in keys]
-        if bad:
-            named = ", ".join(f"{k!r}{line(section, k)}" for k in bad)
-            hints = [h for k in bad for h in closest(k, keys, 1)]
-            hint = f"did you mean {', '.join(hints)}? " if hints else ""
-            raise SurgeonError(f"{path}: unknown key(s) {named} in [{section}]; {hint}known keys: {', '.join(keys)}")
-        missing = [k for k, (_, required) in keys.items() if required and k not in raw[section]]
-        if missing:
-            raise SurgeonError(f"{where(section, None)}: missing key(s) {', '.join(map(repr, missing))} in [{section}]")
-        for key, value in raw[section].items():
-            kind = keys[key][0]
-            if kind in _KINDS and not _KINDS[kind][0](value):
-                raise SurgeonError(f"{where(section, key)}: [{section}] {key} = {value!r}; give {_KINDS[kind][1]}")
+    return Check(convert, required)
 
 
-def _train_recipe(raw: dict[str, Any], base_dir: Path, where: Callable[[str, str | None], str]) -> Recipe:
-    """The [train] section as a validated `Recipe`: a preset or training TOML plus `Recipe` keys."""
-    spec = raw["recipe"]
-    if spec not in TRAIN_PRESETS:
-        spec = str(base_dir / spec)
-        if not Path(spec).is_file():
-            raise SurgeonError(f"{where('train', 'recipe')}: recipe = {raw['recipe']!r} is neither a preset "
-                               f"({', '.join(TRAIN_PRESETS)}) nor a training TOML file")
-    values = {k: recipe_value(k, v, where("train", k)) for k, v in raw.items() if k != "recipe"}
-    base = training_recipe(spec)
+def _section_checks(section: str) -> dict[str, Check]:
+    if section == "train":
+        return {"recipe": _kind_check("recipe", "str", True), **field_checks(Recipe, required=("epochs",))}
+    return {key: _kind_check(key, kind, required) for key, (kind, required) in _SCHEMA[section].items()}
+
+
+#: the schema `surgeon.recipe_check.check_sections` validates a search recipe by.
+_CHECKS: dict[str, dict[str, Check]] = {s: _section_checks(s) for s in ("model", "data", "train", "search")}
+
+
+def _train_recipe(errors: RecipeErrors, values: dict[str, Any], base_dir: Path) -> Recipe | None:
+    """The [train] section's valid `values` as a `Recipe`: its preset or training TOML with the
+    keys; range problems go to `errors`. None when the base recipe cannot be read."""
+    spec = values.pop("recipe", None)
+    if spec is None:  # missing or refused: already reported
+        return None
+    if spec in TRAIN_PRESETS:
+        base = TRAIN_PRESETS[spec]
+    else:
+        file = base_dir / spec
+        try:
+            if not file.exists():
+                raise SurgeonError(f"recipe = {spec!r} is neither a preset ({', '.join(TRAIN_PRESETS)}) nor a "
+                                   "training TOML file")
+            base = training_recipe(check_input(file, "training recipe"))
+        except SurgeonError as exc:
+            errors.add("train", "recipe", str(exc))
+            return None
     r = dataclasses.replace(base, **values)
-    if r.epochs + r.warmup_epochs < 1:
-        raise SurgeonError(f"{where('train', 'epochs')}: the budget per candidate is zero epochs (epochs = {r.epochs}, "
-                           f"warmup_epochs = {r.warmup_epochs}); give epochs >= 1")
-    try:
-        return training_recipe(r)
-    except SurgeonError as exc:
-        raise SurgeonError(f"{where('train', None)}: {str(exc).removeprefix('recipe: ')}") from None
+    for key, message in recipe_problems(r):
+        if key == "epochs" and r.epochs + r.warmup_epochs < 1:
+            message = (f"the budget per candidate is zero epochs (epochs = {r.epochs}, warmup_epochs = "
+                       f"{r.warmup_epochs}); give epochs >= 1")
+        errors.add("train", key, message)
+    return r
 
 
 def _python_recipe(path: Path, text: str) -> tuple[Any, Callable[[Search], Steps]]:
@@ -392,10 +370,9 @@ def _python_recipe(path: Path, text: str) -> tuple[Any, Callable[[Search], Steps
 def search_recipe(path: str | os.PathLike) -> SearchRecipe:
     """Read and validate a search recipe: a TOML file (the build-up rules) or a Python file with
     SETTINGS and its own ``candidates(search)`` generator. Unknown or missing sections and keys,
-    values of the wrong kind and a zero budget are refused in one line naming the file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise SurgeonError(f"search recipe {str(p)!r} does not exist; e.g. recipes/digits_buildup.toml")
+    values of the wrong kind and a zero budget are all reported at once, each with its file, line
+    and section (`surgeon.recipe_check`)."""
+    p = check_input(path, "search recipe", "e.g. recipes/digits_buildup.toml")
     text = p.read_text()
     if p.suffix == ".toml":
         try:
@@ -408,25 +385,27 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
     else:
         raise SurgeonError(f"{p}: a search recipe is a .toml file, or a .py file with SETTINGS and candidates(search)")
 
-    where = functools.partial(_where, p, text)
-    _check_layout(raw, p, text)
-    m, d, s = raw["model"], raw["data"], raw["search"]
+    errors = _errors(p, text)
+    values = check_sections(errors, raw, _CHECKS)
+    m, d, s = (values.get(k, {}) for k in ("model", "data", "search"))
     kwargs = dict(m.get("kwargs", {}))
     if "weights" in m:
         weights = Path(m["weights"]).expanduser()
         weights = weights if weights.is_absolute() else p.parent / weights
-        if not weights.is_file():
-            raise SurgeonError(f"{where('model', 'weights')}: weights file {str(weights)!r} does not exist")
-        kwargs["weights"] = str(weights)
+        try:
+            kwargs["weights"] = str(check_input(weights, "weights file"))
+        except SurgeonError as exc:
+            errors.add("model", "weights", str(exc))
     if m.get("pretrained"):
         kwargs["pretrained"] = True
-    r = _train_recipe(raw["train"], p.parent, where)
-    if "input_size" in m:
+    r = _train_recipe(errors, dict(values.get("train", {})), p.parent)
+    if r is not None and "input_size" in m:
         r = dataclasses.replace(r, input_size=tuple(m["input_size"]))
-    val = default_val_spec(d["train"], d.get("val"))
-    if val is None:
-        raise SurgeonError(f"{where('data', 'val' if 'val' in d else 'train')}: the search compares candidates on "
-                           "validation data; give [data] val, a labelled dataset (digits, cifar100:ROOT, a folder)")
+    val = default_val_spec(d["train"], d.get("val")) if "train" in d else None
+    if "train" in d and val is None:
+        errors.add("data", "val" if "val" in d else "train", "the search compares candidates on validation data; "
+                   "give [data] val, a labelled dataset (digits, cifar100:ROOT, a folder)")
+    errors.raise_if_any()  # every problem of the recipe at once
     setup = Setup(m["name"], kwargs, m.get("num_classes"), d["train"], val, d.get("subset"), r, m.get("stem"),
                   s.get("threads", 1), s.get("deterministic", False))
     repeats = s.get("repeats", 1)
