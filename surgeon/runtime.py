@@ -1,0 +1,155 @@
+"""The runtime contract every analysis, training run and command keeps, written once.
+
+- The model is left exactly as it was: `restored_modes` puts every module's train/eval flag back
+  on exit (also on error or Ctrl-C); `analysis_mode` adds timm's ``fused_attn`` switches and the
+  math SDPA backend (exact, twice-differentiable attention).
+- One device rule: `model_device` (first parameter, else first buffer, else the CPU).
+- One display name: `display_name` (the model name it was built from, else its class name).
+- Ctrl-C keeps whole batches: `BatchLoop` runs a step per batch; a batch cut short (error or
+  Ctrl-C) is rolled back, and Ctrl-C after at least one whole batch ends the loop with a warning
+  and ``interrupted = True`` instead of losing the work.
+- Labels are checked before any work: `check_labels` (a dataset's labels against the classes) and
+  `check_batch_labels` (one batch's targets against the logits).
+- JSON: `surgeon.jsonio` (``null`` for NaN / inf, plain numbers for numpy and torch scalars).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SurgeonError
+from .provenance import cfg_of
+
+__all__ = ["restored_modes", "analysis_mode", "model_device", "display_name", "BatchLoop", "check_labels",
+           "check_batch_labels"]
+
+T = TypeVar("T")
+
+
+@contextmanager
+def restored_modes(model: nn.Module, mode: str | None = "eval") -> Iterator[nn.Module]:
+    """Inside: the model in ``eval`` (or ``train``) mode, or as it is (``None``); on exit every
+    module's own train/eval flag is restored, also on error or KeyboardInterrupt."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        if mode is not None:
+            model.train(mode == "train")
+        yield model
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+
+
+@contextmanager
+def analysis_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode, fused attention off (math SDPA backend, timm ``fused_attn`` False); every
+    module's flags restored on exit, also on error."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
+    with restored_modes(model, "eval"):
+        try:
+            for m in fused:
+                m.fused_attn = False
+            with sdpa_kernel([SDPBackend.MATH]):
+                yield
+        finally:
+            for m, flag in fused.items():
+                m.fused_attn = flag
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter, else its first buffer, else the CPU."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def display_name(model: nn.Module) -> str:
+    """The model's name in results and figures: the name it was built from (`surgeon.load_model`),
+    else its class name."""
+    return cfg_of(model).spec or type(model).__name__
+
+
+@dataclass
+class BatchLoop:
+    """Run `step` on each batch, keeping whole batches when interrupted.
+
+        loop = BatchLoop("metrics", limit=batches)
+        loop.run(data, step, snapshot=acc.snapshot, restore=acc.restore, advance=advance)
+        loop.done, loop.interrupted
+
+    A step that raises (error or Ctrl-C) is rolled back with ``restore(snapshot())`` when given.
+    Ctrl-C then ends the loop if at least one batch was done (warning: "interrupted: <what> cover
+    the first N batches") and is re-raised otherwise; errors are re-raised. `limit` stops after
+    that many steps (the steps counted are those `step` does not refuse by returning False).
+    """
+
+    what: str = "results"
+    limit: int | None = None
+    done: int = 0
+    interrupted: bool = False
+
+    def run(self, items: Iterable[T], step: Callable[[T], Any], *, snapshot: Callable[[], Any] | None = None,
+            restore: Callable[[Any], None] | None = None, advance: Callable[[], None] | None = None) -> BatchLoop:
+        try:
+            for item in items:
+                if self.limit is not None and self.done >= self.limit:
+                    break
+                state = snapshot() if snapshot is not None else None
+                try:
+                    counted = step(item)
+                except BaseException:
+                    if restore is not None:
+                        restore(state)
+                    raise
+                if counted is False:
+                    continue
+                self.done += 1
+                if advance is not None:
+                    advance()
+        except KeyboardInterrupt:
+            if self.done == 0:
+                raise
+            self.interrupted = True
+            warnings.warn(f"interrupted: {self.what} cover the first {self.done} batches", stacklevel=3)
+        return self
+
+
+def check_labels(data: Any, num_classes: int) -> None:
+    """Refuse, before any work, a dataset whose labels cannot index `num_classes` outputs: images
+    without labels (-1) or labels >= num_classes. Reads the ``labels`` of a dataset or of a
+    loader's dataset when it keeps them (every `surgeon.data` dataset does); other iterables are
+    checked batch by batch (`check_batch_labels`, `surgeon.metrics.Metrics`)."""
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        labels = getattr(getattr(data, "dataset", None), "labels", None)
+    if labels is None or len(labels) == 0:
+        return
+    lo, hi = int(np.min(labels)), int(np.max(labels))
+    if lo < 0:
+        raise SurgeonError("the data has images without labels (e.g. the built-in samples or a flat folder); "
+                           "evaluate on labelled data: digits, cifar10:ROOT, cifar100:ROOT or an ImageFolder tree")
+    if hi >= num_classes:
+        raise SurgeonError(f"the data has labels up to {hi} but the model has {num_classes} classes; "
+                           f"build it with --num-classes {hi + 1} or use the matching dataset")
+
+
+def check_batch_labels(logits: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse class labels the model's output cannot index (one host sync, once per batch)."""
+    k = logits.shape[-1]
+    if target.dim() == 2 and target.shape[1] != k:
+        raise SurgeonError(f"soft targets have {target.shape[1]} classes, the model {k}; pass --num-classes")
+    if target.dim() == 1 and int(target.max()) >= k:
+        raise SurgeonError(f"label {int(target.max())} is out of range for a model with {k} classes; "
+                           f"pass --num-classes {int(target.max()) + 1} (or more) or other data")
