@@ -40,6 +40,16 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
     return size  # type: ignore[return-value]
 
 
+def input_size_used(model, given: tuple[int, int, int] | None, name: str) -> tuple[int, int, int]:
+    """The (C, H, W) a command runs `model` at (`surgeon.models.resolve_input_size`: --input-size,
+    else the size the model records, else its architecture's), said in one line."""
+    res = surgeon.models.resolve_input_size(model, given)
+    source = "--input-size" if res.source == "given" else res.SOURCES[res.source]
+    where = f", recorded in {name}" if res.recorded and str(name).endswith(".safetensors") else ""
+    out.print(f"input {'x'.join(map(str, res.size))} ({source}{where})", highlight=False)
+    return res.size
+
+
 @contextmanager
 def printed_warnings(about: str = "") -> Iterator[None]:
     """Print the UserWarnings raised inside (those mentioning `about`) as one line each."""

@@ -15,7 +15,7 @@ import surgeon
 from surgeon.errors import SurgeonError
 from surgeon.plots import plot_density, plot_landscape, plot_spectrum, save_figure
 
-from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, load, out, parse_input_size,
+from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, input_size_used, load, out, parse_input_size,
                      printed_warnings, write_json)
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
@@ -78,8 +78,9 @@ def hessian(
     spectra, extras = [], []
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        used = input_size_used(m, size, name)
         with printed_warnings():
-            spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, size, augment, seed), top_k,
+            spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, used, augment, seed), top_k,
                                             batches=batches, which=which, blocks=blocks, method=method, tol=tol,
                                             wd=wd, l2=l2, seed=seed, progress=True)
         spec.model = Path(name).stem if name.endswith(".safetensors") else name
@@ -92,7 +93,7 @@ def hessian(
         out.print(f"{spec.hvps} Hessian-vector products", highlight=False)
         extra: dict[str, Any] = {}
         if trace or density:
-            first = next(iter(_batches(m, data, batch_size, size, augment, seed)))
+            first = next(iter(_batches(m, data, batch_size, used, augment, seed)))
             if trace:
                 t = surgeon.hessian_trace(m, first, blocks, matvecs=matvecs, wd=wd, l2=l2, seed=seed)
                 out.print(f"trace (Hutch++, {t.hvps} products): {t.value:.6g} +- {t.stderr:.2g}", highlight=False)
@@ -147,7 +148,7 @@ def landscape(
     save = save or Path("landscape.json")
     surgeon.io.check_output(save, overwrite=True, suffixes=(".json",))
     m = load(model, weights, pretrained, num_classes, img_size)
-    size = parse_input_size(input_size)
+    size = input_size_used(m, parse_input_size(input_size), model)
     with printed_warnings():
         res = surgeon.landscape(m, _batches(m, data, batch_size, size, augment, seed), dims=dims, grid=grid,
                                 span=span, norm=norm, batches=batches, wd=wd, l2=l2, seed=seed, save=save,

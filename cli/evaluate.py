@@ -22,6 +22,7 @@ from .common import (
     NumClassesOpt,
     PretrainedOpt,
     check_outputs,
+    input_size_used,
     label,
     load,
     out,
@@ -79,6 +80,7 @@ def evaluate(
     check_outputs(reliability, json_out)
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size)
+    size = input_size_used(m, size, model)
     with printed_warnings():
         loader = surgeon.data.loader(data, m, batch_size=batch_size, train=False, input_size=size, workers=workers,
                                      subset=subset)
@@ -140,8 +142,8 @@ def lesion_study(
     size = parse_input_size(input_size)
     graphs = []  # every model loaded and its selection checked before the first evaluation
     for i, name in enumerate(models):
-        g = surgeon.graph(load(name, weights[i] if weights else None, pretrained, num_classes, img_size),
-                          input_size=size)
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        g = surgeon.graph(m, input_size=input_size_used(m, size, name))
         try:
             g.select(blocks)
         except SurgeonError as exc:

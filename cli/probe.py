@@ -13,7 +13,7 @@ import surgeon
 from surgeon.errors import SurgeonError
 from surgeon.plots import probe_figure, save_figure
 
-from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, label, load, out,
+from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, input_size_used, label, load, out,
                      parse_input_size, printed_warnings, write_json)
 
 _COLUMNS = {
@@ -69,7 +69,7 @@ def probe(
     results = []
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
-        size = parse_input_size(input_size)
+        size = input_size_used(m, parse_input_size(input_size), name)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size, workers=workers)
             res = surgeon.probe(m, loader, spec, blocks, batches=batches, compile=compile_, progress=True)

@@ -34,6 +34,7 @@ from .common import (
     PretrainedOpt,
     WeightsOpt,
     check_outputs,
+    input_size_used,
     load,
     out,
     parse_input_size,
@@ -122,6 +123,7 @@ def robustness(
     check_outputs(out_fig, json_out)
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size)
+    size = input_size_used(m, size, model)
     with printed_warnings():
         loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
         res = corruption_robustness(m, loader, names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c,
@@ -169,8 +171,9 @@ def frequency_noise(
     results = []
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        used = input_size_used(m, size, name)
         with printed_warnings():
-            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
+            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
             res = frequency_noise_robustness(m, loader, freqs, eps=eps, width=width, batches=batches, seed=seed,
                                              progress=True)
         res.model = _display_name(name)

@@ -73,6 +73,9 @@ def search(
     answer = f"best: {best['id']} ({_msa(best)})" if best else "no candidate was accepted"
     saved = f", model {result.out / 'best.safetensors'}" if best and best["model"] else ""
     out.print(f"{answer}{saved}; results {result.out / 'results.jsonl'}, chart {result.chart}", highlight=False)
+    if result.input_size:
+        out.print(f"input {'x'.join(map(str, result.input_size))} (every candidate trained and evaluated at it, "
+                  "recorded in its file)", highlight=False)
 
 
 def report(

@@ -22,7 +22,7 @@ _EXPORTS: dict[str, str] = {
     "SurgeonError": "errors",
     "KINDS": "graph", "Block": "graph", "BlockGraph": "graph", "feature_info_mismatch": "graph", "graph": "graph",
     "load": "io", "load_weights": "io", "read_recipe": "io", "read_state_dict": "io", "save": "io",
-    "default_input_size": "models", "load_model": "models",
+    "default_input_size": "models", "input_size_of": "models", "resolve_input_size": "models", "load_model": "models",
     "PRESETS": "passes", "alternate": "passes", "cifar_stem": "passes", "insert": "passes", "remove": "passes",
     "replace": "passes",
     "hessian_density": "curvature", "hessian_eigs": "curvature", "hessian_spectrum": "curvature",

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .errors import SurgeonError, first_line
+from .models import input_size_of
 
 __all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
            "mixer", "mixed", "balanced_subset"]
@@ -238,20 +239,20 @@ def _dataset(spec: str | os.PathLike | None, *, train: bool, transform: Callable
 
 def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None) -> Callable:
     """The model's own evaluation preprocessing (timm data config: resize, centre crop, mean/std),
-    at `input_size` (C, H, W) when given."""
+    at `input_size` (C, H, W) when given, else at the size the model records
+    (`surgeon.models.input_size_of`: the size it was trained or edited at, else its default)."""
     from timm.data import create_transform, resolve_model_data_config
 
     cfg = resolve_model_data_config(model) if model is not None else {}
-    if input_size is not None:
-        cfg["input_size"] = tuple(int(s) for s in input_size)
-    cfg.setdefault("input_size", (3, 224, 224))
+    cfg["input_size"] = input_size_of(model, input_size)
     return create_transform(**cfg, is_training=False)
 
 
 def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None,
                     auto_augment: str | None = "rand-m9-n2-mstd1.0", re_prob: float = 0.0, hflip: float = 0.5,
                     padding: int | None = None) -> Callable:
-    """The paper's training augmentation (PAPER.md, "Training recipe").
+    """The paper's training augmentation (PAPER.md, "Training recipe"), at `input_size` (C, H, W)
+    when given, else at the size the model records (`surgeon.models.input_size_of`).
 
     With `padding` (CIFAR: 4): resize to the input size, random crop of that size from the image
     zero-padded by `padding` pixels, horizontal flip with probability `hflip`, RandAugment
@@ -264,9 +265,7 @@ def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int]
     from torchvision import transforms as T
 
     cfg = resolve_model_data_config(model) if model is not None else {}
-    if input_size is not None:
-        cfg["input_size"] = tuple(int(s) for s in input_size)
-    cfg.setdefault("input_size", (3, 224, 224))
+    cfg["input_size"] = input_size_of(model, input_size)
     mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
     if padding is None:
         keep = {k: cfg[k] for k in ("input_size", "interpolation") if k in cfg}
@@ -319,7 +318,8 @@ def loader(spec: str | os.PathLike | None = None, model: nn.Module | None = None
            workers: int | None = None, transform: Callable | None = None, download: bool = False,
            seed: int = 0, subset: float | None = None) -> DataLoader:
     """A DataLoader of ``(images, labels)`` batches for `spec` (see `dataset`), preprocessed for
-    `model` (`eval_transform`) unless a `transform` is given. Unreadable files are dropped from
+    `model` (`eval_transform`: at `input_size`, else the size the model records, else its
+    architecture's default) unless a `transform` is given. Unreadable files are dropped from
     their batch; a batch left empty is skipped by the consumers (it arrives as None).
 
     `workers` defaults to 0 for in-memory data and up to 8 processes for image folders; `subset`

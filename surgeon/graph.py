@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map
 from .errors import SurgeonError, first_line
 from .flops import FlopCount
 from .fx import _timm_registries, graph_module, symbolic_trace, tensor_leaves
-from .models import default_input_size
+from .models import default_input_size, input_size_of
 from .tables import Tabular
 
 __all__ = ["Block", "BlockGraph", "graph", "KINDS", "feature_info_mismatch"]
@@ -766,10 +766,11 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
 
     Args:
         model: any timm or torchvision classifier (or a model edited by surgeon).
-        input_size: (C, H, W) of one input; default: the model's own (timm's pretrained_cfg,
+        input_size: (C, H, W) of one input; default: the size the model records (trained or
+            edited at, `surgeon.models.input_size_of`), else its own (timm's pretrained_cfg,
             torchvision's weight transforms, else 3x224x224).
     """
-    size = tuple(int(s) for s in (input_size or default_input_size(model)))
+    size = tuple(int(s) for s in (input_size or input_size_of(model)))
     if len(size) != 3 or min(size) < 1:
         raise SurgeonError(f"input size {size} is not C,H,W with positive sizes; e.g. --input-size 3,224,224")
     try:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from torch import nn
 
 from .errors import SurgeonError, closest, first_line
 from .io import load_weights
 
-__all__ = ["load_model", "default_input_size", "model_spec"]
+__all__ = ["load_model", "InputSize", "resolve_input_size", "input_size_of", "default_input_size", "model_spec"]
 
 TV_PREFIX = "tv:"
 
@@ -147,9 +149,78 @@ def load_model(
     return model.eval()
 
 
+class InputSize(NamedTuple):
+    """The (C, H, W) a model is used at and where that size comes from (`resolve_input_size`)."""
+
+    size: tuple[int, int, int]
+    source: str  # "given" | "trained" | "edited" | "img_size" | "architecture"
+
+    #: How each source reads in messages.
+    SOURCES = {"given": "given", "trained": "the size it was trained at",
+               "edited": "the size it was edited at", "img_size": "the size it was built for",
+               "architecture": "the architecture's default"}
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the size is one the model records (training, surgery), as a saved file keeps it."""
+        return self.source in ("trained", "edited")
+
+    def __str__(self) -> str:
+        return f"{'x'.join(map(str, self.size))} ({self.SOURCES[self.source]})"
+
+
+def _size(value: Sequence[int] | None) -> tuple[int, int, int] | None:
+    """A recorded (C, H, W), None when absent or malformed."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        size = tuple(int(s) for s in value)
+    except (TypeError, ValueError):
+        return None
+    return size if len(size) == 3 and min(size) >= 1 else None  # type: ignore[return-value]
+
+
+def resolve_input_size(model: nn.Module | None, input_size: Sequence[int] | None = None) -> InputSize:
+    """The input size to use `model` at, the one owner of that decision. In order:
+
+    1. `input_size` when given (range-checked: C, H, W >= 1);
+    2. the size the model was trained at (`surgeon.train` records it; a saved file keeps it);
+    3. the size of its last surgery pass (passes record the size they were made and checked at);
+    4. the ``img_size`` it was built with (`load_model`);
+    5. the architecture's default (`default_input_size`: timm's pretrained_cfg, torchvision's
+       weight transforms, else 3x224x224).
+    """
+    if input_size is not None:
+        size = _size(input_size)
+        if size is None:
+            raise SurgeonError(f"input size {input_size!r} is not (C, H, W) with positive integers; e.g. (3, 224, 224)")
+        return InputSize(size, "given")
+    if model is None:
+        return InputSize((3, 224, 224), "architecture")
+    trained = getattr(model, "_surgeon_training", None) or {}
+    size = _size(trained.get("input_size")) or _size((trained.get("recipe") or {}).get("input_size"))
+    if size is not None:
+        return InputSize(size, "trained")
+    edits = [p for p in getattr(model, "_surgeon_recipe", None) or [] if isinstance(p, dict)]
+    size = next((s for s in (_size(p.get("input_size")) for p in reversed(edits)) if s is not None), None)
+    if size is not None:
+        return InputSize(size, "edited")
+    spec = getattr(model, "_surgeon_spec", None) or {}
+    if spec.get("img_size"):
+        return InputSize(default_input_size(model), "img_size")
+    return InputSize(default_input_size(model), "architecture")
+
+
+def input_size_of(model: nn.Module | None, input_size: Sequence[int] | None = None) -> tuple[int, int, int]:
+    """The (C, H, W) to use `model` at: `input_size` when given, else what the model records
+    (training, surgery), else its architecture's default; see `resolve_input_size`."""
+    return resolve_input_size(model, input_size).size
+
+
 def default_input_size(model: nn.Module) -> tuple[int, int, int]:
-    """The (C, H, W) a model was designed for: timm's pretrained_cfg, torchvision's weight
-    transforms, else 3x224x224."""
+    """The (C, H, W) an architecture was designed for: timm's pretrained_cfg, torchvision's weight
+    transforms, else 3x224x224. It ignores what a trained or edited model records: use
+    `input_size_of` for the size to use a model at."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     size = cfg.get("input_size")
     if size and len(size) == 3:

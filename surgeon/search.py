@@ -778,9 +778,9 @@ def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
     (out / "train.toml").write_text("\n".join(lines) + "\n")
     with atomic_path(out / "search.json") as tmp:
         tmp.write_text(dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,
-                                   "input_size": list(setup.train.input_size or ()), "threads": setup.threads,
-                                   "deterministic": setup.deterministic, "settings": recipe.settings},
-                                  indent=1, default=str))
+                              "input_size": list(setup.train.input_size or ()), "threads": setup.threads,
+                              "deterministic": setup.deterministic, "settings": recipe.settings},
+                             indent=1, default=str))
 
 
 class _Engine:
