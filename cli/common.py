@@ -24,6 +24,19 @@ PretrainedOpt = Annotated[bool, typer.Option("--pretrained", help="fetch the reg
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="classifier size (default: the architecture's)")]
 ImgSizeOpt = Annotated[Optional[int], typer.Option("--img-size", help="build the model for this resolution (ViTs); CNNs ignore it")]
 InputSizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="C,H,W of one input (default: the model's own)")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="where the tasks run: local (processes here) | ray (a Ray cluster: pip install 'surgeon[ray]')")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")]
+JobCpusOpt = Annotated[Optional[float], typer.Option("--job-cpus", help="CPUs per Ray task (default 1)")]
+JobGpusOpt = Annotated[float, typer.Option("--job-gpus", help="GPUs per Ray task (a search's training: > 1 runs it under torchrun)")]
+RetriesOpt = Annotated[int, typer.Option("--retries", help="runs again of a task whose worker died, before it is recorded as failed")]
+
+
+def executor_from(backend: str, address: str | None = None, job_cpus: float | None = None, job_gpus: float = 0,
+                  retries: int = 0, workers: int = 1) -> "surgeon.executors.Executor":
+    """The executor the shared options --backend, --address, --job-cpus, --job-gpus, --retries name."""
+    from surgeon.executors import executor
+
+    return executor(backend, workers=workers, address=address, job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
 
 
 def parse_input_size(text: str | None) -> tuple[int, int, int] | None:

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from surgeon.plots import metric_text
-from surgeon.search import run_search, search_report
+import surgeon
 
-from .common import err, out, printed_warnings
+from .common import (AddressOpt, BackendOpt, CsvOpt, ForceOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, check_outputs,
+                     err, out, printed_warnings, write_csv, write_json)
 
 
 def _msa(record: dict[str, Any]) -> str:
@@ -23,6 +23,7 @@ def _value(record: dict[str, Any]) -> str:
     if record["failed"]:
         return "-"
     metric = record["metric"]
+    metric_text = surgeon.plots.metric_text
     spread = f" \u00b1 {metric_text(metric, record['std'])}" if len(record["runs"]) > 1 else ""
     return metric_text(metric, record["mean"]) + spread
 
@@ -55,15 +56,25 @@ def search(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="the search's folder: results.jsonl, models, chart")],
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search in --out")] = False,
     workers: Annotated[int, typer.Option("--workers", help="trainings of a step run at once in local processes")] = 1,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    job_cpus: JobCpusOpt = None,
+    job_gpus: JobGpusOpt = 0,
+    retries: RetriesOpt = 0,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Run a build-up search (AlterNet's rules) from a recipe; resumable, parallel over local processes.
+    """Run a build-up search (AlterNet's rules) from a recipe; resumable, parallel over local processes or a Ray cluster.
 
     Example: surgeon search recipes/digits_buildup.toml --out runs/digits --workers 2
     """
+    check_outputs(json_out=json_out, csv_out=csv_out, force=force)
     try:
         with printed_warnings():
-            result = run_search(recipe, out_dir, resume=resume, workers=workers, progress=workers == 1,
-                                on_record=_finished)
+            result = surgeon.run_search(recipe, out_dir, resume=resume, workers=workers,
+                                progress=workers == 1 and backend == "local", on_record=_finished, backend=backend,
+                                address=address, job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished candidates and checkpoints are kept in {out_dir}; continue with the same "
                   "command and --resume", highlight=False)
@@ -76,16 +87,24 @@ def search(
     if result.input_size:
         out.print(f"input {'x'.join(map(str, result.input_size))} (every candidate trained and evaluated at it, "
                   "recorded in its file)", highlight=False)
+    write_json(json_out, result.records)
+    write_csv(csv_out, result.tidy())
 
 
 def report(
     folder: Annotated[Path, typer.Argument(help="the --out folder of surgeon search", show_default=False)],
-    chart: Annotated[Path | None, typer.Option("--out", "-o", help="where to draw the chart (default: FOLDER/buildup.png)")] = None,
+    chart: Annotated[Path | None, typer.Option("--out", "-o", help="where to draw the chart (default: FOLDER/buildup.png, redrawn)")] = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Print a search's candidates and redraw its build-up chart.
 
     Example: surgeon report runs/digits --out buildup.png
     """
-    result = search_report(folder, chart=chart)
+    check_outputs(chart, json_out, csv_out, force=force)
+    result = surgeon.search_report(folder, chart=chart)
     out.print(_table(result.records))
     out.print(f"chart: {result.chart}", highlight=False)
+    write_json(json_out, result.records)
+    write_csv(csv_out, result.tidy())

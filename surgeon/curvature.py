@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from . import distributed
 from .errors import SurgeonError, first_line
 from .graph import graph
 from .progress import progress as progress_bar
@@ -122,6 +123,18 @@ def check_labels(logits: torch.Tensor, target: torch.Tensor) -> None:
                            f"pass --num-classes {int(target.max()) + 1} (or more) or other data")
 
 
+def _shard(batch: Any) -> tuple[Any, float]:
+    """This rank's rows of a (images, labels) batch and its weight n_r / N (the batch and 1.0
+    outside torchrun); labels are checked on the whole batch first, so every rank agrees."""
+    if not distributed.active() or not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+        return batch, 1.0
+    x, y = batch[0], batch[1]
+    if y.dim() == 1 and bool((y < 0).any()):
+        _batch(batch, y.device)  # the same refusal on every rank
+    rows = distributed.shard_rows(x.shape[0])
+    return (x[rows], y[rows]), (rows.stop - rows.start) / x.shape[0]
+
+
 def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
         raise SurgeonError("curvature needs labelled batches (images, labels); e.g. --data digits or an ImageFolder")
@@ -155,6 +168,7 @@ class HessianOperator:
         self.n = sum(self.sizes)
         first = next(iter(params.values()))
         self.device, self.dtype = first.device, first.dtype
+        batch, self.share = _shard(batch)  # under torchrun: this rank's rows, weight n_r / N
         self.x, self.y = _batch(batch, self.device)
         self.p0 = {k: p.detach() for k, p in params.items()}
         self.rest = {k: t.detach() for k, t in (*model.named_parameters(), *model.named_buffers()) if k not in params}
@@ -167,7 +181,7 @@ class HessianOperator:
             with torch.no_grad():
                 value = self._f(self.p0)
             self._check(value)
-        self.loss = float(value.detach())
+        self.loss = self._value
 
     def _gradient_graph(self) -> torch.Tensor:
         """Build the gradient with its graph once; every product is then one backward through it."""
@@ -183,15 +197,20 @@ class HessianOperator:
         logits = functional_call(self.model, {**self.rest, **p}, (self.x,))
         return objective(logits, self.y, p, **self._loss_kwargs)
 
-    @staticmethod
-    def _check(value: torch.Tensor) -> None:
-        if not torch.isfinite(value):
-            raise NonFiniteLoss(f"the loss is {float(value.detach())} on this batch; check the weights and the data")
+    def _check(self, value: torch.Tensor) -> None:
+        """Refuse a non-finite objective (of the whole batch: every rank decides alike)."""
+        self._value = float(distributed.reduce_(value.detach().clone().double(), self.share))
+        if not math.isfinite(self._value):
+            raise NonFiniteLoss(f"the loss is {self._value} on this batch; check the weights and the data")
 
     def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.view(s) for k, t, s in zip(self.names, v.split(self.sizes), self.shapes)}
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        """H v; under torchrun ``sum_r (n_r / N) H_r v`` over the ranks' shards (the whole batch's)."""
+        return distributed.reduce_(self._product(v), self.share)
+
+    def _product(self, v: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         if self.mode == "double-backward":
             hv = torch.autograd.grad(self._grads, self._leaves, grad_outputs=list(self.unflatten(v).values()),
@@ -204,7 +223,7 @@ class HessianOperator:
             self.mode = "double-backward"
             self._gradient_graph()
             self.calls -= 1
-            return self(v)
+            return self._product(v)
         return torch.cat([hv[k].reshape(-1) for k in self.names])
 
 

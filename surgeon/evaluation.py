@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .errors import SurgeonError
 from .metrics import NLL_MODES, Metrics, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
@@ -124,6 +125,11 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     modes = {m: m.training for m in model.modules()}
     metrics: Metrics | None = None
     samples, interrupted = 0, False
+    if distributed.active():  # under torchrun: this rank's batches of the first `batches`
+        data = distributed.shard_batches(data)
+        batches = None if batches is None else -(-(batches - distributed.rank()) // distributed.world())
+        if batches == 0:
+            data = []
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
     try:
         model.eval()
@@ -154,6 +160,23 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     finally:
         for m, mode in modes.items():
             m.training = mode
+    if distributed.active():
+        metrics, samples = _all_reduce(metrics, device, bins, nll), distributed.total(samples)
     if metrics is None:
         raise SurgeonError("the data yielded no batch to evaluate; check --data (and --subset)")
     return Evaluation(metrics.compute(), reliability(metrics), samples, metrics.batches, interrupted)
+
+
+def _all_reduce(metrics: Metrics | None, device: torch.device, bins: int, nll: str) -> Metrics | None:
+    """The ranks' accumulators summed (label extremes by min / max), once at the end; a rank
+    without batches contributes zeros. Every rank gets the whole data's metrics."""
+    classes = [k for k in distributed.gather(metrics.num_classes if metrics else None) if k is not None]
+    if not classes:
+        return None
+    if metrics is None:
+        metrics = Metrics(classes[0], bins=bins, nll=nll)
+    if metrics.acc is None:
+        metrics.acc = metrics._start(device)  # zeros; label extremes 0 and K - 1 are neutral
+    distributed.all_reduce_sums(metrics.acc, keep=("edges",), minimum=("label_min",), maximum=("label_max",))
+    metrics.batches = int(distributed.total(metrics.batches))
+    return metrics

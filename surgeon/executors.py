@@ -185,8 +185,9 @@ class RayExecutor(Executor):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         if job_cpus is not None and not (job_cpus > 0):
             raise SurgeonError(f"--job-cpus {job_cpus}: give a number of CPUs > 0 per task")
-        if job_gpus < 0:
-            raise SurgeonError(f"--job-gpus {job_gpus}: give 0 or more GPUs per task")
+        if job_gpus < 0 or (job_gpus > 1 and job_gpus != int(job_gpus)):
+            raise SurgeonError(f"--job-gpus {job_gpus}: give 0 or more GPUs per task (a fraction up to 1, "
+                               "else a whole number)")
         self.job_cpus, self.job_gpus, self.retries = job_cpus or 1, job_gpus, _retries(retries)
         self.local_cpus = local_cpus
         self.ray: Any = None

@@ -22,7 +22,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from torch.func import functional_call
 
 from .curvature import _batch, analysis_mode, check_labels, objective
 from .errors import SurgeonError
+from .executors import Executor
 from .io import atomic_path, check_input
 from .jsonio import dumps
 from .progress import progress as progress_bar
@@ -81,6 +82,7 @@ class LandscapeResult(Tabular):
     seconds_per_point: float
     eval_seconds: float
     interrupted: bool = False
+    failed: dict[str, str] | None = None  # "(i, j)" -> why the point's task failed (left NaN)
 
     @property
     def done(self) -> int:
@@ -92,7 +94,7 @@ class LandscapeResult(Tabular):
 
         return {"model": self.model, "config": self.config, "coords": self.coords.tolist(), "loss": listed(self.loss),
                 "stderr": listed(self.stderr), "seconds_per_point": self.seconds_per_point,
-                "eval_seconds": self.eval_seconds, "interrupted": self.interrupted}
+                "eval_seconds": self.eval_seconds, "interrupted": self.interrupted, "failed": self.failed or {}}
 
     def tidy(self) -> list[dict[str, Any]]:
         """One row per grid point and quantity (loss, stderr); ``a`` (and ``b`` in 2-D) its coordinates."""
@@ -127,11 +129,16 @@ def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple
 def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int = 21, span: float = 1.0,
               norm: str = "filter", batches: int = 1, wd: float = 0.0, l2: str = "standard",
               label_smoothing: float = 0.0, seed: int = 0, save: str | os.PathLike | None = None,
-              progress: bool = False) -> LandscapeResult:
+              progress: bool = False, executor: Executor | None = None) -> LandscapeResult:
     """Evaluate NLL (+ L2) on a `grid` (x `grid`) lattice over [-span, span] along `dims` random
     directions, each point on the same `batches` batches of `data` (frozen on the first draw).
     With `save`, every finished point is written there at once and a rerun resumes from it;
-    Ctrl-C returns the points done (``interrupted=True``)."""
+    Ctrl-C returns the points done (``interrupted=True``).
+
+    `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): the rows of the grid (the
+    points of a 1-D profile) run as its tasks, the model, directions and batches shared once
+    (Ray's object store); a row whose worker died on every attempt is left NaN and named in
+    ``failed``. The values equal the serial ones (each task computes its points as this process)."""
     if dims not in (1, 2):
         raise SurgeonError(f"dims={dims}: a landscape is 1-D or 2-D")
     if grid < 2 or span <= 0 or batches < 1:
@@ -155,23 +162,26 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     params = dict(model.named_parameters())
     todo = [ij for ij in np.ndindex(*shape) if not np.isfinite(loss[ij])]
     interrupted = False
+    objective_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
+    failed: dict[str, str] = {}
     with analysis_mode(model), torch.no_grad():
         check_labels(model(frozen[0][0][:1]), torch.cat([y for _, y in frozen]))
         eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
         spent, computed = 0.0, 0
         with progress_bar(progress, len(todo), "landscape") as advance:
             try:
-                for ij in todo:
+                if executor is not None and not executor.in_process:
+                    def row_done(points: int) -> None:
+                        if path:
+                            _write(path, LandscapeResult(name, coords, loss, err, config, 0.0, 0.0))
+                        for _ in range(points):
+                            advance()
+
+                    spent, computed = _on_executor(executor, model, frozen, keys, dirs, coords, todo, dims,
+                                                   objective_kwargs, loss, err, failed, row_done)
+                for ij in todo if executor is None or executor.in_process else ():
                     start = time.perf_counter()
-                    shifted = torch._foreach_add([base[k] for k in keys], dirs[0], alpha=float(coords[ij[0]]))
-                    if dims == 2:
-                        torch._foreach_add_(shifted, dirs[1], alpha=float(coords[ij[1]]))
-                    moved = {**base, **dict(zip(keys, shifted))}
-                    values = [float(objective(functional_call(model, moved, (x,)), y,
-                                              {k: moved[k] for k in params}, wd=wd, l2=l2,
-                                              label_smoothing=label_smoothing)) for x, y in frozen]
-                    loss[ij] = float(np.mean(values))
-                    err[ij] = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
+                    loss[ij], err[ij] = _point(model, base, params, keys, dirs, coords, ij, frozen, objective_kwargs)
                     spent += time.perf_counter() - start
                     computed += 1
                     if path:
@@ -181,10 +191,68 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
                 interrupted = True
                 warnings.warn(f"interrupted: {int(np.isfinite(loss).sum())} of {loss.size} points done"
                               + (f", kept in {path}" if path else ""), stacklevel=2)
-    res = LandscapeResult(name, coords, loss, err, config, spent / max(1, computed), eval_seconds, interrupted)
+    if failed:
+        warnings.warn(f"{len(failed)} point(s) left NaN, their tasks failed: "
+                      + "; ".join(f"{k} {v}" for k, v in list(failed.items())[:3]), stacklevel=2)
+    res = LandscapeResult(name, coords, loss, err, config, spent / max(1, computed), eval_seconds, interrupted,
+                          failed or None)
     if path:
         _write(path, res)
     return res
+
+
+def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], keys: list[str],
+           dirs: list[list[torch.Tensor]], coords: np.ndarray, ij: tuple[int, ...],
+           frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], kwargs: dict[str, Any]) -> tuple[float, float]:
+    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2)."""
+    shifted = torch._foreach_add([base[k] for k in keys], dirs[0], alpha=float(coords[ij[0]]))
+    if len(ij) == 2:
+        torch._foreach_add_(shifted, dirs[1], alpha=float(coords[ij[1]]))
+    moved = {**base, **dict(zip(keys, shifted))}
+    values = [float(objective(functional_call(model, moved, (x,)), y, {k: moved[k] for k in params}, **kwargs))
+              for x, y in frozen]
+    mean = float(np.mean(values))
+    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], keys: list[str],
+              dirs: list[list[torch.Tensor]], coords: np.ndarray, points: list[tuple[int, ...]],
+              kwargs: dict[str, Any], threads: int | None) -> tuple[list[tuple[float, float]], float]:
+    """One task: the points of a row, each as `landscape` computes it in its own process."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    base = dict(model.state_dict(keep_vars=False))
+    params = [k for k, _ in model.named_parameters()]
+    with analysis_mode(model), torch.no_grad():
+        values = [_point(model, base, params, keys, dirs, coords, ij, frozen, kwargs) for ij in points]
+    return values, time.perf_counter() - start
+
+
+def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 keys: list[str], dirs: list[list[torch.Tensor]], coords: np.ndarray, todo: list[tuple[int, ...]],
+                 dims: int, kwargs: dict[str, Any], loss: np.ndarray, err: np.ndarray, failed: dict[str, str],
+                 finished: Callable[[int], None]) -> tuple[float, int]:
+    """The points `todo` as rows on `ex` (model, batches and directions put once); results are
+    written into `loss` / `err` as rows finish (`finished` after each); failed rows named."""
+    rows: dict[int, list[tuple[int, ...]]] = {}
+    for ij in todo:
+        rows.setdefault(ij[0] if dims == 2 else len(rows), []).append(ij)
+    groups = list(rows.values())
+    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
+    with ex:
+        shared = [ex.put(x) for x in (model, list(frozen), keys, dirs, coords)]
+        spent, computed = 0.0, 0
+        for i, out in ex.map(_row_task, [(*shared, points, kwargs, threads) for points in groups]):
+            if not out.ok:
+                failed.update({str(ij): out.failed for ij in groups[i]})
+                continue
+            values, seconds = out.value
+            for ij, (m, e) in zip(groups[i], values):
+                loss[ij], err[ij] = m, e
+            spent, computed = spent + seconds, computed + len(values)
+            finished(len(values))
+    return spent, computed
 
 
 def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:

@@ -114,7 +114,8 @@ from torch import nn
 
 from . import data as sdata
 from .errors import SurgeonError, first_line
-from .executors import Executor, LocalExecutor, RayExecutor, executor as make_executor
+from .executors import Executor, RayExecutor
+from .executors import executor as make_executor
 from .graph import BlockGraph, graph
 from .io import atomic_path, check_input
 from .jsonio import dumps
@@ -612,11 +613,8 @@ def _execute(evaluator: Evaluator, job: Job) -> dict[str, Any]:
     return outcome
 
 
-def _task(evaluator: Evaluator, job: Job, threads: int | None) -> dict[str, Any]:
-    """`_execute` as one executor task: in a worker process (threads given) torch gets `threads`
-    threads first, so that a job computes the same wherever it runs."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+def _task(evaluator: Evaluator, job: Job) -> dict[str, Any]:
+    """`_execute` as one executor task (its numerics fixed inside, whatever runs it)."""
     outcome = _execute(evaluator, job)
     _write_outcome(job, outcome)  # by the task: a resumed search finds it even if the driver died
     return outcome
@@ -654,8 +652,8 @@ class _Runner:
             self.entered = True
 
     @property
-    def job_gpus(self) -> int:
-        return int(getattr(self.executor, "job_gpus", 0) or 0)
+    def job_gpus(self) -> float:
+        return float(getattr(self.executor, "job_gpus", 0) or 0)
 
     def device(self, slot: int) -> str | None:
         """The device of a step's slot-th job: on Ray the GPU(s) the task is given (Ray sets
@@ -664,22 +662,12 @@ class _Runner:
             return "cuda" if self.job_gpus else "cpu"
         return _device(slot)
 
-    def threads(self) -> int | None:
-        """Torch threads per job: None in this process, else the cores a job may use."""
-        ex = self.executor
-        if ex.in_process:
-            return None
-        if isinstance(ex, LocalExecutor):
-            return max(1, len(os.sched_getaffinity(0)) // ex.workers)
-        return max(1, int(getattr(ex, "job_cpus", 1)))
-
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
         """(job, outcome) as the jobs finish."""
         if not jobs:
             return
         self.start()
-        threads = self.threads()
-        for i, result in self.executor.map(_task, [(self.evaluator, job, threads) for job in jobs]):
+        for i, result in self.executor.map(_task, [(self.evaluator, job) for job in jobs]):
             if result.ok:
                 yield jobs[i], result.value
             else:
@@ -839,7 +827,7 @@ class _Engine:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 jobs.append(Job(c, seed, self.search.setup, target, (run_dir_for(target) / "checkpoint.pt").is_file(),
                                 self.runner.device(len(jobs)), self.progress and self.runner.in_process,
-                                self.runner.job_gpus))
+                                int(self.runner.job_gpus) if self.runner.job_gpus >= 2 else 0))
         for job, outcome in self.runner.run(jobs):
             if "failed" in outcome and outcome["seconds"] is None:  # its worker died: the task wrote nothing
                 _write_outcome(job, outcome)

@@ -1,0 +1,209 @@
+"""Sweeps on Ray (surgeon.executors): one local cluster of 2 CPUs for the whole module; a search
+writes the results.jsonl of the local engine, a worker that dies is retried or recorded, a
+landscape equals the serial one, and a search whose driver is SIGKILLed resumes to the
+uninterrupted results. Skipped only when ray is not installed (CI installs surgeon[ray])."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+import surgeon  # noqa: E402
+from surgeon.errors import SurgeonError  # noqa: E402
+from surgeon.executors import LocalExecutor, RayExecutor, executor  # noqa: E402
+from surgeon.search import Job, run_search  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# One stage with two conv blocks searched: the baseline, then c4x1 (two steps).
+RECIPE = """\
+[model]
+name = "resnet10t"
+num_classes = 10
+input_size = [3, 64, 64]
+
+[model.kwargs]
+layers = [1, 1, 2, 2]
+channels = [8, 8, 16, 16]
+
+[data]
+train = "digits"
+
+[train]
+recipe = "digits"
+epochs = 1
+
+[search]
+metric = "acc"
+window = 2
+heads = 1
+dim_head = 8
+stages = ["c4"]
+max_msa = 1
+repeats = [0, 1]
+"""
+
+SCORES = {"baseline": 0.80, "c4x1": 0.82, "c3x1+c4x1": 0.81, "c3x1": 0.79}
+
+
+def stub(job: Job) -> dict[str, float]:
+    """A deterministic training: the candidate's score, seeds 0.01 apart."""
+    acc = SCORES[job.candidate.name] + 0.01 * job.seed
+    return {"acc": acc, "nll": 2.0 - acc}
+
+
+def slow_stub(job: Job) -> dict[str, float]:
+    time.sleep(0.4)
+    return stub(job)
+
+
+def dies_once(job: Job) -> dict[str, float]:
+    """c4x1 seed 0 kills its own worker process on its first attempt (a marker file remembers)."""
+    if job.candidate.name == "c4x1" and job.seed == 0:
+        marker = job.out.with_suffix(".attempted")
+        if not marker.exists():
+            marker.write_text("1")
+            os.kill(os.getpid(), signal.SIGKILL)
+    return stub(job)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """One local Ray cluster for the module; its workers import this file's stubs."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "recipe.toml"
+    path.write_text(RECIPE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_results(recipe, tmp_path_factory) -> bytes:
+    out = tmp_path_factory.mktemp("local") / "run"
+    run_search(recipe, out, evaluator=stub)
+    return (out / "results.jsonl").read_bytes()
+
+
+def test_search_on_ray_writes_the_local_results(recipe, local_results, tmp_path):
+    res = run_search(recipe, tmp_path / "ray", evaluator=stub, backend="ray", retries=1)
+    assert (tmp_path / "ray" / "results.jsonl").read_bytes() == local_results
+    assert [(r["name"], r["accepted"]) for r in res.records][:2] == [("baseline", True), ("c4x1", True)]
+    outcomes = sorted((tmp_path / "ray" / "candidates").glob("*/seed*.json"))
+    assert outcomes and all(json.loads(p.read_text())["seconds"] >= 0 for p in outcomes)
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_worker_that_dies_is_retried_then_recorded(recipe, local_results, tmp_path, retries):
+    res = run_search(recipe, tmp_path / "run", evaluator=dies_once, backend="ray", retries=retries)
+    c4 = next(r for r in res.records if r["name"] == "c4x1")
+    if retries:
+        assert (tmp_path / "run" / "results.jsonl").read_bytes() == local_results
+    else:
+        assert c4["failed"] and not c4["accepted"] and "worker died" in c4["reason"], c4
+        assert c4["reason"].startswith("seed 0:")
+        assert [r["name"] for r in res.records] == ["baseline", "c4x1"]  # recorded; the search ended normally
+
+
+def test_local_executor_records_a_dead_worker_too(tmp_path):
+    marker = tmp_path / "m"
+    with LocalExecutor(workers=2, retries=0) as ex:
+        got = dict(ex.map(_kill_first, [(str(marker), 1), (str(marker), 2)]))
+    failed = [o for o in got.values() if not o.ok]
+    assert failed and all("worker process died" in o.failed for o in failed)
+    with LocalExecutor(workers=2, retries=2) as ex:
+        got = dict(ex.map(_kill_first, [(str(tmp_path / "n"), 1), (str(tmp_path / "n"), 2)]))
+    assert sorted(o.value for o in got.values()) == [1, 2]
+
+
+def _kill_first(marker: str, value: int) -> int:
+    if not os.path.exists(marker):
+        Path(marker).write_text("1")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def test_landscape_on_ray_equals_the_serial_one(tmp_path):
+    torch.manual_seed(0)
+    model = surgeon.load_model("resnet10t", num_classes=10, layers=[1, 1, 1, 1], channels=[4, 4, 8, 8])
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tasks compute with one thread (job_cpus=1), as here
+    try:
+        serial = surgeon.landscape(model, [(x, y)], grid=5, span=0.5)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        par = surgeon.landscape(model, [(x, y)], grid=5, span=0.5, executor=executor("ray"), save=tmp_path / "l.json")
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(serial.loss, par.loss) and np.isfinite(par.loss).all()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    again = surgeon.landscape(model, [(x, y)], grid=5, span=0.5, executor=executor("ray"), save=tmp_path / "l.json")
+    assert np.array_equal(again.loss, par.loss)  # resumed from --save: nothing left to do
+
+
+DRIVER = """
+import sys
+sys.path[:0] = [{here!r}, {root!r}]
+from test_ray import slow_stub
+from surgeon.search import run_search
+run_search({recipe!r}, {out!r}, evaluator=slow_stub, backend="ray", address={address!r}, resume={resume})
+"""
+
+
+def test_resume_after_the_driver_is_killed(recipe, local_results, tmp_path, cluster):
+    out = tmp_path / "run"
+    script = DRIVER.format(here=str(HERE), root=str(ROOT), recipe=str(recipe), out=str(out), address=cluster,
+                           resume=False)
+    driver = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "results.jsonl").is_file() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert driver.poll() is None, "the driver ended before it could be killed"
+        driver.send_signal(signal.SIGKILL)  # after step 0, during step 1
+    finally:
+        driver.wait()
+    assert len((out / "results.jsonl").read_text().splitlines()) < 3
+    run_search(recipe, out, evaluator=slow_stub, backend="ray", resume=True)
+    assert (out / "results.jsonl").read_bytes() == local_results
+
+
+def test_bad_input_is_refused_in_one_line(recipe, tmp_path):
+    with pytest.raises(SurgeonError, match="--job-gpus 4: no node of the Ray cluster has 4 GPUs"):
+        run_search(recipe, tmp_path / "a", evaluator=stub, backend="ray", job_gpus=4)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(SurgeonError, match="Ray options; add --backend ray"):
+        executor("local", job_gpus=1)
+    with pytest.raises(SurgeonError, match="unknown backend"):
+        executor("dask")
+
+
+def test_cli_refuses_an_unreachable_address_and_a_missing_ray(recipe, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
+    cmd = [sys.executable, "-m", "surgeon.cli", "search", str(recipe), "--out", str(tmp_path / "x"),
+           "--backend", "ray", "--address", "127.0.0.1:1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "cannot reach --address 127.0.0.1:1" in done.stderr, done.stderr[-500:]
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    hide = "import sys; sys.modules['ray'] = None; from surgeon.cli.main import main; sys.argv[0] = 'surgeon'; main()"
+    done = subprocess.run([sys.executable, "-c", hide, *cmd[3:]], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "pip install 'surgeon[ray]'" in done.stderr, done.stderr[-500:]
+    assert not (tmp_path / "x").exists()
