@@ -1,29 +1,86 @@
-"""Options and helpers shared by the `surgeon` commands."""
+"""Options and helpers shared by the `surgeon` commands: one option, one meaning, everywhere.
+
+Conventions (a new command reuses these definitions rather than making its own):
+
+- model options: `ModelArg` / `ModelsArg`, `WeightsOpt` / `WeightsListOpt`, `PretrainedOpt`,
+  `NumClassesOpt`, `ImgSizeOpt`, `InputSizeOpt`, `SeedOpt` (seeds the model's random initialisation
+  too: pass it to `load`), `DeviceOpt` (`load` moves the model there), `BlocksOpt` (``--blocks/-b``);
+- outputs: `FigureOpt` (``--out/-o``), `JsonOpt` (``--json PATH``; ``-``: stdout), `CsvOpt`
+  (``--csv PATH``; ``-``: stdout), `ForceOpt`. Call `check_outputs(...)` before any work: an existing
+  file is refused without ``--force``; write with `write_json` / `write_csv` (tidy rows of
+  ``result.tidy()``). With ``--json -`` or ``--csv -`` the tables go to stderr, the data to stdout.
+
+This module must not import torch (``surgeon --help`` stays fast): reach the library through the
+lazy ``surgeon`` package inside functions (``surgeon.plots.save_figure``...).
+"""
 
 from __future__ import annotations
 
-import json
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 import surgeon
 from surgeon.errors import SurgeonError
+from surgeon.jsonio import dumps
+from surgeon.text import plural  # noqa: F401  (re-exported for the commands)
 
-out = Console()
-err = Console(stderr=True)
+#: the width of output written to a file or pipe: wide enough that no table cell is cut
+FILE_WIDTH = 10_000
 
-ModelArg = Annotated[str, typer.Argument(help="timm name (resnet50), torchvision name (tv:resnet50)", show_default=False)]
+
+class _Console(Console):
+    """A console that, when not writing to a terminal, never narrows tables to 80 columns (which
+    cuts numbers short in a log file), and flushes each print (a piped log shows each line at once)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = Console.size.fget(self)
+        return dims if self.is_terminal or self._width is not None else ConsoleDimensions(FILE_WIDTH, dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        super().print(*args, **kwargs)
+        self.file.flush()
+
+
+out = _Console()
+err = _Console(stderr=True)
+
+ModelArg = Annotated[str, typer.Argument(help="timm name (resnet50), torchvision name (tv:resnet50) or a surgeon file",
+                                         show_default=False)]
+ModelsArg = Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files",
+                                                show_default=False)]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", "-w", help="local weights: .safetensors, .pt, .pth, .pth.tar")]
+WeightsListOpt = Annotated[Optional[list[Path]], typer.Option("--weights", "-w", help="local weights, once per model in order")]
 PretrainedOpt = Annotated[bool, typer.Option("--pretrained", help="fetch the registry's pretrained weights (online or warm hub cache)")]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="classifier size (default: the architecture's)")]
 ImgSizeOpt = Annotated[Optional[int], typer.Option("--img-size", help="build the model for this resolution (ViTs); CNNs ignore it")]
 InputSizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="C,H,W of one input (default: the model's own)")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the model's random initialisation and of every random "
+                                                     "draw (data order, augmentation, noise, start vectors)")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present, else cpu)")]
+BlocksOpt = Annotated[str, typer.Option("--blocks", "-b", help="block selection: '*', 'c*', 'c2.b-1', 'kind:msa', "
+                                                               "module paths; comma-separated")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite existing output files")]
+FigureOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="figure file (.png, .svg, .pdf)")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON to this file (-: stdout)")]
+CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="write the results as a tidy CSV table to this file "
+                                                              "(-: stdout)")]
+#: one default for the L2 term of every command with --wd (hessian, landscape): the training objective's
+L2Opt = Annotated[str, typer.Option("--l2", help="L2 term with --wd: standard: wd/2 ||theta||^2 | "
+                                                 "paper: wd sum_p ||theta_p|| (the paper's plots)")]
+L2_DEFAULT = "standard"
+STDOUT = Path("-")
 BackendOpt = Annotated[str, typer.Option("--backend", help="where the tasks run: local (processes here) | ray (a Ray cluster: pip install 'surgeon[ray]')")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")]
 JobCpusOpt = Annotated[Optional[float], typer.Option("--job-cpus", help="CPUs per Ray task (default 1)")]
@@ -76,30 +133,121 @@ def printed_warnings(about: str = "") -> Iterator[None]:
                     err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and random: the model's random initialisation and any draw
+    a command makes after it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def load(model: str, weights: Path | None, pretrained: bool, num_classes: int | None, img_size: int | None,
-         **model_kwargs):
-    """`surgeon.load_model`, with weight-loading warnings printed as one line each."""
+         *, seed: int | None = None, device: str | None = "cpu", **model_kwargs):
+    """`surgeon.load_model`, with weight-loading warnings printed as one line each. `seed` seeds the
+    random initialisation (the same command gives the same random-init model); `device` moves the model
+    there (None: CUDA when present, else the CPU)."""
+    if seed is not None:
+        seed_everything(seed)
     with printed_warnings("weights"):
-        return surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
-                                  img_size=img_size, **model_kwargs)
+        m = surgeon.load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
+                               img_size=img_size, **model_kwargs)
+    return m.to(resolve_device(device))
 
 
-def check_outputs(figure: Path | None, json_out: Path | None) -> None:
-    """Refuse a bad figure or JSON output path before any work."""
-    from surgeon.plots import figure_formats
+def resolve_device(device: str | None):
+    """The torch device of --device (None: CUDA when present, else the CPU), refused in one line if unusable."""
+    import torch
 
-    if figure is not None:
-        surgeon.io.check_output(figure, overwrite=True, suffixes=figure_formats())
-    if json_out is not None:
-        surgeon.io.check_output(json_out, overwrite=True, suffixes=(".json",))
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SurgeonError(f"--device {device!r} is not a device; e.g. --device cpu or --device cuda:0") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SurgeonError(f"--device {device}: CUDA is not available here; use --device cpu")
+    return dev
+
+
+def check_outputs(figure: Path | None = None, json_out: Path | None = None, csv_out: Path | None = None, *,
+                  force: bool = False, files: Sequence[tuple[Path | None, Sequence[str]]] = ()) -> None:
+    """Refuse bad output paths before any work: a wrong suffix, a missing folder, or an existing file
+    without --force (`files`: more (path, suffixes) pairs). ``-`` for --json / --csv is stdout: the
+    tables then go to stderr, so stdout holds the data alone."""
+    wanted = [(figure, surgeon.plots.figure_formats()) if figure is not None else (None, ()),
+              (json_out, (".json",)), (csv_out, (".csv",)), *files]
+    if json_out == STDOUT and csv_out == STDOUT:
+        raise SurgeonError("--json - and --csv - both ask for stdout; write one of them to a file")
+    for path, suffixes in wanted:
+        if path is None or path == STDOUT:
+            continue
+        try:
+            surgeon.io.check_output(path, overwrite=force, suffixes=tuple(suffixes))
+        except SurgeonError as exc:
+            if Path(path).exists() and not force:
+                raise SurgeonError(f"{str(path)!r} exists; pass --force to replace it") from None
+            raise exc from None
+    if STDOUT in (json_out, csv_out):
+        out.file = sys.stderr
 
 
 def write_json(path: Path | None, payload: Any) -> None:
-    """Write `payload` as JSON through a temp file and a rename (nothing when `path` is None)."""
-    if path is not None:
-        with surgeon.io.atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, indent=1))
-        out.print(f"wrote {path}", highlight=False)
+    """Write `payload` as JSON (`surgeon.jsonio`: NaN as null) through a temp file and a rename, or to
+    stdout for ``-`` (nothing when `path` is None)."""
+    if path is None:
+        return
+    if path == STDOUT:
+        sys.stdout.write(dumps(payload, indent=1) + "\n")
+        sys.stdout.flush()
+        return
+    with surgeon.io.atomic_path(path) as tmp:
+        tmp.write_text(dumps(payload, indent=1) + "\n")
+    out.print(f"wrote {path}", highlight=False)
+
+
+def write_csv(path: Path | None, rows: list[dict[str, Any]]) -> None:
+    """Write tidy rows (``result.tidy()``) as CSV (`surgeon.tables.csv_text`) to a file, or to stdout
+    for ``-`` (nothing when `path` is None)."""
+    if path is None:
+        return
+    if path == STDOUT:
+        sys.stdout.write(surgeon.tables.csv_text(rows))
+        sys.stdout.flush()
+        return
+    surgeon.tables.write_csv(path, rows)
+    out.print(f"wrote {path}", highlight=False)
+
+
+def tidy_rows(results: Sequence[Any], **ids: Any) -> list[dict[str, Any]]:
+    """The tidy rows of several results, each prefixed with `ids` (e.g. the model name)."""
+    return [{**ids, **row} for r in results for row in r.tidy()]
+
+
+def reset_console() -> None:
+    """Human output back on stdout (a command with --json - moved it to stderr)."""
+    out.file = None  # type: ignore[assignment]
+
+
+def select_blocks(g, blocks: str, name: str) -> list:
+    """The blocks `blocks` selects in the graph `g` of model `name`; a selection that matches
+    nothing (``kind:msa`` on a ResNet) is refused in one line before any work."""
+    chosen = g.select(blocks)
+    if not chosen:
+        kinds = ", ".join(dict.fromkeys(b.kind for b in g.blocks))
+        raise SurgeonError(f"no block matches {blocks} in {label(name)} (its kinds: {kinds}); "
+                           f"valid: {g.valid_addresses()}")
+    return chosen
+
+
+def check_blocks(model, blocks: str, name: str, input_size: tuple[int, int, int] | None = None) -> None:
+    """`select_blocks` for commands that hand the selection to the library (probe, hessian)."""
+    if blocks.strip() not in ("*", "all"):
+        select_blocks(surgeon.graph(model, input_size=input_size), blocks, name)
 
 
 def label(name: str) -> str:

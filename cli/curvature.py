@@ -6,26 +6,22 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import matplotlib.pyplot as plt
-import numpy as np
 import typer
 from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.plots import plot_density, plot_landscape, plot_spectrum, save_figure
 
-from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, input_size_used, load, out, parse_input_size,
-                     printed_warnings, write_json)
+from .common import (L2_DEFAULT, BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt,
+                     L2Opt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt,
+                     check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, plural,
+                     printed_warnings, write_csv, write_json)
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per mini-batch")]
 AugmentOpt = Annotated[bool, typer.Option("--augment", help="training augmentation: RandAugment, crop, flip, Mixup/CutMix, label smoothing")]
 WdOpt = Annotated[float, typer.Option("--wd", help="weight of the L2 term")]
-L2Opt = Annotated[str, typer.Option("--l2", help="standard: wd/2 ||theta||^2 | paper: wd sum_p ||theta_p||")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the data order, augmentation and start vectors")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="figure file (.png, .svg, .pdf)")]
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="write the numbers as JSON")]
+OutOpt = FigureOpt  # the shared definitions, under the names other command modules import
 
 
 def _batches(model, data: str, batch_size: int, input_size, augment: bool, seed: int):
@@ -43,14 +39,14 @@ def _batches(model, data: str, batch_size: int, input_size, augment: bool, seed:
 
 
 def hessian(
-    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files", show_default=False)],
-    weights: Annotated[Optional[list[Path]], typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    models: ModelsArg,
+    weights: WeightsListOpt = None,
     data: DataOpt = "digits",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="eigenvalues per mini-batch")] = 5,
     which: Annotated[str, typer.Option("--which", help="LM (largest magnitude) | LA (largest) | SA (smallest)")] = "LM",
     batches: Annotated[int, typer.Option("--batches", help="mini-batches, one eigen-solve each")] = 4,
     batch_size: BatchSizeOpt = 64,
-    blocks: Annotated[str, typer.Option("--blocks", "-b", help="parameters of these blocks only: 'c4.b-1', 'kind:msa', ...")] = "*",
+    blocks: BlocksOpt = "*",
     method: Annotated[str, typer.Option("--method", help="lanczos | power (the paper's power iteration)")] = "lanczos",
     tol: Annotated[Optional[float], typer.Option("--tol", help="relative residual to stop at (lanczos 1e-4, power 1e-3)")] = None,
     trace: Annotated[bool, typer.Option("--trace", help="also tr(H) by Hutch++ on the first batch")] = False,
@@ -58,10 +54,13 @@ def hessian(
     density: Annotated[bool, typer.Option("--density", help="also the SLQ eigenvalue density on the first batch")] = False,
     augment: AugmentOpt = False,
     wd: WdOpt = 0.0,
-    l2: L2Opt = "standard",
+    l2: L2Opt = L2_DEFAULT,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
@@ -73,17 +72,18 @@ def hessian(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     spectra, extras = [], []
     for i, name in enumerate(models):
-        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
         used = input_size_used(m, size, name)
+        check_blocks(m, blocks, name, size)
         with printed_warnings():
             spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, used, augment, seed), top_k,
                                             batches=batches, which=which, blocks=blocks, method=method, tol=tol,
                                             wd=wd, l2=l2, seed=seed, progress=True)
-        spec.model = Path(name).stem if name.endswith(".safetensors") else name
+        spec.model = label(name)
         table = Table(title=f"{spec.model}: top-{top_k} ({which}) Hessian eigenvalues", title_justify="left")
         for col in ("batch", "loss", "eigenvalues", "max residual"):
             table.add_column(col, justify="left" if col == "eigenvalues" else "right")
@@ -97,7 +97,7 @@ def hessian(
             if trace:
                 t = surgeon.hessian_trace(m, first, blocks, matvecs=matvecs, wd=wd, l2=l2, seed=seed)
                 out.print(f"trace (Hutch++, {t.hvps} products): {t.value:.6g} +- {t.stderr:.2g}", highlight=False)
-                extra["trace"] = t.to_dict()
+                extra["trace"] = t
             if density:
                 extra["density"] = surgeon.hessian_density(m, first, blocks, wd=wd, l2=l2, seed=seed)
         spectra.append(spec)
@@ -105,22 +105,18 @@ def hessian(
         if spec.interrupted:
             break
     if out_fig is not None:
-        panels = 2 if density else 1
-        fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.5), squeeze=False, layout="constrained")
-        plot_spectrum(spectra, axes[0, 0])
-        for spec, extra in zip(spectra, extras):
-            if "density" in extra:
-                plot_density(extra["density"], axes[0, 1], label=spec.model)
-        out.print(f"wrote {save_figure(fig, out_fig)}", highlight=False)
-    write_json(json_out, [{**s.to_dict(), **{k: v if isinstance(v, dict) else v.to_dict() for k, v in e.items()}}
-                           for s, e in zip(spectra, extras)])
+        fig = surgeon.plots.spectrum_figure(spectra, [e.get("density") for e in extras])
+        out.print(f"wrote {surgeon.plots.save_figure(fig, out_fig)}", highlight=False)
+    write_json(json_out, [{**s.to_dict(), **{k: v.to_dict() for k, v in e.items()}} for s, e in zip(spectra, extras)])
+    write_csv(csv_out, [row for s, e in zip(spectra, extras)
+                        for row in (*s.tidy(), *({"model": s.model, **r} for v in e.values() for r in v.tidy()))])
     if spectra[-1].interrupted:
         sys.exit(130)
 
 
 def landscape(
-    model: Annotated[str, typer.Argument(help="timm name, tv:NAME or a surgeon file", show_default=False)],
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="local weights")] = None,
+    model: ModelArg,
+    weights: WeightsOpt = None,
     data: DataOpt = "digits",
     grid: Annotated[int, typer.Option("--grid", help="points per axis")] = 21,
     span: Annotated[float, typer.Option("--range", help="coordinates run over [-range, range]")] = 1.0,
@@ -130,11 +126,14 @@ def landscape(
     batch_size: BatchSizeOpt = 64,
     augment: AugmentOpt = False,
     wd: WdOpt = 0.0,
-    l2: Annotated[str, typer.Option("--l2", help="paper: wd sum_p ||theta_p|| | standard: wd/2 ||theta||^2")] = "paper",
+    l2: L2Opt = L2_DEFAULT,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     save: Annotated[Optional[Path], typer.Option("--save", help="keep finished points here and resume from it (default: landscape.json)")] = None,
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
@@ -144,24 +143,27 @@ def landscape(
 
     Example: surgeon landscape resnet18 --num-classes 10 --input-size 3,32,32 --grid 11 --out landscape.png
     """
-    check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     save = save or Path("landscape.json")
-    surgeon.io.check_output(save, overwrite=True, suffixes=(".json",))
-    m = load(model, weights, pretrained, num_classes, img_size)
+    surgeon.io.check_output(save, overwrite=True, suffixes=(".json",))  # an existing one is resumed
+    m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, parse_input_size(input_size), model)
     with printed_warnings():
         res = surgeon.landscape(m, _batches(m, data, batch_size, size, augment, seed), dims=dims, grid=grid,
                                 span=span, norm=norm, batches=batches, wd=wd, l2=l2, seed=seed, save=save,
                                 progress=True)
-    res.model = Path(model).stem if model.endswith(".safetensors") else model
+    res.model = label(model)
     centre = res.loss[(grid // 2,) * dims]
+    cost = (f"{res.seconds_per_point:.3g} s per point = {res.seconds_per_point / res.eval_seconds:.2f}x an eval pass "
+            f"over the same {plural(batches, 'batch', 'batches')}"
+            if res.seconds_per_point > 0 and res.eval_seconds > 0 else f"every point read from {save}")
+    done = [float(v) for v in res.loss.flat if v == v]  # NaN: a point not computed yet
     out.print(f"{res.model}: {res.done}/{res.loss.size} points, loss at the centre {centre:.4f}, "
-              f"min {np.nanmin(res.loss):.4f}, max {np.nanmax(res.loss):.4f}; "
-              f"{res.seconds_per_point:.3g} s per point = {res.seconds_per_point / res.eval_seconds:.2f}x "
-              f"an eval pass over the same {batches} batches", highlight=False)
+              f"min {min(done):.4f}, max {max(done):.4f}; {cost}", highlight=False)
     out.print(f"points kept in {save}", highlight=False)
     if out_fig is not None:
-        out.print(f"wrote {save_figure(plot_landscape(res), out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_landscape(res), out_fig)}", highlight=False)
     write_json(json_out, res.to_dict())
+    write_csv(csv_out, res.tidy())
     if res.interrupted:
         sys.exit(130)

@@ -13,14 +13,23 @@ from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.metrics import NLL_MODES
-from surgeon.plots import plot_lesions, plot_reliability, save_figure
 
 from .common import (
+    BlocksOpt,
+    CsvOpt,
+    DeviceOpt,
+    FigureOpt,
+    ForceOpt,
     ImgSizeOpt,
     InputSizeOpt,
+    JsonOpt,
+    ModelArg,
+    ModelsArg,
     NumClassesOpt,
     PretrainedOpt,
+    SeedOpt,
+    WeightsListOpt,
+    WeightsOpt,
     check_outputs,
     input_size_used,
     label,
@@ -28,6 +37,9 @@ from .common import (
     out,
     parse_input_size,
     printed_warnings,
+    select_blocks,
+    tidy_rows,
+    write_csv,
     write_json,
 )
 
@@ -37,7 +49,6 @@ BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N 
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per batch")]
 SubsetOpt = Annotated[float | None, typer.Option("--subset", help="keep a class-balanced fraction of the data, e.g. 0.1")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="data loading processes")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="write the numbers as JSON")]
 
 #: (key in `Evaluation.metrics`, column name, shown as a percentage as in the paper's tables)
 METRICS = (("acc", "Acc", True), ("top5", "Top-5", True), ("nll", "NLL", False), ("brier", "Brier", False),
@@ -55,9 +66,9 @@ def _value(key: str, value: float, delta: bool = False) -> str:
 
 
 def evaluate(
-    model: Annotated[str, typer.Argument(help="timm name, tv:NAME or a surgeon file", show_default=False)],
+    model: ModelArg,
     data: DataOpt,
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="local weights")] = None,
+    weights: WeightsOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
@@ -68,25 +79,30 @@ def evaluate(
     mc_dropout: Annotated[int, typer.Option("--mc-dropout", help="average the softmax over N stochastic passes (0: off)")] = 0,
     nll: Annotated[str, typer.Option("--nll", help="sample: mean over samples | batch: the paper's mean of batch means")] = "sample",
     workers: WorkersOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
     reliability: Annotated[Path | None, typer.Option("--reliability", help="reliability diagram file (.png, .svg, .pdf)")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Accuracy, NLL, calibration and uncertainty metrics on the test split (PAPER.md, "Metrics").
 
     Example: surgeon eval resnet18 --num-classes 10 --weights r18.safetensors --data digits --input-size 3,32,32 --reliability rel.png
     """
-    if nll not in NLL_MODES:
-        raise SurgeonError(f"--nll {nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
-    check_outputs(reliability, json_out)
+    modes = surgeon.metrics.NLL_MODES
+    if nll not in modes:
+        raise SurgeonError(f"--nll {nll!r} is not a mode; choose from {', '.join(modes)}")
+    check_outputs(reliability, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
-    m = load(model, weights, pretrained, num_classes, img_size)
+    m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, size, model)
     with printed_warnings():
         loader = surgeon.data.loader(data, m, batch_size=batch_size, train=False, input_size=size, workers=workers,
                                      subset=subset)
         ev = surgeon.evaluate(m, loader, batches=batches, mc_dropout=mc_dropout, nll=nll, progress=True)
     name = label(model)
-    table = Table(title=f"{name} on {data} (test split): {ev.samples} images in {ev.batches} batches"
+    table = Table(title=f"{name} on {data} (test split): {plural(ev.samples, 'image')} in {plural(ev.batches, 'batch')}"
                   + (f", MC dropout x{mc_dropout}" if mc_dropout else ""), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -94,9 +110,11 @@ def evaluate(
         table.add_row(col, _value(k, ev.metrics[k]))
     out.print(table)
     if reliability is not None:
-        out.print(f"wrote {save_figure(plot_reliability(ev, [name]), reliability)}", highlight=False)
+        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_reliability(ev, [name]), reliability)}",
+                  highlight=False)
     write_json(json_out, {"model": name, "data": data, "split": "test", "mc_dropout": mc_dropout, "nll_mode": nll,
                            **ev.to_dict()})
+    write_csv(csv_out, tidy_rows([ev], model=name, data=data))
     if ev.interrupted:
         sys.exit(130)
 
@@ -117,10 +135,10 @@ def _lesion_table(res: surgeon.LesionResult) -> Table:
 
 
 def lesion_study(
-    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files", show_default=False)],
+    models: ModelsArg,
     data: DataOpt,
-    blocks: Annotated[str, typer.Option("--blocks", "-b", help="blocks to remove one at a time: '*', 'c4', 'kind:msa', 'c*.b-1'")] = "*",
-    weights: Annotated[list[Path] | None, typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    blocks: BlocksOpt = "*",
+    weights: WeightsListOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
@@ -129,8 +147,12 @@ def lesion_study(
     batches: BatchesOpt = None,
     subset: SubsetOpt = None,
     workers: WorkersOpt = None,
-    out_fig: Annotated[Path | None, typer.Option("--out", "-o", help="figure file (.png, .svg, .pdf)")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
+    out_fig: FigureOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Remove each block in turn (it becomes the identity) and measure the loss of accuracy and NLL.
 
@@ -138,16 +160,17 @@ def lesion_study(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     graphs = []  # every model loaded and its selection checked before the first evaluation
     for i, name in enumerate(models):
-        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
         g = surgeon.graph(m, input_size=input_size_used(m, size, name))
         try:
             g.select(blocks)
         except SurgeonError as exc:
             raise SurgeonError(f"{label(name)}: {exc}") from None
+        select_blocks(g, blocks, name)
         graphs.append(g)
     results = []
     for name, g in zip(models, graphs, strict=True):
@@ -163,7 +186,8 @@ def lesion_study(
         if res.interrupted:
             break
     if out_fig is not None:
-        out.print(f"wrote {save_figure(plot_lesions(results), out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_lesions(results), out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:
         sys.exit(130)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
-
-import typer
 from rich.table import Table
 
 import surgeon
 
-from .common import (ImgSizeOpt, InputSizeOpt, ModelArg, NumClassesOpt, PretrainedOpt, WeightsOpt, human, load, out,
-                     parse_input_size)
+from .common import (CsvOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PretrainedOpt,
+                     WeightsOpt, check_outputs, human, load, out, parse_input_size, plural, write_csv, write_json)
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -39,7 +35,7 @@ def print_graph(g: surgeon.BlockGraph, name: str) -> dict:
     note = f" (fallback: {g.fallback_reason})" if g.fallback_reason else ""
     out.print(
         f"{name}: {human(data['params'])} params, {human(data['flops'])}FLOPs at "
-        f"{'x'.join(map(str, g.input_size))}, {len(g.blocks)} blocks in {len(g.stages)} stages, "
+        f"{'x'.join(map(str, g.input_size))}, {plural(len(g.blocks), 'block')} in {plural(len(g.stages), 'stage')}, "
         f"graph by {g.method}{note}",
         highlight=False,
     )
@@ -58,18 +54,18 @@ def inspect(
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the graph as JSON instead of tables")] = False,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Show MODEL as stem, stages of blocks and head: kinds, output shapes, params, FLOPs.
 
-    MODEL may also be a .safetensors file written by surgeon. Example: surgeon inspect resnet50
+    MODEL may also be a .safetensors file written by surgeon. Example: surgeon inspect resnet50 --json -
     """
+    check_outputs(json_out=json_out, csv_out=csv_out, force=force)
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size)
     g = surgeon.graph(m, input_size=size)
-    if as_json:
-        data = g.to_dict()
-        data["model"] = model
-        out.print_json(json.dumps(data))
-        return
     print_graph(g, model)
+    write_json(json_out, {**g.to_dict(), "model": model})
+    write_csv(csv_out, [{"model": model, **row} for row in g.tidy()])

@@ -9,6 +9,9 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
+from typer import TyperException
+from typer.core import TyperArgument, TyperOption
 
 from surgeon.errors import SurgeonError
 
@@ -19,7 +22,25 @@ from . import probe as probe_cmd
 from . import robustness as robustness_cmd
 from . import surgery
 from . import train as train_cmd
-from .common import err
+from .common import err, reset_console
+from .ranges import check_commands
+
+
+def _flag_type(self: TyperOption, ctx) -> str | None:
+    """No value type after a plain flag (--force, not --force <bool>)."""
+    return None if self.is_flag and self.metavar is None else _option_type(self, ctx)
+
+
+def _usage_name(self: TyperArgument) -> str:
+    """Arguments in usage lines as click writes them: MODEL, MODELS..., [FOLDER]."""
+    name = (self.metavar or self.name or "").upper()
+    return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+
+_option_type = TyperOption.display_type_rich
+if hasattr(TyperArgument, "_usage_display_name"):
+    TyperOption.display_type_rich = _flag_type
+    TyperArgument._usage_display_name = _usage_name
 
 app = typer.Typer(
     name="surgeon",
@@ -51,20 +72,38 @@ app.command("report")(search_cmd.report)
 from . import toolbox
 
 app.command("attack")(toolbox.attack)
+app.command("ensemble")(toolbox.ensemble)
+app.command("latency")(toolbox.latency)
 
 
 @app.callback()
 def _root() -> None:
     """Model surgery and instrumentation for any timm or torchvision classifier."""
+    reset_console()
 
 
 def main() -> None:
-    """Console entry point: run the app, turning `SurgeonError` into one line and exit code 2."""
+    """Console entry point: run the app, turning `SurgeonError` and click's usage errors into one
+    line and exit code 2; numeric options are range-checked first (`cli.ranges`)."""
+    check_commands(app)
     try:
-        app()
+        code = app(standalone_mode=False)
     except SurgeonError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except typer.Abort:
+        _fail("aborted", 1)
+    except TyperException as exc:  # click's usage errors: one line, not click's usage block and box
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `surgeon`: typer has printed the help
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _fail(" ".join(exc.format_message().split()) + hint, getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -11,10 +10,11 @@ from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.plots import probe_figure, save_figure
 
-from .common import (ImgSizeOpt, InputSizeOpt, NumClassesOpt, PretrainedOpt, check_outputs, input_size_used, label, load, out,
-                     parse_input_size, printed_warnings, write_json)
+from .common import (BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg,
+                     NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, check_blocks, check_outputs,
+                     input_size_used, label, load, out, parse_input_size, printed_warnings, tidy_rows, write_csv,
+                     write_json)
 
 _COLUMNS = {
     "fourier": (("\u0394logamp(\u03c0)", lambda v: f"{v['fourier'].high:+.3f}"),),
@@ -39,17 +39,20 @@ def _table(res: surgeon.ProbeResults, kind: str) -> Table:
 
 def probe(
     kind: Annotated[str, typer.Argument(help="fourier | variance | stats", show_default=False)],
-    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files",
-                                                show_default=False)],
-    weights: Annotated[Optional[list[Path]], typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    models: ModelsArg,
+    weights: WeightsListOpt = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="samples (built-in photos) | digits | cifar10:ROOT | cifar100:ROOT | FOLDER")] = None,
-    blocks: Annotated[str, typer.Option("--blocks", "-b", help="block selection: '*', 'c*', 'c2.b-1', 'kind:msa', module paths")] = "*",
+    blocks: BlocksOpt = "*",
     batches: Annotated[Optional[int], typer.Option("--batches", help="stop after N batches (default: all the data)")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per batch")] = 32,
     full: Annotated[bool, typer.Option("--full", help="fourier: also the 2-D mean log-amplitude map and radial spectrum (JSON)")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="run the model through torch.compile")] = False,
-    out_fig: Annotated[Optional[Path], typer.Option("--out", "-o", help="figure file (.png, .svg, .pdf)")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the values per block as JSON")] = None,
+    out_fig: FigureOpt = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
@@ -64,12 +67,13 @@ def probe(
         raise SurgeonError(f"unknown probe {kind!r}; choose from {', '.join(surgeon.PROBES)}")
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     spec = surgeon.Fourier(full=True) if kind == "fourier" and full else kind
     results = []
     for i, name in enumerate(models):
-        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
         size = input_size_used(m, parse_input_size(input_size), name)
+        check_blocks(m, blocks, name, size)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size, workers=workers)
             res = surgeon.probe(m, loader, spec, blocks, batches=batches, compile=compile_, progress=True)
@@ -79,8 +83,9 @@ def probe(
         if res.interrupted:
             break
     if out_fig is not None:
-        path = save_figure(probe_figure(results, kind), out_fig)
+        path = surgeon.plots.save_figure(surgeon.plots.probe_figure(results, kind), out_fig)
         out.print(f"wrote {path}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:
         sys.exit(130)

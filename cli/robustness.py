@@ -11,34 +11,29 @@ from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.metrics import Metrics
-from surgeon.plots import (
-    PERCENT_METRICS,
-    metric_text,
-    plot_corruptions,
-    plot_frequency_noise,
-    save_figure,
-)
-from surgeon.robustness import (
-    FREQUENCIES,
-    CorruptionResult,
-    corruption_robustness,
-    frequency_noise_robustness,
-)
 
 from .common import (
+    CsvOpt,
+    DeviceOpt,
+    ForceOpt,
     ImgSizeOpt,
     InputSizeOpt,
     ModelArg,
+    ModelsArg,
     NumClassesOpt,
     PretrainedOpt,
+    SeedOpt,
+    WeightsListOpt,
     WeightsOpt,
     check_outputs,
     input_size_used,
+    label,
     load,
     out,
     parse_input_size,
     printed_warnings,
+    tidy_rows,
+    write_csv,
     write_json,
 )
 from .curvature import (
@@ -48,7 +43,9 @@ from .curvature import (
     OutOpt,
 )
 
-SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the corruptions / noise, restarted for each cell")]
+#: the default band centres: surgeon.robustness.FREQUENCIES, written out so that help needs no torch (a test
+#: checks they agree)
+FREQUENCIES_TEXT = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches per cell (default: all the data)")]
 
 
@@ -69,13 +66,10 @@ def _numbers(text: str, kind: type, option: str, example: str) -> list:
                            f"e.g. {option} {example}") from None
 
 
-def _display_name(name: str) -> str:
-    return Path(name).stem if name.endswith(".safetensors") else name
-
-
-def _corruption_table(res: CorruptionResult, metric: str) -> Table:
+def _corruption_table(res: surgeon.CorruptionResult, metric: str) -> Table:
     """Rows: corruptions, then the mean per severity; columns: severities, then the mean."""
-    unit = " (%)" if metric in PERCENT_METRICS else ""
+    metric_text = surgeon.plots.metric_text
+    unit = " (%)" if metric in surgeon.plots.PERCENT_METRICS else ""
     table = Table(title=f"{res.model}: {metric}{unit} under corruption, {res.source}; clean "
                         f"{metric_text(metric, res.clean[metric])} on {res.samples} images", title_justify="left")
     table.add_column("corruption")
@@ -103,8 +97,11 @@ def robustness(
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = 64,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
     weights: WeightsOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
@@ -117,38 +114,43 @@ def robustness(
     """
     names = _split(corruptions, "--corruptions", "gaussian_noise,fog") if corruptions is not None else None
     levels = _numbers(severities, int, "--severities", "1,3,5")
-    known = tuple(Metrics(2).compute())
+    known = tuple(surgeon.metrics.Metrics(2).compute())
     if metric not in known:
         raise SurgeonError(f"unknown --metric {metric!r}; choose from {', '.join(known)}")
-    check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
-    m = load(model, weights, pretrained, num_classes, img_size)
+    m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, size, model)
     with printed_warnings():
         loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
-        res = corruption_robustness(m, loader, names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c,
+        res = surgeon.corruption_robustness(m, loader, names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c,
                                     batches=batches, seed=seed, progress=True)
-    res.model = _display_name(model)
+    res.model = label(model)
     out.print(_corruption_table(res, metric))
     if out_fig is not None:
-        out.print(f"wrote {save_figure(plot_corruptions(res, metric).figure, out_fig)}", highlight=False)
+        fig = surgeon.plots.plot_corruptions(res, metric).figure
+        out.print(f"wrote {surgeon.plots.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, res.to_dict())
+    write_csv(csv_out, res.tidy())
     if res.interrupted:
         sys.exit(130)
 
 
 def frequency_noise(
-    models: Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files", show_default=False)],
-    weights: Annotated[list[Path] | None, typer.Option("--weights", "-w", help="local weights, once per model in order")] = None,
+    models: ModelsArg,
+    weights: WeightsListOpt = None,
     data: DataOpt = "digits",
-    frequencies: Annotated[str, typer.Option("--frequencies", "-f", help="band centres, fractions of pi")] = ",".join(map(str, FREQUENCIES)),
+    frequencies: Annotated[str, typer.Option("--frequencies", "-f", help="band centres, fractions of pi")] = FREQUENCIES_TEXT,
     eps: Annotated[float, typer.Option("--eps", help="noise amplitude before band filtering (pixels in [0, 1])")] = 0.1,
     width: Annotated[float, typer.Option("--width", help="half-width of the square frequency ring, fraction of pi")] = 0.2,
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = 64,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
@@ -161,7 +163,7 @@ def frequency_noise(
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
     freqs = _numbers(frequencies, float, "--frequencies", "0.1,0.5,0.9")
-    check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     table = Table(title=f"accuracy change (percentage points) under frequency-band noise, eps {eps:g}",
                   title_justify="left")
@@ -170,20 +172,22 @@ def frequency_noise(
         table.add_column(col, justify="right")
     results = []
     for i, name in enumerate(models):
-        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
         used = input_size_used(m, size, name)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
-            res = frequency_noise_robustness(m, loader, freqs, eps=eps, width=width, batches=batches, seed=seed,
+            res = surgeon.frequency_noise_robustness(m, loader, freqs, eps=eps, width=width, batches=batches, seed=seed,
                                              progress=True)
-        res.model = _display_name(name)
+        res.model = label(name)
         table.add_row(res.model, f"{100 * res.clean:.1f}", *(f"{100 * c:+.1f}" for c in res.change))
         results.append(res)
         if res.interrupted:
             break
     out.print(table)
     if out_fig is not None:
-        out.print(f"wrote {save_figure(plot_frequency_noise(results).figure, out_fig)}", highlight=False)
+        fig = surgeon.plots.plot_frequency_noise(results).figure
+        out.print(f"wrote {surgeon.plots.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:
         sys.exit(130)

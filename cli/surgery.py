@@ -11,29 +11,67 @@ from rich.table import Table
 import surgeon
 from surgeon.errors import SurgeonError
 
-from .common import (ImgSizeOpt, InputSizeOpt, ModelArg, NumClassesOpt, PretrainedOpt, WeightsOpt, human, load, out,
-                     parse_input_size)
+from .common import (ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsOpt,
+                     human, load, out, parse_input_size, plural, select_blocks)
 from .inspect import _kind, print_graph
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + recipe)")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite an existing output file")]
+BlocksReqOpt = Annotated[str, typer.Option("--blocks", "-b", help="block selection: 'c3.b1', 'c3.b1,c4.b-1', 'c*.b-1', "
+                                                                  "'kind:msa', module paths", show_default=False)]
+
+
+def _module(model, path: str):
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _params(module) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+
+def _side(g: surgeon.BlockGraph, path: str, module) -> tuple[str, str, str, str]:
+    """(address, kind, params, FLOPs) of the module at `path` in one graph: a removed block shows as
+    identity with 0 parameters and FLOPs; a module that shares its graph block with others (an inserted
+    smoothing layer) by its class name, FLOPs only where the block is that module alone."""
+    if module is None:
+        return "-", "-", "-", "-"
+    block = next((b for b in g.blocks if path in b.members), None)
+    address = block.address if block is not None else "-"
+    if type(module).__name__ == "Identity":
+        return address, "identity", "0", "0"
+    if block is None or block.members != (path,):
+        return address, type(module).__name__, human(_params(module)), "-"
+    return address, _kind(block.kind), human(_params(module)), human(block.flops)
+
+
+def changes(before: surgeon.BlockGraph, after: surgeon.BlockGraph) -> list[tuple[str, ...]]:
+    """One row per block module that a pass removed, replaced, inserted or re-weighted, matched by module
+    path (not by address, which shifts, nor by graph row, which may merge an identity into its neighbour):
+    (address, path, kind before, kind after, params, FLOPs)."""
+    rows = []
+    paths = dict.fromkeys(m for g in (before, after) for b in g.blocks for m in b.members)
+    for path in paths:
+        a, z = _module(before.model, path), _module(after.model, path)
+        if a is not None and z is not None and type(a) is type(z) and _params(a) == _params(z):
+            continue
+        (addr0, kind0, p0, f0), (addr1, kind1, p1, f1) = _side(before, path, a), _side(after, path, z)
+        rows.append((addr0 if addr0 != "-" else addr1, path, kind0, kind1, f"{p0} -> {p1}", f"{f0} -> {f1}"))
+    return rows
 
 
 def _diff_and_save(before: surgeon.BlockGraph, model, name: str, out_path: Path, force: bool) -> None:
     """Print what changed (blocks, params, FLOPs), then write the file atomically."""
     after = surgeon.graph(model, input_size=before.input_size)
-    table = Table(title=f"{name}: changed blocks", title_justify="left")
+    rows = changes(before, after)
+    table = Table(title=f"{name}: {plural(len(rows), 'changed block')}", title_justify="left")
     for col in ("address", "path", "before", "after", "params", "FLOPs"):
         table.add_column(col, justify="right" if col in ("params", "FLOPs") else "left")
-    old = {b.address: b for b in before.blocks}
-    for b in after.blocks:
-        a = old.get(b.address)
-        if a is None or a.kind != b.kind or a.params != b.params or a.path != b.path:
-            table.add_row(b.address, b.path, _kind(a.kind) if a else "-", _kind(b.kind),
-                          f"{human(a.params) if a else '-'} -> {human(b.params)}",
-                          f"{human(a.flops) if a else '-'} -> {human(b.flops)}")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
-    p0, p1 = (sum(b.params for b in g.blocks) for g in (before, after))
+    p0, p1 = (_params(g.model) for g in (before, after))
     f0, f1 = (sum(b.flops for b in g.blocks) for g in (before, after))
     out.print(f"params {human(p0)} -> {human(p1)} ({100 * (p1 - p0) / p0:+.1f}%), "
               f"FLOPs {human(f0)} -> {human(f1)} ({100 * (f1 - f0) / max(f0, 1):+.1f}%) "
@@ -59,6 +97,7 @@ def alternate(
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    seed: SeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
     """Replace conv blocks with MSA blocks by the AlterNet build-up rules and save the result.
@@ -70,16 +109,16 @@ def alternate(
     surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     model_kwargs: dict = {}
     if preset is not None:
-        if preset not in surgeon.PRESETS:
-            raise SurgeonError(f"unknown preset {preset!r}; presets: {', '.join(surgeon.PRESETS)}")
+        if preset not in surgeon.ALTERNETS:
+            raise SurgeonError(f"unknown preset {preset!r}; presets: {', '.join(surgeon.ALTERNETS)}")
         if stages is not None:
             raise SurgeonError("give either --stages or --preset, not both")
-        base, model_kwargs, preset_stages = surgeon.PRESETS[preset]
+        base, model_kwargs, preset_stages = surgeon.ALTERNETS[preset]
         if model != base:
             raise SurgeonError(f"preset {preset} is built on {base}; run: surgeon alternate {base} --preset {preset}")
         stages = ",".join(f"{k}={v}" for k, v in preset_stages.items())
     counts = surgeon.passes.parse_stages(stages)
-    m = load(model, weights, pretrained, num_classes, img_size, **model_kwargs)
+    m = load(model, weights, pretrained, num_classes, img_size, seed=seed, **model_kwargs)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))
     if cifar_stem:
         m = surgeon.cifar_stem(g)
@@ -88,15 +127,18 @@ def alternate(
     _diff_and_save(g, edited, model, out_path, force)
 
 
-def _edit_each(model: str, out_path: Path, force: bool, weights: Path | None, num_classes: int | None,
-               img_size: int | None, input_size: str | None, selection: str, edit) -> None:
-    """Load MODEL, apply `edit(model, module_path, input_size)` to each selected block (addressed
-    by module path, so earlier edits cannot shift later addresses), print the change and save."""
+def _edit_each(model: str, out_path: Path, force: bool, input_size: str | None, selection: str, edit,
+               **load_args) -> None:
+    """Load MODEL (`load_args`: weights, pretrained, num_classes, img_size, seed), apply
+    `edit(model, module_path, input_size)` to each selected block (addressed by module path, so earlier
+    edits cannot shift later addresses), print the change and save."""
     surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
-    m = load(model, weights, False, num_classes, img_size)
+    seed = load_args.pop("seed")
+    m = load(model, load_args.pop("weights"), load_args.pop("pretrained"), load_args.pop("num_classes"),
+             load_args.pop("img_size"), seed=seed)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))
     edited = m
-    for b in g.select(selection):
+    for b in select_blocks(g, selection, model):
         edited = edit(edited, b.path, g.input_size)
     _diff_and_save(g, edited, model, out_path, force)
 
@@ -104,19 +146,22 @@ def _edit_each(model: str, out_path: Path, force: bool, weights: Path | None, nu
 def lesion(
     model: ModelArg,
     out_path: OutOpt,
-    blocks: Annotated[str, typer.Option("--blocks", help="blocks to remove, e.g. c3.b2 or c3.b1,c4.b-1")],
+    blocks: BlocksReqOpt,
     weights: WeightsOpt = None,
+    pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    seed: SeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
     """Remove blocks (each becomes the identity) and save the result.
 
     Example: surgeon lesion resnet50 --blocks c3.b2 --out lesioned.safetensors
     """
-    _edit_each(model, out_path, force, weights, num_classes, img_size, input_size, blocks,
-               lambda m, path, size: surgeon.remove(m, path, input_size=size))
+    _edit_each(model, out_path, force, input_size, blocks,
+               lambda m, path, size: surgeon.remove(m, path, input_size=size),
+               weights=weights, pretrained=pretrained, num_classes=num_classes, img_size=img_size, seed=seed)
 
 
 def insert(
@@ -125,30 +170,35 @@ def insert(
     after: Annotated[str, typer.Option("--after", help="block(s) to insert after, e.g. c*.b-1")],
     block: Annotated[str, typer.Option("--block", help="registered block type, e.g. smoothing")] = "smoothing",
     weights: WeightsOpt = None,
+    pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    seed: SeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
     """Insert a block (default: spatial smoothing) after each selected block and save the result.
 
     Example: surgeon insert resnet50 --after "c*.b-1" --block smoothing --out smooth.safetensors
     """
-    _edit_each(model, out_path, force, weights, num_classes, img_size, input_size, after,
-               lambda m, path, size: surgeon.insert(m, after=path, module=block, input_size=size))
+    _edit_each(model, out_path, force, input_size, after,
+               lambda m, path, size: surgeon.insert(m, after=path, module=block, input_size=size),
+               weights=weights, pretrained=pretrained, num_classes=num_classes, img_size=img_size, seed=seed)
 
 
 def replace(
     model: ModelArg,
     out_path: OutOpt,
-    blocks: Annotated[str, typer.Option("--blocks", help="blocks to replace, e.g. c3.b1")],
+    blocks: BlocksReqOpt,
     with_: Annotated[str, typer.Option("--with", help="registered block type: msa, smoothing, identity, zero")],
     heads: Annotated[Optional[int], typer.Option("--heads", help="MSA heads")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="MSA window")] = None,
     weights: WeightsOpt = None,
+    pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    seed: SeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
     """Replace blocks with a registered block type (an MSA block is sized to fit) and save the result.
@@ -158,8 +208,9 @@ def replace(
     kwargs = {k: v for k, v in (("heads", heads), ("window", window)) if v is not None}
     if kwargs and with_ != "msa":
         raise SurgeonError("--heads and --window apply to --with msa only")
-    _edit_each(model, out_path, force, weights, num_classes, img_size, input_size, blocks,
-               lambda m, path, size: surgeon.replace(m, path, with_, input_size=size, **kwargs))
+    _edit_each(model, out_path, force, input_size, blocks,
+               lambda m, path, size: surgeon.replace(m, path, with_, input_size=size, **kwargs),
+               weights=weights, pretrained=pretrained, num_classes=num_classes, img_size=img_size, seed=seed)
 
 
 def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written by surgeon")],

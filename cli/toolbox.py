@@ -13,7 +13,6 @@ from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.plots import plot_attack, save_figure
 
 from .common import (
     ImgSizeOpt,
@@ -30,6 +29,7 @@ from .common import (
 )
 from .curvature import BatchSizeOpt, DataOpt, JsonOpt, OutOpt
 from .robustness import BatchesOpt, SeedOpt, _numbers
+from .surgery import ForceOpt
 
 ModelsArg = Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files",
                                                 show_default=False)]
@@ -98,7 +98,92 @@ def attack(
         table.add_row(r.model, f"{100 * r.clean['acc']:.1f}", *(f"{100 * a:.1f}" for a in r.accuracy))
     out.print(table)
     if out_fig is not None:
-        out.print(f"wrote {save_figure(plot_attack(results).figure, out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_attack(results).figure, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     if results[-1].interrupted:
         sys.exit(130)
+
+
+def ensemble(
+    models: ModelsArg,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="the ensemble's surgeon file (.safetensors)", show_default=False)],
+    weights: WeightsListOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Save the ensemble of MODELS (log of their mean softmax) as one surgeon file listing its members.
+
+    Example: surgeon ensemble a.safetensors b.safetensors --out ens.safetensors
+    """
+    surgeon.io.check_output(out_path, overwrite=force)
+    members = [m for _, m in _models(models, weights, pretrained, num_classes, img_size)]
+    ens = surgeon.ensemble(members, sources=[n if n.endswith(".safetensors") else None for n in models])
+    surgeon.save(ens, out_path, overwrite=force)
+    params = sum(p.numel() for p in ens.parameters())
+    out.print(f"wrote {out_path}: {len(members)} members ({', '.join(label(n) for n in models)}), "
+              f"{params / 1e6:.2f}M parameters, input {'x'.join(map(str, ens.input_size))}, "
+              f"{ens.num_classes} classes", highlight=False)
+
+
+def latency_table(results) -> Table:
+    """One row per (model, batch size): ms per batch, images/s, CUDA peak memory."""
+    r0 = results[0]
+    table = Table(title=f"prediction time on {r0.device}, input {'x'.join(map(str, r0.input_size))}, "
+                        f"{r0.repeats} timed batches after {r0.warmup} warm-up"
+                        + (f", MC dropout x{r0.mc_dropout}" if r0.mc_dropout else ""), title_justify="left")
+    for col in ("model", "batch", "ms / batch", "images / s", "peak MiB"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+    for r in results:
+        for row in r.rows:
+            peak = f"{row.peak_memory_mib:.0f}" if row.peak_memory_mib is not None else "-"
+            table.add_row(r.model, str(row.batch_size), f"{row.ms_mean:.2f} \u00b1 {row.ms_std:.2f}",
+                          f"{row.images_per_s:.1f}", peak)
+    return table
+
+
+def latency(
+    models: ModelsArg,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="the second batch size timed (batch 1 is always timed)")] = 64,
+    repeats: Annotated[int, typer.Option("--repeats", help="timed batches per batch size")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed batches first")] = 3,
+    mc_dropout: McDropoutOpt = 0,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: cuda when there)")] = None,
+    json_out: JsonOpt = None,
+    weights: WeightsListOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+) -> None:
+    """Prediction latency (ms per batch, mean +- std) and throughput at batch 1 and --batch-size.
+
+    Example: surgeon latency resnet18 vit_tiny_patch16_224 --batch-size 8 --repeats 5 --input-size 3,64,64 --img-size 64
+    """
+    check_outputs(None, json_out)
+    size = parse_input_size(input_size)
+    dev = _device(device)
+    results = []
+    for name, m in _models(models, weights, pretrained, num_classes, img_size):
+        res = surgeon.latency(m.to(dev), batch_size=batch_size, input_size=size, repeats=repeats, warmup=warmup,
+                              mc_dropout=mc_dropout)
+        res.model = label(name)
+        results.append(res)
+        del m
+    out.print(latency_table(results))
+    write_json(json_out, [r.to_dict() for r in results])
+
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise SurgeonError(f"--device {name!r} is not a device; e.g. --device cpu or --device cuda:0") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SurgeonError(f"--device {name} asked for but CUDA is not available here; use --device cpu")
+    return dev

@@ -8,25 +8,25 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 import surgeon
-from surgeon.training import PRESETS
 
-from .common import ImgSizeOpt, NumClassesOpt, PretrainedOpt, WeightsOpt, out, parse_input_size, printed_warnings
+from .common import (DeviceOpt, ForceOpt, ImgSizeOpt, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsOpt, out,
+                     parse_input_size, printed_warnings)
 
-_SHOWN = (("epoch", "{:d}"), ("lr", "{:.2e}"), ("train_loss", "{:.4f}"), ("train_acc", "{:.1%}"), ("val_acc", "{:.1%}"),
-          ("val_nll", "{:.4f}"), ("val_ece", "{:.1%}"), ("images_per_s", "{:.0f}"))
+#: the preset training recipes, surgeon.training.PRESETS (written out so that help needs no torch; a test checks
+#: they agree)
+RECIPE_NAMES = ("strong", "strong-imagenet", "weak", "digits")
+
+_SHOWN = (("lr", "{:.3e}"), ("train_loss", "{:.4f}"), ("train_acc", "{:.2%}"), ("val_acc", "{:.2%}"),
+          ("val_nll", "{:.4f}"), ("val_ece", "{:.2%}"), ("images_per_s", "{:.0f}"))
 
 
-def _history_table(history: list[dict]) -> Table:
-    table = Table(title="training", title_justify="left")
-    cols = [(k, f) for k, f in _SHOWN if any(k in row for row in history)]
-    for k, _ in cols:
-        table.add_column(k.replace("_", " "), justify="right")
-    for row in history:
-        table.add_row(*(f.format(row[k]) if k in row else "-" for k, f in cols))
-    return table
+def epoch_line(row: dict, total: int | None = None) -> str:
+    """One finished epoch as one line: 'epoch 3/10: lr 1.250e-04, train loss 0.4321, ...' (NaN as '-')."""
+    parts = [f"{k.replace('_', ' ')} " + ("-" if row[k] is None or row[k] != row[k] else f.format(row[k]))
+             for k, f in _SHOWN if k in row]
+    return f"epoch {row['epoch']}{f'/{total}' if total else ''}: " + ", ".join(parts)
 
 
 def train(
@@ -34,7 +34,7 @@ def train(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="trained model: .safetensors with its recipes; "
                                                                  "checkpoint and logs go to NAME.run/")],
     data: Annotated[str, typer.Option("--data", "-d", help="digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")] = "digits",
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help=f"{' | '.join(PRESETS)} | a TOML file")] = "strong",
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help=f"{' | '.join(RECIPE_NAMES)} | a TOML file")] = "strong",
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="epochs after the warmup epochs (the recipe's by default)")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="global batch; the lr scales with it")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="peak learning rate")] = None,
@@ -42,10 +42,10 @@ def train(
     subset: Annotated[Optional[float], typer.Option("--subset", help="class-balanced fraction of the training data, e.g. 0.06")] = None,
     download: Annotated[bool, typer.Option("--download", help="fetch CIFAR into its root when missing (online)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue from NAME.run/checkpoint.pt")] = False,
-    force: Annotated[bool, typer.Option("--force", help="overwrite the output and start over")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="seed of initialisation, data order, augmentation")] = 0,
+    force: ForceOpt = False,
+    seed: SeedOpt = 0,
     workers: Annotated[Optional[int], typer.Option("--workers", help="data loading processes")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")] = None,
+    device: DeviceOpt = None,
     input_size: Annotated[Optional[str], typer.Option("--input-size", help="C,H,W of one input (default: the recipe's, else the model's)")] = None,
     weights: WeightsOpt = None,
     pretrained: PretrainedOpt = False,
@@ -63,11 +63,10 @@ def train(
         run = surgeon.train(model, data, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, out=out_path,
                             resume=resume, overwrite=force, val=val, subset=subset, seed=seed, workers=workers, download=download,
                             input_size=parse_input_size(input_size), num_classes=num_classes, device=device,
-                            progress=True, **kwargs)
+                            progress=True, on_epoch=lambda row: out.print(epoch_line(row), highlight=False),
+                            **kwargs)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
-    if run.history:
-        out.print(_history_table(run.history))
     if run.interrupted:
         out.print(f"interrupted: checkpoint in {run.run_dir}; continue with the same command and --resume",
                   highlight=False)

@@ -30,7 +30,7 @@ from .landscapes import LandscapeResult  # noqa: E402
 from .probes import ProbeResults  # noqa: E402
 
 __all__ = ["KIND_COLORS", "plot_blocks", "plot_spectra", "plot_depth", "probe_figure", "save_figure",
-           "figure_formats", "plot_spectrum", "plot_density", "plot_landscape"]
+           "figure_formats", "plot_spectrum", "plot_density", "plot_landscape", "spectrum_figure"]
 
 KIND_COLORS = {
     "stem": "#7f7f7f",
@@ -70,7 +70,7 @@ def plot_blocks(g: BlockGraph, value: str = "flops", ax: Axes | None = None, tit
     return ax
 
 
-SHADES = {"msa": ("0.85", "MSA"), "downsample": ("#cfe2f3", "downsampling")}  # the paper's Fig. 8 / 9
+SHADES = {"msa": ("0.85", "MSA"), "downsample": ("#b4d3ee", "downsampling")}  # the paper's Fig. 8 / 9
 _DEPTH_COLORMAP = "plasma"
 
 
@@ -82,7 +82,7 @@ def _shade(ax: Axes, blocks: Sequence[Block], spacing: float) -> list[Patch]:
         if kind in SHADES:
             color, label = SHADES[kind]
             ax.axvspan(b.depth - spacing / 2, b.depth + spacing / 2, color=color, lw=0, zorder=0)
-            seen[kind] = Patch(color=color, label=label)
+            seen[kind] = Patch(facecolor=color, edgecolor="0.45", lw=0.6, label=label)  # an outline: pale swatches show
     return list(seen.values())
 
 
@@ -232,7 +232,19 @@ def plot_landscape(res: LandscapeResult, fig: Figure | None = None, clip: float 
     ax3.plot_surface(b, a, np.nan_to_num(z, nan=np.nanmax(z)), cmap="viridis", linewidth=0, antialiased=True)
     ax3.set_xlabel("b")
     ax3.set_ylabel("a")
-    ax3.set_zlabel("loss - min")
+    ax3.set_zlabel("loss - min", labelpad=2)
+    ax3.set_box_aspect(None, zoom=0.82)  # room for the z label: constrained layout does not see 3-D labels
+    return fig
+
+
+def spectrum_figure(spectra: Sequence[SpectrumResult], densities: Sequence[DensityResult | None] = ()) -> Figure:
+    """`plot_spectrum` of every model, and beside it `plot_density` of the models that have one."""
+    panels = 2 if any(d is not None for d in densities) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.5), squeeze=False, layout="constrained")
+    plot_spectrum(spectra, axes[0, 0])
+    for spec, dens in zip(spectra, densities):
+        if dens is not None:
+            plot_density(dens, axes[0, 1], label=spec.model)
     return fig
 
 

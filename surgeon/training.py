@@ -39,15 +39,14 @@ import importlib.util
 import math
 import os
 import random
-import re
 import time
 import tomllib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,17 +55,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import data as sdata
-from .errors import SurgeonError, closest, first_line
+from .errors import SurgeonError, first_line
 from .evaluation import check_labels, evaluate, model_device
-from .io import atomic_path, check_output, save
+from .io import atomic_path, check_input, check_output, save
 from .models import input_size_of
 from .jsonio import dumps
 from .progress import progress as progress_bar
+from .registry import Registry
+from .recipe_check import RecipeErrors, check_section, field_checks, toml_line
 from .runfolder import undo_on_failure
 from .tables import Tabular
 
-__all__ = ["PRESETS", "Diverged", "Recipe", "ShardedBatches", "TrainResult", "build_for_training", "default_val_spec",
-           "fixed_numerics", "line_of", "lr_at", "recipe_value", "run_dir_for", "train", "training_recipe"]
+__all__ = ["RECIPES", "Diverged", "Recipe", "ShardedBatches", "TrainResult", "build_for_training", "default_val_spec",
+           "fixed_numerics", "line_of", "lr_at", "recipe_problems", "recipe_value", "run_dir_for", "train", "training_recipe"]
 
 
 class Diverged(SurgeonError):
@@ -135,7 +136,7 @@ def fixed_numerics(threads: int | None = None, deterministic: bool = False) -> I
 class Recipe:
     """Everything that decides a training run besides the model, the data and the seed."""
 
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1.25e-4  # peak learning rate at `batch_size`
     batch_size: int = 96  # global batch (all processes together)
     weight_decay: float = 0.05
@@ -143,7 +144,7 @@ class Recipe:
     momentum: float = 0.9  # sgd only
     epochs: int = 300  # after the warmup epochs
     warmup_epochs: int = 5
-    schedule: str = "cosine"  # cosine | step
+    schedule: Literal["cosine", "step"] = "cosine"
     min_lr: float = 0.0  # cosine floor
     milestones: tuple[int, ...] = ()  # step: epochs (counted from the start) where lr is multiplied by gamma
     gamma: float = 0.2
@@ -168,7 +169,8 @@ class Recipe:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-PRESETS: dict[str, Recipe] = {
+#: The named training recipes (``--recipe NAME``); a TOML file may start from one (``base = "strong"``).
+RECIPES: Registry[Recipe] = Registry("training recipe", {
     "strong": Recipe(),
     "strong-imagenet": Recipe(batch_size=128, auto_augment="rand-m9-n2-mstd0.5", re_prob=0.25, padding=None,
                               clip_grad=None, input_size=(3, 224, 224)),
@@ -177,87 +179,103 @@ PRESETS: dict[str, Recipe] = {
                    mixup=0.0, cutmix=0.0, auto_augment=None, drop_path=0.0),
     "digits": Recipe(lr=1e-3, batch_size=64, epochs=9, warmup_epochs=1, mixup=0.0, cutmix=0.0, auto_augment=None,
                      hflip=0.0, drop_path=0.0, input_size=(3, 32, 32)),
-}
+})
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
-_CHOICES = {"optimizer": ("adamw", "sgd"), "schedule": ("cosine", "step")}
+
+def __getattr__(name: str) -> Any:
+    if name == "PRESETS":  # one word per concept: the training presets are recipes
+        warnings.warn("surgeon.training.PRESETS is renamed RECIPES", DeprecationWarning, stacklevel=2)
+        return RECIPES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+_CHECKS = field_checks(Recipe)  # one `Check` per field, from its type annotation
 
 
 def line_of(text: str, key: str) -> int | None:
-    """The 1-based line of the first ``key = ...`` assignment in a TOML text, if any."""
-    for i, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line):
-            return i
-    return None
+    """The 1-based line of ``key = ...`` at the top level of a TOML text (`surgeon.recipe_check.toml_line`)."""
+    return toml_line(text, "", key)
 
 
 def recipe_value(name: str, value: Any, where: str) -> Any:
-    """The value of `Recipe` field `name` checked against the field's type and choices (tuples from
-    lists, "none" for optional fields); `where` prefixes the error."""
-    kind = str(_FIELDS[name].type)
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        if "None" in kind:
-            return None
-        raise SurgeonError(f"{where}: {name} cannot be empty")
-    if "tuple" in kind:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
-            raise SurgeonError(f"{where}: {name} must be a list of integers, e.g. {name} = [60, 120, 160]")
-        return tuple(value)
-    for typ in (bool, int, float, str):
-        if typ.__name__ in kind:
-            if typ is float and isinstance(value, int) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
-                if name in _CHOICES and value not in _CHOICES[name]:
-                    raise SurgeonError(f"{where}: {name} = {value!r}; choose from {', '.join(_CHOICES[name])}")
-                return value
-    raise SurgeonError(f"{where}: {name} = {value!r} has the wrong type; expected {kind}")
+    """The value of `Recipe` field `name` checked against the field's type (`where` prefixes the error)."""
+    try:
+        return _CHECKS[name].convert(value)
+    except ValueError as exc:
+        raise SurgeonError(f"{where}: {exc}") from None
+
+
+def recipe_problems(r: Recipe) -> list[tuple[str, str]]:
+    """``(key, message)`` for every setting of `r` out of its range (the budget, rates, probabilities)."""
+    return [(key, message) for bad, key, message in (
+        (0 <= r.epochs and 0 <= r.warmup_epochs and r.epochs + r.warmup_epochs < 1, "epochs",
+         "the budget is zero epochs; give epochs >= 1"),
+        (r.epochs < 0, "epochs", f"epochs = {r.epochs}; it cannot be negative"),
+        (r.warmup_epochs < 0, "warmup_epochs", f"warmup_epochs = {r.warmup_epochs}; it cannot be negative"),
+        (r.batch_size < 1, "batch_size", f"batch_size = {r.batch_size}; it must be at least 1"),
+        ((r.mixup > 0 or r.cutmix > 0) and r.batch_size % 2, "batch_size",
+         f"batch_size = {r.batch_size}; Mixup/CutMix pair samples: use an even batch_size"),
+        (not r.lr > 0, "lr", f"lr = {r.lr}; it must be positive"),
+        (r.min_lr < 0, "min_lr", f"min_lr = {r.min_lr}; it cannot be negative"),
+        (r.weight_decay < 0, "weight_decay", f"weight_decay = {r.weight_decay}; it cannot be negative"),
+        (not 0 <= r.momentum < 1, "momentum", f"momentum = {r.momentum}; give a number in [0, 1)"),
+        (not r.gamma > 0, "gamma", f"gamma = {r.gamma}; it must be positive"),
+        (list(r.milestones) != sorted(set(r.milestones)) or any(m < 1 for m in r.milestones), "milestones",
+         f"milestones = {list(r.milestones)}; give increasing epochs >= 1"),
+        (r.clip_grad is not None and not r.clip_grad > 0, "clip_grad", "clip_grad must be positive or none"),
+        (not 0 <= r.label_smoothing < 1, "label_smoothing", f"label_smoothing = {r.label_smoothing}; give [0, 1)"),
+        (r.mixup < 0, "mixup", f"mixup = {r.mixup}; give an alpha >= 0 (0: off)"),
+        (r.cutmix < 0, "cutmix", f"cutmix = {r.cutmix}; give an alpha >= 0 (0: off)"),
+        (not 0 <= r.mix_prob <= 1, "mix_prob", f"mix_prob = {r.mix_prob}; give a probability in [0, 1]"),
+        (r.padding is not None and r.padding < 0, "padding", f"padding = {r.padding}; give pixels >= 0 or none"),
+        (not 0 <= r.hflip <= 1, "hflip", f"hflip = {r.hflip}; give a probability in [0, 1]"),
+        (not 0 <= r.re_prob <= 1, "re_prob", f"re_prob = {r.re_prob}; give a probability in [0, 1]"),
+        (not 0 <= r.drop_path < 1, "drop_path", f"drop_path = {r.drop_path}; give a rate in [0, 1)"),
+        (r.input_size is not None and min(r.input_size) < 1, "input_size",
+         f"input_size = {list(r.input_size or ())}; give [C, H, W] >= 1"),
+    ) if bad]
+
+
+def _recipe_source(spec: str | os.PathLike | Recipe | dict[str, Any]) -> tuple[RecipeErrors, Any, dict[str, Any]]:
+    """The error collector of a recipe spec, its base preset's name and its keys."""
+    if isinstance(spec, Recipe):
+        return RecipeErrors("recipe"), spec, {}
+    if isinstance(spec, dict):
+        keys = dict(spec)
+        return RecipeErrors("recipe"), keys.pop("base", "strong"), keys
+    if str(spec) in RECIPES:
+        return RecipeErrors("recipe"), str(spec), {}
+    path = Path(spec)
+    if not path.exists():
+        raise SurgeonError(f"recipe {str(spec)!r} is neither a preset ({', '.join(RECIPES)}) nor a file; "
+                           "e.g. recipe='strong' or a TOML file such as my_recipe.toml")
+    check_input(path, "training recipe")
+    text = path.read_text()
+    try:
+        keys = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SurgeonError(f"{path}: not valid TOML ({exc})") from None
+    return RecipeErrors(str(path), text), keys.pop("base", "strong"), keys
 
 
 def training_recipe(spec: str | os.PathLike | Recipe | dict[str, Any] = "strong", **overrides: Any) -> Recipe:
     """A `Recipe` from a preset name, a TOML file (``base = "PRESET"`` plus `Recipe` keys), a dict
-    of keys, or a Recipe; then `overrides` (None values ignored). Unknown keys are refused by name
-    (and line, for files); budgets are validated."""
-    text, where = "", "recipe"
-    if isinstance(spec, Recipe):
-        base, keys = spec, {}
-    elif isinstance(spec, dict):
-        keys = dict(spec)
-        base = PRESETS[keys.pop("base", "strong")] if keys.get("base", "strong") in PRESETS else None
-    elif str(spec) in PRESETS:
-        base, keys = PRESETS[str(spec)], {}
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise SurgeonError(f"recipe {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor a file; "
-                               "e.g. --recipe strong or --recipe my_recipe.toml")
-        where, text = str(path), path.read_text()
-        try:
-            keys = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise SurgeonError(f"{where}: not valid TOML ({exc})") from None
-        base = PRESETS.get(keys.pop("base", "strong"))
-    if base is None:
-        raise SurgeonError(f"{where}: base must be one of {', '.join(PRESETS)}")
-    unknown = [k for k in keys if k not in _FIELDS]
-    if unknown:
-        named = ", ".join(f"{k!r}" + (f" (line {line_of(text, k)})" if line_of(text, k) else "") for k in unknown)
-        hints = [h for k in unknown for h in closest(k, _FIELDS, 1)]
-        hint = f"did you mean {', '.join(hints)}? " if hints else ""
-        raise SurgeonError(f"{where}: unknown key(s) {named}; {hint}known keys: {', '.join(_FIELDS)}")
-    values = {k: recipe_value(k, v, where) for k, v in keys.items()}
-    values.update({k: recipe_value(k, v, "option") for k, v in overrides.items() if v is not None})
-    r = dataclasses.replace(base, **values)
-    problems = [msg for bad, msg in (
-        (r.epochs + r.warmup_epochs < 1, "the budget is zero epochs; give epochs >= 1"),
-        (r.epochs < 0 or r.warmup_epochs < 0, "epochs and warmup_epochs cannot be negative"),
-        (r.batch_size < 1, f"batch_size = {r.batch_size}; it must be at least 1"),
-        (not r.lr > 0, f"lr = {r.lr}; it must be positive"),
-        (r.clip_grad is not None and not r.clip_grad > 0, "clip_grad must be positive or none"),
-        ((r.mixup > 0 or r.cutmix > 0) and r.batch_size % 2, "Mixup/CutMix pair samples: use an even batch_size"),
-    ) if bad]
-    if problems:
-        raise SurgeonError(f"{where}: {problems[0]}")
+    of keys, or a Recipe; then `overrides` (None values ignored). Every problem is reported at
+    once (`surgeon.recipe_check`): unknown keys with the closest known one, values of the wrong
+    type or out of range, each with its file and line."""
+    errors, base, keys = _recipe_source(spec)
+    start = base if isinstance(base, Recipe) else RECIPES.get(base, None) if isinstance(base, str) else None
+    if start is None:
+        errors.add("", "base", f"base = {base!r}; base must be one of {', '.join(RECIPES)}")
+    values = check_section(errors, "", keys, _CHECKS)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    args = RecipeErrors("arguments")
+    values.update(check_section(args, "", given, _CHECKS))
+    if start is not None:
+        r = dataclasses.replace(start, **values)
+        for key, message in recipe_problems(r):
+            (args if key in given else errors).add("", key, message)
+    errors.problems += args.problems
+    errors.raise_if_any()
     return r
 
 
@@ -411,7 +429,7 @@ def build_for_training(model: str, r: Recipe, num_classes: int | None, **load_kw
     from .io import load as load_file
     from .models import load_model
 
-    is_file = model.endswith(".safetensors") and Path(model).is_file() and not load_kwargs.get("weights")
+    is_file = model.endswith(".safetensors") and Path(model).exists() and not load_kwargs.get("weights")
     if r.drop_path > 0:
         try:
             if is_file:
@@ -480,7 +498,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
           out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
           val: str | None = None, subset: float | None = None, input_size: Sequence[int] | None = None,
           num_classes: int | None = None, seed: int = 0, workers: int | None = None, download: bool = False,
-          device: str | torch.device | None = None, progress: bool = False, **load_kwargs: Any) -> TrainResult:
+          device: str | torch.device | None = None, progress: bool = False,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, **load_kwargs: Any) -> TrainResult:
     """Train `model` on `data` (a `surgeon.data` spec: digits, cifar100:ROOT, an ImageFolder tree).
 
     Args:
@@ -497,6 +516,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
             CIFAR; ``none``: off).
         subset: train on a class-balanced fraction of the data (``0.06``: the paper's small-data runs).
         seed: seeds data order, augmentation, Mixup, stochastic depth and initialisation.
+        on_epoch: called with each finished epoch's history row (after its checkpoint and logs), on rank 0.
         download: let torchvision fetch CIFAR into its root when it is missing (online only).
         load_kwargs: `surgeon.load_model` arguments when `model` is a name (weights, pretrained, img_size).
 
@@ -623,6 +643,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
                         for k, v in row.items():
                             if k != "epoch" and isinstance(v, (int, float)):
                                 writer.add_scalar(k, v, row["epoch"])
+                if on_epoch is not None and rank == 0:
+                    on_epoch(row)
                 if world > 1:
                     dist.barrier()
     except BaseException:  # a failed start (no checkpoint yet) leaves no run folder behind
