@@ -111,6 +111,7 @@ def ensemble(
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Save the ensemble of MODELS (log of their mean softmax) as one surgeon file listing its members.
@@ -119,7 +120,7 @@ def ensemble(
     """
     surgeon.io.check_output(out_path, overwrite=force)
     members = [m for _, m in _models(models, weights, pretrained, num_classes, img_size)]
-    ens = surgeon.ensemble(members, sources=[n if n.endswith(".safetensors") else None for n in models])
+    ens = surgeon.ensemble(members, input_size=parse_input_size(input_size), sources=[n if n.endswith(".safetensors") else None for n in models])
     surgeon.save(ens, out_path, overwrite=force)
     params = sum(p.numel() for p in ens.parameters())
     out.print(f"wrote {out_path}: {len(members)} members ({', '.join(label(n) for n in models)}), "

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "search_report": "search",
     "AdversarialResult": "adversarial", "adversarial_robustness": "adversarial",
     "Ensemble": "ensemble", "ensemble": "ensemble",
+    "LatencyResult": "latency", "latency": "latency",
     "to_pandas": "tables",
 }
 

@@ -1,0 +1,157 @@
+"""Ensembles of classifiers (the original code's ``models/ensemble.py``).
+
+    ens = surgeon.ensemble([surgeon.load("a.safetensors"), surgeon.load("b.safetensors")])
+    surgeon.evaluate(ens, loader)            # usable wherever a model is
+    surgeon.save(ens, "ens.safetensors")     # one file; its recipe lists the members
+    surgeon.load("ens.safetensors")          # rebuilt without user code
+
+The output is log of the members' mean softmax, in the logsumexp form of the original:
+f(x) = logsumexp_m log_softmax(f_m(x)) - log M, so softmax(f(x)) = (1/M) sum_m softmax(f_m(x)).
+
+Inputs: the ensemble takes images normalised with the first member's mean / std (its
+``pretrained_cfg``, which `surgeon.data` reads). A member trained with another mean / std gets the
+input renormalised, x_m = (x s_0 + mu_0 - mu_m) / s_m, so every member sees what it was trained on.
+Members must share the input size and the class count (else a `SurgeonError`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import provenance
+from .errors import SurgeonError
+from .models import input_size_of
+
+__all__ = ["Ensemble", "ensemble", "ENSEMBLE_SPEC", "from_recipe"]
+
+ENSEMBLE_SPEC = "surgeon:ensemble"  # the base spec of a saved ensemble's recipe
+
+
+def _data_config(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
+    return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+
+
+def _num_outputs(model: nn.Module, size: tuple[int, ...]) -> int:
+    """The classifier's output size: one forward on zeros, in eval mode, flags restored."""
+    modes = {m: m.training for m in model.modules()}
+    p = next(iter(model.parameters()), None)
+    x = torch.zeros(1, *size, device=p.device if p is not None else "cpu")
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - the member does not run at the ensemble's size
+        raise SurgeonError(f"an ensemble member does not run on a {list(size)} input ({str(exc).splitlines()[0][:100]}); "
+                           "build every member for the same input size") from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if out.dim() != 2:
+        raise SurgeonError(f"an ensemble member returns shape {list(out.shape)}, not (batch, classes); "
+                           "ensemble classifiers")
+    return int(out.shape[1])
+
+
+class Ensemble(nn.Module):
+    """log (1/M) sum_m softmax(f_m(x)) over the members f_1 .. f_M (see the module docstring).
+
+    Attributes ``num_classes`` and ``pretrained_cfg`` (the first member's) let timm / surgeon
+    helpers treat the ensemble as one classifier."""
+
+    def __init__(self, members: Sequence[nn.Module], input_size: Sequence[int] | None = None):
+        super().__init__()
+        members = list(members)
+        if len(members) < 1:
+            raise SurgeonError("an ensemble needs at least one member; give two or more models")
+        sizes = [input_size_of(m, input_size) for m in members]
+        if len(set(sizes)) > 1:
+            raise SurgeonError("the members take different input sizes (" + ", ".join("x".join(map(str, s)) for s in sizes)
+                               + "); build them for one size (--img-size / --input-size) before ensembling")
+        classes = [_num_outputs(m, sizes[0]) for m in members]
+        if len(set(classes)) > 1:
+            raise SurgeonError(f"the members have different class counts ({', '.join(map(str, classes))}); "
+                               "ensemble models of one task (same --num-classes)")
+        self.members = nn.ModuleList(members)
+        self.num_classes = classes[0]
+        self.input_size = sizes[0]
+        self.pretrained_cfg = {**(getattr(members[0], "pretrained_cfg", None) or {}), "input_size": sizes[0]}
+        mean0, std0 = _data_config(members[0])
+        scale, shift = [], []
+        for m in members:  # x_m = x * (s_0 / s_m) + (mu_0 - mu_m) / s_m
+            mean, std = _data_config(m)
+            scale.append([a / b for a, b in zip(std0, std)])
+            shift.append([(a - b) / s for a, b, s in zip(mean0, mean, std)])
+        self.register_buffer("scale", torch.tensor(scale).view(len(members), 1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(len(members), 1, -1, 1, 1), persistent=False)
+        self._same_input = all(s == [1.0] * len(s) for s in scale) and all(s == [0.0] * len(s) for s in shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i, m in enumerate(self.members):
+            xi = x if self._same_input else x * self.scale[i].to(x.dtype) + self.shift[i].to(x.dtype)
+            outs.append(m(xi).float().log_softmax(-1))
+        return torch.logsumexp(torch.stack(outs), 0) - math.log(len(outs))
+
+
+def _member_recipe(m: nn.Module, source: str | None) -> dict[str, Any] | None:
+    """A member's provenance record (base and passes), None when it cannot be rebuilt."""
+    cfg = provenance.cfg_of(m)
+    if not cfg.buildable or any(p.get("pass") == "opaque" for p in cfg.passes):
+        return None
+    entry = {"base": cfg.base, "passes": [dict(p) for p in cfg.passes]}
+    if source:
+        entry["source"] = source
+    return entry
+
+
+def ensemble(members: Sequence[nn.Module | str], *, input_size: Sequence[int] | None = None,
+             sources: Sequence[str | None] | None = None) -> Ensemble:
+    """An `Ensemble` of `members`: models, or names / surgeon files given to `surgeon.load_model`.
+    The members are copied (the inputs are never changed). When every member has a recipe
+    (built by `surgeon.load_model`, edited by registered passes), the ensemble can be saved with
+    `surgeon.save`: its recipe embeds each member's, with the file it came from (a name given as a
+    member, or ``sources[i]``)."""
+    from .models import load_model
+
+    built, names = [], []
+    for m in members:
+        if isinstance(m, str):
+            built.append(load_model(m))
+            names.append(m)
+        elif isinstance(m, nn.Module):
+            built.append(copy.deepcopy(m))
+            names.append(None)
+        else:
+            raise SurgeonError(f"an ensemble member is a {type(m).__name__}; give models or model names / files")
+    ens = Ensemble(built, input_size)
+    names = [given or found for given, found in zip(sources or [None] * len(built), names)]
+    recipes = [_member_recipe(m, s) for m, s in zip(built, names)]
+    if all(r is not None for r in recipes):
+        provenance.record_build(ens, ENSEMBLE_SPEC, members=recipes,
+                                input_size=list(ens.input_size) if input_size else None)
+    return ens.eval()
+
+
+def from_recipe(base: dict[str, Any]) -> Ensemble:
+    """Rebuild the ensemble described by a saved recipe's ``base`` (its members' architectures and
+    passes; the weights are loaded by `surgeon.load` afterwards)."""
+    from .models import load_model
+    from .passes import apply_passes
+
+    members = []
+    for r in base.get("members") or []:
+        spec = dict(r["base"])
+        members.append(apply_passes(load_model(spec.pop("spec"), **spec), r["passes"]))
+    ens = Ensemble(members, base.get("input_size"))
+    args = {k: v for k, v in base.items() if k != "spec"}
+    provenance.record_build(ens, ENSEMBLE_SPEC, **args)
+    return ens.eval()

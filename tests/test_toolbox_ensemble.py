@@ -1,0 +1,78 @@
+"""Ensembles (`surgeon.ensemble`): the mean of the members' softmax, saved and loaded as one file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import surgeon
+from surgeon.errors import SurgeonError
+
+SIZE = (3, 32, 32)
+
+
+def _members():
+    torch.manual_seed(0)
+    a = surgeon.load_model("test_resnet", num_classes=5)
+    b = surgeon.insert(surgeon.load_model("test_resnet", num_classes=5), after="c1.b-1", module="smoothing", input_size=SIZE)
+    return a, b
+
+
+def test_probabilities_are_the_mean_of_the_members_softmax():
+    a, b = _members()
+    ens = surgeon.ensemble([a, b], input_size=SIZE)
+    x = torch.randn(3, *SIZE)
+    with torch.no_grad():
+        expected = (a(x).softmax(1) + b(x).softmax(1)) / 2
+        got = ens(x).softmax(1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert ens.num_classes == 5 and ens.input_size == SIZE
+
+
+def test_members_with_other_normalisation_see_their_own_input():
+    torch.manual_seed(0)
+    a = surgeon.load_model("test_resnet", num_classes=4)
+    a.pretrained_cfg = {**a.pretrained_cfg, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    v = surgeon.load_model("test_vit", num_classes=4, img_size=32)  # mean / std 0.5
+    ens = surgeon.ensemble([a, v], input_size=SIZE)
+    pix = torch.rand(2, 3, 32, 32)
+    za = (pix - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = (a(za).softmax(1) + v((pix - 0.5) / 0.5).softmax(1)) / 2
+        got = ens(za).softmax(1)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_saved_ensemble_loads_with_its_member_recipes(tmp_path):
+    a, b = _members()
+    ens = surgeon.ensemble([a, b], input_size=SIZE)
+    path = surgeon.save(ens, tmp_path / "ens.safetensors")
+    recipe = surgeon.read_recipe(path)
+    assert [m["base"]["spec"] for m in recipe["base"]["members"]] == ["test_resnet", "test_resnet"]
+    assert recipe["base"]["members"][1]["passes"][0]["pass"] == "insert"
+    back = surgeon.load(path)
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        assert torch.equal(back(x), ens(x))
+
+
+def test_members_of_other_sizes_or_class_counts_are_refused():
+    a = surgeon.load_model("test_resnet", num_classes=5)
+    with pytest.raises(SurgeonError, match="class counts"):
+        surgeon.ensemble([a, surgeon.load_model("test_resnet", num_classes=3)])
+    with pytest.raises(SurgeonError, match="input sizes"):
+        surgeon.ensemble([surgeon.load_model("test_vit", num_classes=5, img_size=32),
+                          surgeon.load_model("test_vit", num_classes=5, img_size=48)])
+
+
+def test_inputs_unchanged_and_ensemble_usable_by_evaluate():
+    a, b = _members()
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    ens = surgeon.ensemble([a, b], input_size=SIZE)
+    data = [(torch.randn(4, *SIZE), torch.randint(0, 5, (4,)))]
+    ev = surgeon.evaluate(ens, data)
+    assert ev.samples == 4
+    with torch.no_grad():
+        for p in ens.members[0].parameters():
+            p.add_(1.0)  # a copy: the given model stays as it was
+    assert all(torch.equal(before[k], v) for k, v in a.state_dict().items())
