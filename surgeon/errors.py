@@ -15,8 +15,22 @@ class SurgeonError(ValueError):
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """The `n` names in `choices` closest to `name` (difflib ratio), best first."""
-    return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    """The `n` names in `choices` closest to `name`, best first: names that start with it or that
+    it starts with (``warmup`` -> ``warmup_epochs``; 3+ characters), then names that contain it,
+    then the rest with a difflib ratio >= 0.5; by difflib ratio within each group."""
+    low = name.lower()
+
+    def rank(choice: str) -> tuple[int, float]:
+        other = choice.lower()
+        ratio = difflib.SequenceMatcher(None, low, other).ratio()
+        if min(len(low), len(other)) >= 3 and (other.startswith(low) or low.startswith(other)):
+            return 3, ratio
+        if len(low) >= 3 and low in other:
+            return 2, ratio
+        return (1, ratio) if ratio >= 0.5 else (0, 0.0)
+
+    ranked = sorted(((rank(c), c) for c in dict.fromkeys(choices)), reverse=True)  # ties: as difflib orders them
+    return [c for r, c in ranked if r[0] > 0][:n]
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:

@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,15 @@ def test_recipe_file_overrides_a_preset(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ('lr = 0.1\nwarmpu_epochs = 3\n', "unknown key(s) 'warmpu_epochs' (line 2); did you mean warmup_epochs?"),
+    ('lr = 0.1\nwarmpu_epochs = 3\n', "bad.toml (line 2): unknown key 'warmpu_epochs'; did you mean warmup_epochs?"),
+    ('lr = 0.1\nwarmup = 3\n', "bad.toml (line 2): unknown key 'warmup'; did you mean warmup_epochs?"),
+    ('base = "digits"\n\nlr = "fast"\n', "bad.toml (line 3): lr = 'fast' has the wrong type; give a number"),
+    ('milestones = [60, "x"]\n', "bad.toml (line 1): milestones = [60, 'x'] has the wrong type; give a list of"),
+    ('input_size = [3, 32]\n', "bad.toml (line 1): input_size = [3, 32] has the wrong type; give a list of 3 integers"),
+    ('lr = inf\n', "bad.toml (line 1): lr = inf; give a finite number"),
+    ('hflip = 1.5\n', "bad.toml (line 1): hflip = 1.5; give a probability in [0, 1]"),
+    ('batch_size = 0\n', "bad.toml (line 1): batch_size = 0; it must be at least 1"),
+    ('base = ["strong"]\n', "bad.toml (line 1): base = ['strong']; base must be one of"),
     ('base = "huge"\n', "base must be one of"),
     ('lr = "fast"\n', "lr = 'fast' has the wrong type"),
     ('optimizer = "adam"\n', "choose from adamw, sgd"),
@@ -84,6 +93,38 @@ def test_bad_recipe_files_are_named(tmp_path, text, expected):
     with pytest.raises(SurgeonError, match="bad.toml") as e:
         training_recipe(f)
     assert expected in str(e.value)
+
+
+def test_every_problem_of_a_recipe_file_is_reported_at_once(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('base = "digits"\nwarmup = 2\n# a comment\nlr = "fast"\noptimizer = "adam"\nepochs = 3\n')
+    with pytest.raises(SurgeonError) as e:
+        training_recipe(f)
+    assert str(e.value).splitlines() == [
+        f"{f}: 3 problems in the recipe:",
+        f"  {f} (line 2): unknown key 'warmup'; did you mean warmup_epochs?",
+        f"  {f} (line 4): lr = 'fast' has the wrong type; give a number",
+        f"  {f} (line 5): optimizer = 'adam'; choose from adamw, sgd"]
+
+
+def test_readme_recipe_error_is_what_the_program_says(tmp_path, monkeypatch):
+    """The README quotes the error for its misspelt key: the program must say exactly that."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    quoted = re.search(r"`(my_recipe\.toml \(line 2\): unknown key 'warmup'[^`]*)`", readme)
+    assert quoted, "the README no longer quotes the recipe error"
+    (tmp_path / "my_recipe.toml").write_text('base = "strong"\nwarmup = 5\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SurgeonError) as e:
+        training_recipe("my_recipe.toml")
+    assert str(e.value) == quoted.group(1)
+
+
+def test_arguments_are_checked_like_recipe_keys():
+    with pytest.raises(SurgeonError, match=r"^arguments: epochs = -3; it cannot be negative$"):
+        training_recipe("digits", epochs=-3)
+    with pytest.raises(SurgeonError, match=r"arguments: lr = 'x' has the wrong type"):
+        training_recipe("digits", lr="x")
+    assert training_recipe("digits", epochs=3, lr=1).lr == 1.0  # an integer is a number
 
 
 def test_sharded_batches_cover_the_single_process_batches():
@@ -181,6 +222,24 @@ def test_resume_refuses_another_model_or_recipe(tmp_path):
     (tmp_path / "a.safetensors").unlink()  # as after a crash: a checkpoint, no output
     with pytest.raises(SurgeonError, match="holds an earlier run; pass --resume"):
         surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", overwrite=False, **SMALL)
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path, monkeypatch):
+    """A run that fails before its first checkpoint removes the run folder it made (so it can just
+    be run again), but never files that were there before."""
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("simulated failure in the first step")
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", boom)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", **SMALL)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "b.run").mkdir()
+    (tmp_path / "b.run" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", **SMALL)
+    assert [p.name for p in tmp_path.iterdir()] == ["b.run"]
+    assert [p.name for p in (tmp_path / "b.run").iterdir()] == ["notes.txt"]
 
 
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -289,4 +348,4 @@ def test_cli_unknown_recipe_key_names_it(tmp_path):
     f = tmp_path / "r.toml"
     f.write_text('base = "digits"\nwarmup = 2\n')
     res = _cli("train", "resnet10t", "--recipe", str(f), "--out", str(tmp_path / "m.safetensors"))
-    one_line_error(res, "unknown key(s) 'warmup' (line 2)")
+    one_line_error(res, "r.toml (line 2): unknown key 'warmup'; did you mean warmup_epochs?")
