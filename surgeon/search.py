@@ -125,7 +125,7 @@ from .models import input_size_of, load_model
 from .passes import alternate, apply_recipe, cifar_stem
 from .recipe_check import Check, RecipeErrors, check_sections, field_checks
 from .runfolder import check_spawn_safe, undo_on_failure
-from .training import PRESETS as TRAIN_PRESETS
+from .training import RECIPES as TRAIN_PRESETS
 from .training import (
     Diverged,
     Recipe,
@@ -524,7 +524,7 @@ class Search:
                 return alternate(g, counts, heads=r.heads, window=r.window, dim_head=r.dim_head,
                                  drop_path=self.setup.train.drop_path)
             except SurgeonError as exc:
-                raise SurgeonError(f"{r.path} [search]: {exc}") from None
+                raise SurgeonError(f"{r.where('search')}: {exc}") from None
 
         return self.candidate("+".join(f"{s}x{m}" for s, m in counts.items()), edit)
 
@@ -762,7 +762,7 @@ def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
     copy = "recipe" + recipe.path.suffix
     (out / copy).write_text(recipe.text)
     lines = ["# the training recipe of every candidate: surgeon train MODEL --recipe train.toml"]
-    lines += [f"{k} = {json.dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
+    lines += [f"{k} = {dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
     (out / "train.toml").write_text("\n".join(lines) + "\n")
     with atomic_path(out / "search.json") as tmp:
         tmp.write_text(dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,

@@ -197,6 +197,51 @@ def test_resume_refuses_a_folder_made_by_another_recipe(tmp_path):
         run_search(other, tmp_path / "fresh", workers=0, evaluator=paper_stub)
 
 
+def test_a_failed_start_leaves_nothing_behind(tmp_path):
+    """A search that fails before anything worth resuming exists removes what it made (also the
+    parent folder it created), never what was there before; the same command then just works."""
+    recipe = write(tmp_path, TINY)
+    CRASH_AT.append(1)  # the first training fails
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_search(recipe, tmp_path / "runs" / "new", evaluator=paper_stub)
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "empty").mkdir()
+    CALLS.clear()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_search(recipe, tmp_path / "empty", evaluator=paper_stub)
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    CALLS.clear()
+    CRASH_AT.clear()
+    assert decisions(run_search(recipe, tmp_path / "runs" / "new", evaluator=paper_stub).records) == PAPER_PATH
+
+
+SCRIPT = """\
+import surgeon
+
+
+def stub(job):
+    return {{"acc": 0.5}}
+
+
+{call}
+"""
+
+
+def test_a_script_without_the_main_guard_is_refused_before_anything_is_written(tmp_path):
+    """Spawned workers re-import the script: an unguarded run_search(workers=2) would run again in
+    each of them. It is refused in one line naming the line; under the guard it runs."""
+    recipe = write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 1\n')
+    call = f"res = surgeon.run_search({str(recipe)!r}, {str(tmp_path / 'run')!r}, workers=2, evaluator=stub)"
+    bare = write(tmp_path, SCRIPT.format(call=call + "\nprint(len(res.records))"), "bare.py")
+    r = subprocess.run([sys.executable, str(bare)], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert r.returncode == 1 and f"top level of {bare} (line 8)" in r.stderr, r.stderr
+    assert 'put the call under if __name__ == "__main__":' in r.stderr and not (tmp_path / "run").exists()
+    guarded = write(tmp_path, SCRIPT.format(call=f'if __name__ == "__main__":\n    {call}\n    print(len(res.records))'),
+                    "guarded.py")
+    r = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.split() == ["2"], r.stderr
+
+
 def test_two_workers_decide_as_one(tmp_path):
     recipe = write(tmp_path, TINY + "repeats = [0, 1]\n")
     one = run_search(recipe, tmp_path / "one", evaluator=paper_stub)
@@ -294,18 +339,18 @@ def test_shipped_toml_recipes_are_valid():
 
 
 @pytest.mark.parametrize("edit, expected", [
-    (('metric = "acc"', 'metrc = "acc"'), "recipe.toml: unknown key(s) 'metrc' (line 18) in [search]; did you mean metric?"),
-    (("[search]", "[serch]"), "unknown section(s) or top-level key(s) 'serch' (line 17)"),
-    (("epochs = 1\n", ""), "recipe.toml (line 13): missing key(s) 'epochs' in [train]"),
-    (("epochs = 1", "epochs = 0\nwarmup_epochs = 0"), "recipe.toml (line 15): the budget per candidate is zero epochs"),
-    (('metric = "acc"', 'metric = "accuracy"'), "(line 18): [search] metric = 'accuracy'; give one of acc, top5, nll"),
-    (("epochs = 1", 'epochs = 1\nlr = "fast"'), "(line 16): lr = 'fast' has the wrong type"),
-    (("heads = 1", "heads = {c9 = 2}"), "recipe.toml (line 20): heads names stage(s) c9 that resnet10t lacks"),
-    (("heads = 1", 'heads = 1\nstages = ["c4", "c5"]'), "(line 21): resnet10t has no stage c5 (its stages: c1, c2"),
+    (('metric = "acc"', 'metrc = "acc"'), "recipe.toml (line 18) [search]: unknown key 'metrc'; did you mean metric?"),
+    (("[search]", "[serch]"), "recipe.toml (line 17) [serch]: unknown section 'serch'; did you mean [search]?"),
+    (("epochs = 1\n", ""), "recipe.toml (line 13) [train]: missing key(s) 'epochs' in [train]"),
+    (("epochs = 1", "epochs = 0\nwarmup_epochs = 0"), "recipe.toml (line 15) [train]: the budget per candidate is zero epochs"),
+    (('metric = "acc"', 'metric = "accuracy"'), "recipe.toml (line 18) [search]: metric = 'accuracy'; give one of acc, top5, nll"),
+    (("epochs = 1", 'epochs = 1\nlr = "fast"'), "recipe.toml (line 16) [train]: lr = 'fast' has the wrong type"),
+    (("heads = 1", "heads = {c9 = 2}"), "recipe.toml (line 20) [search]: heads names stage(s) c9 that resnet10t lacks"),
+    (("heads = 1", 'heads = 1\nstages = ["c4", "c5"]'), "recipe.toml (line 21) [search]: resnet10t has no stage c5 (its stages: c1, c2"),
     ((("layers = [3, 4, 6, 4]", "layers = [3, 4, 6, 1]"), ("dim_head = 8", 'dim_head = 8\nstages = ["c4"]')),
      "stage c4 has 1 conv blocks, so it takes at most 0 MSAs"),
-    (("window = 2", "window = 8"), "[search]: window 8 is larger than c3's 4x4 feature map"),
-    (('train = "digits"', 'train = "digits"\nval = "none"'), "(line 12): the search compares candidates on validation"),
+    (("window = 2", "window = 8"), "recipe.toml (line 17) [search]: window 8 is larger than c3's 4x4 feature map"),
+    (('train = "digits"', 'train = "digits"\nval = "none"'), "recipe.toml (line 12) [data]: the search compares candidates on validation"),
 ])
 def test_bad_recipes_are_named_before_anything_is_written(tmp_path, edit, expected):
     text = TINY
@@ -316,6 +361,32 @@ def test_bad_recipes_are_named_before_anything_is_written(tmp_path, edit, expect
         run_search(write(tmp_path, text), tmp_path / "run", evaluator=paper_stub)
     assert expected in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists() and not CALLS
+
+
+def test_every_problem_of_a_search_recipe_is_reported_at_once(tmp_path):
+    """Three problems in three sections: all named together, each with its file, line and section."""
+    text = TINY.replace("num_classes = 10", "num_classes = 0").replace("epochs = 1", "epochs = 1\nwarmup = 1")
+    text = text.replace('metric = "acc"', 'metric = "accuracy"')
+    path = write(tmp_path, text)
+    with pytest.raises(SurgeonError) as e:
+        run_search(path, tmp_path / "run", evaluator=paper_stub)
+    assert str(e.value).splitlines() == [
+        f"{path}: 3 problems in the recipe:",
+        f"  {path} (line 3) [model]: num_classes = 0; give an integer >= 1",
+        f"  {path} (line 16) [train]: unknown key 'warmup'; did you mean warmup_epochs?",
+        f"  {path} (line 19) [search]: metric = 'accuracy'; give one of acc, top5, nll, brier, ece"]
+    assert not (tmp_path / "run").exists() and not CALLS
+
+
+def test_python_recipe_problems_name_their_section(tmp_path):
+    path = write(tmp_path, 'SETTINGS = {"model": {"name": "resnet10t"}, "data": {"train": "digits"},\n'
+                           '            "train": {"recipe": "digits", "epochs": 1, "warmup": 1, "lr": "x"},\n'
+                           '            "search": {"metric": "acc"}}\n\n'
+                           'def candidates(search):\n    yield [search.msa({})]\n', "r.py")
+    with pytest.raises(SurgeonError) as e:
+        search_recipe(path)
+    assert str(e.value).splitlines()[1:] == [f"  {path} [train]: unknown key 'warmup'; did you mean warmup_epochs?",
+                                             f"  {path} [train]: lr = 'x' has the wrong type; give a number"]
 
 
 def test_bad_python_recipes(tmp_path):
