@@ -99,6 +99,7 @@ def alternate(
     input_size: InputSizeOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
+    show_latency: Annotated[bool, typer.Option("--latency", help="time both models (batch 1 and 16, 10 repeats: surgeon latency)")] = False,
 ) -> None:
     """Replace conv blocks with MSA blocks by the AlterNet build-up rules and save the result.
 
@@ -125,6 +126,12 @@ def alternate(
         g = surgeon.graph(m, input_size=g.input_size)
     edited = surgeon.alternate(g, counts, heads=heads, window=window, dim_head=dim_head, drop_path=drop_path)
     _diff_and_save(g, edited, model, out_path, force)
+    if show_latency:
+        from .toolbox import latency_table
+
+        timed = [surgeon.latency(x, batch_size=16, input_size=g.input_size, repeats=10) for x in (g.model, edited)]
+        timed[0].model, timed[1].model = f"{model} (before)", f"{out_path.stem} (after)"
+        out.print(latency_table(timed))
 
 
 def _edit_each(model: str, out_path: Path, force: bool, input_size: str | None, selection: str, edit,
