@@ -68,7 +68,7 @@ ImgSizeOpt = Annotated[Optional[int], typer.Option("--img-size", help="build the
 InputSizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="C,H,W of one input (default: the model's own)")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the model's random initialisation and of every random "
                                                      "draw (data order, augmentation, noise, start vectors)")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present, else cpu)")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: cuda when present, else cpu)")]
 BlocksOpt = Annotated[str, typer.Option("--blocks", "-b", help="block selection: '*', 'c*', 'c2.b-1', 'kind:msa', "
                                                                "module paths; comma-separated")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite existing output files")]
@@ -198,8 +198,8 @@ def check_outputs(figure: Path | None = None, json_out: Path | None = None, csv_
 
 def write_json(path: Path | None, payload: Any) -> None:
     """Write `payload` as JSON (`surgeon.jsonio`: NaN as null) through a temp file and a rename, or to
-    stdout for ``-`` (nothing when `path` is None)."""
-    if path is None:
+    stdout for ``-`` (nothing when `path` is None, or on a rank other than 0 under torchrun)."""
+    if path is None or not surgeon.distributed.is_main():
         return
     if path == STDOUT:
         sys.stdout.write(dumps(payload, indent=1) + "\n")
@@ -212,8 +212,8 @@ def write_json(path: Path | None, payload: Any) -> None:
 
 def write_csv(path: Path | None, rows: list[dict[str, Any]]) -> None:
     """Write tidy rows (``result.tidy()``) as CSV (`surgeon.tables.csv_text`) to a file, or to stdout
-    for ``-`` (nothing when `path` is None)."""
-    if path is None:
+    for ``-`` (nothing when `path` is None, or on a rank other than 0 under torchrun)."""
+    if path is None or not surgeon.distributed.is_main():
         return
     if path == STDOUT:
         sys.stdout.write(surgeon.tables.csv_text(rows))

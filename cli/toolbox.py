@@ -15,21 +15,27 @@ import surgeon
 from surgeon.errors import SurgeonError
 
 from .common import (
+    CsvOpt,
+    DeviceOpt,
+    ForceOpt,
     ImgSizeOpt,
     InputSizeOpt,
+    JsonOpt,
     NumClassesOpt,
     PretrainedOpt,
+    SeedOpt,
     check_outputs,
     label,
     load,
     out,
     parse_input_size,
     printed_warnings,
+    tidy_rows,
+    write_csv,
     write_json,
 )
-from .curvature import BatchSizeOpt, DataOpt, JsonOpt, OutOpt
-from .robustness import BatchesOpt, SeedOpt, _numbers
-from .surgery import ForceOpt
+from .curvature import BatchSizeOpt, DataOpt, OutOpt
+from .robustness import BatchesOpt, _numbers
 
 ModelsArg = Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files",
                                                 show_default=False)]
@@ -38,12 +44,12 @@ McDropoutOpt = Annotated[int, typer.Option("--mc-dropout", help="average the sof
 
 
 def _models(models: list[str], weights: list[Path] | None, pretrained: bool, num_classes: int | None,
-            img_size: int | None):
+            img_size: int | None, seed: int | None = None):
     """Load each model in turn (one at a time: a list of big models need not fit in memory)."""
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
     for i, name in enumerate(models):
-        yield name, load(name, weights[i] if weights else None, pretrained, num_classes, img_size)
+        yield name, load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed)
 
 
 def attack(
@@ -60,6 +66,8 @@ def attack(
     seed: SeedOpt = 0,
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
     weights: WeightsListOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
@@ -73,10 +81,10 @@ def attack(
     budgets = _numbers(eps, float, "--eps", "0.002,0.004,0.008") if eps is not None else None
     if mc_dropout < 0:
         raise SurgeonError(f"--mc-dropout {mc_dropout} must be 0 (off) or a number of passes")
-    check_outputs(out_fig, json_out)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     results = []
-    for name, m in _models(models, weights, pretrained, num_classes, img_size):
+    for name, m in _models(models, weights, pretrained, num_classes, img_size, seed):
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
             res = surgeon.adversarial_robustness(m, loader, method, budgets, alpha=alpha, steps=steps,
@@ -100,6 +108,7 @@ def attack(
     if out_fig is not None:
         out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_attack(results).figure, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:
         sys.exit(130)
 
@@ -150,8 +159,10 @@ def latency(
     repeats: Annotated[int, typer.Option("--repeats", help="timed batches per batch size")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed batches first")] = 3,
     mc_dropout: McDropoutOpt = 0,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: cuda when there)")] = None,
+    device: DeviceOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
     weights: WeightsListOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
@@ -162,7 +173,7 @@ def latency(
 
     Example: surgeon latency resnet18 vit_tiny_patch16_224 --batch-size 8 --repeats 5 --input-size 3,64,64 --img-size 64
     """
-    check_outputs(None, json_out)
+    check_outputs(None, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     dev = _device(device)
     results = []
@@ -174,6 +185,7 @@ def latency(
         del m
     out.print(latency_table(results))
     write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
 
 
 def _device(name: str | None):

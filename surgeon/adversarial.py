@@ -37,6 +37,7 @@ from .evaluation import _classes, check_labels, model_device, nan_to_none
 from .metrics import STOCHASTIC, Metrics
 from .progress import progress as progress_bar
 from .robustness import _model_name, pixel_normalisation
+from .tables import Tabular
 
 __all__ = ["ATTACKS", "AdversarialResult", "adversarial_robustness", "fgsm", "pgd", "frozen"]
 
@@ -45,7 +46,7 @@ DEFAULTS = {"fgsm": {"eps": (0.007,)}, "pgd": {"eps": (0.3,), "alpha": 2 / 255, 
 
 
 @dataclass
-class AdversarialResult:
+class AdversarialResult(Tabular):
     """Metrics (`surgeon.metrics.Metrics`) of one model on clean and attacked images:
     ``metrics[i]`` at ``eps[i]``; ``clean`` on the unattacked images."""
 
@@ -72,6 +73,11 @@ class AdversarialResult:
                 "random_start": self.random_start, "n_ff": self.n_ff, "samples": self.samples,
                 "interrupted": self.interrupted, "clean": nan_to_none(self.clean),
                 "metrics": [nan_to_none(m) for m in self.metrics]}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x eps (0: clean images) x metric."""
+        return [{"model": self.model, "attack": self.attack, "eps": e, "quantity": k, "value": v}
+                for e, cell in ((0.0, self.clean), *zip(self.eps, self.metrics)) for k, v in nan_to_none(cell).items()]
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from .evaluation import model_device
 from .metrics import mc_dropout_probs
 from .models import input_size_of
 from .robustness import _model_name
+from .tables import Tabular
 
 __all__ = ["LatencyResult", "LatencyRow", "latency"]
 
@@ -45,7 +46,7 @@ class LatencyRow:
 
 
 @dataclass
-class LatencyResult:
+class LatencyResult(Tabular):
     model: str
     device: str
     input_size: tuple[int, ...]
@@ -58,6 +59,12 @@ class LatencyResult:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         return d
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x batch size x quantity (ms_mean, ms_std, images_per_s, peak_memory_mib)."""
+        return [{"model": self.model, "device": self.device, "batch_size": r.batch_size, "quantity": q,
+                 "value": getattr(r, q)} for r in self.rows for q in ("ms_mean", "ms_std", "images_per_s",
+                                                                       "peak_memory_mib")]
 
 
 def _sync(device: torch.device) -> None:

@@ -27,9 +27,9 @@ map, averaged over batch and channels.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,14 +39,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import SurgeonError, closest
+from . import distributed
+from .errors import SurgeonError
 from .fx import tensor_leaves
 from .graph import Block, BlockGraph, graph
 from .jsonio import dumps
 from .progress import progress as progress_bar
+from .registry import Registry
+from .runtime import BatchLoop, display_name, model_device, restored_modes
 from .tables import Tabular, quantity_rows
 
-__all__ = ["PROBES", "Probe", "Fourier", "Variance", "Stats", "FourierResult", "ActivationStats",
+__all__ = ["PROBES", "Probe", "Fourier", "Variance", "Stats", "Norm", "FourierResult", "ActivationStats",
            "ProbeResults", "ProbeSession", "probe"]
 
 CHUNK_BYTES = 16 << 20  # an activation is reduced in chunks of at most this many float32 bytes
@@ -154,8 +157,12 @@ class Probe:
         return maps.numel() // maps.shape[self.geom.pos_dim]
 
 
+#: The probes `probe` knows by name (``probes=("fourier", "norm")``, ``surgeon probe --probes``).
+PROBES: Registry[type[Probe]] = Registry("probe")
+
+
 @dataclass
-class FourierResult:
+class FourierResult(Tabular):
     """Fourier analysis of one block (paper Fig. 2a): `freq` 0..1 (times pi), the mean log
     amplitude on the diagonal `logamp`, `dlogamp` = logamp - logamp[0]; with ``full=True`` also
     the centred mean log-amplitude `map` and its average over rings of equal |f| (`radial`)."""
@@ -180,6 +187,7 @@ class FourierResult:
                 for i, f in enumerate(self.freq) for q in ("logamp", "dlogamp")]
 
 
+@PROBES.register
 class Fourier(Probe):
     """Mean log amplitude of the feature maps' 2-D Fourier transform on the diagonal (Fig. 2a, 8).
 
@@ -257,6 +265,7 @@ def _radial_average(centred: np.ndarray, bins: int) -> np.ndarray:
     return total / np.maximum(count, 1)
 
 
+@PROBES.register
 class Variance(Probe):
     """Feature-map variance (Fig. 9): unbiased variance over the spatial positions of each
     (sample, channel) map, averaged over batch and channels. Two passes per chunk (mean, then
@@ -298,6 +307,7 @@ class ActivationStats:
         return quantity_rows({}, self.to_dict())
 
 
+@PROBES.register
 class Stats(Probe):
     """Mean, std, max |x|, share of zeros and the number of NaN / Inf values. A NaN never stops
     the run: it is counted, and the other statistics cover the finite values."""
@@ -331,21 +341,32 @@ class Stats(Probe):
                                int(self.count - v["n"]), self.count)
 
 
-PROBES: dict[str, type[Probe]] = {p.name: p for p in (Fourier, Variance, Stats)}
+@PROBES.register
+class Norm(Probe):
+    """Per-block activation norm: the L2 norm of each sample's block output over all its values
+    (channels x positions; tokens without class tokens), averaged over the samples,
+    (1/N) sum_i ||x_i||_2. The worked example of docs/architecture.md ("Add a probe")."""
+
+    name = "norm"
+    spatial = False  # any block output: it needs no feature map
+
+    def _start(self, geom, device, dtype):
+        return {"sum": torch.zeros((), device=device, dtype=dtype)}
+
+    def update(self, maps, shared):
+        # chunks split the batch only, so each row is one whole sample
+        self.acc["sum"].add_(torch.linalg.vector_norm(maps.flatten(1), dim=1, dtype=self.acc["sum"].dtype).sum())
+        self.count += maps.shape[0]
+
+    def result(self) -> float:
+        return float(self.acc["sum"].cpu()) / max(self.count, 1)
 
 
 def _resolve(probes: str | Probe | Iterable[str | Probe]) -> list[Probe]:
     items = [probes] if isinstance(probes, (str, Probe)) else list(probes)
     out = []
     for p in items:
-        if isinstance(p, Probe):
-            out.append(p)
-        elif p in PROBES:
-            out.append(PROBES[p]())
-        else:
-            near = closest(str(p), PROBES)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            raise SurgeonError(f"unknown probe {p!r}; {hint}choose from {', '.join(PROBES)}")
+        out.append(p if isinstance(p, Probe) else PROBES.get(p)())
     if not out:
         raise SurgeonError(f"no probe given; choose from {', '.join(PROBES)}")
     return out
@@ -506,10 +527,7 @@ class ProbeSession:
         with _class_forwards(self.model):
             self.graph = block_graph or graph(self.model, input_size=input_size)
         self.blocks = self.graph.select(blocks)
-        try:
-            self.device = next(iter(self.model.parameters())).device
-        except StopIteration:
-            self.device = torch.device("cpu")
+        self.device = model_device(self.model)
         self.taps = [t for t in (_Tap(b, self.probe_specs, self.device) for b in self.blocks) if t.probes]
         if not self.taps:
             raise SurgeonError(f"no selected block has a feature map for {', '.join(p.name for p in self.probe_specs)}; "
@@ -517,12 +535,11 @@ class ProbeSession:
         self.forward: Callable[[torch.Tensor], Any] = self.model
         self.batches = self.samples = 0
         self._handles: list[Any] = []
-        self._modes: dict[nn.Module, bool] = {}
+        self._modes = contextlib.ExitStack()
 
     def __enter__(self) -> ProbeSession:
-        self._modes = {m: m.training for m in self.model.modules()}
+        self._modes.enter_context(restored_modes(self.model, "eval"))
         try:
-            self.model.eval()
             if self.nnsight is None:
                 for t in self.taps:
                     path, side = t.block.tap
@@ -538,8 +555,7 @@ class ProbeSession:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for m, mode in self._modes.items():
-            m.training = mode
+        self._modes.close()
 
     def _snapshots(self) -> list[list[tuple[int, dict[str, torch.Tensor]]]]:
         return [[p.snapshot() for p in t.probes] for t in self.taps]
@@ -573,8 +589,7 @@ class ProbeSession:
 
     def results(self, interrupted: bool = False) -> ProbeResults:
         values = {t.block.address: {p.name: p.result() for p in t.probes} for t in self.taps}
-        name = getattr(self.model, "_surgeon_spec", {}).get("spec") or type(self.model).__name__
-        return ProbeResults(name, self.graph, [t.block for t in self.taps], values, self.batches, self.samples,
+        return ProbeResults(display_name(self.model), self.graph, [t.block for t in self.taps], values, self.batches, self.samples,
                             interrupted, [p.name for p in self.probe_specs])
 
 
@@ -625,22 +640,50 @@ def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
     if batches is not None and batches < 1:
         raise SurgeonError(f"batches={batches} must be at least 1")
     stream = [data] if isinstance(data, torch.Tensor) else data
+    if distributed.active():  # under torchrun: this rank's rows of a tensor, its batches of a stream
+        stream = [distributed.shard_batches(data)] if isinstance(data, torch.Tensor) else distributed.shard_batches(data)
+        if batches is not None:
+            batches = -(-(batches - distributed.rank()) // distributed.world())
+            if batches < 1:
+                raise SurgeonError(f"--batches below the {distributed.world()} processes; give one batch per process at least")
     x0, xs = _first(stream)
     session = ProbeSession(model, probes, blocks, input_size=tuple(x0.shape[1:]))
     total = batches if batches is not None else (len(stream) if hasattr(stream, "__len__") else None)
-    interrupted = False
+    loop = BatchLoop("results", limit=batches)
     with session, progress_bar(progress, total, "probing") as advance:
         if compile:
             session.forward = torch.compile(session.model)
-        try:
-            for x in xs:
-                session.step(x)
-                advance()
-                if batches is not None and session.batches >= batches:
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
-            warnings.warn(f"interrupted: results cover the first {session.batches} batches", stacklevel=2)
-    if session.batches == 0:
-        raise KeyboardInterrupt
-    return session.results(interrupted)
+        loop.run(xs, session.step, advance=advance)  # step rolls a failed batch back itself
+    if distributed.active():
+        _all_reduce(session)
+    return session.results(loop.interrupted)
+
+
+def _all_reduce(session: ProbeSession) -> None:
+    """Under torchrun: every probe's accumulators summed over the ranks once (the stats probe's
+    moments merged by Chan et al.'s formula), and the batch / sample counts."""
+    for t in session.taps:
+        for p in t.probes:
+            if isinstance(p, Stats):
+                _merge_stats(p)
+            else:
+                distributed.all_reduce_sums(p.acc)
+                p.count = int(distributed.total(p.count))
+    session.batches = int(distributed.total(session.batches))
+    session.samples = int(distributed.total(session.samples))
+
+
+def _merge_stats(p: Stats) -> None:
+    """The ranks' (n, mean, m2, absmax, zeros) merged in rank order."""
+    parts = distributed.gather(({k: float(v) for k, v in p.acc.items()}, p.count))
+    a, count = dict(parts[0][0]), parts[0][1]
+    for b, c in parts[1:]:
+        n = a["n"] + b["n"]
+        delta = b["mean"] - a["mean"]
+        a["m2"] += b["m2"] + delta * delta * a["n"] * b["n"] / max(n, 1)
+        a["mean"] += delta * b["n"] / max(n, 1)
+        a["n"], a["absmax"], a["zeros"] = n, max(a["absmax"], b["absmax"]), a["zeros"] + b["zeros"]
+        count += c
+    for k, v in a.items():
+        p.acc[k].fill_(v)
+    p.count = count
