@@ -74,6 +74,7 @@ from . import toolbox
 app.command("attack")(toolbox.attack)
 app.command("ensemble")(toolbox.ensemble)
 app.command("latency")(toolbox.latency)
+app.command("localize")(toolbox.localize)
 
 
 @app.callback()

@@ -200,3 +200,27 @@ def _device(name: str | None):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SurgeonError(f"--device {name} asked for but CUDA is not available here; use --device cpu")
     return dev
+
+
+def localize(
+    model: Annotated[str, typer.Argument(help="a timm ViT (name or surgeon file)", show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + recipe)", show_default=False)],
+    kernel: Annotated[int, typer.Option("--kernel", "-k", help="odd side of the neighbourhood, in tokens")] = 3,
+    blocks: Annotated[str, typer.Option("--blocks", "-b", help="MSA blocks to make local: kind:msa, c1.b0, ...")] = "kind:msa",
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="local weights")] = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Restrict ViT self-attention to k x k token neighbourhoods (the paper's locality experiment) and save.
+
+    Example: surgeon localize vit_tiny_patch16_224 --kernel 3 --out local.safetensors
+    """
+    from .surgery import _diff_and_save
+
+    surgeon.io.check_output(out_path, overwrite=force)
+    m = load(model, weights, pretrained, num_classes, img_size)
+    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    _diff_and_save(g, surgeon.localize(g, blocks, kernel=kernel), model, out_path, force)

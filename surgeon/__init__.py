@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "AdversarialResult": "adversarial", "adversarial_robustness": "adversarial",
     "Ensemble": "ensemble", "ensemble": "ensemble",
     "LatencyResult": "latency", "latency": "latency",
+    "localize": "locality",
     "to_pandas": "tables",
 }
 
