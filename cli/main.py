@@ -75,6 +75,7 @@ app.command("attack")(toolbox.attack)
 app.command("ensemble")(toolbox.ensemble)
 app.command("latency")(toolbox.latency)
 app.command("localize")(toolbox.localize)
+app.command("trajectory")(toolbox.trajectory)
 
 
 @app.callback()

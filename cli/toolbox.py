@@ -224,3 +224,33 @@ def localize(
     m = load(model, weights, pretrained, num_classes, img_size)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))
     _diff_and_save(g, surgeon.localize(g, blocks, kernel=kernel), model, out_path, force)
+
+
+def trajectory(
+    runs: Annotated[list[Path], typer.Argument(help="run folders (NAME.run) or their model files, trained with --snapshots", show_default=False)],
+    out_fig: OutOpt = None,
+    json_out: JsonOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Optimisation trajectories in weight space (Fig. 1b): distance from the initial weights and
+    angle to the final direction per snapshot, one polar curve per run.
+
+    Example: surgeon trajectory r18.run vit.run --out traj.png
+    """
+    from surgeon.plots import plot_trajectories, save_figure
+    from surgeon.trajectory import EXCLUDED
+
+    check_outputs(out_fig, json_out, force=force)
+    results = [surgeon.trajectory(r) for r in runs]
+    table = Table(title="trajectory: r = ||\u03b8\u209c \u2212 \u03b8\u2080||, \u03c6 = angle to \u03b8_T \u2212 \u03b8\u2080 "
+                        f"(trainable parameters; excluded: {EXCLUDED})", title_justify="left")
+    for col in ("run", "parameters", "epochs", "r", "\u03c6 (deg)"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in results:
+        r.run = label(str(r.run).removesuffix("/").removesuffix(".run"))
+        table.add_row(r.run, f"{r.parameters:,}", " ".join(map(str, r.epochs)), " ".join(f"{v:.3g}" for v in r.radii),
+                      " ".join(f"{v:.1f}" for v in r.angles))
+    out.print(table)
+    if out_fig is not None:
+        out.print(f"wrote {save_figure(plot_trajectories(results), out_fig)}", highlight=False)
+    write_json(json_out, [r.to_dict() for r in results])

@@ -14,7 +14,7 @@ import surgeon
 from .common import (DeviceOpt, ForceOpt, ImgSizeOpt, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsOpt, out,
                      parse_input_size, printed_warnings)
 
-#: the preset training recipes, surgeon.training.PRESETS (written out so that help needs no torch; a test checks
+#: the preset training recipes, surgeon.training.RECIPES (written out so that help needs no torch; a test checks
 #: they agree)
 RECIPE_NAMES = ("strong", "strong-imagenet", "weak", "digits")
 
@@ -51,6 +51,8 @@ def train(
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
+    snapshots: Annotated[int, typer.Option("--snapshots", help="keep the weights every N epochs (and the first and last) "
+                                                               "in NAME.run/snapshots/ for surgeon trajectory; 0: off")] = 0,
 ) -> None:
     """Train a model (or an edited one) with the paper's recipe; checkpoint every epoch.
 
@@ -64,7 +66,7 @@ def train(
                             resume=resume, overwrite=force, val=val, subset=subset, seed=seed, workers=workers, download=download,
                             input_size=parse_input_size(input_size), num_classes=num_classes, device=device,
                             progress=True, on_epoch=lambda row: out.print(epoch_line(row), highlight=False),
-                            **kwargs)
+                            snapshots=snapshots, **kwargs)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     if run.interrupted:

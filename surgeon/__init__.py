@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "Ensemble": "ensemble", "ensemble": "ensemble",
     "LatencyResult": "latency", "latency": "latency",
     "localize": "locality",
+    "TrajectoryResult": "trajectory", "trajectory": "trajectory",
     "to_pandas": "tables",
 }
 

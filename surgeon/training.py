@@ -65,6 +65,7 @@ from .registry import Registry
 from .recipe_check import RecipeErrors, check_section, field_checks, toml_line
 from .runfolder import undo_on_failure
 from .tables import Tabular
+from .trajectory import clear_snapshots, write_snapshot
 
 __all__ = ["RECIPES", "Diverged", "Recipe", "ShardedBatches", "TrainResult", "build_for_training", "default_val_spec",
            "fixed_numerics", "line_of", "lr_at", "recipe_problems", "recipe_value", "run_dir_for", "train", "training_recipe"]
@@ -499,7 +500,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
           val: str | None = None, subset: float | None = None, input_size: Sequence[int] | None = None,
           num_classes: int | None = None, seed: int = 0, workers: int | None = None, download: bool = False,
           device: str | torch.device | None = None, progress: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None, **load_kwargs: Any) -> TrainResult:
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, snapshots: int = 0,
+          **load_kwargs: Any) -> TrainResult:
     """Train `model` on `data` (a `surgeon.data` spec: digits, cifar100:ROOT, an ImageFolder tree).
 
     Args:
@@ -517,6 +519,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         subset: train on a class-balanced fraction of the data (``0.06``: the paper's small-data runs).
         seed: seeds data order, augmentation, Mixup, stochastic depth and initialisation.
         on_epoch: called with each finished epoch's history row (after its checkpoint and logs), on rank 0.
+        snapshots: keep the trainable weights every N epochs, the initial and the last ones too, in
+            the run folder's ``snapshots/`` (atomically), for `surgeon.trajectory` (Fig. 1b); 0: off.
         download: let torchvision fetch CIFAR into its root when it is missing (online only).
         load_kwargs: `surgeon.load_model` arguments when `model` is a name (weights, pretrained, img_size).
 
@@ -612,8 +616,21 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         _write_checkpoint(ckpt_path, state, saved[0])
         saved[0] = at_epoch
 
+    if snapshots and run_dir is None:
+        raise SurgeonError("snapshots need a run folder: give out= (--out) as well")
+    if not isinstance(snapshots, int) or snapshots < 0:
+        raise SurgeonError(f"snapshots={snapshots!r} must be 0 (off) or a number of epochs")
+
+    def snapshot(at_epoch: int) -> None:
+        if snapshots and rank == 0 and (at_epoch % snapshots == 0 or at_epoch == r.total_epochs):
+            write_snapshot(run_dir, net, at_epoch)
+
     if run_dir is not None and rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir is not None and rank == 0 and not resume:
+        clear_snapshots(run_dir)  # an earlier run's snapshots would mix into this run's trajectory
+    if epoch == 0 and step_in_epoch == 0:
+        snapshot(0)
     interrupted = False
     modes = {m: m.training for m in net.modules()}
     try:
@@ -636,6 +653,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
                     row.update({f"val_{k}": v for k, v in ev.metrics.items()})
                 history.append(row)
                 epoch, step_in_epoch, partial = epoch + 1, 0, _fresh_sums()
+                snapshot(epoch)
                 checkpoint(epoch, 0, partial)
                 if run_dir is not None and rank == 0:
                     _write_logs(run_dir, history)

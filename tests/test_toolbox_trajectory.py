@@ -1,0 +1,53 @@
+"""Trajectories (`surgeon.trajectory`, Fig. 1b) on hand-made snapshots against a direct computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import surgeon
+from surgeon.errors import SurgeonError
+from surgeon.trajectory import write_snapshot
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    net[3].bias.requires_grad_(False)  # frozen: excluded like the BatchNorm buffers
+    return net
+
+
+def test_radii_and_angles_equal_a_direct_computation(tmp_path):
+    net = _net()
+    run = tmp_path / "m.run"
+    thetas = []
+    for epoch in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * (epoch + 1))
+            net[1].running_mean.add_(100.0)  # a buffer: must not move the trajectory
+        write_snapshot(run, net, epoch)
+        thetas.append(np.concatenate([p.detach().double().numpy().ravel() for p in net.parameters() if p.requires_grad]))
+    res = surgeon.trajectory(run)
+    d = [t - thetas[0] for t in thetas]
+    radii = [float(np.linalg.norm(v)) for v in d]
+    cos = [float(v @ d[-1] / (np.linalg.norm(v) * np.linalg.norm(d[-1]))) if np.linalg.norm(v) else 1.0 for v in d]
+    assert res.epochs == [0, 1, 2, 3]
+    assert res.radii == pytest.approx(radii, rel=1e-9)
+    assert res.angles == pytest.approx([math.degrees(math.acos(min(1.0, c))) for c in cos], abs=1e-6)
+    assert res.angles[0] == 0.0 and res.angles[-1] == pytest.approx(0.0, abs=1e-4)
+    assert res.parameters == thetas[0].size
+    assert "1.running_mean" in res.excluded and "1.num_batches_tracked" in res.excluded and "3.bias" in res.excluded
+    assert surgeon.trajectory(tmp_path / "m.safetensors").radii == res.radii  # the model file names its run
+
+
+def test_missing_or_single_snapshots_are_refused(tmp_path):
+    with pytest.raises(SurgeonError, match="snapshots"):
+        surgeon.trajectory(tmp_path / "none.run")
+    write_snapshot(tmp_path / "one.run", _net(), 0)
+    with pytest.raises(SurgeonError, match="at least one later epoch"):
+        surgeon.trajectory(tmp_path / "one.run")
