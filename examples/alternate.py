@@ -20,7 +20,7 @@ def main() -> None:
     DOCS.mkdir(exist_ok=True)
     base = surgeon.load_model("resnet50")
     alt = surgeon.alternate(base, "c2,c3")
-    spec, kwargs, stages = surgeon.PRESETS["paper"]
+    spec, kwargs, stages = surgeon.ALTERNETS["paper"]
     paper = surgeon.alternate(surgeon.load_model(spec, **kwargs), stages)
     rows = [("resnet50", base), ("resnet50 + alternate --stages c2,c3", alt),
             ("Alter-ResNet-50 (--preset paper: pre-act, blocks 3,4,6,4, MSAs 0,1,1,2)", paper)]

@@ -16,21 +16,22 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _EXPORTS: dict[str, str] = {
     "SurgeonError": "errors",
     "KINDS": "graph", "Block": "graph", "BlockGraph": "graph", "feature_info_mismatch": "graph", "graph": "graph",
-    "load": "io", "load_weights": "io", "read_recipe": "io", "read_state_dict": "io", "save": "io",
+    "load": "models", "load_weights": "io", "read_cfg": "io", "read_recipe": "io", "read_state_dict": "io",
+    "save": "io", "SurgeonCfg": "provenance", "Registry": "registry",
     "default_input_size": "models", "input_size_of": "models", "resolve_input_size": "models", "load_model": "models",
-    "PRESETS": "passes", "alternate": "passes", "cifar_stem": "passes", "insert": "passes", "remove": "passes",
+    "PRESETS": "passes", "ALTERNETS": "passes", "alternate": "passes", "cifar_stem": "passes", "insert": "passes", "remove": "passes",
     "replace": "passes",
     "hessian_density": "curvature", "hessian_eigs": "curvature", "hessian_spectrum": "curvature",
     "hessian_trace": "curvature",
     "landscape": "landscapes",
     "Evaluation": "evaluation", "evaluate": "evaluation",
     "LesionResult": "lesions", "LesionRow": "lesions", "lesion_study": "lesions",
-    "RECIPES": "training:PRESETS", "Recipe": "training", "TrainResult": "training", "train": "training",
+    "RECIPES": "training", "Recipe": "training", "TrainResult": "training", "train": "training",
     "training_recipe": "training",
     "PROBES": "probes", "Fourier": "probes", "ProbeResults": "probes", "ProbeSession": "probes", "Stats": "probes",
     "Variance": "probes", "probe": "probes",

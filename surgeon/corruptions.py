@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,14 +29,24 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from .errors import SurgeonError, closest
+from .errors import SurgeonError
+from .registry import Registry
 
-__all__ = ["CORRUPTIONS", "PRESETS", "CIFAR_MAX_SIDE", "corrupt", "plasma_fractal", "band_mask",
+__all__ = ["CORRUPTIONS", "CONSTANTS", "CIFAR_MAX_SIDE", "corrupt", "plasma_fractal", "band_mask",
            "frequency_noise"]
 
 Corruption = Callable[..., torch.Tensor]
-CORRUPTIONS: dict[str, Corruption] = {}
-PRESETS = ("auto", "imagenet", "cifar")
+#: Every corruption, by name (`corrupt`, ``surgeon robustness --corruptions``).
+CORRUPTIONS: Registry[Corruption] = Registry("corruption")
+#: Which reference constants a corruption uses (its ``preset`` argument): by image size, ImageNet-C or CIFAR-10-C.
+CONSTANTS = ("auto", "imagenet", "cifar")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PRESETS":  # one word per concept: "preset" names the AlterNets and training recipes elsewhere
+        warnings.warn("surgeon.corruptions.PRESETS is renamed CONSTANTS", DeprecationWarning, stacklevel=2)
+        return CONSTANTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 CIFAR_MAX_SIDE = 64  # "auto" uses the CIFAR-10-C constants up to this image side
 
 
@@ -95,8 +106,8 @@ def _corruption(imagenet: Sequence[Any], cifar: Sequence[Any]) -> Callable[[Call
             _check_images(x)
             if not isinstance(severity, int) or not 0 <= severity <= 5:
                 raise SurgeonError(f"severity {severity!r} is out of range; choose an integer from 0 (clean) to 5")
-            if preset not in PRESETS:
-                raise SurgeonError(f"preset {preset!r} is unknown; choose from {', '.join(PRESETS)}")
+            if preset not in CONSTANTS:
+                raise SurgeonError(f"preset {preset!r} is unknown; choose from {', '.join(CONSTANTS)}")
             if severity == 0:
                 return x
             if preset == "auto":
@@ -106,8 +117,7 @@ def _corruption(imagenet: Sequence[Any], cifar: Sequence[Any]) -> Callable[[Call
 
         corruption.__doc__ = (f"{fn.__doc__}\n\n    Constants for severities 1..5: ImageNet-C {tuple(imagenet)}; "
                               f"CIFAR-10-C {tuple(cifar)}.")
-        CORRUPTIONS[fn.__name__] = corruption
-        return corruption
+        return CORRUPTIONS.register(fn.__name__, corruption)
 
     return register
 
@@ -116,11 +126,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generato
             preset: str = "auto") -> torch.Tensor:
     """Corruption `name` of `CORRUPTIONS` at `severity` (0 = clean .. 5) applied to the images x
     (B, 3, H, W) in [0, 1]; deterministic given `generator`."""
-    if name not in CORRUPTIONS:
-        near = closest(str(name), CORRUPTIONS)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        raise SurgeonError(f"unknown corruption {name!r}; {hint}choose from {', '.join(CORRUPTIONS)}")
-    return CORRUPTIONS[name](x, severity, generator, preset)
+    return CORRUPTIONS.get(name)(x, severity, generator, preset)
 
 
 # ----------------------------------------------------------------------------------------------

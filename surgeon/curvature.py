@@ -39,8 +39,10 @@ from torch.func import functional_call, grad, jvp
 
 from . import distributed
 from .errors import SurgeonError, first_line
+from .executors import Executor
 from .graph import graph
 from .progress import progress as progress_bar
+from .runtime import display_name
 from .tables import Tabular, quantity_rows
 
 __all__ = ["NonFiniteLoss", "check_labels", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
@@ -573,17 +575,24 @@ class SpectrumResult(Tabular):
 
 
 def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batches: int = 10, which: str = "LM",
-                     blocks: str | Sequence[str] = "*", progress: bool = False,
+                     blocks: str | Sequence[str] = "*", progress: bool = False, executor: Executor | None = None,
                      **kwargs: Any) -> SpectrumResult:
     """Top-k eigenvalues of the Hessian on each of `batches` mini-batches of `data` (each batch
     frozen for its solve), as in the paper's Fig. 1c / Fig. 4; keyword arguments go to
     `hessian_eigs`. A non-finite loss stops the run with the batch's index; Ctrl-C returns the
-    batches done (``interrupted=True``)."""
+    batches done (``interrupted=True``).
+
+    `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): every batch is one task
+    (the model shared once), the rows pooled here in batch order; a batch whose worker died on
+    every attempt is left out with a warning naming it."""
     rows, res, losses, hvps = [], [], [], 0
     interrupted = False
     with progress_bar(progress, batches, "hessian") as advance:
         try:
-            for i, batch in enumerate(data):
+            if executor is not None and not executor.in_process:
+                rows, res, losses, hvps = _spectrum_tasks(executor, model, data, k, batches, which, blocks, kwargs,
+                                                          advance)
+            for i, batch in enumerate(data if executor is None or executor.in_process else ()):
                 if i >= batches:
                     break
                 try:
@@ -602,5 +611,41 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
         if interrupted:
             raise KeyboardInterrupt
         raise SurgeonError("the data yielded no batches; check --data")
-    name = getattr(model, "_surgeon_spec", {}).get("spec") or type(model).__name__
+    name = display_name(model)
     return SpectrumResult(name, np.array(rows), np.array(res), np.array(losses), which, hvps, interrupted)
+
+
+def _spectrum_task(model: nn.Module, batch: Any, k: int, which: str, blocks: Any, kwargs: dict[str, Any],
+                   threads: int) -> tuple[Any, ...]:
+    """One batch's solve as a task: (eigenvalues, residuals, loss, hvps), or ("nonfinite", why)."""
+    torch.set_num_threads(threads)
+    try:
+        r = hessian_eigs(model, batch, k, which, blocks, **kwargs)
+    except NonFiniteLoss as exc:
+        return ("nonfinite", str(exc))
+    return r.eigenvalues, r.residuals, r.loss, r.hvps
+
+
+def _spectrum_tasks(ex: Executor, model: nn.Module, data: Iterable[Any], k: int, batches: int, which: str,
+                    blocks: Any, kwargs: dict[str, Any], advance: Callable[[], None]) -> tuple[list, list, list, int]:
+    """The first `batches` batches as tasks on `ex`; rows in batch order, failed batches named."""
+    frozen = [b for b, _ in zip(data, range(batches))]
+    done: dict[int, tuple[Any, ...]] = {}
+    failed: dict[int, str] = {}
+    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
+    with ex:
+        shared = ex.put(model)
+        for i, out in ex.map(_spectrum_task, [(shared, b, k, which, blocks, kwargs, threads) for b in frozen]):
+            if not out.ok:
+                failed[i] = out.failed
+            elif out.value[0] == "nonfinite":
+                raise NonFiniteLoss(f"batch {i}: {out.value[1]}")
+            else:
+                done[i] = out.value
+            advance()
+    if failed:
+        warnings.warn(f"{len(failed)} batch(es) left out, their tasks failed: "
+                      + "; ".join(f"batch {i}: {why}" for i, why in sorted(failed.items())[:3]), stacklevel=3)
+    order = sorted(done)
+    return ([done[i][0] for i in order], [done[i][1] for i in order], [done[i][2] for i in order],
+            sum(done[i][3] for i in order))

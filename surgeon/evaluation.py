@@ -10,8 +10,6 @@ batches go to the model's device and every reduction stays there until the end.
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +20,11 @@ from torch import nn
 
 from . import distributed
 from .errors import SurgeonError
+from .jsonio import plain
 from .metrics import NLL_MODES, Metrics, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
+from .provenance import cfg_of
+from .runtime import BatchLoop, check_labels, model_device, restored_modes
 from .tables import Tabular, quantity_rows
 
 __all__ = ["Evaluation", "check_labels", "evaluate", "model_device", "nan_to_none"]
@@ -43,46 +44,16 @@ class Evaluation(Tabular):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; undefined values (NaN) as None."""
-        rel = {k: [None if np.isnan(v) else float(v) for v in a] for k, a in self.reliability.items()}
-        return {"metrics": nan_to_none(self.metrics), "reliability": rel, "samples": self.samples, "batches": self.batches,
-                "interrupted": self.interrupted}
+        return {"metrics": plain(self.metrics), "reliability": plain(self.reliability), "samples": self.samples,
+                "batches": self.batches, "interrupted": self.interrupted}
 
     def tidy(self) -> list[dict[str, Any]]:
         """One row per metric (undefined values as None)."""
         return quantity_rows({}, self.metrics)
 
 
-def nan_to_none(values: dict[str, float]) -> dict[str, float | None]:
-    """A metrics dict for JSON: undefined values (NaN) become None (null)."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without tensors)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def check_labels(data: Any, num_classes: int) -> None:
-    """Refuse, before any work, a dataset whose labels cannot index `num_classes` outputs: images
-    without labels (-1) or labels >= num_classes. Reads the ``labels`` of a dataset or of a
-    loader's dataset when it keeps them (every `surgeon.data` dataset does); other iterables are
-    checked as they stream, by `Metrics`."""
-    labels = getattr(data, "labels", None)
-    if labels is None:
-        labels = getattr(getattr(data, "dataset", None), "labels", None)
-    if labels is None or len(labels) == 0:
-        return
-    lo, hi = int(np.min(labels)), int(np.max(labels))
-    if lo < 0:
-        raise SurgeonError("the data has images without labels (e.g. the built-in samples or a flat folder); "
-                           "evaluate on labelled data: digits, cifar10:ROOT, cifar100:ROOT or an ImageFolder tree")
-    if hi >= num_classes:
-        raise SurgeonError(f"the data has labels up to {hi} but the model has {num_classes} classes; "
-                           f"build it with --num-classes {hi + 1} or use the matching dataset")
+#: A metrics dict for JSON, undefined values (NaN) as None: `surgeon.jsonio.plain` (the old name).
+nan_to_none = plain
 
 
 def _classes(model: nn.Module) -> int | None:
@@ -90,8 +61,7 @@ def _classes(model: nn.Module) -> int | None:
     n = getattr(model, "num_classes", None)
     if isinstance(n, int) and n > 0:
         return n
-    spec = getattr(model, "_surgeon_spec", {}) or {}
-    return spec.get("num_classes")
+    return cfg_of(model).model_args.get("num_classes")
 
 
 @torch.no_grad()
@@ -122,44 +92,37 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     if k is not None:
         check_labels(data, k)
     device = model_device(model)
-    modes = {m: m.training for m in model.modules()}
     metrics: Metrics | None = None
-    samples, interrupted = 0, False
+    samples = 0
     if distributed.active():  # under torchrun: this rank's batches of the first `batches`
         data = distributed.shard_batches(data)
         batches = None if batches is None else -(-(batches - distributed.rank()) // distributed.world())
         if batches == 0:
             data = []
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
-    try:
-        model.eval()
-        with progress_bar(progress, total, label) as advance:
-            for batch in data:
-                if batch is None:  # every file of the batch failed to decode (warned by the loader)
-                    continue
-                x = batch[0].to(device, non_blocking=True)
-                y = batch[1].to(device, non_blocking=True)
-                if transform is not None:
-                    x = transform(x)
-                if mc_dropout:
-                    out, probs = mc_dropout_probs(model, x, mc_dropout), True
-                else:
-                    out, probs = model(x), False
-                if metrics is None:
-                    metrics = Metrics(out.shape[1], bins=bins, nll=nll)
-                metrics.update(out, y, probs=probs)
-                samples += x.shape[0]
-                advance()
-                if batches is not None and metrics.batches >= batches:
-                    break
-    except KeyboardInterrupt:
+
+    def step(batch: Any) -> bool:
+        nonlocal metrics, samples
+        if batch is None:  # every file of the batch failed to decode (warned by the loader)
+            return False
+        x = batch[0].to(device, non_blocking=True)
+        y = batch[1].to(device, non_blocking=True)
+        if transform is not None:
+            x = transform(x)
+        if mc_dropout:
+            out, probs = mc_dropout_probs(model, x, mc_dropout), True
+        else:
+            out, probs = model(x), False
         if metrics is None:
-            raise
-        interrupted = True
-        warnings.warn(f"interrupted: metrics cover the first {metrics.batches} batches", stacklevel=2)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+            metrics = Metrics(out.shape[1], bins=bins, nll=nll)
+        metrics.update(out, y, probs=probs)
+        samples += x.shape[0]
+        return True
+
+    loop = BatchLoop("metrics", limit=batches)
+    with restored_modes(model, "eval"), progress_bar(progress, total, label) as advance:
+        loop.run(data, step, advance=advance)
+    interrupted = loop.interrupted
     if distributed.active():
         metrics, samples = _all_reduce(metrics, device, bins, nll), distributed.total(samples)
     if metrics is None:

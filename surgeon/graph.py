@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map
 from .errors import SurgeonError, first_line
 from .flops import FlopCount
 from .fx import _timm_registries, graph_module, symbolic_trace, tensor_leaves
-from .models import default_input_size, input_size_of
+from .modelinfo import default_input_size, input_size_of
 from .tables import Tabular
 
 __all__ = ["Block", "BlockGraph", "graph", "KINDS", "feature_info_mismatch"]

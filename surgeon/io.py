@@ -9,7 +9,9 @@ prefix of (Distributed)DataParallel and the ``_orig_mod.`` prefix of ``torch.com
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -17,21 +19,51 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
+from . import provenance
 from .errors import SurgeonError, first_line
 
-__all__ = ["read_state_dict", "load_weights", "atomic_path", "check_output", "save", "load", "read_recipe"]
+__all__ = ["read_state_dict", "load_weights", "atomic_path", "check_input", "check_output", "save", "read_cfg", "read_recipe",
+           "read_weights"]
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Without the wrappers' prefixes, by torch's DDP helper (timm's `clean_state_dict` strips only
+    ``module.``, not ``torch.compile``'s ``_orig_mod.``)."""
     for prefix in _PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            consume_prefix_in_state_dict_if_present(sd, prefix)
     return sd
+
+
+_NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def check_input(path: str | os.PathLike, what: str = "file", hint: str = "check the path") -> Path:
+    """`path` as a Path when it names a readable regular file; else a `SurgeonError` saying what it
+    is instead: missing (with `hint`), a directory, a FIFO, a socket or a device, or unreadable.
+    Every reader of a user-given file (weights, recipes, data files, surgeon files) checks here."""
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise SurgeonError(f"{what} {str(p)!r} does not exist; {hint}") from None
+    except OSError as exc:
+        raise SurgeonError(f"{what} {str(p)!r} cannot be read ({exc.strerror}); {hint}") from None
+    for test, name in _NOT_FILES:
+        if test(mode):
+            raise SurgeonError(f"{what} {str(p)!r} is {name}, not a file; give a file")
+    if not os.access(p, os.R_OK):
+        raise SurgeonError(f"{what} {str(p)!r} is not readable (permission denied); fix its permissions")
+    return p
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -41,9 +73,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``.ckpt``), loaded with ``weights_only=True`` (``argparse.Namespace`` is allowed, as timm's
     training checkpoints store their arguments that way).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise SurgeonError(f"weights file {str(p)!r} does not exist; check the path given to --weights")
+    p = check_input(path, "weights file", "check the path given to --weights")
     if p.stat().st_size == 0:
         raise SurgeonError(f"weights file {str(p)!r} is empty; re-download or re-save it")
     with open(p, "rb") as f:
@@ -51,8 +81,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     is_zip_or_pickle = head[:2] == b"PK" or head[:1] == b"\x80"
     try:
         if p.suffix == ".safetensors" or not is_zip_or_pickle:
-            from safetensors.torch import load_file
-
             obj = load_file(str(p), device="cpu")
         else:
             with torch.serialization.safe_globals([argparse.Namespace]):
@@ -155,9 +183,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 # ----------------------------------------------------------------------------------------------
 # Edited models: one .safetensors file holding the weights and the recipe that rebuilds them
 
-_META_KEY = "surgeon"
-
-
 def check_output(path: str | os.PathLike, *, overwrite: bool = False,
                  suffixes: Sequence[str] = (".safetensors",)) -> Path:
     """Refuse an output path that cannot or must not be written: a suffix not in `suffixes`, a
@@ -176,28 +201,13 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False,
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write `model` to one ``.safetensors`` file whose metadata holds its recipe: the base model
-    spec and constructor arguments, the ordered passes with their arguments, and the surgeon
-    version. `load` rebuilds it without user code. The write is atomic (temp file + rename).
+    """Write `model` to one ``.safetensors`` file whose metadata holds its provenance record (the
+    base model spec and constructor arguments, the ordered passes with their arguments, the
+    training recipe: `surgeon.provenance`) and the surgeon version. `surgeon.load` rebuilds it
+    without user code. The write is atomic (temp file + rename).
     """
-    import json
-
-    from safetensors.torch import save_file
-
-    from . import __version__
-
     target = check_output(path, overwrite=overwrite)
-    spec = getattr(model, "_surgeon_spec", None)
-    if not spec:
-        raise SurgeonError("this model has no recipe: create it with surgeon.load_model(...) so it can be rebuilt")
-    passes = list(getattr(model, "_surgeon_recipe", []))
-    opaque = [i for i, p in enumerate(passes) if p.get("pass") == "opaque"]
-    if opaque:
-        raise SurgeonError("the model was edited with a module object or factory, which a recipe cannot rebuild; "
-                           "use a registered block name (surgeon.layers.registered())")
-    recipe = {"version": __version__, "base": spec, "passes": passes}
-    if getattr(model, "_surgeon_training", None):
-        recipe["training"] = model._surgeon_training  # how the weights were trained (surgeon.train)
+    metadata = provenance.to_metadata(model)
     seen: dict[int, str] = {}
     tensors = {}
     for name, t in model.state_dict().items():
@@ -206,55 +216,41 @@ def save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) 
         tensors[name] = t.clone() if key in seen else t  # safetensors refuses shared storage
         seen.setdefault(key, name)
     with atomic_path(target) as tmp:
-        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(recipe)})
+        save_file(tensors, str(tmp), metadata=metadata)
     return target
 
 
-def read_recipe(path: str | os.PathLike) -> dict:
-    """The recipe stored in a file written by `save`."""
-    import json
-
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise SurgeonError(f"{str(p)!r} does not exist; check the path")
+def read_cfg(path: str | os.PathLike) -> provenance.SurgeonCfg:
+    """The provenance record stored in a file written by `save`."""
+    p = check_input(path, "model file")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any reader failure: not a usable file
         raise SurgeonError(f"{str(p)!r} is not a readable .safetensors file ({first_line(exc, 80)}); "
                            "re-create it with surgeon alternate / surgeon.save") from None
-    if _META_KEY not in meta:
-        raise SurgeonError(f"{str(p)!r} was not saved by surgeon (no recipe in its metadata); use it as weights: "
-                           "--weights FILE with the matching model name")
+    return provenance.from_metadata(meta, repr(str(p)))
+
+
+def read_recipe(path: str | os.PathLike) -> dict:
+    """The record of a file written by `save` as a dict (``version``, ``base``, ``passes``,
+    ``training``); see `read_cfg` for the record itself."""
+    cfg = read_cfg(path)
+    return {**cfg.to_dict(), "version": cfg.version}
+
+
+def read_weights(path: str | os.PathLike, model: nn.Module) -> nn.Module:
+    """Load the tensors of a file written by `save` into its rebuilt `model`, strictly."""
     try:
-        recipe = json.loads(meta[_META_KEY])
-        recipe["base"]["spec"], recipe["passes"]  # noqa: B018 - validate the layout
-    except (ValueError, KeyError, TypeError):
-        raise SurgeonError(f"{str(p)!r} has a damaged surgeon recipe; re-create the file") from None
-    return recipe
-
-
-def load(path: str | os.PathLike, **base_overrides) -> nn.Module:
-    """Rebuild a model saved by `save`: base model from its spec (with `base_overrides`, e.g.
-    ``drop_path_rate=0.1`` for training), passes replayed, weights loaded (strictly). The result
-    computes exactly what the saved model did."""
-    from safetensors.torch import load_file
-
-    from .models import load_model
-    from .passes import apply_recipe
-
-    recipe = read_recipe(path)
-    base = {**recipe["base"], **base_overrides}
-    model = load_model(base.pop("spec"), **base)
-    model = apply_recipe(model, recipe["passes"])
-    try:
-        sd = load_file(str(path), device="cpu")
-        model.load_state_dict(sd, strict=True)
+        model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     except Exception as exc:  # noqa: BLE001 - a truncated file, or a recipe that no longer matches
         raise SurgeonError(f"cannot load the weights of {str(path)!r} into its rebuilt model ({first_line(exc, 100)}); "
                            "the file is damaged or from another surgeon version") from None
-    if recipe.get("training"):
-        model._surgeon_training = recipe["training"]
-    return model.eval()
+    return model
+
+
+def __getattr__(name: str):
+    if name == "load":  # moved: rebuilding a model needs surgeon.models, which reads weights from here
+        warnings.warn("surgeon.io.load moved to surgeon.models.load (also surgeon.load)", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(".models", __package__).load
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

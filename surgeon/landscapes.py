@@ -38,6 +38,7 @@ from .executors import Executor
 from .io import atomic_path, check_input
 from .jsonio import dumps
 from .progress import progress as progress_bar
+from .runtime import display_name
 from .tables import Tabular
 
 __all__ = ["LandscapeResult", "directions", "landscape", "EXCLUDED"]
@@ -147,7 +148,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     frozen = [_batch(b, device) for b, _ in zip(data, range(batches))]
     if not frozen:
         raise SurgeonError("the data yielded no batches; check --data")
-    name = getattr(model, "_surgeon_spec", {}).get("spec") or type(model).__name__
+    name = display_name(model)
     config = {"model": name, "dims": dims, "grid": grid, "span": span, "norm": norm, "batches": len(frozen),
               "batch_size": int(frozen[0][0].shape[0]), "wd": wd, "l2": l2, "label_smoothing": label_smoothing,
               "seed": seed, "params": sum(p.numel() for p in model.parameters())}

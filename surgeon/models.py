@@ -15,12 +15,14 @@ from typing import NamedTuple
 
 from torch import nn
 
+from . import provenance
 from .errors import SurgeonError, closest, first_line
-from .io import load_weights
+from .io import load_weights, read_cfg, read_weights
+from .modelinfo import TV_PREFIX, InputSize, default_input_size, input_size_of, resolve_input_size
+from .passes import ALTERNETS, alternate, apply_passes
 
-__all__ = ["load_model", "InputSize", "resolve_input_size", "input_size_of", "default_input_size", "model_spec"]
-
-TV_PREFIX = "tv:"
+__all__ = ["load_model", "InputSize", "resolve_input_size", "input_size_of", "default_input_size", "model_spec",
+           "load", "alter_resnet50"]
 
 
 @functools.cache
@@ -99,7 +101,7 @@ def _create_timm(name: str, num_classes: int | None, pretrained: bool, img_size:
 
 def model_spec(model: nn.Module) -> dict:
     """The arguments `load_model` was called with, stored on the model (empty for foreign models)."""
-    return dict(getattr(model, "_surgeon_spec", {}))
+    return provenance.cfg_of(model).base
 
 
 def load_model(
@@ -130,9 +132,7 @@ def load_model(
     spec = spec.strip()
     if weights is not None and pretrained:
         raise SurgeonError("give either --weights or --pretrained, not both")
-    if spec.endswith(".safetensors") and Path(spec).is_file() and weights is None and not pretrained:
-        from .io import load
-
+    if spec.endswith(".safetensors") and Path(spec).exists() and weights is None and not pretrained:
         return load(spec)  # a model saved by surgeon: rebuilt from its recipe
     if Path(spec).suffix in {".safetensors", ".pt", ".pth", ".tar", ".bin", ".ckpt"}:
         raise SurgeonError(
@@ -145,104 +145,31 @@ def load_model(
         model = _create_timm(spec, num_classes, pretrained, img_size, model_kwargs)
     if weights is not None:
         load_weights(model, weights, what=spec, new_head=num_classes is not None)
-    model._surgeon_spec = {"spec": spec, "num_classes": num_classes, "img_size": img_size, **model_kwargs}
+    provenance.record_build(model, spec, num_classes=num_classes, img_size=img_size, **model_kwargs)
     return model.eval()
 
 
-class InputSize(NamedTuple):
-    """The (C, H, W) a model is used at and where that size comes from (`resolve_input_size`)."""
-
-    size: tuple[int, int, int]
-    source: str  # "given" | "trained" | "edited" | "img_size" | "architecture"
-
-    #: How each source reads in messages.
-    SOURCES = {"given": "given", "trained": "the size it was trained at",
-               "edited": "the size it was edited at", "img_size": "the size it was built for",
-               "architecture": "the architecture's default"}
-
-    @property
-    def recorded(self) -> bool:
-        """Whether the size is one the model records (training, surgery), as a saved file keeps it."""
-        return self.source in ("trained", "edited")
-
-    def __str__(self) -> str:
-        return f"{'x'.join(map(str, self.size))} ({self.SOURCES[self.source]})"
+def alter_resnet50(**kwargs) -> nn.Module:
+    """The paper's Alter-ResNet-50 (``surgeon.passes.ALTERNETS["paper"]``); kwargs go to `load_model`."""
+    spec, model_kwargs, stages = ALTERNETS["paper"]
+    return alternate(load_model(spec, **model_kwargs, **kwargs), stages)
 
 
-def _size(value: Sequence[int] | None) -> tuple[int, int, int] | None:
-    """A recorded (C, H, W), None when absent or malformed."""
-    if value is None or isinstance(value, (str, bytes)):
-        return None
-    try:
-        size = tuple(int(s) for s in value)
-    except (TypeError, ValueError):
-        return None
-    return size if len(size) == 3 and min(size) >= 1 else None  # type: ignore[return-value]
+def load(path: str | os.PathLike, **base_overrides) -> nn.Module:
+    """Rebuild a model saved by `surgeon.save`: base model from its record (with `base_overrides`,
+    e.g. ``drop_path_rate=0.1`` for training), passes replayed, weights loaded (strictly), the
+    training record kept. The result computes exactly what the saved model did."""
+    cfg = read_cfg(path)
+    base = {**cfg.base, **base_overrides}
+    if base.get("spec") == "surgeon:ensemble":  # members rebuilt from their own records
+        from .ensemble import from_recipe
 
-
-def resolve_input_size(model: nn.Module | None, input_size: Sequence[int] | None = None) -> InputSize:
-    """The input size to use `model` at, the one owner of that decision. In order:
-
-    1. `input_size` when given (range-checked: C, H, W >= 1);
-    2. the size the model was trained at (`surgeon.train` records it; a saved file keeps it);
-    3. the size of its last surgery pass (passes record the size they were made and checked at);
-    4. the ``img_size`` it was built with (`load_model`);
-    5. the architecture's default (`default_input_size`: timm's pretrained_cfg, torchvision's
-       weight transforms, else 3x224x224).
-    """
-    if input_size is not None:
-        size = _size(input_size)
-        if size is None:
-            raise SurgeonError(f"input size {input_size!r} is not (C, H, W) with positive integers; e.g. (3, 224, 224)")
-        return InputSize(size, "given")
-    if model is None:
-        return InputSize((3, 224, 224), "architecture")
-    trained = getattr(model, "_surgeon_training", None) or {}
-    size = _size(trained.get("input_size")) or _size((trained.get("recipe") or {}).get("input_size"))
-    if size is not None:
-        return InputSize(size, "trained")
-    edits = [p for p in getattr(model, "_surgeon_recipe", None) or [] if isinstance(p, dict)]
-    size = next((s for s in (_size(p.get("input_size")) for p in reversed(edits)) if s is not None), None)
-    if size is not None:
-        return InputSize(size, "edited")
-    spec = getattr(model, "_surgeon_spec", None) or {}
-    if spec.get("img_size"):
-        return InputSize(default_input_size(model), "img_size")
-    return InputSize(default_input_size(model), "architecture")
-
-
-def input_size_of(model: nn.Module | None, input_size: Sequence[int] | None = None) -> tuple[int, int, int]:
-    """The (C, H, W) to use `model` at: `input_size` when given, else what the model records
-    (training, surgery), else its architecture's default; see `resolve_input_size`."""
-    return resolve_input_size(model, input_size).size
-
-
-def default_input_size(model: nn.Module) -> tuple[int, int, int]:
-    """The (C, H, W) an architecture was designed for: timm's pretrained_cfg, torchvision's weight
-    transforms, else 3x224x224. It ignores what a trained or edited model records: use
-    `input_size_of` for the size to use a model at."""
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    size = cfg.get("input_size")
-    if size and len(size) == 3:
-        img = getattr(model, "_surgeon_spec", {}).get("img_size")
-        if img is not None:
-            return (int(size[0]), int(img), int(img))
-        return tuple(int(s) for s in size)  # type: ignore[return-value]
-    spec = getattr(model, "_surgeon_spec", {})
-    name = spec.get("spec", "")
-    if spec.get("img_size"):
-        return (3, int(spec["img_size"]), int(spec["img_size"]))
-    image_size = getattr(model, "image_size", None)  # torchvision ViT: the size it was built for
-    if isinstance(image_size, int):
-        return (3, image_size, image_size)
-    if name.startswith(TV_PREFIX):
-        import torchvision.models as tvm
-
-        try:
-            crop = tvm.get_model_weights(name[len(TV_PREFIX):]).DEFAULT.transforms().crop_size
-            return (3, int(crop[0]), int(crop[-1]))
-        except (ValueError, KeyError, AttributeError):
-            pass
-    return (3, 224, 224)
+        model = from_recipe(base)
+    else:
+        model = load_model(base.pop("spec"), **base)
+    model = read_weights(path, apply_passes(model, list(cfg.passes)))
+    if cfg.training:
+        provenance.record_training(model, cfg.training)
+    return model.eval()
 
 

@@ -2,9 +2,14 @@
 
 Every pass takes a model (or a `BlockGraph` of one), addresses blocks through the block graph,
 and returns a *new* model: the input is never mutated, every untouched parameter and buffer is
-bit-identical, and input/output shapes are preserved (checked with one forward). Passes given by
-name and plain arguments are recorded in ``model._surgeon_recipe`` so that `surgeon.save` can
-write a file that `surgeon.load` rebuilds without user code.
+bit-identical, and every block keeps its input and output shapes, as does the model's output
+(`check_shapes`, one forward, run by every pass; else the pass refuses, naming the block and both
+shapes). A downsampling block is never replaced by an MSA block (which keeps the resolution): the
+pass refuses, as AlterNet puts MSAs only on stride-1 blocks. Passes given by
+name and plain arguments are recorded in the model's provenance record (`surgeon.provenance`) so
+that `surgeon.save` can write a file that `surgeon.load` rebuilds without user code. A pass of your
+own joins them with `register` (recorded with its arguments, saved, and replayed by `surgeon.load`
+in any process that imports the module defining it).
 
     alt = surgeon.alternate(surgeon.load_model("resnet50"), stages={"c2": 1, "c3": 1})
     les = surgeon.remove(alt, "c3.b2")
@@ -14,7 +19,12 @@ write a file that `surgeon.load` rebuilds without user code.
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
+import inspect
+import json
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,28 +32,39 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import layers
+from . import checks, layers, provenance
 from .errors import SurgeonError, first_line
 from .graph import Block, BlockGraph, graph
+from .modelinfo import default_input_size
+from .registry import Registry
+from .runtime import model_device, restored_modes
 
-__all__ = ["replace", "remove", "insert", "alternate", "cifar_stem", "alter_resnet50", "parse_stages", "PRESETS", "apply_recipe"]
+__all__ = ["replace", "remove", "insert", "alternate", "cifar_stem", "parse_stages", "ALTERNETS", "PASSES",
+           "register", "apply_passes", "check_shapes"]
 
 #: Named AlterNets: (base model, its constructor arguments, MSAs per stage). ``paper``: the
 #: paper's Alter-ResNet-50 (Fig. 11): a pre-activation ResNet-50 with blocks (3, 4, 6, 4), as in
 #: the paper's variant, and MSAs (0, 1, 1, 2) in c1..c4.
-PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, int]]] = {
+ALTERNETS: Registry[tuple[str, dict[str, Any], dict[str, int]]] = Registry("AlterNet", {
     "paper": ("resnetv2_50", {"layers": [3, 4, 6, 4]}, {"c2": 1, "c3": 1, "c4": 2}),
-}
+})
+
+_MOVED = {"PRESETS": ("ALTERNETS", None), "apply_recipe": ("apply_passes", None),
+          "alter_resnet50": ("surgeon.models.alter_resnet50", ".models")}
 
 
-def alter_resnet50(**kwargs: Any) -> nn.Module:
-    """The paper's Alter-ResNet-50 (``PRESETS["paper"]``); kwargs go to `surgeon.load_model`."""
-    from .models import load_model
-
-    spec, model_kwargs, stages = PRESETS["paper"]
-    return alternate(load_model(spec, **model_kwargs, **kwargs), stages)
+def __getattr__(name: str) -> Any:
+    """Old names, importable for one release with a DeprecationWarning."""
+    if name in _MOVED:
+        new, module = _MOVED[name]
+        warnings.warn(f"surgeon.passes.{name} is renamed {new}", DeprecationWarning, stacklevel=2)
+        if module is not None:  # defined above this module (it builds models by name)
+            return getattr(importlib.import_module(module, __package__), new.rpartition(".")[2])
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _POST_ACTIVATION = ("Bottleneck", "BasicBlock")  # residual blocks ending in act(x + f(x))
+_MSA_ARGS = ("heads", "window", "dim_head", "drop_path")
 
 
 def _start(model: nn.Module | BlockGraph, input_size) -> tuple[nn.Module, BlockGraph, nn.Module]:
@@ -57,31 +78,121 @@ def _start(model: nn.Module | BlockGraph, input_size) -> tuple[nn.Module, BlockG
     return model, g, copy.deepcopy(model)
 
 
-def _finish(original: nn.Module, new: nn.Module, g: BlockGraph, entry: dict | None) -> nn.Module:
-    """Check shapes with one forward and append the pass to the recipe."""
-    x = torch.randn(1, *g.input_size, device=_device(original))
-    was = {m: m.training for m in new.modules()}
-    new.eval()
+def _finish(original: nn.Module, new: nn.Module, g: BlockGraph, entry: dict | None,
+            edited: Mapping[str, tuple[str, tuple, tuple]] | None = None, *, spatial: bool = True) -> nn.Module:
+    """Check shapes with one forward (`check_shapes`) and append the pass to the recipe."""
+    check_shapes(g, new, edited or {}, spatial=spatial)
+    return provenance.record_pass(original, new, entry)
+
+
+def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, tuple, tuple]], *,
+                 spatial: bool = True) -> None:
+    """The one shape check every pass runs: a forward of `new` at batch size 1 must give
+
+    1. each edited module (``edited[path] = (label, in_shape, out_shape)``) the shapes of what it
+       replaces (an inserted module: the shape of the map it is inserted into, in and out);
+    2. every block of the original graph `g` whose module is still there its input and output
+       shapes (with ``spatial=False``, only its channels: the stem pass changes resolutions);
+    3. the model's output shape.
+
+    Else a one-line `SurgeonError` names the block and both shapes. `new` is left as it was.
+    """
+    hooks, seen = [], {}
+
+    def record(key: str, side: str):
+        def hook(mod, args, output=None):
+            value = args if side == "in" else output
+            seen.setdefault((key, side), _first_shape(value))
+        return hook
+
+    def watch(path: str, key: str, sides: tuple[str, ...]) -> None:
+        try:
+            mod = new.get_submodule(path)
+        except AttributeError:
+            return  # the pass removed or renamed this module: its neighbours' shapes are checked instead
+        if "in" in sides:
+            hooks.append(mod.register_forward_pre_hook(record(key, "in")))
+        if "out" in sides:
+            hooks.append(mod.register_forward_hook(record(key, "out")))
+
+    for path in edited:
+        watch(path, "edit:" + path, ("in", "out"))
+    for b in g.blocks:
+        watch(b.members[0], "block:" + b.address, ("in",))
+        watch(b.tap[0], "block:" + b.address, (b.tap[1],))
     try:
-        with torch.no_grad():
-            after = new(x)
-    except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
-        raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
+        after, failure = _run_once(new, g), None
+    except SurgeonError as exc:  # the shapes seen before the failure may name the block that caused it
+        after, failure = None, exc
     finally:
-        for m, t in was.items():
-            m.training = t
+        for h in hooks:
+            h.remove()
+    for path, (label, want_in, want_out) in edited.items():
+        got_in, got_out = seen.get(("edit:" + path, "in")), seen.get(("edit:" + path, "out"))
+        if got_in is not None and got_out is not None and (got_in, got_out) != (tuple(want_in), tuple(want_out)):
+            raise SurgeonError(f"{label} must map {_dims(want_in)} to {_dims(want_out)}, but the new module maps "
+                               f"{_dims(got_in)} to {_dims(got_out)}; give a module that keeps both shapes")
+    for b in g.blocks:
+        got = [seen.get(("block:" + b.address, side)) for side in ("in", b.tap[1])]
+        want = [b.in_shape, b.out_shape]
+        if not spatial:
+            got = [(1, _channels(s, b.layout)) if s and len(s) > 1 else s for s in got]
+            want = [(1, _channels(s, b.layout)) if len(s) > 1 else s for s in want]
+        if any(x is not None and tuple(x) != tuple(y) for x, y in zip(got, want)):
+            shown = [_dims(x) if x is not None else "?" for x in got]
+            raise SurgeonError(f"the edit changes {b.address} ({b.path}) from {_dims(b.in_shape)} -> {_dims(b.out_shape)} "
+                               f"to {shown[0]} -> {shown[1]}; a pass must keep every block's shapes")
+    if failure is not None:
+        raise failure
     expected = g.blocks[-1].out_shape
     if tuple(after.shape) != tuple(expected):
         raise SurgeonError(f"the edit changed the output shape from {list(expected)} to {list(after.shape)}")
-    recipe = list(getattr(original, "_surgeon_recipe", []))
-    recipe.append(entry if entry is not None else {"pass": "opaque"})
-    new._surgeon_recipe = recipe
-    return new
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+def _shapes_of(original: nn.Module, g: BlockGraph, path: str, block: Block | None) -> dict[str, tuple[str, tuple, tuple]]:
+    """What the module at `path` must keep for `check_shapes`: the block's shapes when it is the
+    whole block, else (a module inside a block) the module's own shapes in the original model."""
+    if block is not None:
+        whole = block.members == (path,) and block.tap == (path, "out")
+        return {path: (f"{block.address} ({path})", block.in_shape, block.out_shape)} if whole else {}
+    seen: dict[str, tuple | None] = {}
+    mod = original.get_submodule(path)
+    def keep(side: str, value: Any) -> None:  # returns None: a hook's return value would replace the tensors
+        seen.setdefault(side, _first_shape(value))
+
+    hooks = [mod.register_forward_pre_hook(lambda m, a: keep("in", a)),
+             mod.register_forward_hook(lambda m, a, y: keep("out", y))]
+    try:
+        _run_once(original, g)
+    finally:
+        for h in hooks:
+            h.remove()
+    if seen.get("in") is None or seen.get("out") is None:
+        return {}
+    return {path: (f"module {path}", seen["in"], seen["out"])}
+
+
+def _run_once(new: nn.Module, g: BlockGraph) -> torch.Tensor:
+    """One forward at batch size 1 in eval mode without gradients; every module's mode restored."""
+    x = torch.randn(1, *g.input_size, device=model_device(new))
+    try:
+        with restored_modes(new, "eval"), torch.no_grad():
+            return new(x)
+    except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
+        raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
+
+
+def _first_shape(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return next((s for s in map(_first_shape, value) if s is not None), None)
+    return None
+
+
+def _dims(shape) -> str:
+    """(1, 128, 28, 28) -> '[128, 28, 28]' (without the batch dimension)."""
+    return str(list(shape[1:])) if isinstance(shape, tuple) and len(shape) > 1 else str(shape)
 
 
 def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -91,6 +202,8 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
 
 def _single(g: BlockGraph, address: str) -> Block:
     found = g.select(address)
+    if not found:
+        raise SurgeonError(f"no block matches {address!r}; valid: {g.valid_addresses()}")
     if len(found) != 1:
         raise SurgeonError(f"{address!r} names {len(found)} blocks; give one, e.g. {found[0].address}")
     return found[0]
@@ -120,8 +233,11 @@ def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module
     """Replace the block at `address` (or the module at a module path) with `module`.
 
     `module` is a registered block name (``"msa"``, ``"smoothing"``: recorded, so the result can
-    be saved), an nn.Module, or a factory called as ``factory(block, **kwargs)``.
+    be saved), an nn.Module, or a factory called as ``factory(block, **kwargs)``. The new module
+    must map the block's input shape to its output shape; ``"msa"`` is refused for a block that
+    downsamples (an MSA block keeps the resolution; no strided MSA is built in its place).
     """
+    checks.args(**{k: v for k, v in kwargs.items() if k in _MSA_ARGS})
     original, g, new = _start(model, input_size)
     owner = next((b for b in g.blocks if b.path == address), None)  # a block named by its module path
     if owner is not None:
@@ -137,10 +253,10 @@ def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module
     if module == "msa" and block is not None and "in_channels" not in kwargs:  # size it like alternate
         kwargs = {**_msa_shape(original, block), **kwargs}
     built, name = _build(module, block, kwargs)
-    _set_module(new, path, built.to(_device(original)))
+    _set_module(new, path, built.to(model_device(original)))
     entry = {"pass": "replace", "address": address, "block": name, "kwargs": kwargs,
              "input_size": list(g.input_size)} if name else None
-    return _finish(original, new, g, entry)
+    return _finish(original, new, g, entry, _shapes_of(original, g, path, block))
 
 
 def remove(model: nn.Module | BlockGraph, address: str, *, input_size=None) -> nn.Module:
@@ -162,7 +278,8 @@ def remove(model: nn.Module | BlockGraph, address: str, *, input_size=None) -> n
     else:
         for path in block.members:
             _set_module(new, path, nn.Identity())
-    return _finish(original, new, g, {"pass": "remove", "address": address, "input_size": list(g.input_size)})
+    return _finish(original, new, g, {"pass": "remove", "address": address, "input_size": list(g.input_size)},
+                   _shapes_of(original, g, block.path, block))
 
 
 def insert(model: nn.Module | BlockGraph, after: str, module: str | nn.Module | Callable, *,
@@ -182,14 +299,16 @@ def insert(model: nn.Module | BlockGraph, after: str, module: str | nn.Module | 
     if block.address == "head":
         raise SurgeonError("cannot insert after the head: the logits are the model's output")
     built, type_name = _build(module, block, kwargs)
-    built = built.to(_device(original))
+    built = built.to(model_device(original))
     label = name or type_name or type(built).__name__.lower()
     parent_path, _, last = path.rpartition(".")
     parent = new.get_submodule(parent_path)
+    where = f"the module inserted after {block.address} ({block.path})"
     if isinstance(parent, nn.Sequential):
         items = list(parent._modules.items())
         i = [k for k, _ in items].index(last)
         items.insert(i + 1, (f"{last}_{label}", built))
+        inserted = f"{parent_path}.{last}_{label}"
         rebuilt = nn.Sequential(OrderedDict(items))
         if parent_path:
             _set_module(new, parent_path, rebuilt)
@@ -197,9 +316,10 @@ def insert(model: nn.Module | BlockGraph, after: str, module: str | nn.Module | 
             raise SurgeonError("cannot insert into a model that is itself an nn.Sequential; wrap it first")
     else:
         _set_module(new, path, nn.Sequential(OrderedDict([("block", parent.get_submodule(last)), (label, built)])))
+        inserted = f"{path}.{label}"
     entry = ({"pass": "insert", "after": after, "block": type_name, "name": name, "kwargs": kwargs,
               "input_size": list(g.input_size)} if type_name else None)
-    return _finish(original, new, g, entry)
+    return _finish(original, new, g, entry, {inserted: (where, block.out_shape, block.out_shape)})
 
 
 def parse_stages(stages: str | Mapping[str, int] | None) -> dict[str, int]:
@@ -234,6 +354,12 @@ def _channels(shape: tuple[int, ...], layout: str | None) -> int:
     return shape[-1] if layout == "NHWC" else shape[1]
 
 
+def _grid(shape: tuple[int, ...], layout: str | None) -> tuple[int, int] | None:
+    if layout == "NHWC":
+        return tuple(shape[1:3])
+    return tuple(shape[2:4]) if layout == "NCHW" else None
+
+
 def _bottleneck_width(module: nn.Module) -> int | None:
     conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
     return conv.out_channels if conv is not None else None
@@ -243,6 +369,9 @@ def _msa_shape(model: nn.Module, block: Block) -> dict[str, Any]:
     """MSABlock arguments that fit in place of `block`: channels, bottleneck width, layout, form."""
     if block.layout not in ("NCHW", "NHWC"):
         raise SurgeonError(f"{block.address} has no 2-D feature map ({block.layout}); an MSA block replaces conv blocks")
+    if _grid(block.in_shape, block.layout) != _grid(block.out_shape, block.layout):
+        raise SurgeonError(f"{block.address} ({block.path}) maps {_dims(block.in_shape)} to {_dims(block.out_shape)}: it "
+                           "downsamples, and an MSA block keeps the resolution; replace a stride-1 block of the stage")
     target = model.get_submodule(block.path)
     c, c_out = _channels(block.in_shape, block.layout), _channels(block.out_shape, block.layout)
     return {"in_channels": c, "out_channels": c_out, "width": _bottleneck_width(target) or c,
@@ -267,8 +396,12 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
         preact: MSA block form; default: post-activation for ResNet Bottleneck/BasicBlock stages,
             pre-activation otherwise (pre-activation ResNets, ConvNeXt, inverted residuals).
     """
+    for h in (heads.values() if isinstance(heads, Mapping) else [heads]):
+        checks.args(heads=h)
+    checks.args(window=window, dim_head=dim_head, drop_path=drop_path)
     counts = parse_stages(stages)
     original, g, new = _start(model, input_size)
+    edited = {}
     for stage, m in counts.items():
         if stage not in g.stages:
             raise SurgeonError(f"unknown stage {stage}; this model has {', '.join(g.stages)} (see surgeon inspect)")
@@ -284,8 +417,8 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
             raise SurgeonError(f"stage {stage} has no 2-D feature map ({convs[-1].layout}); alternate works on conv stages")
         stage_index = int(stage[1:])
         h = heads.get(stage) if isinstance(heads, Mapping) else heads
-        h = h or 3 * 2 ** (stage_index - 1)
-        p = window or min(7, *grid)
+        h = 3 * 2 ** (stage_index - 1) if h is None else h
+        p = min(7, *grid) if window is None else window
         if p > min(grid):
             raise SurgeonError(f"window {p} is larger than {stage}'s {grid[0]}x{grid[1]} feature map; use --window {min(grid)} or less")
         for i in range(m):
@@ -296,11 +429,12 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
             if preact is not None:
                 shape["preact"] = preact
             msa = layers.MSABlock(**shape, heads=h, window=p, dim_head=dim_head, drop_path=drop_path)
-            _set_module(new, block.path, msa.to(_device(original)))
+            _set_module(new, block.path, msa.to(model_device(original)))
+            edited.update(_shapes_of(original, g, block.path, block))
     entry = {"pass": "alternate", "stages": counts, "heads": dict(heads) if isinstance(heads, Mapping) else heads,
              "window": window, "dim_head": dim_head, "drop_path": drop_path, "preact": preact,
              "input_size": list(g.input_size)}
-    return _finish(original, new, g, entry)
+    return _finish(original, new, g, entry, edited)
 
 
 def cifar_stem(model: nn.Module | BlockGraph, *, kernel: int = 3, input_size=None) -> nn.Module:
@@ -310,6 +444,9 @@ def cifar_stem(model: nn.Module | BlockGraph, *, kernel: int = 3, input_size=Non
     strided pooling layers become the identity. A 32 px image then reaches the first stage at
     32 px instead of 8, so a ResNet's stages see 32 / 16 / 8 / 4 px maps, where AlterNet's 4 x 4
     windows fit (PAPER.md: "on 32 px CIFAR inputs (16/8/4) only window 4 fits")."""
+    checks.args(kernel=kernel)
+    if kernel % 2 == 0:
+        raise SurgeonError(f"kernel must be odd (a 'same' padding of kernel // 2 keeps the map size), not {kernel}")
     original, g, new = _start(model, input_size)
     stem = next((b for b in g.blocks if b.kind == "stem"), None)
     if stem is None:
@@ -328,7 +465,9 @@ def cifar_stem(model: nn.Module | BlockGraph, *, kernel: int = 3, input_size=Non
         _set_module(new, path, small.to(c.weight.device, c.weight.dtype))
     for path in pools:
         _set_module(new, path, nn.Identity())
-    return _finish(original, new, g, {"pass": "cifar_stem", "kernel": kernel, "input_size": list(g.input_size)})
+    # by design the stem's resolution (and so every later map's) changes; channels and the output are kept
+    return _finish(original, new, g, {"pass": "cifar_stem", "kernel": kernel, "input_size": list(g.input_size)},
+                   spatial=False)
 
 
 def _stride(pool: nn.Module) -> int:
@@ -336,19 +475,77 @@ def _stride(pool: nn.Module) -> int:
     return max(s) if isinstance(s, (tuple, list)) else int(s or 1)
 
 
-_PASSES: dict[str, Callable[..., nn.Module]] = {"replace": replace, "remove": remove, "insert": insert,
-                                                 "alternate": alternate, "cifar_stem": cifar_stem}
+#: Every pass `surgeon.load` can replay, by the name its record entries carry.
+PASSES: Registry[Callable[..., nn.Module]] = Registry("pass", {
+    "replace": replace, "remove": remove, "insert": insert, "alternate": alternate, "cifar_stem": cifar_stem})
 
 
-def apply_recipe(model: nn.Module, passes: list[dict]) -> nn.Module:
-    """Replay recorded passes on a freshly built base model."""
+def register(name: str | Callable[..., nn.Module] | None = None) -> Any:
+    """Register a pass of your own, ``fn(model, **arguments) -> new model``, as ``@register`` or
+    ``@register("name")`` (default: the function's name).
+
+    The registered function returns a new model whose provenance record holds the pass with its
+    arguments (plain JSON values: numbers, strings, lists, dicts), so `surgeon.save` writes it and
+    `surgeon.load` replays it in any process that imports the defining module. Like every pass, it
+    must return a new model (the input is never mutated: start from ``copy.deepcopy(model)``) and
+    keep every block's shapes (checked with one forward at the model's recorded input size, or
+    the ``input_size`` argument when the function takes one).
+    """
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        pass_name = name if isinstance(name, str) else fn.__name__
+        sig = inspect.signature(fn)
+        if any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values()):
+            raise SurgeonError(f"pass {pass_name}: *args cannot be recorded; use keyword arguments")
+
+        @functools.wraps(fn)
+        def recorded(model: nn.Module | BlockGraph, *args: Any, **kwargs: Any) -> nn.Module:
+            bound = sig.bind(model, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(list(bound.arguments.items())[1:])
+            for p in sig.parameters.values():
+                if p.kind is p.VAR_KEYWORD:
+                    arguments.update(arguments.pop(p.name, {}))
+            original = model.model if isinstance(model, BlockGraph) else model
+            new = fn(model, *args, **kwargs)
+            if not isinstance(new, nn.Module) or new is original:
+                raise SurgeonError(f"pass {pass_name} must return a new model (edit copy.deepcopy(model)), "
+                                   f"not {'its input' if new is original else type(new).__name__}")
+            size = arguments.get("input_size") or (model.input_size if isinstance(model, BlockGraph) else None)
+            recorded_size = provenance.cfg_of(original).input_size
+            size = size or (recorded_size[0] if recorded_size else default_input_size(original))
+            entry: dict[str, Any] | None = {"pass": pass_name, **arguments}
+            try:
+                json.dumps(entry, allow_nan=False)
+            except (TypeError, ValueError):
+                entry = None  # not replayable: recorded as opaque, and save refuses it
+            return _finish(original, new, graph(original, input_size=tuple(size)), entry)
+
+        PASSES.register(pass_name, recorded)
+        return recorded
+
+    return wrap(name) if callable(name) else wrap
+
+
+def apply_passes(model: nn.Module, passes: list[dict]) -> nn.Module:
+    """Replay recorded passes (a provenance record's ``passes``) on a freshly built base model.
+    A pass that is not registered names the closest registered ones: import the module that
+    registers it (`register`) before loading."""
     for entry in passes:
         args = dict(entry)
         kind = args.pop("pass")
-        if kind not in _PASSES:
-            raise SurgeonError(f"the recipe has a pass {kind!r} this surgeon cannot replay; upgrade surgeon")
-        kwargs = args.pop("kwargs", None) or {}
+        fn = PASSES.get(kind, None)
+        if fn is None:
+            try:
+                PASSES.get(kind)
+            except SurgeonError as exc:
+                raise SurgeonError(f"the file's record has a pass {kind!r} that is not registered ({exc}); import the "
+                                   "module that registers it (surgeon.passes.register) before loading") from None
         if kind in ("replace", "insert"):
+            args.update(args.pop("kwargs", None) or {})
             args["module"] = args.pop("block")
-        model = _PASSES[kind](model, **args, **kwargs)
+        model = fn(model, **args)
     return model
+
+
+from . import locality  # noqa: E402,F401 - registers the localize pass (ViT attention), so files replay it

@@ -69,14 +69,14 @@ class Registry(Mapping[str, T], Generic[T]):
         return obj
 
     def get(self, name: str, default: Any = _MISSING) -> T:  # type: ignore[override]
-        """The entry `name`; an unknown name raises `UnknownName` suggesting the closest names
+        """The entry `name`; an unknown name raises `UnknownName` suggesting the closest name
         (or returns `default` when one is given, as ``dict.get`` does)."""
         if name in self._entries:
             return self._entries[name]
         if default is not _MISSING:
             return default
-        near = closest(str(name), self._entries)
-        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        near = closest(str(name), self._entries, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
         raise UnknownName(f"unknown {self.kind} {name!r}; {hint}choose from {', '.join(self._entries) or '(none)'}")
 
     def names(self) -> list[str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,9 @@ from .corruptions import CORRUPTIONS, corrupt, frequency_noise
 from .data import ArrayImages, eval_transform, loader
 from .errors import SurgeonError, first_line
 from .evaluation import Evaluation, evaluate, model_device, nan_to_none
+from .executors import Executor
 from .progress import progress as progress_bar
+from .runtime import display_name
 from .tables import Tabular
 
 __all__ = ["BENCHMARK", "FREQUENCIES", "SEVERITIES", "CorruptionResult", "FrequencyNoiseResult",
@@ -299,7 +302,7 @@ def _imagenet_c(path: str | os.PathLike, names: Sequence[str], severities: Seque
 
 
 def _model_name(model: nn.Module) -> str:
-    return (getattr(model, "_surgeon_spec", {}) or {}).get("spec") or type(model).__name__
+    return display_name(model)
 
 
 def _check_severities(severities: Sequence[int]) -> list[int]:
@@ -310,10 +313,13 @@ def _check_severities(severities: Sequence[int]) -> list[int]:
 
 
 def _run(model: nn.Module, cells: dict[Any, Callable[[], dict[str, Any]]], batches: int | None, progress: bool,
-         label: str) -> tuple[dict[Any, Evaluation], bool]:
+         label: str, executor: Executor | None = None) -> tuple[dict[Any, Evaluation], bool]:
     """`evaluate` every cell in order; a cell is a function returning evaluate's ``data`` and
     ``transform``. Stops at Ctrl-C, dropping the cell it cut (partial cells would not compare);
-    returns the evaluations and whether it was interrupted. Nothing done yet: Ctrl-C propagates."""
+    returns the evaluations and whether it was interrupted. Nothing done yet: Ctrl-C propagates.
+    With an `executor` (`surgeon.executor("ray")`) every cell is one task."""
+    if executor is not None and not executor.in_process:
+        return _run_tasks(executor, model, cells, batches, progress, label)
     done: dict[Any, Evaluation] = {}
     with progress_bar(progress, len(cells), label) as advance:
         for key, cell in cells.items():
@@ -330,6 +336,38 @@ def _run(model: nn.Module, cells: dict[Any, Callable[[], dict[str, Any]]], batch
             done[key] = ev
             advance()
     return done, False
+
+
+def _cell_task(model: nn.Module, cell: Callable[[], dict[str, Any]], batches: int | None, threads: int) -> Evaluation:
+    torch.set_num_threads(threads)
+    return evaluate(model, batches=batches, **cell())
+
+
+def _run_tasks(ex: Executor, model: nn.Module, cells: dict[Any, Callable[[], dict[str, Any]]], batches: int | None,
+               progress: bool, label: str) -> tuple[dict[Any, Evaluation], bool]:
+    """`_run` with the cells as tasks on `ex`; a cell whose worker died on every attempt is left
+    out with a warning naming it; Ctrl-C cancels the tasks and keeps the cells done."""
+    keys = list(cells)
+    done: dict[Any, Evaluation] = {}
+    failed: dict[Any, str] = {}
+    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
+    try:
+        with ex, progress_bar(progress, len(cells), label) as advance:
+            shared = ex.put(model)
+            for i, out in ex.map(_cell_task, [(shared, cells[k], batches, threads) for k in keys]):
+                if out.ok:
+                    done[keys[i]] = out.value
+                else:
+                    failed[keys[i]] = out.failed
+                advance()
+    except KeyboardInterrupt:
+        if not done:
+            raise
+        return {k: done[k] for k in keys if k in done}, True
+    if failed:
+        warnings.warn(f"{len(failed)} cell(s) left out, their tasks failed: "
+                      + "; ".join(f"{k}: {why}" for k, why in list(failed.items())[:3]), stacklevel=3)
+    return {k: done[k] for k in keys if k in done}, False
 
 
 def _corrupted_cell(model: nn.Module, data: Iterable[Any], name: str, severity: int, preset: str,
@@ -363,7 +401,8 @@ def _released_cells(model: nn.Module, data: Iterable[Any], names: Sequence[str],
 def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Sequence[str] | None = None,
                           severities: Sequence[int] = SEVERITIES, *, preset: str = "auto",
                           cifar_c: str | os.PathLike | None = None, imagenet_c: str | os.PathLike | None = None,
-                          batches: int | None = None, seed: int = 0, progress: bool = False) -> CorruptionResult:
+                          batches: int | None = None, seed: int = 0, progress: bool = False,
+                          executor: Executor | None = None) -> CorruptionResult:
     """Metrics of `model` on the clean `data` and on every (corruption, severity) (PAPER.md,
     "Corruption robustness"; Park & Kim report them for CIFAR-{10,100}-C and ImageNet-C).
 
@@ -380,6 +419,8 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
         batches: per cell (and for the clean data), stop after this many batches.
         seed: of the corruptions made on the fly, restarted for each cell.
         progress: one progress bar over the cells.
+        executor: run every (corruption, severity) cell as one task of this `surgeon.executor`
+            (e.g. ``surgeon.executor("ray")``); cells whose workers died are left out, named.
     """
     severities = _check_severities(severities)
     if cifar_c is not None and imagenet_c is not None:
@@ -397,7 +438,7 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
             corrupt(_PROBE, n, 0, preset=preset)  # a bad name or preset fails here, before any work
         cells.update({(n, s): _corrupted_cell(model, data, n, s, preset, seed) for n in names for s in severities})
         source = f"corrupted on the fly (preset {preset}, seed {seed})"
-    done, interrupted = _run(model, cells, batches, progress, "corruptions")
+    done, interrupted = _run(model, cells, batches, progress, "corruptions", executor)
     grid: dict[str, dict[int, dict[str, float]]] = {}
     for key, ev in done.items():
         if key != "clean":
@@ -409,7 +450,7 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
 
 def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencies: Sequence[float] = FREQUENCIES,
                                *, eps: float = 0.1, width: float = 0.2, batches: int | None = None, seed: int = 0,
-                               progress: bool = False) -> FrequencyNoiseResult:
+                               progress: bool = False, executor: Executor | None = None) -> FrequencyNoiseResult:
     """Park & Kim, Fig. 2b: the accuracy change acc(x + n_f) - acc(x) when the images x (pixels in
     [0, 1]) get the noise n_f = Re(IFFT2(band_f * FFT2(eps * sign(N(0, 1))))) of the square
     frequency ring f - width .. f + width (fractions of pi; `surgeon.corruptions.frequency_noise`),
@@ -424,6 +465,7 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
         batches: per frequency (and for the clean data), stop after this many batches.
         seed: of the noise, restarted for each frequency.
         progress: one progress bar over the frequencies.
+        executor: run every frequency as one task of this `surgeon.executor`.
     """
     freqs = [float(f) for f in frequencies]
     if not freqs:
@@ -440,7 +482,7 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
 
     cells: dict[Any, Callable[[], dict[str, Any]]] = {"clean": lambda: {"data": data}}
     cells.update({i: noisy(f) for i, f in enumerate(freqs)})
-    done, interrupted = _run(model, cells, batches, progress, "frequency noise")
+    done, interrupted = _run(model, cells, batches, progress, "frequency noise", executor)
     accuracy = [done[i].metrics["acc"] if i in done else math.nan for i in range(len(freqs))]
     clean = done["clean"]
     return FrequencyNoiseResult(_model_name(model), freqs, accuracy, clean.metrics["acc"], eps, width,

@@ -102,10 +102,10 @@ class BatchLoop:
 
     def run(self, items: Iterable[T], step: Callable[[T], Any], *, snapshot: Callable[[], Any] | None = None,
             restore: Callable[[Any], None] | None = None, advance: Callable[[], None] | None = None) -> BatchLoop:
+        if self.limit is not None and self.done >= self.limit:
+            return self
         try:
             for item in items:
-                if self.limit is not None and self.done >= self.limit:
-                    break
                 state = snapshot() if snapshot is not None else None
                 try:
                     counted = step(item)
@@ -118,6 +118,8 @@ class BatchLoop:
                 self.done += 1
                 if advance is not None:
                     advance()
+                if self.limit is not None and self.done >= self.limit:
+                    break  # before drawing another batch from the data
         except KeyboardInterrupt:
             if self.done == 0:
                 raise

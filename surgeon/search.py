@@ -113,6 +113,7 @@ import torch
 from torch import nn
 
 from . import data as sdata
+from . import provenance
 from .errors import SurgeonError, first_line
 from .executors import Executor, RayExecutor
 from .executors import executor as make_executor
@@ -122,7 +123,7 @@ from .jsonio import dumps
 from .tables import Tabular
 from .io import save as save_model
 from .models import input_size_of, load_model
-from .passes import alternate, apply_recipe, cifar_stem
+from .passes import alternate, apply_passes, cifar_stem
 from .recipe_check import Check, RecipeErrors, check_sections, field_checks
 from .runfolder import check_spawn_safe, undo_on_failure
 from .training import RECIPES as TRAIN_PRESETS
@@ -482,11 +483,11 @@ class Search:
         if not re.fullmatch(_NAME, name):
             raise SurgeonError(f"candidate name {name!r}: use letters, digits and _ . + = - (it names a folder)")
         passes = [dict(p) for p in on.passes] if on is not None else []
-        model = apply_recipe(self.base, passes) if passes else self.base
+        model = apply_passes(self.base, passes) if passes else self.base
         if edit is not None:
-            known = len(getattr(model, "_surgeon_recipe", []))
+            known = len(provenance.cfg_of(model).passes)
             edited = edit(self.graph if model is self.base else graph(model, input_size=self.input_size))
-            added = list(getattr(edited, "_surgeon_recipe", []))[known:] if isinstance(edited, nn.Module) else []
+            added = list(provenance.cfg_of(edited).passes)[known:] if isinstance(edited, nn.Module) else []
             if not added:
                 raise SurgeonError(f"candidate {name}: the edit must return the model edited with surgeon passes "
                                    "(alternate, insert, replace, remove)")
@@ -558,7 +559,7 @@ def build_model(job: Job) -> nn.Module:
     model = build_for_training(s.model, s.train, s.num_classes, **s.model_kwargs)
     if s.stem:
         model = cifar_stem(model, input_size=s.train.input_size)
-    return apply_recipe(model, [dict(p) for p in job.candidate.passes])
+    return apply_passes(model, [dict(p) for p in job.candidate.passes])
 
 
 def train_candidate(job: Job) -> dict[str, float]:

@@ -55,8 +55,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import data as sdata
+from . import provenance
 from .errors import SurgeonError, first_line
-from .evaluation import check_labels, evaluate, model_device
+from .evaluation import evaluate
+from .runtime import check_labels, display_name, model_device
 from .io import atomic_path, check_input, check_output, save
 from .models import input_size_of
 from .jsonio import dumps
@@ -382,9 +384,9 @@ def _run_started(run_dir: Path) -> bool:
 
 def _fingerprint(model: nn.Module) -> str:
     """Architecture identity: the model's build spec and passes, and every state tensor's name and shape."""
-    spec = {k: v for k, v in getattr(model, "_surgeon_spec", {}).items() if k != "drop_path_rate"}
-    parts = [dumps(spec, sort_keys=True, default=str), dumps(getattr(model, "_surgeon_recipe", []),
-                                                                         sort_keys=True, default=str)]
+    cfg = provenance.cfg_of(model)
+    spec = {k: v for k, v in cfg.base.items() if k != "drop_path_rate"}
+    parts = [dumps(spec, sort_keys=True, default=str), dumps(list(cfg.passes), sort_keys=True, default=str)]
     parts += [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()]
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
@@ -550,7 +552,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         net = build_for_training(model, r, num_classes or (len(classes) if classes and not is_file else None), **load_kwargs)
     else:
         net = model
-    if target is not None and not getattr(net, "_surgeon_spec", None):
+    if target is not None and not provenance.has_cfg(net):
         raise SurgeonError("out= needs a model surgeon can rebuild: pass its name (or create it with "
                            "surgeon.load_model) instead of a module object")
     device = torch.device(device) if device is not None else dist_device or (
@@ -605,7 +607,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     saved = [epoch if resume else None]  # the epoch of the checkpoint on disk
     undo = undo_on_failure(run_dir, _run_started) if run_dir is not None and rank == 0 else None
     writer = _tensorboard(run_dir) if run_dir is not None and rank == 0 else None
-    spec_name = getattr(net, "_surgeon_spec", {}).get("spec", type(net).__name__)
+    spec_name = display_name(net)
 
     def checkpoint(at_epoch: int, at_step: int, part: dict[str, float]) -> None:
         if ckpt_path is None or rank != 0:
@@ -678,9 +680,9 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         if writer is not None:
             writer.close()
     net.eval()
-    net._surgeon_training = {"recipe": r.to_dict(), "input_size": list(size),  # the size it was trained at
-                             "data": data, "subset": subset, "seed": seed,
-                             "epochs_done": len(history), "final": history[-1] if history else {}}
+    provenance.record_training(net, {"recipe": r.to_dict(), "input_size": list(size),  # the size it was trained at
+                                     "data": data, "subset": subset, "seed": seed,
+                                     "epochs_done": len(history), "final": history[-1] if history else {}})
     if target is not None and rank == 0 and not interrupted:
         save(net, target, overwrite=True)
     if world > 1:

@@ -230,6 +230,6 @@ def test_alternate_with_the_cifar_stem(tmp_path):
     import surgeon as lib
 
     model = lib.load(out)
-    assert [p["pass"] for p in model._surgeon_recipe] == ["cifar_stem", "alternate"]
+    assert [p["pass"] for p in model.surgeon_cfg.passes] == ["cifar_stem", "alternate"]
     g = lib.graph(model, input_size=(3, 32, 32))
     assert g.stages["c1"][-1].grid == (32, 32) and [b.kind for b in g.stages["c3"]][-1] == "msa"

@@ -424,7 +424,7 @@ def test_cifar_stem_in_a_recipe_reaches_base_and_candidates(tmp_path):
     assert [search.graph.stages[s][-1].grid for s in ("c1", "c4")] == [(32, 32), (4, 4)]
     cand = search.msa({"c4": 1})
     built = surgeon.search.build_model(Job(cand, 0, search.setup, tmp_path / "m.safetensors"))
-    assert [p["pass"] for p in built._surgeon_recipe] == ["cifar_stem", "alternate"]
+    assert [p["pass"] for p in built.surgeon_cfg.passes] == ["cifar_stem", "alternate"]
     bad = write(tmp_path, TINY.replace("[model.kwargs]", 'stem = "tiny"\n[model.kwargs]'), "bad.toml")
     with pytest.raises(SurgeonError, match=r'bad.toml.*stem.*"cifar"'):
         search_recipe(bad)

@@ -66,7 +66,7 @@ def test_alternate_every_family_trains(spec, kwargs):
 
 
 def test_alternate_paper_layout_positions():
-    spec, kwargs, stages = surgeon.PRESETS["paper"]
+    spec, kwargs, stages = surgeon.ALTERNETS["paper"]
     model = surgeon.load_model(spec, **kwargs)
     alt = surgeon.alternate(model, stages, input_size=SIZE)
     g = surgeon.graph(alt, input_size=SIZE)
@@ -115,7 +115,7 @@ def test_remove_is_identity_lesion():
     x = torch.randn(2, *SIZE)
     with torch.no_grad():
         assert torch.equal(les(x), manual(x))
-    assert les._surgeon_recipe == [{"pass": "remove", "address": "c3.b2", "input_size": list(SIZE)}]
+    assert list(les.surgeon_cfg.passes) == [{"pass": "remove", "address": "c3.b2", "input_size": list(SIZE)}]
     with pytest.raises(SurgeonError, match="changes the shape"):
         surgeon.remove(model, "c3.b0", input_size=SIZE)
     with pytest.raises(SurgeonError, match="needs its stem and head"):
@@ -157,12 +157,12 @@ def test_insert_smoothing_after_stage():
 def test_replace_by_name_and_module():
     model = surgeon.load_model("resnet18")
     a = surgeon.replace(model, "c3.b1", "msa", in_channels=256, heads=2, window=4, input_size=SIZE)
-    assert isinstance(a.layer3[1], MSABlock) and a._surgeon_recipe[-1]["block"] == "msa"
+    assert isinstance(a.layer3[1], MSABlock) and a.surgeon_cfg.passes[-1]["block"] == "msa"
     auto = surgeon.replace(model, "c4.b1", "msa", window=2, input_size=SIZE)  # sized from the block
     assert (auto.layer4[1].reduce.in_channels, auto.layer4[1].reduce.out_channels) == (512, 512)
     assert not auto.layer4[1].preact
     b = surgeon.replace(model, "layer4.1.conv2", nn.Conv2d(512, 512, 3, padding=1), input_size=SIZE)
-    assert b._surgeon_recipe[-1] == {"pass": "opaque"}
+    assert b.surgeon_cfg.passes[-1] == {"pass": "opaque"}
     with pytest.raises(SurgeonError, match="no longer runs"):
         surgeon.replace(model, "c3.b1", nn.Conv2d(3, 3, 1), input_size=SIZE)
     with pytest.raises(SurgeonError, match="unknown block type 'nope'"):

@@ -19,7 +19,7 @@ from test_cli import one_line_error
 import surgeon
 from surgeon import training
 from surgeon.errors import SurgeonError
-from surgeon.training import PRESETS, Recipe, ShardedBatches, lr_at, training_recipe
+from surgeon.training import RECIPES, Recipe, ShardedBatches, lr_at, training_recipe
 
 SMALL = {"recipe": "digits", "epochs": 1, "subset": 0.25, "val": "none"}  # 2 epochs of 5 steps (360 images, batch 64)
 
@@ -40,7 +40,7 @@ def test_warmup_then_cosine_closed_form():
 
 
 def test_step_schedule_matches_torch_multistep():
-    r = PRESETS["weak"]
+    r = RECIPES["weak"]
     spe = 3
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=r.lr)
     ref = torch.optim.lr_scheduler.MultiStepLR(opt, [m * spe for m in r.milestones], r.gamma)
@@ -51,14 +51,14 @@ def test_step_schedule_matches_torch_multistep():
 
 
 def test_strong_preset_is_the_papers_cifar_recipe():
-    r = PRESETS["strong"]
+    r = RECIPES["strong"]
     assert (r.optimizer, r.lr, r.batch_size, r.weight_decay, r.decay_all) == ("adamw", 1.25e-4, 96, 0.05, True)
     assert (r.warmup_epochs, r.epochs, r.clip_grad, r.auto_augment) == (5, 300, 5.0, "rand-m9-n2-mstd1.0")
     assert (r.mixup, r.cutmix, r.mix_prob, r.label_smoothing, r.drop_path, r.padding) == (1.0, 0.8, 1.0, 0.1, 0.1, 4)
 
 
 def test_imagenet_preset_changes_only_what_the_paper_lists():
-    a, b = PRESETS["strong"].to_dict(), PRESETS["strong-imagenet"].to_dict()
+    a, b = RECIPES["strong"].to_dict(), RECIPES["strong-imagenet"].to_dict()
     assert {k for k in a if a[k] != b[k]} == {"batch_size", "auto_augment", "re_prob", "padding", "clip_grad", "input_size"}
     assert (b["batch_size"], b["auto_augment"], b["re_prob"], b["padding"], b["clip_grad"]) == (
         128, "rand-m9-n2-mstd0.5", 0.25, None, None)
@@ -161,7 +161,7 @@ def test_resnet_learns_digits(tmp_path):
     assert run.history[-1]["val_acc"] >= 0.90
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
     loaded = surgeon.load(out)  # rebuilt without code, carries its training recipe
-    assert loaded._surgeon_training["recipe"]["lr"] == PRESETS["digits"].lr
+    assert loaded.surgeon_cfg.training["recipe"]["lr"] == RECIPES["digits"].lr
     ev = surgeon.evaluate(loaded, surgeon.data.loader("digits", loaded, input_size=(3, 32, 32), batch_size=256))
     assert ev.metrics["acc"] == pytest.approx(run.history[-1]["val_acc"], abs=1e-9)
     logged = [json.loads(line) for line in (tmp_path / "r.run" / "log.jsonl").read_text().splitlines()]

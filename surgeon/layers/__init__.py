@@ -1,19 +1,24 @@
-"""Reusable blocks, and a registry so edited models can be rebuilt from their recipe by name.
+"""Reusable blocks, and a registry (`LAYERS`) so edited models can be rebuilt from their record by name.
 
     surgeon.layers.create("msa", in_channels=256, heads=6, window=7)
+
+    @surgeon.layers.register("scale")          # a block of your own, usable by name in passes
+    class Scale(nn.Module): ...
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
-from ..errors import SurgeonError
+from ..registry import Registry
 from .msa import MSABlock, relative_position_index
 from .smoothing import SpatialSmoothing
 
-__all__ = ["MSABlock", "SpatialSmoothing", "Zero", "create", "register", "registered", "relative_position_index"]
+__all__ = ["LAYERS", "MSABlock", "SpatialSmoothing", "Zero", "create", "register", "registered",
+           "relative_position_index"]
 
 
 class Zero(nn.Module):
@@ -28,26 +33,26 @@ class Zero(nn.Module):
         return (x.mul(0), None) if self.returns_tuple else x.mul(0)
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+#: Blocks a pass can build by name (``replace(m, "c3.b1", "msa")``), and a saved record rebuild.
+LAYERS: Registry[Callable[..., nn.Module]] = Registry("block type", {
     "msa": MSABlock,
     "smoothing": SpatialSmoothing,
     "identity": nn.Identity,
     "zero": Zero,
-}
+})
 
 
-def register(name: str, factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Make `factory` available to passes and saved recipes under `name`."""
-    _REGISTRY[name] = factory
-    return factory
+def register(name: str | Callable[..., nn.Module] | None = None, factory: Callable[..., nn.Module] | None = None) -> Any:
+    """Make a block factory available to passes and saved records under `name`: ``register(name,
+    factory)``, or as a decorator ``@register("name")`` / ``@register`` (the class's name)."""
+    return LAYERS.register(name) if factory is None else LAYERS.register(name, factory)
 
 
 def registered() -> list[str]:
-    return sorted(_REGISTRY)
+    """The registered block names, sorted."""
+    return sorted(LAYERS)
 
 
-def create(name: str, **kwargs) -> nn.Module:
+def create(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered block `name` with keyword arguments."""
-    if name not in _REGISTRY:
-        raise SurgeonError(f"unknown block type {name!r}; registered: {', '.join(registered())}")
-    return _REGISTRY[name](**kwargs)
+    return LAYERS.get(name)(**kwargs)
