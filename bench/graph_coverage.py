@@ -16,12 +16,28 @@ resumed; `--report` turns that file into the table and failure list of bench/RES
     python bench/graph_coverage.py --shard 1/2 --out bench/out/coverage.jsonl &
     python bench/graph_coverage.py --report bench/out/coverage.jsonl
     python bench/graph_coverage.py --models resnet50,vit_base_patch16_224 --repeat 5   # timing
+
+`--invariants` checks what the labels mean instead (models built on the meta device, no weights,
+no exactness check, a --time-limit per model); `--sample` walks one model per family (the
+smallest of each name prefix and of each timm module) instead of every model:
+
+    OMP_NUM_THREADS=1 python bench/graph_coverage.py --invariants --out bench/out/inv.jsonl
+    python bench/graph_coverage.py --report bench/out/inv.jsonl
+
+Invariants (`invariant_failures`): ``head`` (a classifier has exactly one head block, the last),
+``merged`` (no block holds several transformer blocks: members under two indices of one container
+that each hold attention, or an MSA block with over 3x the parameters of its stage's median MSA
+block), ``downsample`` (a block where the grid drops is the stem, a ``downsample`` block, or a
+``conv``/``msa`` block not named for downsampling, i.e. a residual unit with the stride inside),
+``flat`` (no stage block outputs a pooled vector), ``empty`` (no 0-parameter ``other`` block).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import statistics
 import sys
 import time
@@ -32,6 +48,9 @@ import torch
 
 import surgeon
 from surgeon.errors import first_line
+from surgeon.graph import _DOWNSAMPLE_NAMES, _is_attention
+
+INVARIANTS = ("head", "merged", "downsample", "flat", "empty")
 
 
 def _param_count(name: str) -> int:
@@ -49,11 +68,128 @@ def _names(args: argparse.Namespace) -> list[str]:
     import torchvision.models as tvm
 
     names = [] if args.skip_timm else list(timm.list_models())
+    if args.sample:
+        names = _sample(names, args.max_params)
     names += [] if args.skip_tv else ["tv:" + n for n in tvm.list_models(module=tvm)]
     if args.shard:
         i, n = map(int, args.shard.split("/"))
         names = names[i::n]
     return names[: args.limit] if args.limit else names
+
+
+def _sample(names: list[str], max_params: float) -> list[str]:
+    """One model per family: for each name prefix (``vit``, ``repvit``), then for each timm module
+    not yet covered, the model with the shortest name within `max_params` (small models have short
+    names: ``resnet18``, ``repvit_m1``). Only a few models per family are built to count."""
+    import timm
+
+    module_of = {n: mod for mod in timm.list_modules() for n in timm.list_models(module=mod)}
+    prefixes: dict[str, list[str]] = {}
+    for n in names:
+        prefixes.setdefault(re.match(r"[a-z]+", n).group(0), []).append(n)
+    chosen: dict[str, None] = {}
+
+    def pick(members: list[str]) -> None:
+        for n in sorted(members, key=lambda n: (len(n), n))[:5]:
+            c = _safe_count(n)
+            if c is not None and c <= max_params:
+                chosen[n] = None
+                return
+
+    for members in prefixes.values():
+        pick(members)
+    covered = {module_of.get(n) for n in chosen}
+    for mod in timm.list_modules():
+        if mod not in covered:
+            pick([n for n in names if module_of.get(n) == mod])
+    return list(chosen)
+
+
+def _safe_count(name: str) -> int | None:
+    try:
+        return _param_count(name)
+    except Exception:  # noqa: BLE001 - a model that cannot be built is reported by the walk
+        return None
+
+
+def invariant_failures(g: surgeon.BlockGraph) -> dict[str, str]:
+    """What the labels of `g` get wrong, per invariant (empty when all hold); see the module doc."""
+    bad: dict[str, str] = {}
+    heads = [i for i, b in enumerate(g.blocks) if b.kind == "head" or b.address == "head"]
+    if heads != [len(g.blocks) - 1]:
+        bad["head"] = f"head blocks at {heads} of {len(g.blocks)}; last is {g.blocks[-1].address} ({g.blocks[-1].kind})"
+    model = g.model
+    for b in g.blocks:
+        owners = _attention_owners(model, b.members)
+        if len(owners) > 1:
+            bad.setdefault("merged", f"{b.address} holds {len(owners)} transformer blocks ({', '.join(owners[:3])})")
+    for s, bs in g.stages.items():
+        msa = sorted(b.params for b in bs if b.kind == "msa")
+        if len(msa) >= 3:
+            median = msa[len(msa) // 2]
+            big = [b for b in bs if b.kind == "msa" and b.params > 3 * median > 0]
+            if big:
+                bad.setdefault("merged", f"{big[0].address} has {big[0].params} params, stage median {median}")
+    for b in g.blocks:
+        if b.downsamples and b.kind not in ("stem", "downsample", "head") and (
+                b.kind not in ("conv", "msa") or any(_DOWNSAMPLE_NAMES.search(m.rsplit(".", 1)[-1]) for m in b.members)):
+            bad.setdefault("downsample", f"{b.address} ({b.path}) lowers the grid {b.in_shape} -> {b.out_shape} "
+                                         f"but is labelled {b.kind}")
+        if b.stage is not None and len(b.out_shape) <= 2:
+            bad.setdefault("flat", f"{b.address} ({b.path}) outputs a vector {b.out_shape}")
+        if b.kind == "other" and b.params == 0:
+            bad.setdefault("empty", f"{b.address} ({b.path}) is a 0-parameter 'other' block")
+    return bad
+
+
+def _attention_owners(model: torch.nn.Module, members) -> list[str]:
+    """The distinct indexed children (``blocks.3``) among `members` and their ancestors that hold
+    an attention module, where two or more are siblings in one container."""
+    found: dict[str, set[str]] = {}
+    for m in members:
+        parts = m.split(".")
+        for i in range(1, len(parts)):
+            if parts[i].isdigit():
+                child = ".".join(parts[: i + 1])
+                if any(_is_attention(x) for x in model.get_submodule(child).modules()):
+                    found.setdefault(".".join(parts[:i]), set()).add(child)
+                    break
+    return max((sorted(v) for v in found.values()), key=len, default=[])
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):  # noqa: ANN001 - signal handler protocol
+    raise _Timeout
+
+
+def check_invariants(name: str, max_params: float, time_limit: int) -> dict:
+    """Build `name` on the meta device (random init, no weights), its graph, and its invariants."""
+    row: dict = {"model": name, "mode": "invariants"}
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(time_limit)
+    try:
+        t0 = time.perf_counter()
+        if not name.startswith("tv:"):
+            row["params"] = _param_count(name)
+            if row["params"] > max_params:
+                row["status"] = "skipped-size"
+                return row
+        with torch.device("meta"):
+            model = surgeon.load_model(name)
+        g = surgeon.graph(model)
+        row.update(blocks=len(g.blocks), method=g.method, graph_s=round(time.perf_counter() - t0, 2))
+        row["invariants"] = invariant_failures(g)
+        row["status"] = "ok"
+    except _Timeout:
+        row.update(status="timeout", error=f"over {time_limit} s")
+    except Exception as exc:  # noqa: BLE001 - a benchmark records every failure and goes on
+        row.update(status="error", error=f"{type(exc).__name__}: {first_line(exc, 200)}")
+    finally:
+        signal.alarm(0)
+    return row
 
 
 def _same(a, b) -> bool:
@@ -118,7 +254,8 @@ def run(args: argparse.Namespace) -> None:
         task = progress.add_task("graph coverage", total=len(names))
         for name in names:
             progress.update(task, description=name[:40])
-            row = check(name, args.max_params, args.repeat)
+            row = (check_invariants(name, args.max_params, args.time_limit) if args.invariants
+                   else check(name, args.max_params, args.repeat))
             f.write(json.dumps(row) + "\n")
             f.flush()
             if args.models:
@@ -130,6 +267,8 @@ def report(path: str) -> str:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     last = {r["model"]: r for r in rows}  # later lines (reruns) win
     rows = [r for r in last.values() if r.get("status") != "skipped-size"]
+    if any(r.get("mode") == "invariants" for r in rows):
+        return report_invariants(rows)
     lines = []
     for family, pick in (("timm", lambda r: not r["model"].startswith("tv:")),
                          ("torchvision", lambda r: r["model"].startswith("tv:"))):
@@ -164,6 +303,20 @@ def report(path: str) -> str:
     ])
 
 
+def report_invariants(rows: list[dict]) -> str:
+    """Counts per invariant and the failing models."""
+    done = [r for r in rows if r.get("status") == "ok"]
+    lines = [f"Models checked: {len(done)} ({len(rows) - len(done)} could not be built or timed out).", "",
+             "| invariant | models failing |", "|---|---|"]
+    lines += [f"| {k} | {sum(k in r['invariants'] for r in done)} |" for k in INVARIANTS]
+    for k in INVARIANTS:
+        fails = [f"- `{r['model']}`: {r['invariants'][k]}" for r in done if k in r["invariants"]]
+        lines += ["", f"{k} ({len(fails)}):", *(fails or ["- none"])]
+    errors = [f"- `{r['model']}`: {r.get('error')}" for r in rows if r.get("status") != "ok"]
+    lines += ["", f"Not built ({len(errors)}):", *(errors or ["- none"])]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help="comma-separated names instead of the full walk")
@@ -174,6 +327,9 @@ def main() -> None:
     p.add_argument("--skip-tv", action="store_true")
     p.add_argument("--repeat", type=int, default=1, help="median of N creations / graph builds")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--invariants", action="store_true", help="check the labels' invariants (meta device) instead")
+    p.add_argument("--sample", action="store_true", help="one timm model per family (name prefix, module)")
+    p.add_argument("--time-limit", type=int, default=120, help="seconds per model in --invariants mode")
     p.add_argument("--out", default="bench/out/coverage.jsonl")
     p.add_argument("--report", metavar="JSONL", help="print the summary of a results file and exit")
     args = p.parse_args()

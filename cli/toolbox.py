@@ -15,6 +15,7 @@ import surgeon
 from surgeon.errors import SurgeonError
 
 from .common import (
+    select_blocks,
     CsvOpt,
     DeviceOpt,
     ForceOpt,
@@ -223,6 +224,7 @@ def localize(
     surgeon.io.check_output(out_path, overwrite=force)
     m = load(model, weights, pretrained, num_classes, img_size)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    select_blocks(g, blocks, model)
     _diff_and_save(g, surgeon.localize(g, blocks, kernel=kernel), model, out_path, force)
 
 

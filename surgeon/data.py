@@ -35,6 +35,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .errors import SurgeonError, first_line
 from .models import input_size_of
+from .io import check_input
+from .models import input_size_of
 
 __all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
            "mixer", "mixed", "balanced_subset"]
@@ -228,7 +230,8 @@ def _dataset(spec: str | os.PathLike | None, *, train: bool, transform: Callable
     path = Path(text).expanduser()
     if path.is_dir():
         return _folder(path, transform)
-    if path.is_file():
+    if path.exists():
+        check_input(path, "data file")
         if not _readable(path):
             raise SurgeonError(f"{str(path)!r} is not a readable image; pass an image, a folder or one of "
                                f"{', '.join(NAMED)}")

@@ -270,3 +270,59 @@ def test_layouts_are_read_from_shapes(shape, expected):
     from surgeon.graph import _spatial
 
     assert _spatial(shape, (224, 224), 1) == expected
+
+
+def test_a_selection_that_matches_nothing_is_empty_not_unknown():
+    """A well-formed filter or glob that matches nothing selects no block; an unknown name raises."""
+    _, g = built("resnet18")
+    assert g.select("kind:msa") == [] and g.select("kind:mlp, kind:downsample") == []
+    assert g.select("c[789].b*") == [] and g.select("layer*.7") == []
+    assert g.select("kind:msa, c1.b0") == [g["c1.b0"]]
+    with pytest.raises(SurgeonError, match="no block matches 'kind:msa'"):
+        g["kind:msa"]
+    for unknown in ("c9", "layer9", "kind:attention"):
+        with pytest.raises(SurgeonError):
+            g.select(unknown)
+
+
+#: the least each command with a block selection needs (a new command with --blocks must be added)
+SELECTING = {
+    "lesion": ["--blocks", "kind:msa", "--out", "{tmp}/x.safetensors"],
+    "insert": ["--after", "kind:msa", "--out", "{tmp}/x.safetensors"],
+    "replace": ["--blocks", "kind:msa", "--with", "identity", "--out", "{tmp}/x.safetensors"],
+    "lesion-study": ["--blocks", "kind:msa", "--data", "digits"],
+    "probe": ["--blocks", "kind:msa", "--data", "digits"],
+    "hessian": ["--blocks", "kind:msa", "--data", "digits"],
+    "localize": ["--blocks", "kind:msa", "--out", "{tmp}/x.safetensors"],
+}
+
+
+def test_every_command_refuses_a_selection_that_matches_nothing(tmp_path):
+    """`--blocks kind:msa` on a CNN: one line 'no block matches kind:msa in test_resnet', no output."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from surgeon.cli.main import app
+
+    commands = dict(typer.main.get_command(app).commands)
+    selecting = {name for name, c in commands.items()
+                 if {"--blocks", "--after"} & {o for p in c.params for o in getattr(p, "opts", [])}}
+    assert selecting == set(SELECTING), "add the new command to SELECTING"
+    for name, extra in SELECTING.items():
+        before = ["probe", "fourier"] if name == "probe" else [name]
+        args = [*before, "test_resnet", "--input-size", "3,32,32", *(a.format(tmp=tmp_path) for a in extra)]
+        result = CliRunner().invoke(app, args, catch_exceptions=True)
+        assert isinstance(result.exception, SurgeonError), (name, result.output, result.exception)
+        assert str(result.exception).startswith("no block matches kind:msa in test_resnet"), (name, result.exception)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_match_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "surgeon.cli", "lesion", "resnet18", "--blocks", "kind:msa",
+                        "--input-size", "3,32,32", "--out", str(tmp_path / "x.safetensors")],
+                       capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "no block matches kind:msa in resnet18" in lines[0], r.stderr

@@ -138,3 +138,41 @@ def test_atomic_outputs_get_the_mode_of_a_normal_file(tmp_path):
         os.umask(umask)
     modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes == {0o644}
+
+
+def _not_a_file(tmp_path, what: str):
+    """A directory or a FIFO at a path that names a file."""
+    import os
+
+    path = tmp_path / "thing.safetensors"
+    if what == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("what, said", [("directory", "is a directory"), ("fifo", "is a FIFO")])
+def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
+    """Every reader of a user-given file says what the path is, not that it does not exist
+    (a FIFO would also block a reader that opened it)."""
+    import surgeon.data
+    import surgeon.io
+    from surgeon.search import search_recipe
+    from surgeon.training import training_recipe
+
+    path = _not_a_file(tmp_path, what)
+    readers = {
+        "weights": lambda p: surgeon.io.read_state_dict(p),
+        "surgeon file": lambda p: surgeon.io.read_recipe(p),
+        "surgeon file as a model": lambda p: surgeon.load_model(str(p)),
+        "training recipe": lambda p: training_recipe(str(p)),
+        "search recipe": lambda p: search_recipe(p),
+        "data file": lambda p: surgeon.data.dataset(str(p)),
+    }
+    for name, read in readers.items():
+        with pytest.raises(SurgeonError, match=said) as e:
+            read(path)
+        assert "does not exist" not in str(e.value) and "give a file" in str(e.value), name
+    with pytest.raises(SurgeonError, match="does not exist"):
+        surgeon.io.check_input(tmp_path / "missing.pt", "weights file")
