@@ -257,7 +257,9 @@ def test_trained_model_gives_finite_nontrivial_spectra():
     x, y = next(iter(test))
     with torch.no_grad():
         acc = (model(x).argmax(1) == y).float().mean().item()
-    assert acc > 0.85
+    # Trained, i.e. far above chance (10%). Not a bound on how well: the trajectory depends on the CPU's
+    # kernels (test accuracy 0.91 with ATEN_CPU_CAPABILITY=default or avx2, 0.84 or 0.78 with avx512).
+    assert acc > 0.5
     res = surgeon.probe(model, test, ("fourier", "variance"))
     spatial = [b for b in res.blocks if "fourier" in res.values[b.address]]
     assert len(spatial) >= 3
