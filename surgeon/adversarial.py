@@ -33,10 +33,12 @@ import torch
 from torch import nn
 
 from .errors import SurgeonError
-from .evaluation import _classes, check_labels, model_device, nan_to_none
+from .evaluation import _classes
+from .jsonio import plain
 from .metrics import STOCHASTIC, Metrics
 from .progress import progress as progress_bar
-from .robustness import _model_name, pixel_normalisation
+from .robustness import pixel_normalisation
+from .runtime import check_labels, display_name, model_device, restored_modes
 from .tables import Tabular
 
 __all__ = ["ATTACKS", "AdversarialResult", "adversarial_robustness", "fgsm", "pgd", "frozen"]
@@ -71,13 +73,13 @@ class AdversarialResult(Tabular):
         """JSON-ready (NaN written as null)."""
         return {"model": self.model, "attack": self.attack, "eps": self.eps, "alpha": self.alpha, "steps": self.steps,
                 "random_start": self.random_start, "n_ff": self.n_ff, "samples": self.samples,
-                "interrupted": self.interrupted, "clean": nan_to_none(self.clean),
-                "metrics": [nan_to_none(m) for m in self.metrics]}
+                "interrupted": self.interrupted, "clean": plain(self.clean),
+                "metrics": [plain(m) for m in self.metrics]}
 
     def tidy(self) -> list[dict[str, Any]]:
         """Tidy rows: model x eps (0: clean images) x metric."""
         return [{"model": self.model, "attack": self.attack, "eps": e, "quantity": k, "value": v}
-                for e, cell in ((0.0, self.clean), *zip(self.eps, self.metrics)) for k, v in nan_to_none(cell).items()]
+                for e, cell in ((0.0, self.clean), *zip(self.eps, self.metrics)) for k, v in plain(cell).items()]
 
 
 @contextmanager
@@ -85,22 +87,19 @@ def frozen(model: nn.Module, n_ff: int = 1) -> Iterator[None]:
     """The model for an input-gradient: eval mode (with ``n_ff > 1``: only the `STOCHASTIC`
     modules in train mode, MC dropout) and every parameter ``requires_grad=False``; flags and
     ``requires_grad`` restored after, also on error."""
-    modes = {m: m.training for m in model.modules()}
     grads = {p: p.requires_grad for p in model.parameters()}
-    try:
-        model.eval()
-        if n_ff > 1:
-            for m in modes:
-                if isinstance(m, STOCHASTIC):
-                    m.training = True
-        for p in grads:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        for p, flag in grads.items():
-            p.requires_grad_(flag)
+    with restored_modes(model, "eval"):
+        try:
+            if n_ff > 1:
+                for m in model.modules():
+                    if isinstance(m, STOCHASTIC):
+                        m.training = True
+            for p in grads:
+                p.requires_grad_(False)
+            yield
+        finally:
+            for p, flag in grads.items():
+                p.requires_grad_(flag)
 
 
 def _log_probs(model: nn.Module, x: torch.Tensor, n_ff: int) -> torch.Tensor:
@@ -242,6 +241,6 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
         warnings.warn(f"interrupted: metrics cover the first {clean.batches} batches", stacklevel=2)
     if clean is None:
         raise SurgeonError("the data yielded no batch to attack; check --data (and --subset)")
-    return AdversarialResult(_model_name(model), attack, eps, alpha if attack == "pgd" else None,
+    return AdversarialResult(display_name(model), attack, eps, alpha if attack == "pgd" else None,
                              steps if attack == "pgd" else None, random_start and attack == "pgd", n_ff,
                              clean.compute(), [r.compute() for r in rows], samples, interrupted)

@@ -42,10 +42,10 @@ from .errors import SurgeonError, first_line
 from .executors import Executor
 from .graph import graph
 from .progress import progress as progress_bar
-from .runtime import display_name
+from .runtime import BatchLoop, analysis_mode, check_batch_labels, display_name
 from .tables import Tabular, quantity_rows
 
-__all__ = ["NonFiniteLoss", "check_labels", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
+__all__ = ["NonFiniteLoss", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
            "selected_parameters", "objective", "lanczos", "power_iteration", "hutchinson", "hutchpp", "slq",
            "hessian_eigs", "hessian_trace", "hessian_density", "hessian_spectrum"]
 
@@ -90,39 +90,16 @@ def selected_parameters(model: nn.Module, blocks: str | Sequence[str] = "*") -> 
     return named
 
 
-@contextmanager
-def analysis_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode, fused attention off (math SDPA backend, timm ``fused_attn`` False); every
-    module's flags restored on exit, also on error."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    modes = {m: m.training for m in model.modules()}
-    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
-    try:
-        model.eval()
-        for m in fused:
-            m.fused_attn = False
-        with sdpa_kernel([SDPBackend.MATH]):
-            yield
-    finally:
-        for m, flag in fused.items():
-            m.fused_attn = flag
-        for m, mode in modes.items():
-            m.training = mode
-
-
 class NonFiniteLoss(SurgeonError):
     """The objective is NaN or infinite on a batch."""
 
 
-def check_labels(logits: torch.Tensor, target: torch.Tensor) -> None:
-    """Refuse class labels the model's output cannot index (one host sync, once per batch)."""
-    k = logits.shape[-1]
-    if target.dim() == 2 and target.shape[1] != k:
-        raise SurgeonError(f"soft targets have {target.shape[1]} classes, the model {k}; pass --num-classes")
-    if target.dim() == 1 and int(target.max()) >= k:
-        raise SurgeonError(f"label {int(target.max())} is out of range for a model with {k} classes; "
-                           f"pass --num-classes {int(target.max()) + 1} (or more) or other data")
+def __getattr__(name: str) -> Any:
+    if name == "check_labels":  # two checks shared one name; the per-batch one is surgeon.runtime's
+        warnings.warn("surgeon.curvature.check_labels is renamed surgeon.runtime.check_batch_labels",
+                      DeprecationWarning, stacklevel=2)
+        return check_batch_labels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _shard(batch: Any) -> tuple[Any, float]:
@@ -176,7 +153,7 @@ class HessianOperator:
         self.rest = {k: t.detach() for k, t in (*model.named_parameters(), *model.named_buffers()) if k not in params}
         self._loss_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
         with torch.no_grad():
-            check_labels(functional_call(model, {**self.rest, **self.p0}, (self.x[:1],)), self.y)
+            check_batch_labels(functional_call(model, {**self.rest, **self.p0}, (self.x[:1],)), self.y)
         if mode == "double-backward":
             value = self._gradient_graph()
         else:
@@ -586,32 +563,28 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     (the model shared once), the rows pooled here in batch order; a batch whose worker died on
     every attempt is left out with a warning naming it."""
     rows, res, losses, hvps = [], [], [], 0
-    interrupted = False
-    with progress_bar(progress, batches, "hessian") as advance:
+
+    def step(batch: Any) -> None:
+        nonlocal hvps
         try:
-            if executor is not None and not executor.in_process:
-                rows, res, losses, hvps = _spectrum_tasks(executor, model, data, k, batches, which, blocks, kwargs,
-                                                          advance)
-            for i, batch in enumerate(data if executor is None or executor.in_process else ()):
-                if i >= batches:
-                    break
-                try:
-                    r = hessian_eigs(model, batch, k, which, blocks, **kwargs)
-                except NonFiniteLoss as exc:
-                    raise NonFiniteLoss(f"batch {i}: {exc}") from None
-                rows.append(r.eigenvalues)
-                res.append(r.residuals)
-                losses.append(r.loss)
-                hvps += r.hvps
-                advance()
-        except KeyboardInterrupt:
-            interrupted = True
-            warnings.warn(f"interrupted: the spectrum covers the first {len(rows)} batches", stacklevel=2)
+            r = hessian_eigs(model, batch, k, which, blocks, **kwargs)
+        except NonFiniteLoss as exc:
+            raise NonFiniteLoss(f"batch {len(rows)}: {exc}") from None
+        rows.append(r.eigenvalues)
+        res.append(r.residuals)
+        losses.append(r.loss)
+        hvps += r.hvps
+
+    loop = BatchLoop("the spectrum covers", limit=batches)
+    with progress_bar(progress, batches, "hessian") as advance:
+        if executor is not None and not executor.in_process:  # Ctrl-C: nothing pooled yet, so it propagates
+            rows, res, losses, hvps = _spectrum_tasks(executor, model, data, k, batches, which, blocks, kwargs,
+                                                      advance)
+        else:
+            loop.run(data, step, advance=advance)
     if not rows:
-        if interrupted:
-            raise KeyboardInterrupt
         raise SurgeonError("the data yielded no batches; check --data")
-    name = display_name(model)
+    interrupted, name = loop.interrupted, display_name(model)
     return SpectrumResult(name, np.array(rows), np.array(res), np.array(losses), which, hvps, interrupted)
 
 

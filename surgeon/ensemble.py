@@ -27,6 +27,7 @@ from torch import nn
 from . import provenance
 from .errors import SurgeonError
 from .models import input_size_of
+from .runtime import model_device, restored_modes
 
 __all__ = ["Ensemble", "ensemble", "ENSEMBLE_SPEC", "from_recipe"]
 
@@ -42,19 +43,13 @@ def _data_config(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]
 
 def _num_outputs(model: nn.Module, size: tuple[int, ...]) -> int:
     """The classifier's output size: one forward on zeros, in eval mode, flags restored."""
-    modes = {m: m.training for m in model.modules()}
-    p = next(iter(model.parameters()), None)
-    x = torch.zeros(1, *size, device=p.device if p is not None else "cpu")
+    x = torch.zeros(1, *size, device=model_device(model))
     try:
-        model.eval()
-        with torch.no_grad():
+        with restored_modes(model, "eval"), torch.no_grad():
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - the member does not run at the ensemble's size
         raise SurgeonError(f"an ensemble member does not run on a {list(size)} input ({str(exc).splitlines()[0][:100]}); "
                            "build every member for the same input size") from None
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     if out.dim() != 2:
         raise SurgeonError(f"an ensemble member returns shape {list(out.shape)}, not (batch, classes); "
                            "ensemble classifiers")

@@ -119,7 +119,7 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
         samples += x.shape[0]
         return True
 
-    loop = BatchLoop("metrics", limit=batches)
+    loop = BatchLoop("metrics cover", limit=batches)
     with restored_modes(model, "eval"), progress_bar(progress, total, label) as advance:
         loop.run(data, step, advance=advance)
     interrupted = loop.interrupted

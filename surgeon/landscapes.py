@@ -32,13 +32,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .curvature import _batch, analysis_mode, check_labels, objective
+from .curvature import _batch, objective
 from .errors import SurgeonError
 from .executors import Executor
 from .io import atomic_path, check_input
 from .jsonio import dumps
 from .progress import progress as progress_bar
-from .runtime import display_name
+from .runtime import analysis_mode, check_batch_labels, display_name
 from .tables import Tabular
 
 __all__ = ["LandscapeResult", "directions", "landscape", "EXCLUDED"]
@@ -166,7 +166,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     objective_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
     failed: dict[str, str] = {}
     with analysis_mode(model), torch.no_grad():
-        check_labels(model(frozen[0][0][:1]), torch.cat([y for _, y in frozen]))
+        check_batch_labels(model(frozen[0][0][:1]), torch.cat([y for _, y in frozen]))
         eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
         spent, computed = 0.0, 0
         with progress_bar(progress, len(todo), "landscape") as advance:

@@ -27,7 +27,7 @@ from .errors import SurgeonError
 from .evaluation import model_device
 from .metrics import mc_dropout_probs
 from .models import input_size_of
-from .robustness import _model_name
+from .runtime import display_name, restored_modes
 from .tables import Tabular
 
 __all__ = ["LatencyResult", "LatencyRow", "latency"]
@@ -109,21 +109,15 @@ def latency(model: nn.Module, *, batch_size: int = 64, input_size: Sequence[int]
     size = input_size_of(model, input_size)
     device = model_device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    res = LatencyResult(_model_name(model), str(device), size, mc_dropout, repeats, warmup)
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.inference_mode():
-            for b in sorted({1, batch_size}):
-                x = torch.randn(b, *size, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
-                forward = (lambda x=x: mc_dropout_probs(model, x, mc_dropout)) if mc_dropout else (lambda x=x: model(x))
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                times = _time(forward, device, repeats, warmup)
-                peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-                mean = statistics.fmean(times)
-                res.rows.append(LatencyRow(b, 1e3 * mean, 1e3 * statistics.stdev(times), b / mean, peak))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    res = LatencyResult(display_name(model), str(device), size, mc_dropout, repeats, warmup)
+    with restored_modes(model, "eval"), torch.inference_mode():
+        for b in sorted({1, batch_size}):
+            x = torch.randn(b, *size, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+            forward = (lambda x=x: mc_dropout_probs(model, x, mc_dropout)) if mc_dropout else (lambda x=x: model(x))
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times = _time(forward, device, repeats, warmup)
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            mean = statistics.fmean(times)
+            res.rows.append(LatencyRow(b, 1e3 * mean, 1e3 * statistics.stdev(times), b / mean, peak))
     return res

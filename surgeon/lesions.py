@@ -26,11 +26,12 @@ from typing import Any
 from torch import nn
 
 from .errors import SurgeonError
-from .evaluation import Evaluation, evaluate, nan_to_none
+from .evaluation import Evaluation, evaluate
+from .jsonio import plain
 from .graph import Block, BlockGraph, graph
-from .models import model_spec
 from .passes import remove
 from .progress import progress as progress_bar
+from .runtime import display_name
 from .tables import Tabular
 
 __all__ = ["LesionResult", "LesionRow", "lesion_study"]
@@ -52,7 +53,7 @@ class LesionRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {"address": self.address, "path": self.path, "kind": self.kind, "stage": self.stage,
-                "depth": self.depth, "metrics": nan_to_none(self.metrics), "delta": nan_to_none(self.delta)}
+                "depth": self.depth, "metrics": plain(self.metrics), "delta": plain(self.delta)}
 
 
 @dataclass
@@ -90,11 +91,11 @@ class LesionResult(Tabular):
     def tidy(self) -> list[dict[str, Any]]:
         """Tidy rows: model x lesioned block (None: the intact model) x metric, with the change."""
         intact = {"model": self.model, "block": None, "path": None, "kind": None, "depth": None}
-        rows = [{**intact, "quantity": k, "value": v, "delta": 0.0} for k, v in nan_to_none(self.intact.metrics).items()]
+        rows = [{**intact, "quantity": k, "value": v, "delta": 0.0} for k, v in plain(self.intact.metrics).items()]
         for r in self.rows:
             ids = {"model": self.model, "block": r.address, "path": r.path, "kind": r.kind, "depth": r.depth}
-            delta = nan_to_none(r.delta)
-            rows += [{**ids, "quantity": k, "value": v, "delta": delta.get(k)} for k, v in nan_to_none(r.metrics).items()]
+            delta = plain(r.delta)
+            rows += [{**ids, "quantity": k, "value": v, "delta": delta.get(k)} for k, v in plain(r.metrics).items()]
         return rows
 
 
@@ -141,7 +142,7 @@ def lesion_study(model: nn.Module | BlockGraph, data: Iterable[Any], blocks: str
             input_size = tuple(first[0].shape[1:])
         g = graph(model, input_size=input_size)
     selected = g.select(blocks)
-    name = model_spec(model).get("spec") or type(model).__name__
+    name = display_name(model)
     intact: Evaluation | None = None
     rows: list[LesionRow] = []
     skipped: dict[str, str] = {}

@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from .errors import SurgeonError
-from .probes import accumulator_dtype
+from .runtime import accumulator_dtype, restored_modes
 
 __all__ = ["CONFIDENT", "NLL_MODES", "STOCHASTIC", "Metrics", "reliability", "mc_dropout_probs"]
 
@@ -220,16 +220,11 @@ def reliability(metrics: Metrics) -> dict[str, np.ndarray]:
 @contextmanager
 def _dropout_only(model: nn.Module) -> Iterator[None]:
     """Eval mode except the `STOCHASTIC` modules, in train mode; every module's flag restored after."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        for m in modes:
+    with restored_modes(model, "eval"):
+        for m in model.modules():
             if isinstance(m, STOCHASTIC):
                 m.training = True
         yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 @torch.no_grad()

@@ -46,7 +46,7 @@ from .graph import Block, BlockGraph, graph
 from .jsonio import dumps
 from .progress import progress as progress_bar
 from .registry import Registry
-from .runtime import BatchLoop, display_name, model_device, restored_modes
+from .runtime import BatchLoop, accumulator_dtype, display_name, model_device, restored_modes
 from .tables import Tabular, quantity_rows
 
 __all__ = ["PROBES", "Probe", "Fourier", "Variance", "Stats", "Norm", "FourierResult", "ActivationStats",
@@ -105,11 +105,6 @@ class Geometry:
         if self.layout == "BTNC":
             m = m.new_empty(m.shape).index_copy_(1, self.rows * w + self.cols, m)
         return m.unflatten(self.pos_dim, (h, w))
-
-
-def accumulator_dtype(device: torch.device) -> torch.dtype:
-    """float64 for streaming sums, except where the device has none (Apple MPS)."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -649,7 +644,7 @@ def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
     x0, xs = _first(stream)
     session = ProbeSession(model, probes, blocks, input_size=tuple(x0.shape[1:]))
     total = batches if batches is not None else (len(stream) if hasattr(stream, "__len__") else None)
-    loop = BatchLoop("results", limit=batches)
+    loop = BatchLoop("results cover", limit=batches)
     with session, progress_bar(progress, total, "probing") as advance:
         if compile:
             session.forward = torch.compile(session.model)

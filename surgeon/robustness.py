@@ -42,10 +42,11 @@ from torch.utils.data import DataLoader
 from .corruptions import CORRUPTIONS, corrupt, frequency_noise
 from .data import ArrayImages, eval_transform, loader
 from .errors import SurgeonError, first_line
-from .evaluation import Evaluation, evaluate, model_device, nan_to_none
+from .evaluation import Evaluation, evaluate
+from .jsonio import plain
 from .executors import Executor
 from .progress import progress as progress_bar
-from .runtime import display_name
+from .runtime import display_name, model_device
 from .tables import Tabular
 
 __all__ = ["BENCHMARK", "FREQUENCIES", "SEVERITIES", "CorruptionResult", "FrequencyNoiseResult",
@@ -69,11 +70,6 @@ def _nanmean(values: Iterable[float]) -> float:
     a = np.asarray(list(values), dtype=np.float64)
     a = a[~np.isnan(a)]
     return float(a.mean()) if a.size else math.nan
-
-
-def _json_number(v: float) -> float | None:
-    """NaN as None, so that the JSON stays standard (`nan_to_none` for one number)."""
-    return None if math.isnan(v) else float(v)
 
 
 @dataclass
@@ -122,21 +118,21 @@ class CorruptionResult(Tabular):
         return {
             "model": self.model, "source": self.source, "corruptions": self.corruptions,
             "severities": self.severities, "samples": self.samples, "interrupted": self.interrupted,
-            "clean": nan_to_none(self.clean),
-            "mean": nan_to_none({m: self.mean(m) for m in names}),
-            "per_corruption": {c: nan_to_none({m: self.per_corruption(m)[c] for m in names}) for c in self.corruptions},
-            "per_severity": {str(s): nan_to_none({m: self.per_severity(m)[s] for m in names}) for s in self.severities},
-            "metrics": {c: {str(s): nan_to_none(cell) for s, cell in row.items()} for c, row in self.metrics.items()},
+            "clean": plain(self.clean),
+            "mean": plain({m: self.mean(m) for m in names}),
+            "per_corruption": {c: plain({m: self.per_corruption(m)[c] for m in names}) for c in self.corruptions},
+            "per_severity": {str(s): plain({m: self.per_severity(m)[s] for m in names}) for s in self.severities},
+            "metrics": {c: {str(s): plain(cell) for s, cell in row.items()} for c, row in self.metrics.items()},
         }
 
     def tidy(self) -> list[dict[str, Any]]:
         """Tidy rows: model x corruption x severity x metric (corruption and severity None: clean data)."""
         rows = [{"model": self.model, "corruption": None, "severity": None, "quantity": k, "value": v}
-                for k, v in nan_to_none(self.clean).items()]
+                for k, v in plain(self.clean).items()]
         for c in self.corruptions:
             for s, cell in sorted(self.metrics.get(c, {}).items()):
                 rows += [{"model": self.model, "corruption": c, "severity": s, "quantity": k, "value": v}
-                         for k, v in nan_to_none(cell).items()]
+                         for k, v in plain(cell).items()]
         return rows
 
 
@@ -162,15 +158,15 @@ class FrequencyNoiseResult(Tabular):
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN written as null)."""
         return {"model": self.model, "frequencies": self.frequencies, "eps": self.eps, "width": self.width,
-                "clean": _json_number(self.clean), "accuracy": [_json_number(a) for a in self.accuracy],
-                "change": [_json_number(c) for c in self.change], "samples": self.samples,
+                "clean": plain(self.clean), "accuracy": [plain(a) for a in self.accuracy],
+                "change": [plain(c) for c in self.change], "samples": self.samples,
                 "interrupted": self.interrupted}
 
     def tidy(self) -> list[dict[str, Any]]:
         """Tidy rows: model x frequency (None: clean data) x quantity (accuracy, change)."""
-        rows = [{"model": self.model, "frequency": None, "quantity": "accuracy", "value": _json_number(self.clean)}]
+        rows = [{"model": self.model, "frequency": None, "quantity": "accuracy", "value": plain(self.clean)}]
         for f, a, c in zip(self.frequencies, self.accuracy, self.change):
-            rows += [{"model": self.model, "frequency": f, "quantity": q, "value": _json_number(v)}
+            rows += [{"model": self.model, "frequency": f, "quantity": q, "value": plain(v)}
                      for q, v in (("accuracy", a), ("change", c))]
         return rows
 
@@ -299,10 +295,6 @@ def _imagenet_c(path: str | os.PathLike, names: Sequence[str], severities: Seque
 
 # ----------------------------------------------------------------------------------------------
 # Runs
-
-
-def _model_name(model: nn.Module) -> str:
-    return display_name(model)
 
 
 def _check_severities(severities: Sequence[int]) -> list[int]:
@@ -444,7 +436,7 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
         if key != "clean":
             grid.setdefault(key[0], {})[key[1]] = ev.metrics
     clean = done["clean"]
-    return CorruptionResult(_model_name(model), source, names, severities, clean.metrics, grid, clean.samples,
+    return CorruptionResult(display_name(model), source, names, severities, clean.metrics, grid, clean.samples,
                             interrupted)
 
 
@@ -485,5 +477,5 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
     done, interrupted = _run(model, cells, batches, progress, "frequency noise", executor)
     accuracy = [done[i].metrics["acc"] if i in done else math.nan for i in range(len(freqs))]
     clean = done["clean"]
-    return FrequencyNoiseResult(_model_name(model), freqs, accuracy, clean.metrics["acc"], eps, width,
+    return FrequencyNoiseResult(display_name(model), freqs, accuracy, clean.metrics["acc"], eps, width,
                                 clean.samples, interrupted)

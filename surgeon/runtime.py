@@ -28,7 +28,7 @@ from torch import nn
 from .errors import SurgeonError
 from .provenance import cfg_of
 
-__all__ = ["restored_modes", "analysis_mode", "model_device", "display_name", "BatchLoop", "check_labels",
+__all__ = ["restored_modes", "analysis_mode", "model_device", "accumulator_dtype", "display_name", "BatchLoop", "check_labels",
            "check_batch_labels"]
 
 T = TypeVar("T")
@@ -75,6 +75,11 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 for streaming sums, except where the device has none (Apple MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def display_name(model: nn.Module) -> str:
     """The model's name in results and figures: the name it was built from (`surgeon.load_model`),
     else its class name."""
@@ -85,17 +90,17 @@ def display_name(model: nn.Module) -> str:
 class BatchLoop:
     """Run `step` on each batch, keeping whole batches when interrupted.
 
-        loop = BatchLoop("metrics", limit=batches)
+        loop = BatchLoop("metrics cover", limit=batches)
         loop.run(data, step, snapshot=acc.snapshot, restore=acc.restore, advance=advance)
         loop.done, loop.interrupted
 
     A step that raises (error or Ctrl-C) is rolled back with ``restore(snapshot())`` when given.
-    Ctrl-C then ends the loop if at least one batch was done (warning: "interrupted: <what> cover
-    the first N batches") and is re-raised otherwise; errors are re-raised. `limit` stops after
+    Ctrl-C then ends the loop if at least one batch was done (warning: "interrupted: <what> the
+    first N batches", `what` like "metrics cover") and is re-raised otherwise; errors are re-raised. `limit` stops after
     that many steps (the steps counted are those `step` does not refuse by returning False).
     """
 
-    what: str = "results"
+    what: str = "results cover"
     limit: int | None = None
     done: int = 0
     interrupted: bool = False
@@ -124,7 +129,7 @@ class BatchLoop:
             if self.done == 0:
                 raise
             self.interrupted = True
-            warnings.warn(f"interrupted: {self.what} cover the first {self.done} batches", stacklevel=3)
+            warnings.warn(f"interrupted: {self.what} the first {self.done} batches", stacklevel=3)
         return self
 
 

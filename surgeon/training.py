@@ -43,7 +43,7 @@ import time
 import tomllib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,7 +58,7 @@ from . import data as sdata
 from . import provenance
 from .errors import SurgeonError, first_line
 from .evaluation import evaluate
-from .runtime import check_labels, display_name, model_device
+from .runtime import check_labels, display_name, model_device, restored_modes
 from .io import atomic_path, check_input, check_output, save
 from .models import input_size_of
 from .jsonio import dumps
@@ -478,14 +478,8 @@ def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
 
 
 def _num_outputs(model: nn.Module, input_size: Sequence[int], device: torch.device) -> int:
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            return int(model(torch.zeros(1, *input_size, device=device)).shape[-1])
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with restored_modes(model, "eval"), torch.no_grad():
+        return int(model(torch.zeros(1, *input_size, device=device)).shape[-1])
 
 
 def default_val_spec(data: str, val: str | None) -> str | None:
@@ -634,7 +628,8 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     if epoch == 0 and step_in_epoch == 0:
         snapshot(0)
     interrupted = False
-    modes = {m: m.training for m in net.modules()}
+    modes = ExitStack()  # every module's train/eval flag restored at the end
+    modes.enter_context(restored_modes(net, None))
     try:
         with progress_bar(progress and rank == 0, r.total_epochs * steps, "training",
                           done=epoch * steps + step_in_epoch) as advance:
@@ -675,8 +670,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
             undo()
         raise
     finally:
-        for m, mode in modes.items():
-            m.training = mode
+        modes.close()
         if writer is not None:
             writer.close()
     net.eval()
