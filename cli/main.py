@@ -76,6 +76,7 @@ app.command("ensemble")(toolbox.ensemble)
 app.command("latency")(toolbox.latency)
 app.command("localize")(toolbox.localize)
 app.command("trajectory")(toolbox.trajectory)
+app.command("stability")(toolbox.stability)
 
 
 @app.callback()

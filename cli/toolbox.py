@@ -256,3 +256,59 @@ def trajectory(
     if out_fig is not None:
         out.print(f"wrote {save_figure(plot_trajectories(results), out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
+
+
+def stability(
+    models: ModelsArg,
+    data: DataOpt = "digits",
+    perturbations: Annotated[str | None, typer.Option("--perturbations", "-p", help="comma-separated types (default: translate and the noises made on the fly, or every CIFAR-10-P file)")] = None,
+    cifar_p: Annotated[Path | None, typer.Option("--cifar-p", help="CIFAR-10-P folder (<type>.npy, read memory-mapped) instead of sequences made on the fly")] = None,
+    mc_dropout: McDropoutOpt = 0,
+    batches: BatchesOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    seed: SeedOpt = 0,
+    out_fig: OutOpt = None,
+    json_out: JsonOpt = None,
+    force: ForceOpt = False,
+    weights: WeightsListOpt = None,
+    pretrained: PretrainedOpt = False,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    input_size: InputSizeOpt = None,
+) -> None:
+    """Prediction stability along perturbation sequences (CIFAR-10-P style): consistency, CEC, flip probability.
+
+    Example: surgeon stability resnet18 --num-classes 10 --input-size 3,32,32 -p translate,gaussian_noise --batches 2
+    """
+    names = [p.strip() for p in perturbations.split(",") if p.strip()] if perturbations is not None else None
+    check_outputs(out_fig, json_out, force=force)
+    size = parse_input_size(input_size)
+    results = []
+    for name, m in _models(models, weights, pretrained, num_classes, img_size, seed=seed):
+        with printed_warnings():
+            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size) if cifar_p is None else None
+            res = surgeon.perturbation_stability(m, loader, names, cifar_p=cifar_p, batch_size=batch_size,
+                                                 input_size=size, mc_dropout=mc_dropout, batches=batches, seed=seed,
+                                                 progress=True)
+        res.model = label(name)
+        results.append(res)
+        if res.interrupted:
+            break
+    table = Table(title=f"stability on {results[0].source}, {results[0].samples} images: consistency / CEC / "
+                        "flip probability (%)", title_justify="left")
+    table.add_column("model", no_wrap=True)
+    for n in results[0].perturbations:
+        table.add_column(n, justify="right")
+    table.add_column("mean FP", justify="right", style="bold")
+    for r in results:
+        table.add_row(r.model, *(f"{100 * r.metrics[n]['consistency']:.1f} / {r.metrics[n]['cec']:.3f} / "
+                                 f"{100 * r.metrics[n]['flip_probability']:.1f}" for n in r.perturbations),
+                      f"{100 * r.mean_flip_probability:.1f}")
+    out.print(table)
+    if out_fig is not None:
+        from surgeon.plots import plot_stability, save_figure
+
+        out.print(f"wrote {save_figure(plot_stability(results).figure, out_fig)}", highlight=False)
+    write_json(json_out, [r.to_dict() for r in results])
+    if results[-1].interrupted:
+        sys.exit(130)

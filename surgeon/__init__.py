@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "LatencyResult": "latency", "latency": "latency",
     "localize": "locality",
     "TrajectoryResult": "trajectory", "trajectory": "trajectory",
+    "StabilityResult": "stability", "perturbation_stability": "stability",
     "to_pandas": "tables",
 }
 

@@ -491,3 +491,23 @@ def plot_trajectories(results: Sequence[Any], labels: Sequence[str] | None = Non
     ax.set_title("Optimisation trajectories (angle to the final direction)", fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="upper right")
     return fig
+
+
+__all__ += ["plot_stability"]
+
+
+def plot_stability(results: Sequence[Any], ax: Axes | None = None) -> Axes:
+    """Flip probability (%) per perturbation type, one group of bars per type and one bar per model
+    (`surgeon.perturbation_stability`); the legend gives each model's mean flip probability."""
+    ax = ax or plt.subplots(figsize=(5.2, 3.3), layout="constrained")[1]
+    names = list(dict.fromkeys(n for r in results for n in r.perturbations))
+    width = 0.8 / max(1, len(results))
+    for j, r in enumerate(results):
+        values = [100 * r.metrics[n]["flip_probability"] if n in r.metrics else np.nan for n in names]
+        ax.bar(np.arange(len(names)) + (j - (len(results) - 1) / 2) * width, values, width, color=f"C{j}",
+               label=f"{r.model} (mean {100 * r.mean_flip_probability:.1f}%)")
+    ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("Flip probability (%)")
+    ax.set_title(f"Perturbation stability, {results[0].samples} images", loc="left", fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    return ax
