@@ -81,7 +81,7 @@ L2Opt = Annotated[str, typer.Option("--l2", help="L2 term with --wd: standard: w
                                                  "paper: wd sum_p ||theta_p|| (the paper's plots)")]
 L2_DEFAULT = "standard"
 STDOUT = Path("-")
-BackendOpt = Annotated[str, typer.Option("--backend", help="where the tasks run: local (processes here) | ray (a Ray cluster: pip install 'surgeon[ray]')")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="where the tasks run: local (processes here) | ray (a Ray cluster: pip install 'surgeon\\[ray]')")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")]
 JobCpusOpt = Annotated[Optional[float], typer.Option("--job-cpus", help="CPUs per Ray task (default 1)")]
 JobGpusOpt = Annotated[float, typer.Option("--job-gpus", help="GPUs per Ray task (a search's training: > 1 runs it under torchrun)")]

@@ -12,7 +12,8 @@ from rich.table import Table
 import surgeon
 from surgeon.errors import SurgeonError
 
-from .common import (L2_DEFAULT, BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt,
+from .common import (L2_DEFAULT, AddressOpt, BackendOpt, BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt,
+                     InputSizeOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, executor_from,
                      L2Opt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt,
                      check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, plural,
                      printed_warnings, write_csv, write_json)
@@ -65,6 +66,11 @@ def hessian(
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    job_cpus: JobCpusOpt = None,
+    job_gpus: JobGpusOpt = 0,
+    retries: RetriesOpt = 0,
 ) -> None:
     """Top-k Hessian eigenvalues per mini-batch, pooled into the paper's spectrum (Fig. 1c, 4).
 
@@ -82,7 +88,8 @@ def hessian(
         with printed_warnings():
             spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, used, augment, seed), top_k,
                                             batches=batches, which=which, blocks=blocks, method=method, tol=tol,
-                                            wd=wd, l2=l2, seed=seed, progress=True)
+                                            wd=wd, l2=l2, seed=seed, progress=True,
+                                            executor=executor_from(backend, address, job_cpus, job_gpus, retries))
         spec.model = label(name)
         table = Table(title=f"{spec.model}: top-{top_k} ({which}) Hessian eigenvalues", title_justify="left")
         for col in ("batch", "loss", "eigenvalues", "max residual"):
@@ -138,6 +145,11 @@ def landscape(
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    job_cpus: JobCpusOpt = None,
+    job_gpus: JobGpusOpt = 0,
+    retries: RetriesOpt = 0,
 ) -> None:
     """The loss landscape on random filter-normalised directions (Fig. 1a), resumable.
 
@@ -151,7 +163,7 @@ def landscape(
     with printed_warnings():
         res = surgeon.landscape(m, _batches(m, data, batch_size, size, augment, seed), dims=dims, grid=grid,
                                 span=span, norm=norm, batches=batches, wd=wd, l2=l2, seed=seed, save=save,
-                                progress=True)
+                                progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
     res.model = label(model)
     centre = res.loss[(grid // 2,) * dims]
     cost = (f"{res.seconds_per_point:.3g} s per point = {res.seconds_per_point / res.eval_seconds:.2f}x an eval pass "

@@ -6,6 +6,7 @@ line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -22,7 +23,7 @@ from . import probe as probe_cmd
 from . import robustness as robustness_cmd
 from . import surgery
 from . import train as train_cmd
-from .common import err, reset_console
+from .common import err, out, reset_console
 from .ranges import check_commands
 
 
@@ -89,6 +90,11 @@ def main() -> None:
     """Console entry point: run the app, turning `SurgeonError` and click's usage errors into one
     line and exit code 2; numeric options are range-checked first (`cli.ranges`)."""
     check_commands(app)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: one process group; rank 0 prints and writes
+        from surgeon import distributed
+
+        if distributed.init() and not distributed.is_main():
+            out.quiet = err.quiet = True
     try:
         code = app(standalone_mode=False)
     except SurgeonError as exc:

@@ -13,7 +13,13 @@ import surgeon
 from surgeon.errors import SurgeonError
 
 from .common import (
+    AddressOpt,
+    BackendOpt,
     CsvOpt,
+    JobCpusOpt,
+    JobGpusOpt,
+    RetriesOpt,
+    executor_from,
     DeviceOpt,
     ForceOpt,
     ImgSizeOpt,
@@ -107,6 +113,11 @@ def robustness(
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    job_cpus: JobCpusOpt = None,
+    job_gpus: JobGpusOpt = 0,
+    retries: RetriesOpt = 0,
 ) -> None:
     """Metrics under every corruption and severity, made on the fly or read from CIFAR-10-C / ImageNet-C.
 
@@ -124,7 +135,8 @@ def robustness(
     with printed_warnings():
         loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
         res = surgeon.corruption_robustness(m, loader, names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c,
-                                    batches=batches, seed=seed, progress=True)
+                                    batches=batches, seed=seed, progress=True,
+                                    executor=executor_from(backend, address, job_cpus, job_gpus, retries))
     res.model = label(model)
     out.print(_corruption_table(res, metric))
     if out_fig is not None:
@@ -155,6 +167,11 @@ def frequency_noise(
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    job_cpus: JobCpusOpt = None,
+    job_gpus: JobGpusOpt = 0,
+    retries: RetriesOpt = 0,
 ) -> None:
     """Accuracy change under noise of one frequency band, per band (Fig. 2b), one curve per model.
 
@@ -177,7 +194,7 @@ def frequency_noise(
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
             res = surgeon.frequency_noise_robustness(m, loader, freqs, eps=eps, width=width, batches=batches, seed=seed,
-                                             progress=True)
+                                             progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
         res.model = label(name)
         table.add_row(res.model, f"{100 * res.clean:.1f}", *(f"{100 * c:+.1f}" for c in res.change))
         results.append(res)

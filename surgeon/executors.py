@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -197,6 +198,8 @@ class RayExecutor(Executor):
     def __enter__(self) -> Self:
         ray = self.ray = _import_ray()
         if not ray.is_initialized():
+            if self.address:
+                _check_reachable(self.address)
             try:
                 if self.address:
                     ray.init(address=self.address, logging_level="ERROR", log_to_driver=True)
@@ -276,6 +279,18 @@ class RayExecutor(Executor):
             raise cause from None
         except system as err:
             return Outcome(failed=_reason(err, self.retries), attempts=self.retries + 1)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once (5 s) a ``host:port`` nobody listens on; Ray itself would retry for a minute."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and other forms: Ray decides
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise SurgeonError(f"cannot reach --address {address} ({exc.strerror or exc}); start a cluster with "
+                           "`ray start --head` and pass its address, or leave --address out for a local one") from None
 
 
 def _reason(err: BaseException, retries: int) -> str:

@@ -22,6 +22,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from . import distributed  # noqa: E402
 from .errors import SurgeonError  # noqa: E402
 from .graph import Block, BlockGraph  # noqa: E402
 from .io import atomic_path, check_output  # noqa: E402
@@ -163,6 +164,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path
     """Write `fig` to `path` atomically, in the format its suffix names; the figure is closed."""
     target = check_output(path, overwrite=True, suffixes=figure_formats())
     try:
+        if not distributed.is_main():  # under torchrun rank 0 writes
+            return target
         with atomic_path(target) as tmp:
             fig.savefig(tmp, format=target.suffix[1:].lower(), dpi=dpi)
     finally:

@@ -26,37 +26,27 @@ from surgeon.executors import LocalExecutor, RayExecutor, executor  # noqa: E402
 from surgeon.search import Job, run_search  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 
-# One stage with two conv blocks searched: the baseline, then c4x1 (two steps).
+# A Python recipe of plain candidates (no passes: the engine, not the surgery, is under test):
+# the baseline; then two candidates trained at once; then one more if either was accepted.
 RECIPE = """\
-[model]
-name = "resnet10t"
-num_classes = 10
-input_size = [3, 64, 64]
+SETTINGS = {
+    "model": {"name": "resnet10t", "num_classes": 10, "input_size": [3, 32, 32],
+              "kwargs": {"layers": [1, 1, 1, 1], "channels": [4, 4, 8, 8]}},
+    "data": {"train": "digits"},
+    "train": {"recipe": "digits", "epochs": 1},
+    "search": {"metric": "acc", "repeats": [0, 1]},
+}
 
-[model.kwargs]
-layers = [1, 1, 2, 2]
-channels = [8, 8, 16, 16]
 
-[data]
-train = "digits"
-
-[train]
-recipe = "digits"
-epochs = 1
-
-[search]
-metric = "acc"
-window = 2
-heads = 1
-dim_head = 8
-stages = ["c4"]
-max_msa = 1
-repeats = [0, 1]
+def candidates(search):
+    yield [search.candidate("baseline")]
+    records = yield [search.candidate("wide"), search.candidate("deep")]
+    if any(r["accepted"] for r in records):
+        yield [search.candidate("final")]
 """
 
-SCORES = {"baseline": 0.80, "c4x1": 0.82, "c3x1+c4x1": 0.81, "c3x1": 0.79}
+SCORES = {"baseline": 0.80, "wide": 0.82, "deep": 0.83, "final": 0.84}
 
 
 def stub(job: Job) -> dict[str, float]:
@@ -71,8 +61,8 @@ def slow_stub(job: Job) -> dict[str, float]:
 
 
 def dies_once(job: Job) -> dict[str, float]:
-    """c4x1 seed 0 kills its own worker process on its first attempt (a marker file remembers)."""
-    if job.candidate.name == "c4x1" and job.seed == 0:
+    """deep seed 0 kills its own worker process on its first attempt (a marker file remembers)."""
+    if job.candidate.name == "deep" and job.seed == 0:
         marker = job.out.with_suffix(".attempted")
         if not marker.exists():
             marker.write_text("1")
@@ -83,7 +73,7 @@ def dies_once(job: Job) -> dict[str, float]:
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     """One local Ray cluster for the module; its workers import this file's stubs."""
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -91,7 +81,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("recipe") / "recipe.toml"
+    path = tmp_path_factory.mktemp("recipe") / "recipe.py"
     path.write_text(RECIPE)
     return path
 
@@ -106,7 +96,8 @@ def local_results(recipe, tmp_path_factory) -> bytes:
 def test_search_on_ray_writes_the_local_results(recipe, local_results, tmp_path):
     res = run_search(recipe, tmp_path / "ray", evaluator=stub, backend="ray", retries=1)
     assert (tmp_path / "ray" / "results.jsonl").read_bytes() == local_results
-    assert [(r["name"], r["accepted"]) for r in res.records][:2] == [("baseline", True), ("c4x1", True)]
+    assert [(r["name"], r["accepted"]) for r in res.records] == [("baseline", True), ("wide", False), ("deep", True),
+                                                                  ("final", True)]
     outcomes = sorted((tmp_path / "ray" / "candidates").glob("*/seed*.json"))
     assert outcomes and all(json.loads(p.read_text())["seconds"] >= 0 for p in outcomes)
 
@@ -114,13 +105,14 @@ def test_search_on_ray_writes_the_local_results(recipe, local_results, tmp_path)
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_worker_that_dies_is_retried_then_recorded(recipe, local_results, tmp_path, retries):
     res = run_search(recipe, tmp_path / "run", evaluator=dies_once, backend="ray", retries=retries)
-    c4 = next(r for r in res.records if r["name"] == "c4x1")
+    deep = next(r for r in res.records if r["name"] == "deep")
     if retries:
         assert (tmp_path / "run" / "results.jsonl").read_bytes() == local_results
     else:
-        assert c4["failed"] and not c4["accepted"] and "worker died" in c4["reason"], c4
-        assert c4["reason"].startswith("seed 0:")
-        assert [r["name"] for r in res.records] == ["baseline", "c4x1"]  # recorded; the search ended normally
+        assert deep["failed"] and not deep["accepted"] and "worker died" in deep["reason"], deep
+        assert deep["reason"].startswith("seed 0:")
+        assert [(r["name"], r["accepted"]) for r in res.records] == [  # wide wins the step; the search goes on
+            ("baseline", True), ("wide", True), ("deep", False), ("final", True)]
 
 
 def test_local_executor_records_a_dead_worker_too(tmp_path):
@@ -161,7 +153,7 @@ def test_landscape_on_ray_equals_the_serial_one(tmp_path):
 
 DRIVER = """
 import sys
-sys.path[:0] = [{here!r}, {root!r}]
+sys.path.insert(0, {here!r})
 from test_ray import slow_stub
 from surgeon.search import run_search
 run_search({recipe!r}, {out!r}, evaluator=slow_stub, backend="ray", address={address!r}, resume={resume})
@@ -170,7 +162,7 @@ run_search({recipe!r}, {out!r}, evaluator=slow_stub, backend="ray", address={add
 
 def test_resume_after_the_driver_is_killed(recipe, local_results, tmp_path, cluster):
     out = tmp_path / "run"
-    script = DRIVER.format(here=str(HERE), root=str(ROOT), recipe=str(recipe), out=str(out), address=cluster,
+    script = DRIVER.format(here=str(HERE), recipe=str(recipe), out=str(out), address=cluster,
                            resume=False)
     driver = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -181,7 +173,7 @@ def test_resume_after_the_driver_is_killed(recipe, local_results, tmp_path, clus
         driver.send_signal(signal.SIGKILL)  # after step 0, during step 1
     finally:
         driver.wait()
-    assert len((out / "results.jsonl").read_text().splitlines()) < 3
+    assert len((out / "results.jsonl").read_text().splitlines()) < 4
     run_search(recipe, out, evaluator=slow_stub, backend="ray", resume=True)
     assert (out / "results.jsonl").read_bytes() == local_results
 
