@@ -29,6 +29,8 @@ from einops import rearrange
 from timm.layers import DropPath
 from torch import nn
 
+from .. import checks
+
 __all__ = ["MSABlock", "relative_position_index"]
 
 
@@ -59,11 +61,12 @@ class MSABlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int | None = None, *, width: int | None = None,
                  heads: int = 3, window: int = 7, dim_head: int = 64, drop_path: float = 0.0,
                  preact: bool = True, channels_last: bool = False) -> None:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
+            checks.check_int(name, value, min=1, max=1_000_000)
+        checks.args(heads=heads, window=window, dim_head=dim_head, drop_path=drop_path)
         super().__init__()
-        out_channels = out_channels or in_channels
-        width = width or in_channels
-        if min(in_channels, out_channels, width, heads, window, dim_head) < 1:
-            raise ValueError("MSABlock sizes must be positive")
+        out_channels = in_channels if out_channels is None else out_channels
+        width = in_channels if width is None else width
         self.heads, self.window, self.dim_head = heads, window, dim_head
         self.preact, self.channels_last = preact, channels_last
         inner = heads * dim_head

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checks
+
 __all__ = ["SpatialSmoothing"]
 
 
@@ -24,6 +26,7 @@ class SpatialSmoothing(nn.Module):
     """
 
     def __init__(self, temperature: float = 10.0, channels_last: bool = False) -> None:
+        checks.check_float("temperature", temperature, min=0.0, min_open=True)
         super().__init__()
         self.temperature = temperature
         self.channels_last = channels_last
