@@ -51,3 +51,14 @@ def test_missing_or_single_snapshots_are_refused(tmp_path):
     write_snapshot(tmp_path / "one.run", _net(), 0)
     with pytest.raises(SurgeonError, match="at least one later epoch"):
         surgeon.trajectory(tmp_path / "one.run")
+
+
+def test_train_keeps_snapshots_for_the_trajectory(tmp_path):
+    out = tmp_path / "r.safetensors"
+    surgeon.train("test_resnet", "digits", recipe="digits", epochs=1, subset=0.05, val="none", out=out,
+                  input_size=(3, 16, 16), snapshots=1)
+    files = sorted(p.name for p in (tmp_path / "r.run" / "snapshots").iterdir())
+    assert files == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]  # 1 warmup + 1
+    res = surgeon.trajectory(out)
+    assert res.epochs == [0, 1, 2] and res.radii[0] == 0 and res.radii[-1] > 0
+    assert any("running_mean" in n for n in res.excluded)
