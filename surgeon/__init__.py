@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "hessian_density": "curvature", "hessian_eigs": "curvature", "hessian_spectrum": "curvature",
     "hessian_trace": "curvature",
     "landscape": "landscapes",
+    "executor": "executors",
     "Evaluation": "evaluation", "evaluate": "evaluation",
     "LesionResult": "lesions", "LesionRow": "lesions", "lesion_study": "lesions",
     "RECIPES": "training", "Recipe": "training", "TrainResult": "training", "train": "training",

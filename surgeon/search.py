@@ -69,22 +69,18 @@ true``, torch's deterministic algorithms (`surgeon.training.fixed_numerics`): CP
 an order that depends on the thread count, so fixing it makes results.jsonl the same with any
 ``workers``. search.json records both.
 
-Beyond one machine, no engine of surgeon's own: the evaluator is the hook. Each (candidate, seed)
-becomes one torchrun job on the cluster, the search waits on N of them at a time::
+Beyond one machine: ``backend="ray"`` (``--backend ray``) runs every (candidate, seed) training as
+one Ray task (`surgeon.executors`) on the cluster at ``address`` (else a local one), with
+``job_cpus`` / ``job_gpus`` per task; the decisions and results.jsonl are those of the local engine.
+The tasks write the models, checkpoints and outcome files into OUT, which must be a filesystem
+every node shares (a relative OUT on a multi-node cluster is refused), so ``resume`` continues from
+what they wrote even after the driver was killed. A task whose worker dies is run again up to
+``retries`` times, then recorded as failed (the candidate is rejected). ``job_gpus > 1`` trains the
+candidate with ``torchrun --nproc-per-node job_gpus -m surgeon.cli train`` inside its task
+(`surgeon.train` under torchrun: DDP, its own checkpoints and resume)::
 
-    def torchrun_job(job: Job) -> dict[str, float]:
-        init = job.out.with_name(job.out.stem + ".init.safetensors")
-        surgeon.save(build_model(job), init, overwrite=True)   # the seeded, untrained candidate
-        s = job.setup
-        subprocess.run(["srun", "--gpus=8", "torchrun", "--nproc-per-node=8", "-m", "surgeon.cli", "train",
-                        str(init), "--data", s.data, "--recipe", str(job.out.parents[2] / "train.toml"),
-                        "--seed", str(job.seed), "--out", str(job.out), *(["--val", s.val] if s.val else []),
-                        *(["--subset", str(s.subset)] if s.subset else []), *(["--resume"] if job.resume else [])],
-                       check=True)
-        last = json.loads((run_dir_for(job.out) / "log.jsonl").read_text().splitlines()[-1])
-        return {k[4:]: v for k, v in last.items() if k.startswith("val_")}
-
-    surgeon.run_search("recipes/alternet50_cifar100.toml", "runs/alter50", workers=8, evaluator=torchrun_job)
+    surgeon.run_search("recipes/alternet50_cifar100.toml", "/shared/runs/alter50", backend="ray",
+                       address="HEAD:6379", job_gpus=8, retries=2)
 """
 
 from __future__ import annotations
