@@ -6,10 +6,12 @@ line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 import typer
+import typer.main
 from rich.markup import escape
 from typer import TyperException
 from typer.core import TyperArgument, TyperOption
@@ -89,14 +91,13 @@ def _root() -> None:
 def main() -> None:
     """Console entry point: run the app, turning `SurgeonError` and click's usage errors into one
     line and exit code 2; numeric options are range-checked first (`cli.ranges`)."""
-    check_commands(app)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: one process group; rank 0 prints and writes
         from surgeon import distributed
 
         if distributed.init() and not distributed.is_main():
             out.quiet = err.quiet = True
     try:
-        code = app(standalone_mode=False)
+        code = command().main(standalone_mode=False)
     except SurgeonError as exc:
         _fail(str(exc))
     except typer.Abort:
@@ -108,6 +109,14 @@ def main() -> None:
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         _fail(" ".join(exc.format_message().split()) + hint, getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+@functools.cache
+def command():
+    """The click group of `app` with range-checked commands, built once (typer builds it anew on
+    every call, about a second for all the commands; in-process tests call `main` many times)."""
+    check_commands(app)
+    return typer.main.get_command(app)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -79,6 +79,10 @@ ARGS: dict[str, Range] = {
     "severity": Range(int, 1, 5),
     # training
     "epochs": _POS, "lr": Range(float, 0.0, min_open=True), "threads": Range(int, 1, 1024),
+    "snapshots": Range(int, 0),
+    # execution and timing
+    "job_cpus": Range(float, 0.0, 1024.0, min_open=True), "job_gpus": Range(float, 0.0, 64.0),
+    "retries": Range(int, 0, 100), "repeats": _POS, "warmup": Range(int, 0),
 }
 
 #: Where one command gives a name another meaning (CLI: "command.option").
