@@ -61,6 +61,22 @@ def changes(before: surgeon.BlockGraph, after: surgeon.BlockGraph) -> list[tuple
     return rows
 
 
+def latency_table(results) -> Table:
+    """One row per (model, batch size): ms per batch, images/s, CUDA peak memory."""
+    r0 = results[0]
+    table = Table(title=f"prediction time on {r0.device}, input {'x'.join(map(str, r0.input_size))}, "
+                        f"{r0.repeats} timed batches after {r0.warmup} warm-up"
+                        + (f", MC dropout x{r0.mc_dropout}" if r0.mc_dropout else ""), title_justify="left")
+    for col in ("model", "batch", "ms / batch", "images / s", "peak MiB"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+    for r in results:
+        for row in r.rows:
+            peak = f"{row.peak_memory_mib:.0f}" if row.peak_memory_mib is not None else "-"
+            table.add_row(r.model, str(row.batch_size), f"{row.ms_mean:.2f} \u00b1 {row.ms_std:.2f}",
+                          f"{row.images_per_s:.1f}", peak)
+    return table
+
+
 def _diff_and_save(before: surgeon.BlockGraph, model, name: str, out_path: Path, force: bool) -> None:
     """Print what changed (blocks, params, FLOPs), then write the file atomically."""
     after = surgeon.graph(model, input_size=before.input_size)
@@ -127,7 +143,6 @@ def alternate(
     edited = surgeon.alternate(g, counts, heads=heads, window=window, dim_head=dim_head, drop_path=drop_path)
     _diff_and_save(g, edited, model, out_path, force)
     if show_latency:
-        from .toolbox import latency_table
 
         timed = [surgeon.latency(x, batch_size=16, input_size=g.input_size, repeats=10) for x in (g.model, edited)]
         timed[0].model, timed[1].model = f"{model} (before)", f"{out_path.stem} (after)"

@@ -26,7 +26,8 @@ from torch import nn
 
 from . import provenance
 from .errors import SurgeonError
-from .models import input_size_of
+from .models import BUILDERS, input_size_of, load_model
+from .passes import apply_passes
 from .runtime import model_device, restored_modes
 
 __all__ = ["Ensemble", "ensemble", "ENSEMBLE_SPEC", "from_recipe"]
@@ -70,11 +71,11 @@ class Ensemble(nn.Module):
         sizes = [input_size_of(m, input_size) for m in members]
         if len(set(sizes)) > 1:
             raise SurgeonError("the members take different input sizes (" + ", ".join("x".join(map(str, s)) for s in sizes)
-                               + "); build them for one size (--img-size / --input-size) before ensembling")
+                               + "); build them for one size (img_size= / input_size=) before ensembling")
         classes = [_num_outputs(m, sizes[0]) for m in members]
         if len(set(classes)) > 1:
             raise SurgeonError(f"the members have different class counts ({', '.join(map(str, classes))}); "
-                               "ensemble models of one task (same --num-classes)")
+                               "ensemble models of one task (same num_classes=)")
         self.members = nn.ModuleList(members)
         self.num_classes = classes[0]
         self.input_size = sizes[0]
@@ -115,8 +116,6 @@ def ensemble(members: Sequence[nn.Module | str], *, input_size: Sequence[int] | 
     (built by `surgeon.load_model`, edited by registered passes), the ensemble can be saved with
     `surgeon.save`: its recipe embeds each member's, with the file it came from (a name given as a
     member, or ``sources[i]``)."""
-    from .models import load_model
-
     built, names = [], []
     for m in members:
         if isinstance(m, str):
@@ -136,12 +135,10 @@ def ensemble(members: Sequence[nn.Module | str], *, input_size: Sequence[int] | 
     return ens.eval()
 
 
+@BUILDERS.register(ENSEMBLE_SPEC)
 def from_recipe(base: dict[str, Any]) -> Ensemble:
     """Rebuild the ensemble described by a saved recipe's ``base`` (its members' architectures and
     passes; the weights are loaded by `surgeon.load` afterwards)."""
-    from .models import load_model
-    from .passes import apply_passes
-
     members = []
     for r in base.get("members") or []:
         spec = dict(r["base"])

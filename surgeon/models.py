@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+from collections.abc import Callable
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +22,7 @@ from .errors import SurgeonError, closest, first_line
 from .io import load_weights, read_cfg, read_weights
 from .modelinfo import TV_PREFIX, InputSize, default_input_size, input_size_of, resolve_input_size
 from .passes import ALTERNETS, alternate, apply_passes
+from .registry import Registry
 
 __all__ = ["load_model", "InputSize", "resolve_input_size", "input_size_of", "default_input_size", "model_spec",
            "load", "alter_resnet50"]
@@ -61,7 +64,7 @@ def _create_tv(name: str, num_classes: int | None, pretrained: bool, img_size: i
         if num_classes is not None and num_classes != len(weights.meta["categories"]):
             raise SurgeonError(
                 f"pretrained tv:{name} has {len(weights.meta['categories'])} classes, not {num_classes}; "
-                "drop --num-classes or load the backbone with --weights and replace the head"
+                "drop num_classes= or load the backbone with weights= and replace the head"
             )
         kwargs.pop("num_classes", None)
         try:
@@ -69,7 +72,7 @@ def _create_tv(name: str, num_classes: int | None, pretrained: bool, img_size: i
         except Exception as exc:  # noqa: BLE001 - torch.hub raises URLError, OSError, RuntimeError...
             raise SurgeonError(
                 f"cannot fetch pretrained weights for tv:{name} ({first_line(exc, 80)}); offline? "
-                "pass a local file with --weights"
+                "pass a local file with weights="
             ) from None
     return tvm.get_model(name, **kwargs)
 
@@ -95,7 +98,7 @@ def _create_timm(name: str, num_classes: int | None, pretrained: bool, img_size:
             raise
         raise SurgeonError(
             f"cannot fetch pretrained weights for {name} from the hub ({first_line(exc, 80)}); offline? "
-            "pass a local file with --weights, or set HF_HUB_OFFLINE=1 with a warm cache"
+            "pass a local file with weights=, or set HF_HUB_OFFLINE=1 with a warm cache"
         ) from None
 
 
@@ -131,13 +134,13 @@ def load_model(
         raise SurgeonError("model name is empty: give a timm name like resnet50 or tv:resnet50")
     spec = spec.strip()
     if weights is not None and pretrained:
-        raise SurgeonError("give either --weights or --pretrained, not both")
+        raise SurgeonError("give either weights= or pretrained=True, not both")
     if spec.endswith(".safetensors") and Path(spec).exists() and weights is None and not pretrained:
         return load(spec)  # a model saved by surgeon: rebuilt from its recipe
     if Path(spec).suffix in {".safetensors", ".pt", ".pth", ".tar", ".bin", ".ckpt"}:
         raise SurgeonError(
             f"{spec!r} is a weight file, not a model name: give the architecture and the file, "
-            f"e.g. 'resnet50 --weights {spec}'"
+            f"e.g. 'resnet50 weights={spec}'"
         )
     if spec.startswith(TV_PREFIX):
         model = _create_tv(spec[len(TV_PREFIX):], num_classes, pretrained, img_size, model_kwargs)
@@ -147,6 +150,22 @@ def load_model(
         load_weights(model, weights, what=spec, new_head=num_classes is not None)
     provenance.record_build(model, spec, num_classes=num_classes, img_size=img_size, **model_kwargs)
     return model.eval()
+
+
+#: Builders of composite base models (a saved record's ``spec`` "surgeon:NAME", e.g. "surgeon:ensemble"),
+#: called with the record's base arguments. By convention the module ``surgeon.NAME`` registers the builder
+#: of "surgeon:NAME"; it is imported on first use (it builds on this module, so this module cannot import it).
+BUILDERS: Registry[Callable[[dict], nn.Module]] = Registry("composite model builder")
+COMPOSITE_PREFIX = "surgeon:"
+
+
+def _builder(spec: str) -> Callable[[dict], nn.Module]:
+    if spec not in BUILDERS:
+        try:
+            importlib.import_module(f".{spec.removeprefix(COMPOSITE_PREFIX)}", __package__)
+        except ModuleNotFoundError:
+            pass  # BUILDERS.get names the known builders
+    return BUILDERS.get(spec)
 
 
 def alter_resnet50(**kwargs) -> nn.Module:
@@ -161,10 +180,8 @@ def load(path: str | os.PathLike, **base_overrides) -> nn.Module:
     training record kept. The result computes exactly what the saved model did."""
     cfg = read_cfg(path)
     base = {**cfg.base, **base_overrides}
-    if base.get("spec") == "surgeon:ensemble":  # members rebuilt from their own records
-        from .ensemble import from_recipe
-
-        model = from_recipe(base)
+    if str(base.get("spec")).startswith(COMPOSITE_PREFIX):  # e.g. an ensemble: members rebuilt from their records
+        model = _builder(base["spec"])(base)
     else:
         model = load_model(base.pop("spec"), **base)
     model = read_weights(path, apply_passes(model, list(cfg.passes)))

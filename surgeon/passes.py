@@ -34,6 +34,7 @@ from torch import nn
 
 from . import checks, layers, provenance
 from .errors import SurgeonError, first_line
+from .text import plural
 from .graph import Block, BlockGraph, graph
 from .modelinfo import default_input_size
 from .registry import Registry
@@ -325,7 +326,7 @@ def insert(model: nn.Module | BlockGraph, after: str, module: str | nn.Module | 
 def parse_stages(stages: str | Mapping[str, int] | None) -> dict[str, int]:
     """``"c2,c3"`` -> {c2: 1, c3: 1}; ``"c2=1,c3=1,c4=2"`` -> counts; a mapping passes through."""
     if stages is None:
-        raise SurgeonError("no stages given; e.g. --stages c2,c3 or --stages c2=1,c3=1,c4=2")
+        raise SurgeonError("no stages given; e.g. stages=c2,c3 or stages=c2=1,c3=1,c4=2")
     if isinstance(stages, Mapping):
         items = [(str(k), v) for k, v in stages.items()]
     else:
@@ -346,7 +347,7 @@ def parse_stages(stages: str | Mapping[str, int] | None) -> dict[str, int]:
             raise SurgeonError(f"stage {name} needs at least one MSA, not {count}")
         out[name] = count
     if not out:
-        raise SurgeonError("no stages given; e.g. --stages c2,c3")
+        raise SurgeonError("no stages given; e.g. stages=c2,c3")
     return out
 
 
@@ -411,7 +412,7 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
             raise SurgeonError(f"stage {stage} has no conv block to replace (kinds: {', '.join(kinds)})")
         n = len(convs)
         if 2 * m > n:
-            raise SurgeonError(f"stage {stage} has {n} conv blocks, so it takes at most {n // 2} MSAs (m <= n/2), not {m}")
+            raise SurgeonError(f"stage {stage} has {n} conv blocks, so it takes at most {plural(n // 2, 'MSA')} (m <= n/2), not {m}")
         grid = convs[-1].grid
         if grid is None or convs[-1].layout not in ("NCHW", "NHWC"):
             raise SurgeonError(f"stage {stage} has no 2-D feature map ({convs[-1].layout}); alternate works on conv stages")
@@ -420,7 +421,7 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
         h = 3 * 2 ** (stage_index - 1) if h is None else h
         p = min(7, *grid) if window is None else window
         if p > min(grid):
-            raise SurgeonError(f"window {p} is larger than {stage}'s {grid[0]}x{grid[1]} feature map; use --window {min(grid)} or less")
+            raise SurgeonError(f"window {p} is larger than {stage}'s {grid[0]}x{grid[1]} feature map; use window={min(grid)} or less")
         for i in range(m):
             block = convs[n - 2 * m + 1 + 2 * i]
             if block.downsamples or len(block.members) != 1:
@@ -548,4 +549,4 @@ def apply_passes(model: nn.Module, passes: list[dict]) -> nn.Module:
     return model
 
 
-from . import locality  # noqa: E402,F401 - registers the localize pass (ViT attention), so files replay it
+PASSES.register_lazy("localize", "surgeon.locality:localize")  # ViT attention; locality builds on this module

@@ -7,28 +7,25 @@ Delta log amplitude against frequency 0..pi, one line per block, coloured by dep
 
 from __future__ import annotations
 
-import matplotlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
 
-matplotlib.use("Agg")  # files only: surgeon never needs a screen
-import os  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+import numpy as np
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.backend_bases import FigureCanvasBase
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-import numpy as np  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from . import distributed  # noqa: E402
-from .errors import SurgeonError  # noqa: E402
-from .graph import Block, BlockGraph  # noqa: E402
-from .io import atomic_path, check_output  # noqa: E402
-from .curvature import DensityResult, SpectrumResult, density_on_grid  # noqa: E402
-from .landscapes import LandscapeResult  # noqa: E402
-from .probes import ProbeResults  # noqa: E402
+from . import distributed
+from .errors import SurgeonError
+from .graph import Block, BlockGraph
+from .io import atomic_path, check_output
+from .curvature import DensityResult, SpectrumResult, density_on_grid
+from .landscapes import LandscapeResult
+from .probes import ProbeResults
 
 __all__ = ["KIND_COLORS", "plot_blocks", "plot_spectra", "plot_depth", "probe_figure", "save_figure",
            "figure_formats", "plot_spectrum", "plot_density", "plot_landscape", "spectrum_figure"]

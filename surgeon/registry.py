@@ -16,6 +16,7 @@ built-in, as with timm's model registry.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
@@ -39,6 +40,7 @@ class Registry(Mapping[str, T], Generic[T]):
     def __init__(self, kind: str, entries: Mapping[str, T] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T] = dict(entries or {})
+        self._lazy: dict[str, str] = {}
 
     @overload
     def register(self, name: str, obj: T) -> T: ...
@@ -58,6 +60,11 @@ class Registry(Mapping[str, T], Generic[T]):
             return lambda o: self._add(None, o)
         return self._add(None, name)
 
+    def register_lazy(self, name: str, target: str) -> None:
+        """Add an entry defined in a module that builds on the registry's owner (so the owner cannot
+        import it): `target` is ``"package.module:attribute"``, imported on first `get`."""
+        self._lazy[name] = target
+
     def _add(self, name: str | None, obj: T) -> T:
         if name is None:
             name = getattr(obj, "name", None)
@@ -71,29 +78,32 @@ class Registry(Mapping[str, T], Generic[T]):
     def get(self, name: str, default: Any = _MISSING) -> T:  # type: ignore[override]
         """The entry `name`; an unknown name raises `UnknownName` suggesting the closest name
         (or returns `default` when one is given, as ``dict.get`` does)."""
+        if name in self._lazy and name not in self._entries:
+            module, _, attr = self._lazy[name].partition(":")
+            self._entries[name] = getattr(importlib.import_module(module), attr)
         if name in self._entries:
             return self._entries[name]
         if default is not _MISSING:
             return default
-        near = closest(str(name), self._entries, n=1)
+        near = closest(str(name), self.names(), n=1)
         hint = f"did you mean {near[0]!r}? " if near else ""
-        raise UnknownName(f"unknown {self.kind} {name!r}; {hint}choose from {', '.join(self._entries) or '(none)'}")
+        raise UnknownName(f"unknown {self.kind} {name!r}; {hint}choose from {', '.join(self.names()) or '(none)'}")
 
     def names(self) -> list[str]:
         """The registered names, in registration order."""
-        return list(self._entries)
+        return list(dict.fromkeys([*self._entries, *self._lazy]))
 
     def __getitem__(self, name: str) -> T:
         return self.get(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.names())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"

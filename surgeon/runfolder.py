@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import multiprocessing
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -28,7 +29,13 @@ from pathlib import Path
 
 from .errors import SurgeonError
 
-__all__ = ["check_spawn_safe", "undo_on_failure"]
+__all__ = ["check_spawn_safe", "run_dir_for", "undo_on_failure"]
+
+
+def run_dir_for(out: str | os.PathLike) -> Path:
+    """The folder beside an output file that keeps its checkpoint and logs: ``name.run/``."""
+    p = Path(out)
+    return p.with_name(p.name.split(".")[0] + ".run")
 
 
 def undo_on_failure(folder: str | Path, started: Callable[[Path], bool]) -> Callable[[], None]:

@@ -65,7 +65,7 @@ from .jsonio import dumps
 from .progress import progress as progress_bar
 from .registry import Registry
 from .recipe_check import RecipeErrors, check_section, field_checks, toml_line
-from .runfolder import undo_on_failure
+from .runfolder import run_dir_for, undo_on_failure
 from .tables import Tabular
 from .trajectory import clear_snapshots, write_snapshot
 
@@ -333,7 +333,7 @@ class ShardedBatches(Sampler[list[int]]):
                                f"use a multiple of {world}")
         if n < batch_size:
             raise SurgeonError(f"the training data has {n} images, fewer than one batch of {batch_size}; "
-                               "lower --batch-size or use more data")
+                               "lower batch_size= or use more data")
         self.n, self.batch, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.epoch, self.start = 0, 0
 
@@ -371,12 +371,6 @@ class TrainResult(Tabular):
                 if k != "epoch"]
 
 
-def run_dir_for(out: str | os.PathLike) -> Path:
-    """The folder beside an output file that keeps its checkpoint and logs: ``name.run/``."""
-    p = Path(out)
-    return p.with_name(p.name.split(".")[0] + ".run")
-
-
 def _run_started(run_dir: Path) -> bool:
     """Whether a run folder holds work worth resuming: a checkpoint."""
     return (run_dir / "checkpoint.pt").is_file()
@@ -400,7 +394,7 @@ def _write_checkpoint(path: Path, state: dict[str, Any], previous: int | None) -
         kept = f"the previous checkpoint (epoch {previous}) is intact" if previous is not None else "no checkpoint was kept"
         full = " (disk full)" if exc.errno == errno.ENOSPC else ""
         raise SurgeonError(f"cannot write checkpoint {str(path)!r}{full}: {first_line(exc, 80)}; {kept}; "
-                           "free space and rerun with --resume") from None
+                           "free space and rerun with resume=True") from None
 
 
 def _write_logs(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -533,9 +527,9 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     run_dir = run_dir_for(target) if target is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if resume and (ckpt_path is None or not ckpt_path.is_file()):
-        raise SurgeonError(f"--resume: no checkpoint at {str(ckpt_path)!r}; start the run without --resume")
+        raise SurgeonError(f"resume=True: no checkpoint at {str(ckpt_path)!r}; start the run without resume=True")
     if ckpt_path is not None and ckpt_path.is_file() and not (resume or overwrite):
-        raise SurgeonError(f"{str(ckpt_path)!r} holds an earlier run; pass --resume to continue it or --force "
+        raise SurgeonError(f"{str(ckpt_path)!r} holds an earlier run; pass resume=True to continue it or overwrite=True "
                            "to start over")
 
     torch.manual_seed(seed)  # initialisation of models built here
@@ -589,11 +583,11 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["fingerprint"] != fingerprint:
             raise SurgeonError(f"checkpoint {str(ckpt_path)!r} is from another model ({state['model']}); "
-                               "resume with the same model or pass --force to start over")
+                               "resume with the same model or pass overwrite=True to start over")
         if state["recipe"] != r.to_dict() or state["seed"] != seed:
             diff = [k for k, v in r.to_dict().items() if state["recipe"].get(k) != v] or ["seed"]
             raise SurgeonError(f"checkpoint {str(ckpt_path)!r} was made with another recipe ({', '.join(diff)} "
-                               "differ); resume with the same options or pass --force to start over")
+                               "differ); resume with the same options or pass overwrite=True to start over")
         net.load_state_dict(state["model_state"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -613,7 +607,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         saved[0] = at_epoch
 
     if snapshots and run_dir is None:
-        raise SurgeonError("snapshots need a run folder: give out= (--out) as well")
+        raise SurgeonError("snapshots need a run folder: give out= as well")
     if not isinstance(snapshots, int) or snapshots < 0:
         raise SurgeonError(f"snapshots={snapshots!r} must be 0 (off) or a number of epochs")
 

@@ -218,7 +218,7 @@ def test_untraceable_model_falls_back_to_eager():
 
 def test_bad_input_size_is_one_line():
     model = surgeon.load_model("vit_tiny_patch16_224")
-    with pytest.raises(SurgeonError, match="cannot take input size 3x64x64.*--img-size"):
+    with pytest.raises(SurgeonError, match="cannot take input size 3x64x64.*img_size="):
         surgeon.graph(model, input_size=(3, 64, 64))
     with pytest.raises(SurgeonError, match="not C,H,W"):
         surgeon.graph(model, input_size=(3, 64))
@@ -297,10 +297,9 @@ SELECTING = {
 }
 
 
-def test_every_command_refuses_a_selection_that_matches_nothing(tmp_path):
+def test_every_command_refuses_a_selection_that_matches_nothing(tmp_path, cli_invoke):
     """`--blocks kind:msa` on a CNN: one line 'no block matches kind:msa in test_resnet', no output."""
     import typer.main
-    from typer.testing import CliRunner
 
     from surgeon.cli.main import app
 
@@ -311,7 +310,7 @@ def test_every_command_refuses_a_selection_that_matches_nothing(tmp_path):
     for name, extra in SELECTING.items():
         before = ["probe", "fourier"] if name == "probe" else [name]
         args = [*before, "test_resnet", "--input-size", "3,32,32", *(a.format(tmp=tmp_path) for a in extra)]
-        result = CliRunner().invoke(app, args, catch_exceptions=True)
+        result = cli_invoke(*args)
         assert isinstance(result.exception, SurgeonError), (name, result.output, result.exception)
         assert str(result.exception).startswith("no block matches kind:msa in test_resnet"), (name, result.exception)
     assert list(tmp_path.iterdir()) == []
