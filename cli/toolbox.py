@@ -37,6 +37,7 @@ from .common import (
 )
 from .curvature import BatchSizeOpt, DataOpt, OutOpt
 from .robustness import BatchesOpt, _numbers
+from .surgery import _diff_and_save, latency_table
 
 ModelsArg = Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files",
                                                 show_default=False)]
@@ -138,22 +139,6 @@ def ensemble(
               f"{ens.num_classes} classes", highlight=False)
 
 
-def latency_table(results) -> Table:
-    """One row per (model, batch size): ms per batch, images/s, CUDA peak memory."""
-    r0 = results[0]
-    table = Table(title=f"prediction time on {r0.device}, input {'x'.join(map(str, r0.input_size))}, "
-                        f"{r0.repeats} timed batches after {r0.warmup} warm-up"
-                        + (f", MC dropout x{r0.mc_dropout}" if r0.mc_dropout else ""), title_justify="left")
-    for col in ("model", "batch", "ms / batch", "images / s", "peak MiB"):
-        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
-    for r in results:
-        for row in r.rows:
-            peak = f"{row.peak_memory_mib:.0f}" if row.peak_memory_mib is not None else "-"
-            table.add_row(r.model, str(row.batch_size), f"{row.ms_mean:.2f} \u00b1 {row.ms_std:.2f}",
-                          f"{row.images_per_s:.1f}", peak)
-    return table
-
-
 def latency(
     models: ModelsArg,
     batch_size: Annotated[int, typer.Option("--batch-size", help="the second batch size timed (batch 1 is always timed)")] = 64,
@@ -219,8 +204,6 @@ def localize(
 
     Example: surgeon localize vit_tiny_patch16_224 --kernel 3 --out local.safetensors
     """
-    from .surgery import _diff_and_save
-
     surgeon.io.check_output(out_path, overwrite=force)
     m = load(model, weights, pretrained, num_classes, img_size)
     g = surgeon.graph(m, input_size=parse_input_size(input_size))

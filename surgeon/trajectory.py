@@ -30,6 +30,7 @@ from torch import nn
 
 from .errors import SurgeonError, first_line
 from .io import atomic_path
+from .runfolder import run_dir_for
 
 __all__ = ["TrajectoryResult", "trajectory", "write_snapshot", "clear_snapshots", "snapshot_dir", "EXCLUDED"]
 
@@ -89,14 +90,12 @@ class TrajectoryResult:
 
 def _snapshots(run: str | os.PathLike) -> list[tuple[int, Path]]:
     """(epoch, file) of every snapshot of `run` (a run folder or the model file beside it), sorted."""
-    from .training import run_dir_for
-
     root = Path(run).expanduser()
     if root.is_file() or root.suffix == ".safetensors":
         root = run_dir_for(root)
     folder = snapshot_dir(root)
     if not folder.is_dir():
-        raise SurgeonError(f"{str(root)!r} has no snapshots folder; train with --snapshots N (snapshots=N) "
+        raise SurgeonError(f"{str(root)!r} has no snapshots folder; train with snapshots=N "
                            "to keep the weights every N epochs")
     found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name)))
     if len(found) < 2:
