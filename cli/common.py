@@ -16,6 +16,7 @@ lazy ``surgeon`` package inside functions (``surgeon.plots.save_figure``...).
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -226,6 +227,27 @@ def write_csv(path: Path | None, rows: list[dict[str, Any]]) -> None:
 def tidy_rows(results: Sequence[Any], **ids: Any) -> list[dict[str, Any]]:
     """The tidy rows of several results, each prefixed with `ids` (e.g. the model name)."""
     return [{**ids, **row} for r in results for row in r.tidy()]
+
+
+#: library argument names whose option is spelled otherwise (every other name_with_underscores is --name-with-dashes)
+ARG_FLAGS = {"overwrite": "--force", "k": "--top-k", "out": "--out", "json_out": "--json", "csv_out": "--csv"}
+_ARG = re.compile(r"(?<![\w.\-'\"])([a-z][a-z0-9_]*)=(True\b|(?=[\w{'\"~(\[.<>-]))?")
+
+
+def with_flags(message: str, options: Sequence[str]) -> str:
+    """A library message with its argument names as a command's options: ``num_classes=10`` ->
+    ``--num-classes 10``, ``overwrite=True`` -> ``--force``. `options`: the command's long options;
+    names that are not among them stay as written."""
+    known = set(options)
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        opt = ARG_FLAGS.get(name, "--" + name.replace("_", "-"))
+        if opt not in known:
+            return m.group(0)
+        return opt if value == "True" or value is None else opt + " "
+
+    return _ARG.sub(flag, message)
 
 
 def reset_console() -> None:

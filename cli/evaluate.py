@@ -36,6 +36,7 @@ from .common import (
     load,
     out,
     parse_input_size,
+    plural,
     printed_warnings,
     select_blocks,
     tidy_rows,

@@ -25,7 +25,7 @@ from . import probe as probe_cmd
 from . import robustness as robustness_cmd
 from . import surgery
 from . import train as train_cmd
-from .common import err, out, reset_console
+from .common import err, out, reset_console, with_flags
 from .ranges import check_commands
 
 
@@ -98,8 +98,8 @@ def main() -> None:
             out.quiet = err.quiet = True
     try:
         code = command().main(standalone_mode=False)
-    except SurgeonError as exc:
-        _fail(str(exc))
+    except SurgeonError as exc:  # the library names its arguments (num_classes=10); say the options (--num-classes 10)
+        _fail(with_flags(str(exc), _options(sys.argv[1:])))
     except typer.Abort:
         _fail("aborted", 1)
     except TyperException as exc:  # click's usage errors: one line, not click's usage block and box
@@ -117,6 +117,13 @@ def command():
     every call, about a second for all the commands; in-process tests call `main` many times)."""
     check_commands(app)
     return typer.main.get_command(app)
+
+
+def _options(argv: list[str]) -> list[str]:
+    """The long options of the command `argv` runs (every command's when it names none)."""
+    group = command()
+    chosen = [group.commands[a] for a in argv[:1] if a in group.commands] or list(group.commands.values())
+    return [o for c in chosen for p in c.params for o in getattr(p, "opts", []) if o.startswith("--")]
 
 
 def _fail(message: str, code: int = 2) -> None:

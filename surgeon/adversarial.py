@@ -129,7 +129,7 @@ def _norm_tensors(mean: Sequence[float] | None, std: Sequence[float] | None,
 
 def _check_eps(eps: float, what: str = "eps") -> float:
     if not isinstance(eps, (int, float)) or not 0 <= eps <= 1 or math.isnan(eps):
-        raise SurgeonError(f"{what}={eps!r} must be a number in [0, 1] (pixels in [0, 1]); e.g. --eps 0.007")
+        raise SurgeonError(f"{what}={eps!r} must be a number in [0, 1] (pixels in [0, 1]); e.g. eps=0.007")
     return float(eps)
 
 
@@ -149,7 +149,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, alpha
     """PGD on pixels x in [0, 1] (see the module docstring); the model is left unchanged."""
     eps, alpha = _check_eps(eps), _check_eps(alpha, "alpha")
     if not isinstance(steps, int) or steps < 1:
-        raise SurgeonError(f"steps={steps!r} must be a positive integer; e.g. --steps 10")
+        raise SurgeonError(f"steps={steps!r} must be a positive integer; e.g. steps=10")
     m, s = _norm_tensors(mean, std, x)
     lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
     adv = x.detach().clone()
@@ -166,7 +166,7 @@ def _check(attack: str, eps: Sequence[float], n_ff: int, batches: int | None) ->
     if attack not in ATTACKS:
         raise SurgeonError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
     if not eps:
-        raise SurgeonError("no eps given; e.g. --eps 0.002,0.004,0.008")
+        raise SurgeonError("no eps given; e.g. eps=0.002,0.004,0.008")
     if not isinstance(n_ff, int) or n_ff < 1:
         raise SurgeonError(f"n_ff={n_ff!r} must be at least 1 (1: one deterministic pass)")
     if batches is not None and batches < 1:
@@ -240,7 +240,7 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
         interrupted = True
         warnings.warn(f"interrupted: metrics cover the first {clean.batches} batches", stacklevel=2)
     if clean is None:
-        raise SurgeonError("the data yielded no batch to attack; check --data (and --subset)")
+        raise SurgeonError("the data yielded no batch to attack; check data= (and subset=)")
     return AdversarialResult(display_name(model), attack, eps, alpha if attack == "pgd" else None,
                              steps if attack == "pgd" else None, random_start and attack == "pgd", n_ff,
                              clean.compute(), [r.compute() for r in rows], samples, interrupted)

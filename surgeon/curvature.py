@@ -86,7 +86,7 @@ def selected_parameters(model: nn.Module, blocks: str | Sequence[str] = "*") -> 
     else:
         what = "the model"
     if not named:
-        raise SurgeonError(f"{what} has no trainable parameters; select blocks with weights, e.g. --blocks c4.b-1")
+        raise SurgeonError(f"{what} has no trainable parameters; select blocks with weights, e.g. blocks=c4.b-1")
     return named
 
 
@@ -116,11 +116,11 @@ def _shard(batch: Any) -> tuple[Any, float]:
 
 def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-        raise SurgeonError("curvature needs labelled batches (images, labels); e.g. --data digits or an ImageFolder")
+        raise SurgeonError("curvature needs labelled batches (images, labels); e.g. data=digits or an ImageFolder")
     x, y = batch[0], batch[1]
     if y.dim() == 1 and bool((y < 0).any()):
         raise SurgeonError("these images have no labels (label -1), and the loss needs them; use labelled data "
-                           "such as --data digits, cifar10:ROOT or an ImageFolder tree")
+                           "such as data=digits, cifar10:ROOT or an ImageFolder tree")
     return x.to(device), y.to(device)
 
 
@@ -489,7 +489,7 @@ def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", bl
         raise SurgeonError(f"k={k} must be at least 1")
     with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
         if k > op.n:
-            raise SurgeonError(f"k={k} eigenvalues asked of a selection with only {op.n} parameters; lower --top-k")
+            raise SurgeonError(f"k={k} eigenvalues asked of a selection with only {op.n} parameters; lower k=")
         if method == "power":
             return power_iteration(op, k, tol=tol or 1e-3, max_iter=max_iter or 100, seed=seed, vectors=vectors)
         return lanczos(op, k, which, tol=tol or 1e-4, max_iter=max_iter, seed=seed, vectors=vectors)
@@ -583,7 +583,7 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
         else:
             loop.run(data, step, advance=advance)
     if not rows:
-        raise SurgeonError("the data yielded no batches; check --data")
+        raise SurgeonError("the data yielded no batches; check data=")
     interrupted, name = loop.interrupted, display_name(model)
     return SpectrumResult(name, np.array(rows), np.array(res), np.array(losses), which, hvps, interrupted)
 

@@ -70,7 +70,7 @@ def sample_images() -> list[Path]:
             found += [root / folder / n for n in names if (root / folder / n).is_file()]
     if not found:
         raise SurgeonError("no built-in sample images found (they ship with scikit-image, scikit-learn and "
-                           "matplotlib); reinstall surgeon or pass --data FOLDER")
+                           "matplotlib); reinstall surgeon or pass data=FOLDER")
     return found
 
 
@@ -182,8 +182,8 @@ def _cifar(name: str, root: str, train: bool, transform: Callable | None, downlo
     try:
         ds = cls(str(path), train=train, download=download)
     except RuntimeError as exc:
-        raise SurgeonError(f"{name} not found under {str(path)!r} ({first_line(exc)}); point --data at the folder "
-                           f"holding {cls.base_folder}/, e.g. --data {name}:~/data, or download it first") from None
+        raise SurgeonError(f"{name} not found under {str(path)!r} ({first_line(exc)}); point data= at the folder "
+                           f"holding {cls.base_folder}/, e.g. data={name}:~/data, or download it first") from None
     return ArrayImages(ds.data, ds.targets, ds.classes, transform)
 
 
@@ -192,7 +192,7 @@ def balanced_subset(labels: Sequence[int], fraction: float, seed: int = 0) -> li
     runs, e.g. 6% of ImageNet): from each class c with n_c items, max(1, round(fraction * n_c))
     drawn without replacement (seeded), returned in dataset order."""
     if not 0 < fraction <= 1:
-        raise SurgeonError(f"subset fraction {fraction} must be in (0, 1]; e.g. --subset 0.06 keeps 6% of each class")
+        raise SurgeonError(f"subset fraction {fraction} must be in (0, 1]; e.g. subset=0.06 keeps 6% of each class")
     y = np.asarray(labels)
     rng = np.random.default_rng(seed)
     keep: list[int] = []
@@ -236,8 +236,8 @@ def _dataset(spec: str | os.PathLike | None, *, train: bool, transform: Callable
             raise SurgeonError(f"{str(path)!r} is not a readable image; pass an image, a folder or one of "
                                f"{', '.join(NAMED)}")
         return ImageFiles([path], [-1], (), transform)
-    raise SurgeonError(f"--data {text!r} is neither a file, a folder nor one of {', '.join(NAMED)}; "
-                       "e.g. --data samples or --data ~/imagenet/val")
+    raise SurgeonError(f"data={text!r} is neither a file, a folder nor one of {', '.join(NAMED)}; "
+                       "e.g. data=samples or data=~/imagenet/val")
 
 
 def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None) -> Callable:
@@ -329,7 +329,7 @@ def loader(spec: str | os.PathLike | None = None, model: nn.Module | None = None
     keeps a class-balanced fraction (`balanced_subset`, drawn with `seed`).
     """
     if batch_size < 1:
-        raise SurgeonError(f"batch size {batch_size} must be at least 1; e.g. --batch-size 32")
+        raise SurgeonError(f"batch size {batch_size} must be at least 1; e.g. batch_size=32")
     ds = dataset(spec, train=train, transform=transform or eval_transform(model, input_size=input_size),
                  download=download, subset=subset, seed=seed)
     if workers is None:

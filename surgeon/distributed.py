@@ -67,7 +67,7 @@ def shard_rows(n: int) -> slice:
     """This rank's contiguous rows of a batch of `n`: the first ``n % W`` ranks get one more."""
     w, r = world(), rank()
     if n < w:
-        raise SurgeonError(f"a batch of {n} cannot be split over {w} processes; give --batch-size >= {w}")
+        raise SurgeonError(f"a batch of {n} cannot be split over {w} processes; give batch_size= >= {w}")
     size, extra = divmod(n, w)
     start = r * size + min(r, extra)
     return slice(start, start + size + (r < extra))

@@ -126,7 +126,7 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     if distributed.active():
         metrics, samples = _all_reduce(metrics, device, bins, nll), distributed.total(samples)
     if metrics is None:
-        raise SurgeonError("the data yielded no batch to evaluate; check --data (and --subset)")
+        raise SurgeonError("the data yielded no batch to evaluate; check data= (and subset=)")
     return Evaluation(metrics.compute(), reliability(metrics), samples, metrics.batches, interrupted)
 
 

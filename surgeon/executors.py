@@ -169,7 +169,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise SurgeonError(f"--backend ray needs Ray, which is not installed; {_RAY_HINT}") from None
+        raise SurgeonError(f"backend=ray needs Ray, which is not installed; {_RAY_HINT}") from None
     return ray
 
 
@@ -185,9 +185,9 @@ class RayExecutor(Executor):
                  retries: int = 0, local_cpus: int | None = None) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         if job_cpus is not None and not (job_cpus > 0):
-            raise SurgeonError(f"--job-cpus {job_cpus}: give a number of CPUs > 0 per task")
+            raise SurgeonError(f"job_cpus={job_cpus}: give a number of CPUs > 0 per task")
         if job_gpus < 0 or (job_gpus > 1 and job_gpus != int(job_gpus)):
-            raise SurgeonError(f"--job-gpus {job_gpus}: give 0 or more GPUs per task (a fraction up to 1, "
+            raise SurgeonError(f"job_gpus={job_gpus}: give 0 or more GPUs per task (a fraction up to 1, "
                                "else a whole number)")
         self.job_cpus, self.job_gpus, self.retries = job_cpus or 1, job_gpus, _retries(retries)
         self.local_cpus = local_cpus
@@ -206,9 +206,9 @@ class RayExecutor(Executor):
                 else:
                     ray.init(num_cpus=self.local_cpus, logging_level="ERROR", include_dashboard=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = f"--address {self.address}" if self.address else "a local Ray cluster"
+                where = f"address={self.address}" if self.address else "a local Ray cluster"
                 raise SurgeonError(f"cannot reach {where} ({first_line(exc, 120)}); start one with `ray start --head` "
-                                   "and pass its address, or leave --address out for a local one") from None
+                                   "and pass its address, or leave address= out for a local one") from None
             self.started = True
         try:
             self._check_resources()
@@ -227,9 +227,9 @@ class RayExecutor(Executor):
         nodes = self.nodes()
         have = ", ".join(f"{n.get('NodeManagerAddress', '?')}: {n['Resources'].get('CPU', 0):g} CPU, "
                          f"{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
-        for key, want, flag in (("GPU", self.job_gpus, "--job-gpus"), ("CPU", self.job_cpus, "--job-cpus")):
+        for key, want, flag in (("GPU", self.job_gpus, "job_gpus="), ("CPU", self.job_cpus, "job_cpus=")):
             if want and not any(n["Resources"].get(key, 0) >= want for n in nodes):
-                raise SurgeonError(f"{flag} {want:g}: no node of the Ray cluster has {want:g} {key}s ({have}); "
+                raise SurgeonError(f"{flag}{want:g}: no node of the Ray cluster has {want:g} {key}s ({have}); "
                                    f"ask for at most the largest node's")
 
     @property
@@ -289,8 +289,8 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
-        raise SurgeonError(f"cannot reach --address {address} ({exc.strerror or exc}); start a cluster with "
-                           "`ray start --head` and pass its address, or leave --address out for a local one") from None
+        raise SurgeonError(f"cannot reach address={address} ({exc.strerror or exc}); start a cluster with "
+                           "`ray start --head` and pass its address, or leave address= out for a local one") from None
 
 
 def _reason(err: BaseException, retries: int) -> str:
@@ -312,11 +312,11 @@ def executor(backend: str | Executor = "local", *, workers: int = 1, address: st
         return backend
     if backend == "local":
         if address is not None or job_gpus or job_cpus is not None:
-            raise SurgeonError("--address, --job-cpus and --job-gpus are Ray options; add --backend ray")
+            raise SurgeonError("address=, job_cpus= and job_gpus= are Ray options; add backend=ray")
         return LocalExecutor(workers, retries)
     if backend == "ray":
         if workers != 1:
-            raise SurgeonError("--workers is for --backend local; with --backend ray give --job-cpus / --job-gpus "
+            raise SurgeonError("workers= is for backend=local; with backend=ray give job_cpus= / job_gpus= "
                                "per task (the cluster's size decides how many run at once)")
         return RayExecutor(address, job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
     raise SurgeonError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")

@@ -73,7 +73,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``.ckpt``), loaded with ``weights_only=True`` (``argparse.Namespace`` is allowed, as timm's
     training checkpoints store their arguments that way).
     """
-    p = check_input(path, "weights file", "check the path given to --weights")
+    p = check_input(path, "weights file", "check the path given to weights=")
     if p.stat().st_size == 0:
         raise SurgeonError(f"weights file {str(p)!r} is empty; re-download or re-save it")
     with open(p, "rb") as f:
@@ -142,7 +142,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, what: str = "the 
         details = ", ".join(f"{k} (file {list(sd[k].shape)} vs model {list(own[k].shape)})" for k in bad[:3])
         hint = ""
         if any(k.endswith(("fc.weight", "head.weight", "classifier.weight", "head.fc.weight")) for k in bad):
-            hint = " or --num-classes to match the file's classifier"
+            hint = " or num_classes= to match the file's classifier"
         raise SurgeonError(
             f"weights file {str(path)!r} does not fit {what}: shape mismatch for {details}"
             f"{' and more' if len(bad) > 3 else ''}; pick the matching model{hint}"
@@ -194,9 +194,9 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False,
     if not target.parent.exists():
         raise SurgeonError(f"output directory {str(target.parent)!r} does not exist; create it first")
     if not os.access(target.parent, os.W_OK):
-        raise SurgeonError(f"output directory {str(target.parent)!r} is not writable; choose another --out")
+        raise SurgeonError(f"output directory {str(target.parent)!r} is not writable; choose another out=")
     if target.exists() and not overwrite:
-        raise SurgeonError(f"{str(target)!r} exists; pass --force (overwrite=True) to replace it")
+        raise SurgeonError(f"{str(target)!r} exists; pass overwrite=True to replace it")
     return target
 
 

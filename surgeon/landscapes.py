@@ -116,12 +116,12 @@ def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple
         saved = json.loads(path.read_text())
         old = saved["config"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise SurgeonError(f"{str(path)!r} is not a landscape file; pass another --save or delete it") from None
+        raise SurgeonError(f"{str(path)!r} is not a landscape file; pass another save= or delete it") from None
     diff = [k for k in config if old.get(k) != config[k]]
     if diff:
         k = diff[0]
         raise SurgeonError(f"{str(path)!r} holds a landscape with other settings ({k} {old.get(k)!r} here "
-                           f"{config[k]!r}); pass another --save or delete it")
+                           f"{config[k]!r}); pass another save= or delete it")
     loss[...] = np.array(saved["loss"], dtype=float)
     err[...] = np.array(saved["stderr"], dtype=float)
     return loss, err
@@ -147,7 +147,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     device = next(iter(model.parameters())).device
     frozen = [_batch(b, device) for b, _ in zip(data, range(batches))]
     if not frozen:
-        raise SurgeonError("the data yielded no batches; check --data")
+        raise SurgeonError("the data yielded no batches; check data=")
     name = display_name(model)
     config = {"model": name, "dims": dims, "grid": grid, "span": span, "norm": norm, "batches": len(frozen),
               "batch_size": int(frozen[0][0].shape[0]), "wd": wd, "l2": l2, "label_smoothing": label_smoothing,

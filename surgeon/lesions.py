@@ -138,7 +138,7 @@ def lesion_study(model: nn.Module | BlockGraph, data: Iterable[Any], blocks: str
         if input_size is None:
             first = next((b for b in data if b is not None), None)
             if first is None:
-                raise SurgeonError("the data yielded no batch to evaluate; check --data (and --subset)")
+                raise SurgeonError("the data yielded no batch to evaluate; check data= (and subset=)")
             input_size = tuple(first[0].shape[1:])
         g = graph(model, input_size=input_size)
     selected = g.select(blocks)

@@ -34,7 +34,7 @@ def localize(model: nn.Module | BlockGraph, blocks: str = "kind:msa", *, kernel:
         input_size: (C, H, W) that fixes the token grid; default the model's.
     """
     if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
-        raise SurgeonError(f"kernel must be odd (a neighbourhood centred on its query), not {kernel}; e.g. --kernel 3")
+        raise SurgeonError(f"kernel must be odd (a neighbourhood centred on its query), not {kernel}; e.g. kernel=3")
     original, g, new = _start(model, input_size)
     chosen = g.select(blocks)
     if not chosen:

@@ -526,7 +526,7 @@ class ProbeSession:
         self.taps = [t for t in (_Tap(b, self.probe_specs, self.device) for b in self.blocks) if t.probes]
         if not self.taps:
             raise SurgeonError(f"no selected block has a feature map for {', '.join(p.name for p in self.probe_specs)}; "
-                               f"select blocks with spatial outputs (e.g. --blocks 'c*') or use the stats probe")
+                               f"select blocks with spatial outputs (e.g. blocks='c*') or use the stats probe")
         self.forward: Callable[[torch.Tensor], Any] = self.model
         self.batches = self.samples = 0
         self._handles: list[Any] = []
@@ -601,7 +601,7 @@ def _first(data: Iterable[Any]) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
     try:
         x0 = next(it)
     except StopIteration:
-        raise SurgeonError("the data yielded no images; check --data") from None
+        raise SurgeonError("the data yielded no images; check data=") from None
     if x0.dim() != 4:
         raise SurgeonError(f"images must be batches (B, C, H, W), got shape {tuple(x0.shape)}")
 
@@ -640,7 +640,7 @@ def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
         if batches is not None:
             batches = -(-(batches - distributed.rank()) // distributed.world())
             if batches < 1:
-                raise SurgeonError(f"--batches below the {distributed.world()} processes; give one batch per process at least")
+                raise SurgeonError(f"batches= below the {distributed.world()} processes; give one batch per process at least")
     x0, xs = _first(stream)
     session = ProbeSession(model, probes, blocks, input_size=tuple(x0.shape[1:]))
     total = batches if batches is not None else (len(stream) if hasattr(stream, "__len__") else None)

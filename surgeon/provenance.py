@@ -163,7 +163,7 @@ def from_metadata(meta: Mapping[str, str] | None, where: str) -> SurgeonCfg:
     """The record in a file's safetensors metadata (`where` names the file in messages)."""
     if not meta or META_KEY not in meta:
         raise SurgeonError(f"{where} was not saved by surgeon (no recipe in its metadata); use it as weights: "
-                           "--weights FILE with the matching model name")
+                           "weights=FILE with the matching model name")
     try:
         return SurgeonCfg.from_dict(json.loads(meta[META_KEY]))
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -228,7 +228,7 @@ def _cifar_c(path: str | os.PathLike, names: Sequence[str]) -> Callable[[str, in
     severities stacked, n = 10,000 in the release; ``labels.npy``: (5 n,)) and return
     ``dataset(corruption, severity, transform)`` over rows (severity - 1) n .. severity n of the
     memory-mapped arrays."""
-    root = _root(path, "CIFAR-C", "--cifar-c (cifar_c=)")
+    root = _root(path, "CIFAR-C", "cifar_c=")
     present = sorted(p.stem for p in root.glob("*.npy") if p.stem != "labels")
     if not (root / "labels.npy").is_file():
         raise SurgeonError(f"{str(root)!r} has no labels.npy; the CIFAR-10-C / CIFAR-100-C release ships it beside "
@@ -236,7 +236,7 @@ def _cifar_c(path: str | os.PathLike, names: Sequence[str]) -> Callable[[str, in
     missing = [f"{n}.npy" for n in names if n not in present]
     if missing:
         raise SurgeonError(f"{str(root)!r} lacks {', '.join(missing)}; re-extract the archive or choose among the "
-                           f"files present: --corruptions {','.join(present) or '(none)'}")
+                           f"files present: corruptions={','.join(present) or '(none)'}")
     labels = _npy(root / "labels.npy")
     if labels.ndim != 1 or labels.shape[0] % 5 or labels.shape[0] == 0 or labels.dtype.kind not in "iu":
         raise SurgeonError(f"{str(root / 'labels.npy')!r} holds {labels.dtype} of shape {labels.shape}, expected "
@@ -273,23 +273,23 @@ def _imagenet_c(path: str | os.PathLike, names: Sequence[str], severities: Seque
     """Check an ImageNet-C folder (``<corruption>/<severity>/<class>/*.JPEG``): every asked
     corruption and severity present, each with the class folders of the clean data (when it has
     named classes, so that labels agree); return ``folder(corruption, severity)``."""
-    root = _root(path, "ImageNet-C", "--imagenet-c (imagenet_c=)")
+    root = _root(path, "ImageNet-C", "imagenet_c=")
     present = _class_folders(root)
     missing = [n for n in names if n not in present]
     if missing:
         raise SurgeonError(f"{str(root)!r} has no folder for {', '.join(missing)}; extract those archives or choose "
-                           f"among the folders present: --corruptions {','.join(present) or '(none)'}")
+                           f"among the folders present: corruptions={','.join(present) or '(none)'}")
     holes = [f"{n}/{s}" for n in names for s in severities if not (root / n / str(s)).is_dir()]
     if holes:
         raise SurgeonError(f"{str(root)!r} lacks the severity folders {', '.join(holes)}; extract them, or pass "
-                           "--severities with those present")
+                           "severities= with those present")
     for n in names:
         for s in severities:
             found = _class_folders(root / n / str(s))
             if classes and found != list(classes):
                 raise SurgeonError(f"the class folders of {str(root / n / str(s))!r} ({len(found)}) differ from those "
                                    f"of the clean data ({len(classes)}), so labels would not agree; give the "
-                                   "matching clean --data (e.g. the ImageNet val ImageFolder)")
+                                   "matching clean data= (e.g. the ImageNet val ImageFolder)")
     return lambda name, severity: root / name / str(severity)
 
 
@@ -300,7 +300,7 @@ def _imagenet_c(path: str | os.PathLike, names: Sequence[str], severities: Seque
 def _check_severities(severities: Sequence[int]) -> list[int]:
     bad = [s for s in severities if not isinstance(s, (int, np.integer)) or not 1 <= s <= 5]
     if bad or not severities:
-        raise SurgeonError(f"severities {list(severities)} must be integers from 1 to 5; e.g. --severities 1,3,5")
+        raise SurgeonError(f"severities {list(severities)} must be integers from 1 to 5; e.g. severities=1,3,5")
     return [int(s) for s in severities]
 
 
@@ -416,11 +416,11 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
     """
     severities = _check_severities(severities)
     if cifar_c is not None and imagenet_c is not None:
-        raise SurgeonError("give either --cifar-c or --imagenet-c (cifar_c= / imagenet_c=), not both")
+        raise SurgeonError("give either cifar_c= or imagenet_c=, not both")
     released = imagenet_c is not None or cifar_c is not None
     names = list(corruptions) if corruptions is not None else list(BENCHMARK if released else CORRUPTIONS)
     if not names:
-        raise SurgeonError("no corruption asked for; e.g. --corruptions gaussian_noise,fog")
+        raise SurgeonError("no corruption asked for; e.g. corruptions=gaussian_noise,fog")
     cells: dict[Any, Callable[[], dict[str, Any]]] = {"clean": lambda: {"data": data}}
     if released:
         cells.update(_released_cells(model, data, names, severities, cifar_c, imagenet_c))
@@ -461,7 +461,7 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
     """
     freqs = [float(f) for f in frequencies]
     if not freqs:
-        raise SurgeonError("no frequency asked for; e.g. --frequencies 0.1,0.5,0.9")
+        raise SurgeonError("no frequency asked for; e.g. frequencies=0.1,0.5,0.9")
     for f in freqs:  # bad f, eps or width fail here, before any work
         frequency_noise(_PROBE, f, eps, width, generator=torch.Generator().manual_seed(0))
 

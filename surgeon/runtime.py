@@ -149,14 +149,14 @@ def check_labels(data: Any, num_classes: int) -> None:
                            "evaluate on labelled data: digits, cifar10:ROOT, cifar100:ROOT or an ImageFolder tree")
     if hi >= num_classes:
         raise SurgeonError(f"the data has labels up to {hi} but the model has {num_classes} classes; "
-                           f"build it with --num-classes {hi + 1} or use the matching dataset")
+                           f"build it with num_classes={hi + 1} or use the matching dataset")
 
 
 def check_batch_labels(logits: torch.Tensor, target: torch.Tensor) -> None:
     """Refuse class labels the model's output cannot index (one host sync, once per batch)."""
     k = logits.shape[-1]
     if target.dim() == 2 and target.shape[1] != k:
-        raise SurgeonError(f"soft targets have {target.shape[1]} classes, the model {k}; pass --num-classes")
+        raise SurgeonError(f"soft targets have {target.shape[1]} classes, the model {k}; pass num_classes=")
     if target.dim() == 1 and int(target.max()) >= k:
         raise SurgeonError(f"label {int(target.max())} is out of range for a model with {k} classes; "
-                           f"pass --num-classes {int(target.max()) + 1} (or more) or other data")
+                           f"pass num_classes={int(target.max()) + 1} (or more) or other data")

@@ -732,16 +732,16 @@ def _check_folder(out: Path, recipe: SearchRecipe, resume: bool) -> None:
     stamp = out / "search.json"
     if resume:
         if not stamp.is_file():
-            raise SurgeonError(f"--resume: {out} holds no search (no search.json); start it without --resume")
+            raise SurgeonError(f"resume=True: {out} holds no search (no search.json); start it without resume=True")
         old = json.loads(stamp.read_text())
         if old.get("sha256") != recipe.digest:
             diff = _differences(old.get("settings", {}), recipe.settings)
             raise SurgeonError(f"{out} was made by another recipe ({', '.join(diff[:4]) or 'its settings'} differ); "
-                               f"resume with that recipe ({out / old.get('copy', 'recipe.toml')}) or choose another --out")
+                               f"resume with that recipe ({out / old.get('copy', 'recipe.toml')}) or choose another out=")
     elif stamp.is_file():
-        raise SurgeonError(f"{out} holds a search already; continue it with --resume or choose another --out")
+        raise SurgeonError(f"{out} holds a search already; continue it with resume=True or choose another out=")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SurgeonError(f"{out} exists and is not an empty folder; choose another --out (nothing there is replaced)")
+        raise SurgeonError(f"{out} exists and is not an empty folder; choose another out= (nothing there is replaced)")
 
 
 def _search_started(out: Path) -> bool:
@@ -755,7 +755,7 @@ def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SurgeonError(f"cannot create {out} ({first_line(exc, 80)}); choose another --out") from None
+        raise SurgeonError(f"cannot create {out} ({first_line(exc, 80)}); choose another out=") from None
     copy = "recipe" + recipe.path.suffix
     (out / copy).write_text(recipe.text)
     lines = ["# the training recipe of every candidate: surgeon train MODEL --recipe train.toml"]
@@ -813,7 +813,7 @@ class _Engine:
             if cid in self.done:
                 if self.done[cid]["passes"] != list(c.passes):
                     raise SurgeonError(f"{self.out / 'results.jsonl'}: candidate {cid} was built otherwise; the folder "
-                                       "was made by another recipe or surgeon version: choose another --out")
+                                       "was made by another recipe or surgeon version: choose another out=")
                 runs.update({(cid, run["seed"]): run for run in self.done[cid]["runs"]})
                 continue
             for seed in repeats:
@@ -874,7 +874,7 @@ def _shared_folder(folder: Path, ex: RayExecutor) -> Path:
     """The search folder as the tasks see it: absolute; on a multi-node cluster it must be a
     path every node shares, so a relative one is refused."""
     if not folder.is_absolute() and not folder.expanduser().is_absolute() and ex.multi_node:
-        raise SurgeonError(f"--out {folder} is relative, but the Ray cluster has {len(ex.nodes())} nodes; give the "
+        raise SurgeonError(f"out={folder} is relative, but the Ray cluster has {len(ex.nodes())} nodes; give the "
                            "absolute path of a folder on a filesystem every node shares (e.g. /shared/runs/NAME)")
     return folder.expanduser().resolve()
 
@@ -949,8 +949,8 @@ def search_report(out: str | os.PathLike, *, chart: str | os.PathLike | None = N
     ``OUT/buildup.png``; the suffix picks the format)."""
     folder = Path(out)
     if not (folder / "search.json").is_file():
-        raise SurgeonError(f"{folder} holds no search (no search.json); give the --out folder of surgeon search")
+        raise SurgeonError(f"{folder} holds no search (no search.json); give the out= folder of surgeon search")
     records = read_records(folder)
     if not records:
-        raise SurgeonError(f"{folder} has no finished candidate yet; continue the search with --resume")
+        raise SurgeonError(f"{folder} has no finished candidate yet; continue the search with resume=True")
     return SearchResult(folder, records, _chart(records, Path(chart) if chart is not None else folder / "buildup.png"))

@@ -112,7 +112,7 @@ def sequence(x: torch.Tensor, name: str, generator: torch.Generator | None = Non
 def _check(names: Sequence[str], on_the_fly: bool) -> list[str]:
     names = list(names)
     if not names:
-        raise SurgeonError("no perturbation asked for; e.g. --perturbations translate,gaussian_noise")
+        raise SurgeonError("no perturbation asked for; e.g. perturbations=translate,gaussian_noise")
     known = ON_THE_FLY if on_the_fly else CIFAR_P
     bad = [n for n in names if n not in known]
     if bad:
@@ -124,13 +124,13 @@ def _check(names: Sequence[str], on_the_fly: bool) -> list[str]:
 def _cifar_p(path: str | os.PathLike, names: Sequence[str] | None) -> dict[str, np.ndarray]:
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise SurgeonError(f"CIFAR-10-P folder {str(root)!r} does not exist; point --cifar-p at the extracted release")
+        raise SurgeonError(f"CIFAR-10-P folder {str(root)!r} does not exist; point cifar_p= at the extracted release")
     present = sorted(p.stem for p in root.glob("*.npy") if p.stem in CIFAR_P)
     names = _check(names if names is not None else present or ["(none)"], False)
     missing = [f"{n}.npy" for n in names if n not in present]
     if missing:
         raise SurgeonError(f"{str(root)!r} lacks {', '.join(missing)}; re-extract the archive or choose among the files "
-                           f"present: --perturbations {','.join(present) or '(none)'}")
+                           f"present: perturbations={','.join(present) or '(none)'}")
     arrays = {n: _npy(root / f"{n}.npy") for n in names}
     for n, a in arrays.items():
         if a.dtype != np.uint8 or a.ndim != 5 or a.shape[-1] != 3 or a.shape[1] < 2:

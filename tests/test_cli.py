@@ -28,7 +28,7 @@ def test_inspect_table_and_json():
     assert r.returncode == 0, r.stderr
     for text in ("c4.b1", "layer4.1", "conv1+bn1+act1+maxpool", "global_pool+fc", "4 stages", "graph by fx"):
         assert text in r.stdout
-    r = surgeon("inspect", "tv:vit_b_16", "--img-size", "32", "--json")
+    r = surgeon("inspect", "tv:vit_b_16", "--img-size", "32", "--json", "-")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["method"] == "fx" and list(data["stages"]) == ["c1"]
@@ -44,7 +44,7 @@ def test_inspect_with_weights(tmp_path):
     sd = lib.load_model("resnet18", num_classes=3).state_dict()
     save_file(sd, str(tmp_path / "w.safetensors"))
     r = surgeon("inspect", "resnet18", "--num-classes", "3", "--weights", str(tmp_path / "w.safetensors"),
-                "--input-size", "3,32,32", "--json")
+                "--input-size", "3,32,32", "--json", "-")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["blocks"][-1]["out_shape"] == [1, 3]
 
@@ -102,7 +102,7 @@ def test_alternate_info_lesion_insert(tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["--stages", "c9"], "unknown stage c9"),
     (["--stages", "c2,c2"], "stage c2 is given twice"),
-    (["--stages", "c4=2"], "at most 1 MSAs"),
+    (["--stages", "c4=2"], "at most 1 MSA (m <= n/2)"),
     (["--stages", "c4", "--window", "9"], "window 9 is larger than c4's 2x2"),
     (["--stages", "c2", "--weights", "r18.pt"], "shape mismatch"),
     (["--stages", "c2", "--out", "nodir/x.safetensors"], "does not exist; create it first"),

@@ -38,7 +38,7 @@ def test_pretrained_offline_suggests_weights(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(SurgeonError, match="pass a local file with --weights"):
+    with pytest.raises(SurgeonError, match="pass a local file with weights="):
         surgeon.load_model("resnet18", pretrained=True)
-    with pytest.raises(SurgeonError, match="either --weights or --pretrained"):
+    with pytest.raises(SurgeonError, match="either weights= or pretrained=True"):
         surgeon.load_model("resnet18", pretrained=True, weights="x.pt")

@@ -168,7 +168,7 @@ def test_resume_after_a_crash_writes_the_uninterrupted_results(tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_search(recipe, tmp_path / "cut", evaluator=paper_stub)
     assert [r["name"] for r in read_records(tmp_path / "cut")] == ["baseline", "c4x1"]
-    with pytest.raises(SurgeonError, match="holds a search already; continue it with --resume"):
+    with pytest.raises(SurgeonError, match="holds a search already; continue it with resume=True"):
         run_search(recipe, tmp_path / "cut", evaluator=paper_stub)
     CALLS.clear()
     CRASH_AT.clear()

@@ -222,7 +222,7 @@ def test_resume_refuses_another_model_or_recipe(tmp_path):
     with pytest.raises(SurgeonError, match=r"another recipe \(lr differ"):
         surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", resume=True, lr=0.5, **SMALL)
     (tmp_path / "a.safetensors").unlink()  # as after a crash: a checkpoint, no output
-    with pytest.raises(SurgeonError, match="holds an earlier run; pass --resume"):
+    with pytest.raises(SurgeonError, match="holds an earlier run; pass resume=True"):
         surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", overwrite=False, **SMALL)
 
 
