@@ -1,4 +1,4 @@
-"""`surgeon probe fourier | variance | stats MODEL [MODEL ...]`: the paper's feature-map analyses."""
+"""`surgeon probe fourier | variance | stats | norm MODEL [MODEL ...]`: the paper's feature-map analyses."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .common import (BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeO
 _COLUMNS = {
     "fourier": (("\u0394logamp(\u03c0)", lambda v: f"{v['fourier'].high:+.3f}"),),
     "variance": (("variance", lambda v: f"{v['variance']:.4g}"),),
+    "norm": (("mean ‖x‖₂", lambda v: f"{v['norm']:.4g}"),),
     "stats": (("mean", lambda v: f"{v['stats'].mean:+.3g}"), ("std", lambda v: f"{v['stats'].std:.3g}"),
               ("max|x|", lambda v: f"{v['stats'].absmax:.3g}"), ("zeros", lambda v: f"{100 * v['stats'].zeros:.1f}%"),
               ("NaN/Inf", lambda v: str(v["stats"].nonfinite))),
@@ -38,7 +39,7 @@ def _table(res: surgeon.ProbeResults, kind: str) -> Table:
 
 
 def probe(
-    kind: Annotated[str, typer.Argument(help="fourier | variance | stats", show_default=False)],
+    kind: Annotated[str, typer.Argument(help="fourier | variance | stats | norm", show_default=False)],
     models: ModelsArg,
     weights: WeightsListOpt = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="samples (built-in photos) | digits | cifar10:ROOT | cifar100:ROOT | FOLDER")] = None,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.linalg import eigh_tridiagonal
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -286,8 +287,9 @@ def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, 
 
 
 def _tridiagonal_eigh(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
-    return np.linalg.eigh(t)
+    """Eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal (alpha, beta), by LAPACK's
+    tridiagonal solver (scipy), without forming the dense matrix."""
+    return eigh_tridiagonal(alpha, beta)
 
 
 def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 1e-4, max_iter: int | None = None,

@@ -108,6 +108,7 @@ _DEPTH_QUANTITIES = {
     "fourier": ("\u0394 Log amplitude at \u03c0", lambda r: r.high),
     "variance": ("Feature map variance", float),
     "stats": ("Std of activations", lambda r: r.std),
+    "norm": ("Activation norm ‖x‖₂", float),
 }
 
 

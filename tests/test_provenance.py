@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 
 import surgeon
@@ -23,3 +24,150 @@ def test_surgeon01_file_loads_bit_identical():
         torch.set_num_threads(threads)
     assert torch.equal(y, ref["y"])
     assert not model.training
+
+
+def test_surgeon01_record_is_read_into_the_dataclass():
+    cfg = surgeon.io.read_cfg(V01)
+    assert cfg.spec == "test_resnet" and cfg.model_args["channels"] == [8, 16, 24, 32]
+    assert [p["pass"] for p in cfg.passes] == ["alternate", "insert"]
+    assert cfg.training["data"] == "digits" and cfg.version == "0.1.0"
+    assert cfg.input_size == ((3, 32, 32), "trained")
+    model = surgeon.load(V01)
+    assert model.surgeon_cfg.passes == cfg.passes and model.surgeon_cfg.training == cfg.training
+
+
+def test_record_follows_build_passes_and_save(tmp_path):
+    """load_model records the build, every pass appends itself, save/load keeps the record, and a
+    re-saved file holds the same metadata layout as surgeon 0.1 wrote."""
+    from surgeon import provenance
+
+    m = surgeon.load_model("test_resnet", num_classes=10)
+    assert m.surgeon_cfg.base == {"spec": "test_resnet", "num_classes": 10, "img_size": None}
+    r = surgeon.remove(m, "c1.b0", input_size=(3, 32, 32))
+    assert m.surgeon_cfg.passes == () and [p["pass"] for p in r.surgeon_cfg.passes] == ["remove"]
+    surgeon.save(r, tmp_path / "r.safetensors")
+    back = surgeon.load(tmp_path / "r.safetensors")
+    assert back.surgeon_cfg.base == r.surgeon_cfg.base and back.surgeon_cfg.passes == r.surgeon_cfg.passes
+    meta = provenance.to_metadata(back)
+    assert set(meta) == {"surgeon"} and '"base"' in meta["surgeon"] and '"passes"' in meta["surgeon"]
+    assert provenance.from_metadata(meta, "x") == back.surgeon_cfg
+    assert provenance.cfg_of(torch.nn.Linear(2, 2)) == provenance.SurgeonCfg()  # a foreign model: empty
+
+
+USER_PASS = '''
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import surgeon
+
+
+class Scale(nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.register_buffer("factor", torch.tensor(float(factor)))
+
+    def forward(self, x):
+        return x * self.factor
+
+
+@surgeon.passes.register
+def scale_head_input(model, factor: float = 2.0):
+    new = copy.deepcopy(model)
+    new.fc = nn.Sequential(Scale(factor), new.fc)
+    return new
+'''
+
+REPLAY = '''
+import sys
+import pytest
+import torch
+import surgeon
+path, folder = sys.argv[1], sys.argv[2]
+try:
+    surgeon.load(path)
+except surgeon.SurgeonError as exc:
+    print("refused:", exc)
+sys.path.insert(0, folder)
+import user_passes  # noqa: E402 - registers the pass, as a user's module would
+ref = torch.load(folder + "/ref.pt")
+model = surgeon.load(path)
+print("passes", [p["pass"] for p in model.surgeon_cfg.passes])
+print("equal", torch.equal(model(ref["x"]), ref["y"]))
+'''
+
+
+def test_user_pass_is_recorded_saved_and_replayed_in_a_fresh_process(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    (tmp_path / "user_passes.py").write_text(USER_PASS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_passes
+
+    m = surgeon.load_model("test_resnet", num_classes=5)
+    e = user_passes.scale_head_input(m, factor=3.0)
+    assert e.surgeon_cfg.passes[-1]["pass"] == "scale_head_input" and e.surgeon_cfg.passes[-1]["factor"] == 3.0
+    assert "scale_head_input" in surgeon.passes.PASSES and not hasattr(m.fc, "0")  # the input is untouched
+    surgeon.save(e, tmp_path / "u.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.save({"x": x, "y": e.eval()(x)}, tmp_path / "ref.pt")
+    r = subprocess.run([sys.executable, "-c", REPLAY, str(tmp_path / "u.safetensors"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("refused:") and "'scale_head_input' that is not registered" in lines[0]
+    assert "import the module that registers it" in lines[0]
+    assert lines[1] == "passes ['scale_head_input']" and lines[2] == "equal True"
+
+
+def test_registry_suggests_and_registers():
+    from surgeon.registry import Registry
+
+    reg = Registry("widget", {"fourier": 1, "variance": 2})
+
+    @reg.register
+    def stats():
+        return 3
+
+    reg.register("norm", 4)
+    assert reg.names() == ["fourier", "variance", "stats", "norm"] and reg["norm"] == 4 and "stats" in reg
+    with pytest.raises(surgeon.SurgeonError, match=r"unknown widget 'fourir'; did you mean 'fourier'\? choose from"):
+        reg.get("fourir")
+    with pytest.raises(KeyError):  # mapping code still sees a KeyError
+        reg["zzz"]
+    assert reg.get("zzz", None) is None
+
+
+def test_old_names_warn_and_point_to_the_new_ones():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert surgeon.passes.PRESETS is surgeon.passes.ALTERNETS
+        assert surgeon.training.PRESETS is surgeon.training.RECIPES
+        assert surgeon.passes.apply_recipe is surgeon.passes.apply_passes
+        assert surgeon.corruptions.PRESETS == surgeon.corruptions.CONSTANTS
+    assert len(caught) == 4 and all(issubclass(w.category, DeprecationWarning) for w in caught)
+
+
+def test_norm_probe_matches_the_definition():
+    """The worked example of docs/architecture.md: (1/N) sum_i ||x_i||_2 of each block output,
+    against forward hooks computing it directly."""
+    model = surgeon.load_model("test_resnet", num_classes=10)
+    x = torch.randn(6, 3, 32, 32)
+    res = surgeon.probe(model, [x[:4], x[4:]], probes="norm", blocks="c*")
+    g = surgeon.graph(model, input_size=(3, 32, 32))
+    seen = {}
+    hooks = [model.get_submodule(b.tap[0]).register_forward_hook(
+        lambda m, a, y, b=b: seen.setdefault(b.address, y.flatten(1).double().norm(dim=1))) for b in g.select("c*")]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    assert seen
+    for address, norms in seen.items():
+        assert res[address]["norm"] == pytest.approx(float(norms.mean()), rel=1e-5)

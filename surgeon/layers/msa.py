@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath
+from timm.layers.pos_embed_rel import gen_relative_position_index
 from torch import nn
 
 from .. import checks
@@ -36,10 +37,9 @@ __all__ = ["MSABlock", "relative_position_index"]
 
 def relative_position_index(window: int) -> torch.Tensor:
     """(p^2, p^2) indices into a (2p-1)^2 table: the bias of query i for key j depends only on
-    their offset (dy, dx), stored at (dy + p - 1) * (2p - 1) + (dx + p - 1)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-    delta = coords[:, :, None] - coords[:, None, :] + (window - 1)  # (2, p^2, p^2), each in [0, 2p-2]
-    return delta[0] * (2 * window - 1) + delta[1]
+    their offset (dy, dx), stored at (dy + p - 1) * (2p - 1) + (dx + p - 1) (timm's
+    `gen_relative_position_index`, as in Swin)."""
+    return gen_relative_position_index((window, window))
 
 
 class MSABlock(nn.Module):
