@@ -143,7 +143,13 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
             shown = [_dims(x) if x is not None else "?" for x in got]
             raise SurgeonError(f"the edit changes {b.address} ({b.path}) from {_dims(b.in_shape)} -> {_dims(b.out_shape)} "
                                f"to {shown[0]} -> {shown[1]}; a pass must keep every block's shapes")
-    if failure is not None:
+    if failure is not None:  # name the edited module or block the forward failed in
+        entered = [(label, seen[("edit:" + path, "in")]) for path, (label, _, _) in edited.items()
+                   if ("edit:" + path, "in") in seen and ("edit:" + path, "out") not in seen]
+        entered += [(f"{b.address} ({b.path})", seen[("block:" + b.address, "in")]) for b in reversed(g.blocks)
+                    if ("block:" + b.address, "in") in seen and ("block:" + b.address, b.tap[1]) not in seen]
+        if entered:
+            raise SurgeonError(f"{entered[0][0]} fails on its input {_dims(entered[0][1])}: {failure}")
         raise failure
     expected = g.blocks[-1].out_shape
     if tuple(after.shape) != tuple(expected):
