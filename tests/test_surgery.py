@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 import pytest
 import torch
@@ -257,3 +258,115 @@ def test_cifar_stem_edits_only_the_stem_and_replays(tmp_path, name, conv, pool):
         assert torch.equal(surgeon.load(path)(x), edited.eval()(x))
     with pytest.raises(SurgeonError, match="already keeps the input's resolution"):
         surgeon.cifar_stem(edited, input_size=(3, 32, 32))
+
+
+# ----------------------------------------------------------------------------------------------
+# Every pass keeps every block's shapes, or refuses naming the block (issue 12, item 3)
+
+SMALL = (3, 32, 32)
+
+#: pass name -> edit(graph, block); each must keep shapes or refuse
+EDITS = {
+    "replace-msa": lambda g, b: surgeon.replace(g, b.address, "msa", heads=1, window=2),
+    "replace-identity": lambda g, b: surgeon.replace(g, b.address, "identity"),
+    "replace-zero": lambda g, b: surgeon.replace(g, b.address, "zero"),
+    "replace-strided-pool": lambda g, b: surgeon.replace(g, b.address, nn.AvgPool2d(2)),
+    "remove": lambda g, b: surgeon.remove(g, b.address),
+    "insert-smoothing": lambda g, b: surgeon.insert(g, after=b.address, module="smoothing"),
+    "insert-pool": lambda g, b: surgeon.insert(g, after=b.address, module=nn.AvgPool2d(2)),
+    "insert-widening": lambda g, b: surgeon.insert(g, after=b.address, module=lambda blk: nn.Conv2d(
+        blk.out_shape[1], 2 * blk.out_shape[1], 1)),
+    "alternate": lambda g, b: surgeon.alternate(g, {b.stage: 1}),
+    "cifar_stem": lambda g, b: surgeon.cifar_stem(g),
+}
+
+
+def _graph(name: str) -> surgeon.BlockGraph:
+    return surgeon.graph(surgeon.load_model(name, num_classes=10), input_size=SMALL)
+
+
+_GRAPHS = {name: _graph(name) for name in ("resnet10t", "resnet18")}
+
+
+def _shapes_by_path(model: nn.Module, g: surgeon.BlockGraph) -> dict[str, tuple]:
+    """(input shape of its first module, output shape of its tap) of every block of `g` still in
+    `model`, from forward hooks: a second, independent reading of what check_shapes checks."""
+    seen, hooks = {}, []
+    modules = dict(model.named_modules())
+
+    def keep(key, side, value) -> None:  # None: the hook leaves the tensors alone
+        seen.setdefault((key, side), tuple((value[0] if isinstance(value, tuple) else value).shape))
+
+    for b in g.blocks:
+        first, (tap, side) = modules.get(b.members[0]), b.tap
+        if first is None or tap not in modules:
+            continue
+        hooks.append(first.register_forward_pre_hook(lambda m, a, k=b.address: keep(k, "in", a)))
+        if side == "out":
+            hooks.append(modules[tap].register_forward_hook(lambda m, a, y, k=b.address: keep(k, "out", y)))
+        else:
+            hooks.append(modules[tap].register_forward_pre_hook(lambda m, a, k=b.address: keep(k, "out", a)))
+    with torch.no_grad():
+        out = model.eval()(torch.randn(1, *SMALL))
+    for h in hooks:
+        h.remove()
+    seen["model", "out"] = out.shape
+    return seen
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+@pytest.mark.parametrize("name, address", [(n, a) for n in _GRAPHS for a in ("stem", "c2.b0", "c3.b0", "c4.b0")]
+                         + [("resnet18", "c2.b1")])  # the downsampling, channel-changing blocks and a stride-1 one
+def test_every_pass_keeps_shapes_or_refuses_naming_the_block(name, address, edit):
+    """The downsampling / channel-changing blocks (and a stride-1 control) under every pass."""
+    g = _GRAPHS[name]
+    b = g[address]
+    if edit == "alternate" and b.stage is None:
+        pytest.skip("alternate works on stages")
+    try:
+        new = EDITS[edit](g, b)
+    except SurgeonError as exc:
+        msg = str(exc)
+        assert "\n" not in msg
+        named = [b.address, b.path, f"stage {b.stage}", f"{b.stage}."] if edit == "alternate" else [b.address, b.path, "stem"]
+        assert any(n and n in msg for n in named), msg
+        return
+    seen = _shapes_by_path(new, g)
+    assert seen["model", "out"] == (1, 10)
+    if edit == "cifar_stem":  # by design the resolution changes: channels are kept
+        assert all(seen[k, s][1] == getattr(blk, f"{s}_shape")[1] for blk in g.blocks for k, s in
+                   ((blk.address, "in"), (blk.address, "out")) if (k, s) in seen)
+        return
+    for blk in g.blocks:
+        for side in ("in", "out"):
+            if (blk.address, side) in seen:
+                assert tuple(seen[blk.address, side]) == getattr(blk, f"{side}_shape"), (edit, blk.address, side)
+
+
+def test_msa_refused_on_a_downsampling_block_with_both_shapes():
+    """The issue's case: resnet18's c2.b0 downsamples (64x56x56 -> 128x28x28); an MSA would not."""
+    g = surgeon.graph(surgeon.load_model("resnet18"))
+    with pytest.raises(SurgeonError, match=r"c2\.b0 \(layer2\.0\) maps \[64, 56, 56\] to \[128, 28, 28\]: it downsamples"):
+        surgeon.replace(g, "c2.b0", "msa")
+    with pytest.raises(SurgeonError, match=r"c2\.b0 \(layer2\.0\) must map \[64, 56, 56\] to \[128, 28, 28\], "
+                                           r"but the new module maps \[64, 56, 56\] to \[64, 56, 56\]"):
+        surgeon.replace(g, "c2.b0", "identity")
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"heads": 0}, "heads must be an integer in [1, 1024], not 0"),
+    ({"heads": -2}, "heads must be"),
+    ({"window": 0}, "window must be an integer in [1, 1024], not 0"),
+    ({"dim_head": 0}, "dim_head must be"),
+    ({"drop_path": 5}, "drop_path must be a number in [0, 1), not 5"),
+    ({"heads": {"c2": 0}}, "heads must be"),
+])
+def test_pass_arguments_are_range_checked(kwargs, fragment):
+    g = _GRAPHS["resnet10t"]
+    with pytest.raises(SurgeonError, match=re.escape(fragment)):
+        surgeon.alternate(g, "c2", **kwargs)
+    if not isinstance(kwargs.get("heads"), dict):
+        with pytest.raises(SurgeonError, match=re.escape(fragment)):
+            surgeon.replace(g, "c2.b1", "msa", **kwargs)
+    with pytest.raises(SurgeonError, match="kernel must be"):
+        surgeon.cifar_stem(g, kernel=2)
