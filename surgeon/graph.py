@@ -49,6 +49,7 @@ from .errors import SurgeonError, first_line
 from .flops import FlopCount
 from .fx import _timm_registries, graph_module, symbolic_trace, tensor_leaves
 from .modelinfo import default_input_size, input_size_of
+from .runtime import model_device
 from .tables import Tabular
 
 __all__ = ["Block", "BlockGraph", "graph", "KINDS", "feature_info_mismatch"]
@@ -507,9 +508,25 @@ class _Discovery:
         atoms = [a for k, c in kids for a in self._visit(k, c)]
         if atoms:
             atoms[0].extra += self._direct_state(path, mod)
-        if is_root or isinstance(mod, _CONTAINERS) or any(a.role == "half" or a.merging for a in atoms):
+        split = any(a.role == "half" or a.merging for a in atoms)
+        if split and not is_root and self._downsampling_module(path):
+            return [self._single("unit", path)]  # GC ViT's Downsample2d: a residual conv, then a strided one
+        if is_root or isinstance(mod, _CONTAINERS) or split:
             return atoms
         return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+
+    def _downsampling_module(self, path: str) -> bool:
+        """A module named for downsampling (``downsample``, ``reduction``, ``merge``, ``pool``...)
+        whose output has fewer positions than its input: one step between stages."""
+        call = self.rec.calls.get(path)
+        if call is None or not _DOWNSAMPLE_NAMES.search(path.rsplit(".", 1)[-1]):
+            return False
+        ins, outs = tensor_leaves(call.args), tensor_leaves(call.output)
+        image = tensor_leaves(self.rec.calls[""].args)[0].shape[-2:]
+        if not (ins and outs):
+            return False
+        before, after = (_spatial(t.shape, (image[0], image[1]), 0)[1] for t in (ins[0], outs[0]))
+        return bool(before and after and after[0] * after[1] < before[0] * before[1])
 
     def _halves(self, path: str, a: _Analysis) -> list[_Atom] | None:
         """Split a module with consecutive residual adds into one atom per residual branch."""
@@ -578,8 +595,11 @@ def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
         start += 1  # a root child named "stem" is the stem, whatever blocks it is built from
     if start == len(atoms):
         start = bodyish[0]
-    last = max(i for i, a in enumerate(atoms) if a.role != "layer")
+    cut = _pooled_from(atoms, rec, start)  # pooled features (B, C) are the head's, whatever reads them
+    last = max(i for i, a in enumerate(atoms[:cut]) if a.role != "layer")
     groups: list[tuple[str, list[_Atom]]] = []
+    while 0 < start < last and _is_glue(rec, atoms[start]):
+        start += 1  # a parameter-free identity opening the first stage (an Identity downsample) ends the stem
     if start:
         groups.append(("stem", atoms[:start]))
     unit_parents = {p for a in atoms if a.role != "layer" for p in _ancestors(a.members[0])}
@@ -595,7 +615,7 @@ def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
         else:
             body.append(("body", [a]))
     tail: list[list[_Atom]] = []
-    for a in atoms[last + 1:]:
+    for a in atoms[last + 1:cut]:
         if tail and tail[-1][0].parent == a.parent:
             tail[-1].append(a)
         else:
@@ -614,11 +634,30 @@ def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
         else:
             break
     body += [("body", run) for run in tail[:head_from]]
-    head = [a for run in tail[head_from:] for a in run]
+    head = [a for run in tail[head_from:] for a in run] + atoms[cut:]
     groups += body
     if head:
         groups.append(("head", head))
     return groups
+
+
+def _pooled_from(atoms: list[_Atom], rec: _Recorder, start: int) -> int:
+    """Index of the first atom after `start` that reads or writes one vector per sample (B, C):
+    pooled features, which only the head processes (a classifier with its own residual, as
+    RepViT's distillation average, or an MLP, as MetaFormer's; an attention-pooling head);
+    ``len(atoms)`` when there is none."""
+    for i in range(start + 1, len(atoms)):
+        path, side = atoms[i].tap
+        call = rec.calls[path]
+        outs = tensor_leaves(call.args if side == "in" else call.output)
+        if _first_input_ndim(rec, atoms[i]) in (1, 2) or (outs and outs[0].ndim <= 2):
+            return i
+    return len(atoms)
+
+
+def _is_glue(rec: _Recorder, a: _Atom) -> bool:
+    """A parameter-free layer that keeps the grid (Identity, dropout): it decides no block."""
+    return a.role == "layer" and not _has_params(rec, a) and not _reduces(rec, a)
 
 
 def _group_plain(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
@@ -730,6 +769,8 @@ def _is_attention(mod: nn.Module) -> bool:
 
 def _kind(model: nn.Module, members: Sequence[str], merging: bool, downsamples: bool) -> str:
     mods = [m for p in members for m in model.get_submodule(p).modules()]
+    if downsamples and all(_DOWNSAMPLE_NAMES.search(".".join(p.split(".")[-2:])) for p in members):
+        return "downsample"  # a module named for it (timm's `downsample`, Swin's `reduction`), whatever inside
     if any(_is_attention(m) for m in mods):
         return "msa"
     convs = [m for m in mods if isinstance(m, nn.modules.conv._ConvNd)]
@@ -772,12 +813,9 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
     """
     size = tuple(int(s) for s in (input_size or input_size_of(model)))
     if len(size) != 3 or min(size) < 1:
-        raise SurgeonError(f"input size {size} is not C,H,W with positive sizes; e.g. --input-size 3,224,224")
-    try:
-        ref = next(itertools.chain(model.parameters(), model.buffers()))
-        device, dtype = ref.device, (ref.dtype if ref.is_floating_point() else torch.float32)
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
+        raise SurgeonError(f"input size {size} is not C,H,W with positive sizes; e.g. input_size=3,224,224")
+    ref = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device, dtype = model_device(model), (ref.dtype if ref is not None and ref.is_floating_point() else torch.float32)
     x = torch.randn(1, *size, device=device, dtype=dtype)
     with _attributes_restored(model):  # train/eval flags, and attributes forwards and traces write
         model.eval()
@@ -844,8 +882,8 @@ def _record(model: nn.Module, x: torch.Tensor) -> _Recorder:
             size = "x".join(map(str, x.shape[1:]))
             raise SurgeonError(
                 f"{type(model).__name__} cannot take input size {size} ({first_line(exc, 120)}); give an "
-                f"--input-size the model accepts (its default is {'x'.join(map(str, default_input_size(model)))}), "
-                "or build it for this size with --img-size"
+                f"input_size= the model accepts (its default is {'x'.join(map(str, default_input_size(model)))}), "
+                "or build it for this size with img_size="
             ) from None
     return rec
 

@@ -32,13 +32,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from . import checks
 from .curvature import _batch, objective
 from .errors import SurgeonError
 from .executors import Executor
 from .io import atomic_path, check_input
 from .jsonio import dumps
 from .progress import progress as progress_bar
-from .runtime import analysis_mode, check_batch_labels, display_name
+from .runtime import analysis_mode, check_batch_labels, display_name, model_device
 from .tables import Tabular
 
 __all__ = ["LandscapeResult", "directions", "landscape", "EXCLUDED"]
@@ -51,6 +52,7 @@ def directions(model: nn.Module, *, norm: str = "filter", seed: int = 0) -> dict
     """One random direction: ``{state_dict name: tensor}`` for every floating tensor with at least
     2 dimensions that is not a position table, Gaussian, rescaled to the weights' norms
     (``filter``: each slice ``d[i]`` to ``||w[i]||``; ``dim0``: norms along dim 0)."""
+    checks.args(seed=seed)
     if norm not in NORMS:
         raise SurgeonError(f"unknown direction norm {norm!r}; use filter (Li et al.) or dim0 (the paper's code)")
     g = torch.Generator().manual_seed(seed)
@@ -140,11 +142,12 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     points of a 1-D profile) run as its tasks, the model, directions and batches shared once
     (Ray's object store); a row whose worker died on every attempt is left NaN and named in
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
+    checks.args(dims=dims, grid=grid, span=span, batches=batches, wd=wd, label_smoothing=label_smoothing, seed=seed)
     if dims not in (1, 2):
         raise SurgeonError(f"dims={dims}: a landscape is 1-D or 2-D")
     if grid < 2 or span <= 0 or batches < 1:
         raise SurgeonError(f"grid={grid}, span={span}, batches={batches}: use grid >= 2, span > 0, batches >= 1")
-    device = next(iter(model.parameters())).device
+    device = model_device(model)
     frozen = [_batch(b, device) for b, _ in zip(data, range(batches))]
     if not frozen:
         raise SurgeonError("the data yielded no batches; check data=")

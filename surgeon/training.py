@@ -54,13 +54,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import data as sdata
+from . import checks, data as sdata
 from . import provenance
 from .errors import SurgeonError, first_line
 from .evaluation import evaluate
 from .runtime import check_labels, display_name, model_device, restored_modes
 from .io import atomic_path, check_input, check_output, save
-from .models import input_size_of
+from .models import input_size_of, load_model
+from .models import load as load_file
 from .jsonio import dumps
 from .progress import progress as progress_bar
 from .registry import Registry
@@ -423,9 +424,6 @@ def _tensorboard(run_dir: Path) -> Any:
 def build_for_training(model: str, r: Recipe, num_classes: int | None, **load_kwargs: Any) -> nn.Module:
     """A model from its name or surgeon file, with the recipe's stochastic depth where the
     constructor takes ``drop_path_rate`` (timm); others are built without and warned about."""
-    from .io import load as load_file
-    from .models import load_model
-
     is_file = model.endswith(".safetensors") and Path(model).exists() and not load_kwargs.get("weights")
     if r.drop_path > 0:
         try:
@@ -518,6 +516,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         `TrainResult`. Ctrl-C writes a checkpoint at the last finished step (single process) and
         returns with ``interrupted=True``; ``resume=True`` continues exactly there.
     """
+    checks.args(subset=subset, num_classes=num_classes, seed=seed, workers=workers, snapshots=snapshots)
     rank, world, dist_device = _distributed()
     r = training_recipe(recipe, epochs=epochs, input_size=input_size, batch_size=batch_size, lr=lr)
     if batch_size is not None and lr is None:  # linear scaling from the recipe's own batch size
