@@ -185,14 +185,8 @@ def check_outputs(figure: Path | None = None, json_out: Path | None = None, csv_
     if json_out == STDOUT and csv_out == STDOUT:
         raise SurgeonError("--json - and --csv - both ask for stdout; write one of them to a file")
     for path, suffixes in wanted:
-        if path is None or path == STDOUT:
-            continue
-        try:
-            surgeon.io.check_output(path, overwrite=force, suffixes=tuple(suffixes))
-        except SurgeonError as exc:
-            if Path(path).exists() and not force:
-                raise SurgeonError(f"{str(path)!r} exists; pass --force to replace it") from None
-            raise exc from None
+        if path is not None and path != STDOUT:
+            surgeon.io.check_output(path, overwrite=force, suffixes=tuple(suffixes))  # overwrite=True: --force
     if STDOUT in (json_out, csv_out):
         out.file = sys.stderr
 
