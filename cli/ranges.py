@@ -3,7 +3,7 @@
 The ranges are the library's (`surgeon.checks.ARGS`, by parameter name; ``"command.name"`` where
 one command gives a name another meaning), so ``surgeon replace --heads 0`` and
 ``surgeon.replace(..., heads=0)`` are refused by the same rule; the CLI names the flag
-(``--heads must be an integer in [1, 1024], not 0``). A numeric option without a range is a
+(``--heads=0 is out of range; give an integer in [1, 1024]``). A numeric option without a range is a
 bug that tests/test_bad_input.py reports.
 """
 

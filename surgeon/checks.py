@@ -1,7 +1,7 @@
 """Range checks for numeric arguments, run at the top of every public function before any work.
 
 Each check raises `SurgeonError` with one line naming the argument, its value and the valid
-range, e.g. ``heads must be an integer in [1, 1024], not 0``. ``None`` passes where the argument
+range, e.g. ``heads=0 is out of range; give an integer in [1, 1024]``. ``None`` passes where the argument
 has a default (None means "use the default"); 0 never stands for "default".
 
 `ARGS` holds the range of every argument name shared across the API (and by the CLI options of
@@ -76,7 +76,7 @@ ARGS: dict[str, Range] = {
     "span": Range(float, 0.0, min_open=True),
     # robustness and attacks
     "eps": Range(float, 0.0, 1.0), "width": Range(float, 0.0, 1.0, min_open=True), "alpha": Range(float, 0.0, 1.0, min_open=True),
-    "severity": Range(int, 1, 5),
+    "severity": Range(int, 0, 5),
     # training
     "epochs": _POS, "lr": Range(float, 0.0, min_open=True), "threads": Range(int, 1, 1024),
     "snapshots": Range(int, 0),
@@ -93,13 +93,15 @@ def check(name: str, value: Any, rule: Range) -> Any:
     """`value` if it is None or of `rule`'s kind inside its range, else a one-line `SurgeonError`."""
     if value is None:
         return value
-    bad = SurgeonError(f"{name} must be {rule.describe()}, not {value!r}")
+    bad = SurgeonError(f"{name}={value!r} is not {'an integer' if rule.kind is int else 'a number'}; give {rule.describe()}")
     if isinstance(value, (bool, str, bytes)):
         raise bad
+    shown = value
     try:
         value = operator.index(value) if rule.kind is int else float(value)
     except (TypeError, ValueError):
         raise bad from None
+    bad = SurgeonError(f"{name}={shown!r} is out of range; give {rule.describe()}")
     if rule.kind is float and not math.isfinite(value):
         raise bad
     if not rule.contains(value):

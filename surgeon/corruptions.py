@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
+from . import checks
 from .errors import SurgeonError
 from .registry import Registry
 
@@ -327,6 +328,8 @@ def band_mask(h: int, w: int, f: float, width: float = 0.2) -> torch.Tensor:
     layout of torch.fft.fftshift (zero frequency at (h // 2, w // 2)). r = max(|k_y| / (h / 2),
     |k_x| / (w / 2)) is the L-inf norm of the frequency as a fraction of pi (each axis's Nyquist
     frequency is 1); `width` is the ring's half-width, as in PAPER.md ("between f - 0.2 and f + 0.2")."""
+    checks.args(width=width)
+    checks.check_float("f", f, min=0.0, max=1.0)
     ky = (torch.arange(h, dtype=torch.float64) - h // 2).abs() / (h / 2)
     kx = (torch.arange(w, dtype=torch.float64) - w // 2).abs() / (w / 2)
     r = torch.maximum(ky[:, None], kx[None, :])

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from . import distributed
+from . import checks, distributed
 from .errors import SurgeonError, first_line
 from .executors import Executor
 from .graph import graph
@@ -298,6 +298,7 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
     wanted Ritz pair's residual estimate ``beta_j |s_i[-1]|`` is at most ``tol * |theta_i|``;
     the reported residuals are then computed explicitly (k more products). The basis is kept on
     the parameters' device: `max_iter` (default max(2k + 40, 8k)) vectors of the selection's size."""
+    checks.args(k=k, tol=tol, max_iter=max_iter, seed=seed)
     steps = min(op.n, max_iter or max(2 * k + 40, 8 * k))
     state: dict[str, Any] = {"converged": False}
 
@@ -338,6 +339,7 @@ def power_iteration(op: HessianOperator, k: int = 5, *, tol: float = 1e-3, max_i
     """The paper's (and PyHessian's) method: for each of k eigenvalues, power iteration on the
     Hessian with the eigenvectors found so far projected out, until the Rayleigh quotient's
     relative change is below `tol`. Finds eigenvalues of largest magnitude."""
+    checks.args(k=k, tol=tol, max_iter=max_iter, seed=seed)
     found: list[torch.Tensor] = []
     values: list[float] = []
     iters = 0
@@ -396,6 +398,7 @@ def _rademacher(n: int, m: int, device: torch.device, dtype: torch.dtype, seed: 
 
 def hutchinson(op: HessianOperator, samples: int = 100, *, seed: int = 0) -> TraceResult:
     """tr(H) ~ mean of z^T H z over Rademacher z; standard error std / sqrt(samples)."""
+    checks.args(samples=samples, seed=seed)
     z = _rademacher(op.n, samples, op.device, op.dtype, seed)
     est = np.array([float(torch.dot(zi, op(zi))) for zi in z])
     return TraceResult(float(est.mean()), float(est.std(ddof=1) / math.sqrt(samples)), op.calls, "hutchinson")
@@ -405,6 +408,7 @@ def hutchpp(op: HessianOperator, matvecs: int = 60, *, seed: int = 0) -> TraceRe
     """Hutch++ (Meyer et al., 2021): with s = matvecs // 3, Q = orth(H S) for Rademacher S (n, s);
     tr(H) = tr(Q^T H Q) + mean_i g_i^T P H P g_i with P = I - Q Q^T and Rademacher g_i. The
     standard error is the second term's. Exact when rank(H) <= s."""
+    checks.args(matvecs=matvecs, seed=seed)
     s = max(1, matvecs // 3)
     rand = _rademacher(op.n, 2 * s, op.device, op.dtype, seed)
     q, _ = torch.linalg.qr(torch.stack([op(v) for v in rand[:s]]).T)
@@ -439,6 +443,7 @@ class DensityResult(Tabular):
 def slq(op: HessianOperator, vectors: int = 3, steps: int = 30, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stochastic Lanczos quadrature: for each Rademacher start vector, `steps` Lanczos steps;
     nodes = Ritz values, weights = squared first components of the Ritz vectors."""
+    checks.args(vectors=vectors, steps=steps, seed=seed)
     steps = min(steps, op.n)
     nodes, weights = [], []
     for z in _rademacher(op.n, vectors, op.device, op.dtype, seed):
@@ -481,6 +486,7 @@ def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", bl
     parameters of `blocks`: ``which`` = ``LM`` (largest magnitude, the paper's top-5), ``LA``
     (largest), ``SA`` (smallest: negative curvature). ``method="power"`` is the paper's power
     iteration with deflation (``LM`` only)."""
+    checks.args(k=k, tol=tol, max_iter=max_iter, wd=wd, label_smoothing=label_smoothing, seed=seed)
     if which not in WHICH:
         raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
     if method not in ("lanczos", "power"):
@@ -501,6 +507,7 @@ def hessian_trace(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*
                   matvecs: int = 60, wd: float = 0.0, l2: str = "standard", label_smoothing: float = 0.0,
                   mode: str = "double-backward", seed: int = 0) -> TraceResult:
     """tr(H) by Hutch++ (default) or Hutchinson with `matvecs` Hessian-vector products."""
+    checks.args(matvecs=matvecs, wd=wd, label_smoothing=label_smoothing, seed=seed)
     if method not in ("hutch++", "hutchinson"):
         raise SurgeonError(f"unknown trace method {method!r}; use hutch++ or hutchinson")
     if matvecs < (6 if method == "hutch++" else 2):
@@ -515,6 +522,8 @@ def hessian_density(model: nn.Module, batch: Any, blocks: str | Sequence[str] = 
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (`vectors` start
     vectors, `steps` Lanczos steps each), smoothed with a Gaussian of width `sigma` (default 1%
     of the spectrum's span)."""
+    checks.args(vectors=vectors, steps=steps, wd=wd, label_smoothing=label_smoothing, seed=seed)
+    checks.check_float("sigma", sigma, min=0.0, min_open=True)
     with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
         nodes, weights = slq(op, vectors, steps, seed=seed)
         grid, dens, sigma = density_on_grid(nodes, weights, sigma=sigma)
@@ -564,6 +573,7 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): every batch is one task
     (the model shared once), the rows pooled here in batch order; a batch whose worker died on
     every attempt is left out with a warning naming it."""
+    checks.args(k=k, batches=batches)
     rows, res, losses, hvps = [], [], [], 0
 
     def step(batch: Any) -> None:

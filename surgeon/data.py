@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from . import checks
 from .errors import SurgeonError, first_line
 from .models import input_size_of
 from .io import check_input
@@ -191,6 +192,7 @@ def balanced_subset(labels: Sequence[int], fraction: float, seed: int = 0) -> li
     """Indices of a class-balanced random `fraction` of a labelled dataset (the paper's small-data
     runs, e.g. 6% of ImageNet): from each class c with n_c items, max(1, round(fraction * n_c))
     drawn without replacement (seeded), returned in dataset order."""
+    checks.args(seed=seed)
     if not 0 < fraction <= 1:
         raise SurgeonError(f"subset fraction {fraction} must be in (0, 1]; e.g. subset=0.06 keeps 6% of each class")
     y = np.asarray(labels)
@@ -206,6 +208,7 @@ def dataset(spec: str | os.PathLike | None = None, *, train: bool = False, trans
             download: bool = False, subset: float | None = None, seed: int = 0) -> Dataset:
     """The dataset a spec names, restricted to a class-balanced `subset` fraction when given
     (`balanced_subset`, drawn with `seed`); see `_dataset` for the specs."""
+    checks.args(subset=subset, seed=seed)
     ds = _dataset(spec, train=train, transform=transform, download=download)
     if subset is None or subset == 1:
         return ds
@@ -328,6 +331,7 @@ def loader(spec: str | os.PathLike | None = None, model: nn.Module | None = None
     `workers` defaults to 0 for in-memory data and up to 8 processes for image folders; `subset`
     keeps a class-balanced fraction (`balanced_subset`, drawn with `seed`).
     """
+    checks.args(batch_size=batch_size, workers=workers, seed=seed, subset=subset)
     if batch_size < 1:
         raise SurgeonError(f"batch size {batch_size} must be at least 1; e.g. batch_size=32")
     ds = dataset(spec, train=train, transform=transform or eval_transform(model, input_size=input_size),

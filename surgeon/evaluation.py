@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed
+from . import checks, distributed
 from .errors import SurgeonError
 from .jsonio import plain
 from .metrics import NLL_MODES, Metrics, mc_dropout_probs, reliability
@@ -82,6 +82,7 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
             frequency noise).
         progress: show a progress bar (rich).
     """
+    checks.args(batches=batches, mc_dropout=mc_dropout, bins=bins)
     if batches is not None and batches < 1:
         raise SurgeonError(f"batches={batches} must be at least 1")
     if mc_dropout < 0:

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from . import checks
 from .errors import SurgeonError
 from .evaluation import Evaluation, evaluate
 from .jsonio import plain
@@ -125,6 +126,7 @@ def lesion_study(model: nn.Module | BlockGraph, data: Iterable[Any], blocks: str
         SurgeonError: data that is a one-shot iterator, an unknown block selection, or a selection
             in which no block can be lesioned (raised before any evaluation).
     """
+    checks.args(batches=batches)
     if isinstance(data, Iterator):
         raise SurgeonError("a lesion study reads the data once per block: pass a re-iterable source "
                            "(a DataLoader or a list of batches), not an iterator")

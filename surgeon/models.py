@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from . import provenance
+from . import checks, provenance
 from .errors import SurgeonError, closest, first_line
 from .io import load_weights, read_cfg, read_weights
 from .modelinfo import TV_PREFIX, InputSize, default_input_size, input_size_of, resolve_input_size
@@ -130,6 +130,7 @@ def load_model(
         model_kwargs: further constructor arguments (e.g. ``layers=(3, 4, 6, 4)`` for a timm
             ResNet-V2), recorded in the recipe of saved models.
     """
+    checks.args(num_classes=num_classes, img_size=img_size)
     if not isinstance(spec, str) or not spec.strip():
         raise SurgeonError("model name is empty: give a timm name like resnet50 or tv:resnet50")
     spec = spec.strip()

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed
+from . import checks, distributed
 from .errors import SurgeonError
 from .fx import tensor_leaves
 from .graph import Block, BlockGraph, graph
@@ -632,6 +632,7 @@ def probe(model: nn.Module, data: Iterable[Any] | torch.Tensor,
         `ProbeResults`; if interrupted (Ctrl-C), the results of the whole batches done so far,
         with ``interrupted=True`` and a warning.
     """
+    checks.args(batches=batches)
     if batches is not None and batches < 1:
         raise SurgeonError(f"batches={batches} must be at least 1")
     stream = [data] if isinstance(data, torch.Tensor) else data

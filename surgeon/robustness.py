@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import checks
 from .corruptions import CORRUPTIONS, corrupt, frequency_noise
 from .data import ArrayImages, eval_transform, loader
 from .errors import SurgeonError, first_line
@@ -414,6 +415,7 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
         executor: run every (corruption, severity) cell as one task of this `surgeon.executor`
             (e.g. ``surgeon.executor("ray")``); cells whose workers died are left out, named.
     """
+    checks.args(batches=batches, seed=seed)
     severities = _check_severities(severities)
     if cifar_c is not None and imagenet_c is not None:
         raise SurgeonError("give either cifar_c= or imagenet_c=, not both")
@@ -459,6 +461,9 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
         progress: one progress bar over the frequencies.
         executor: run every frequency as one task of this `surgeon.executor`.
     """
+    checks.args(eps=eps, width=width, batches=batches, seed=seed)
+    for f in frequencies:
+        checks.check_float("frequency", f, min=0.0, max=1.0)
     freqs = [float(f) for f in frequencies]
     if not freqs:
         raise SurgeonError("no frequency asked for; e.g. frequencies=0.1,0.5,0.9")

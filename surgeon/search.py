@@ -108,7 +108,7 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from . import data as sdata
+from . import checks, data as sdata
 from . import provenance
 from .errors import SurgeonError, first_line
 from .executors import Executor, RayExecutor
@@ -910,6 +910,7 @@ def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike,
         `SearchResult`; ``OUT/best.safetensors`` is the best candidate's best seed (when trained
         models exist) and ``OUT/buildup.png`` the build-up chart.
     """
+    checks.args(job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
     if not isinstance(workers, int) or workers < 1:
         raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
     ex = make_executor(backend, workers=workers, address=address, job_cpus=job_cpus, job_gpus=job_gpus,
