@@ -62,7 +62,7 @@ from .runtime import check_labels, display_name, model_device, restored_modes
 from .io import atomic_path, check_input, check_output, save
 from .models import input_size_of, load_model
 from .models import load as load_file
-from .jsonio import dumps
+from .jsonio import dumps, plain
 from .progress import progress as progress_bar
 from .registry import Registry
 from .recipe_check import RecipeErrors, check_section, field_checks, toml_line
@@ -669,7 +669,7 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     net.eval()
     provenance.record_training(net, {"recipe": r.to_dict(), "input_size": list(size),  # the size it was trained at
                                      "data": data, "subset": subset, "seed": seed,
-                                     "epochs_done": len(history), "final": history[-1] if history else {}})
+                                     "epochs_done": len(history), "final": plain(history[-1]) if history else {}})
     if target is not None and rank == 0 and not interrupted:
         save(net, target, overwrite=True)
     if world > 1:
