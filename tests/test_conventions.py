@@ -91,7 +91,7 @@ def test_every_command_that_writes_a_file_refuses_an_existing_one_without_force(
             if name in MODEL_OUT and opt != "--out":
                 args += ["--out", "fresh.safetensors"]
             res = invoke(name, *args, opt, target.name)
-            said = common.with_flags(str(res.exception), [f"--force"])  # what main() prints
+            said = common.with_flags(str(res.exception), ["--force"])  # what main() prints
             assert isinstance(res.exception, SurgeonError) and "exists; pass --force" in said, \
                 f"surgeon {name} {opt}: {res.exception!r} {res.output[-300:]}"
             assert target.read_bytes() == b"keep me"
