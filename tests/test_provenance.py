@@ -85,6 +85,7 @@ import sys
 import pytest
 import torch
 import surgeon
+torch.set_num_threads(1)
 path, folder = sys.argv[1], sys.argv[2]
 try:
     surgeon.load(path)
@@ -113,8 +114,13 @@ def test_user_pass_is_recorded_saved_and_replayed_in_a_fresh_process(tmp_path, m
     assert "scale_head_input" in surgeon.passes.PASSES and not hasattr(m.fc, "0")  # the input is untouched
     surgeon.save(e, tmp_path / "u.safetensors")
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.save({"x": x, "y": e.eval()(x)}, tmp_path / "ref.pt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same summation order as the fresh process
+    try:
+        with torch.no_grad():
+            torch.save({"x": x, "y": e.eval()(x)}, tmp_path / "ref.pt")
+    finally:
+        torch.set_num_threads(threads)
     r = subprocess.run([sys.executable, "-c", REPLAY, str(tmp_path / "u.safetensors"), str(tmp_path)],
                        capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
@@ -162,8 +168,14 @@ def test_norm_probe_matches_the_definition():
     res = surgeon.probe(model, [x[:4], x[4:]], probes="norm", blocks="c*")
     g = surgeon.graph(model, input_size=(3, 32, 32))
     seen = {}
-    hooks = [model.get_submodule(b.tap[0]).register_forward_hook(
-        lambda m, a, y, b=b: seen.setdefault(b.address, y.flatten(1).double().norm(dim=1))) for b in g.select("c*")]
+
+    def keep(address):
+        def hook(module, args, out):  # returns None: the output is left as it is
+            seen.setdefault(address, out.flatten(1).double().norm(dim=1))
+        return hook
+
+    assert all(b.tap[1] == "out" for b in g.select("c*"))
+    hooks = [model.get_submodule(b.tap[0]).register_forward_hook(keep(b.address)) for b in g.select("c*")]
     with torch.no_grad():
         model.eval()(x)
     for h in hooks:
