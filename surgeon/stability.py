@@ -164,12 +164,12 @@ class _Sums:
         return out
 
 
-def _frame_probs(model: nn.Module, frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: Sequence[int],
+def _frame_probs(model: nn.Module, frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: Sequence[int] | None,
                  mc_dropout: int) -> torch.Tensor:
     """p_t for frames (B, T, C, H, W) of pixels: resized to `size`, normalised, one forward of B T."""
     b, t = frames.shape[:2]
     x = frames.flatten(0, 1)
-    if tuple(x.shape[-2:]) != tuple(size[-2:]):
+    if size is not None and tuple(x.shape[-2:]) != tuple(size[-2:]):
         x = F.interpolate(x, size=tuple(size[-2:]), mode="bilinear", align_corners=False, antialias=True)
     x = (x - mean) / std
     probs = mc_dropout_probs(model, x, mc_dropout) if mc_dropout else model(x).float().softmax(-1)
@@ -189,7 +189,8 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
             every CIFAR-10-P file present.
         cifar_p: a CIFAR-10-P folder of ``<type>.npy`` files, read memory-mapped.
         batch_size: images per batch read from the files (each makes T frames).
-        input_size: (C, H, W) the model sees; default the model's own (`surgeon.models.input_size_of`).
+        input_size: (C, H, W) the frames are resized to; default: the CIFAR-10-P frames to the
+            model's own size (`surgeon.models.input_size_of`), the frames made from `data` as they are.
         mc_dropout: p_t is the mean softmax over this many stochastic passes (0: one pass).
         batches: per type, stop after this many batches.
         seed: of the noise of the sequences made on the fly, restarted for each type.
@@ -201,7 +202,8 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
     if mc_dropout < 0 or batch_size < 1:
         raise SurgeonError(f"mc_dropout={mc_dropout} must be >= 0 and batch_size={batch_size} >= 1")
     device = model_device(model)
-    size = input_size_of(model, input_size)
+    # the loader's batches are sized for the model already; the files' frames are resized to it
+    size = input_size_of(model, input_size) if cifar_p is not None or input_size is not None else None
     m, s = pixel_normalisation(model, data)
     mean = torch.tensor(m, device=device).view(1, -1, 1, 1)
     std = torch.tensor(s, device=device).view(1, -1, 1, 1)
