@@ -10,9 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,8 +22,8 @@ ray = pytest.importorskip("ray")
 
 import surgeon  # noqa: E402
 from surgeon.errors import SurgeonError  # noqa: E402
-from surgeon.executors import LocalExecutor, RayExecutor, executor  # noqa: E402
-from surgeon.search import Job, run_search  # noqa: E402
+from surgeon.executors import LocalExecutor, executor  # noqa: E402
+from surgeon.search import Job, _shared_folder, run_search  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -151,6 +151,26 @@ def test_landscape_on_ray_equals_the_serial_one(tmp_path):
     assert np.array_equal(again.loss, par.loss)  # resumed from --save: nothing left to do
 
 
+def test_spectrum_batches_and_robustness_cells_on_ray_equal_the_serial_ones():
+    torch.manual_seed(0)
+    model = surgeon.load_model("resnet10t", num_classes=10, layers=[1, 1, 1, 1], channels=[4, 4, 8, 8])
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randn(6, 3, 16, 16, generator=g), torch.randint(0, 10, (6,), generator=g)) for _ in range(3)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = surgeon.hessian_spectrum(model, data, 2, batches=3)
+        par = surgeon.hessian_spectrum(model, data, 2, batches=3, executor=executor("ray"))
+        args = (model, data, ["gaussian_noise", "contrast"], [1, 3])
+        c_serial = surgeon.corruption_robustness(*args)
+        c_par = surgeon.corruption_robustness(*args, executor=executor("ray"))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(par.eigenvalues, serial.eigenvalues, rtol=1e-6)
+    assert par.hvps == serial.hvps and par.eigenvalues.shape == (3, 2)
+    assert np.array_equal(c_par.grid("nll"), c_serial.grid("nll")) and np.isfinite(c_par.grid("nll")).all()
+
+
 DRIVER = """
 import sys
 sys.path.insert(0, {here!r})
@@ -166,23 +186,27 @@ def test_resume_after_the_driver_is_killed(recipe, local_results, tmp_path, clus
                            resume=False)
     driver = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600  # a loaded machine starts the driver slowly
         while not (out / "results.jsonl").is_file() and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert driver.poll() is None, "the driver ended before it could be killed"
         driver.send_signal(signal.SIGKILL)  # after step 0, during step 1
     finally:
         driver.wait()
-    assert len((out / "results.jsonl").read_text().splitlines()) < 4
+    assert 0 < len((out / "results.jsonl").read_text().splitlines()) < 4
     run_search(recipe, out, evaluator=slow_stub, backend="ray", resume=True)
     assert (out / "results.jsonl").read_bytes() == local_results
 
 
 def test_bad_input_is_refused_in_one_line(recipe, tmp_path):
-    with pytest.raises(SurgeonError, match="--job-gpus 4: no node of the Ray cluster has 4 GPUs"):
+    with pytest.raises(SurgeonError, match="job_gpus=4: no node of the Ray cluster has 4 GPUs"):
         run_search(recipe, tmp_path / "a", evaluator=stub, backend="ray", job_gpus=4)
     assert not (tmp_path / "a").exists()
-    with pytest.raises(SurgeonError, match="Ray options; add --backend ray"):
+    two_nodes = mock.Mock(multi_node=True, nodes=lambda: [{}, {}])
+    with pytest.raises(SurgeonError, match="is relative, but the Ray cluster has 2 nodes"):
+        _shared_folder(Path("runs/x"), two_nodes)
+    assert _shared_folder(tmp_path / "x", two_nodes) == tmp_path / "x"
+    with pytest.raises(SurgeonError, match="Ray options; add backend=ray"):
         executor("local", job_gpus=1)
     with pytest.raises(SurgeonError, match="unknown backend"):
         executor("dask")
@@ -193,7 +217,7 @@ def test_cli_refuses_an_unreachable_address_and_a_missing_ray(recipe, tmp_path):
     cmd = [sys.executable, "-m", "surgeon.cli", "search", str(recipe), "--out", str(tmp_path / "x"),
            "--backend", "ray", "--address", "127.0.0.1:1"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 2 and "cannot reach --address 127.0.0.1:1" in done.stderr, done.stderr[-500:]
+    assert done.returncode == 2 and "cannot reach" in done.stderr and "127.0.0.1:1" in done.stderr, done.stderr[-500:]
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
     hide = "import sys; sys.modules['ray'] = None; from surgeon.cli.main import main; sys.argv[0] = 'surgeon'; main()"
     done = subprocess.run([sys.executable, "-c", hide, *cmd[3:]], capture_output=True, text=True, env=env, timeout=120)
