@@ -135,8 +135,9 @@ def alternate(
             raise SurgeonError(f"preset {preset} is built on {base}; run: surgeon alternate {base} --preset {preset}")
         stages = ",".join(f"{k}={v}" for k, v in preset_stages.items())
     counts = surgeon.passes.parse_stages(stages)
+    size = parse_input_size(input_size)  # refused before the model is built
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, **model_kwargs)
-    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    g = surgeon.graph(m, input_size=size)
     if cifar_stem:
         m = surgeon.cifar_stem(g)
         g = surgeon.graph(m, input_size=g.input_size)
@@ -155,10 +156,10 @@ def _edit_each(model: str, out_path: Path, force: bool, input_size: str | None, 
     `edit(model, module_path, input_size)` to each selected block (addressed by module path, so earlier
     edits cannot shift later addresses), print the change and save."""
     surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
-    seed = load_args.pop("seed")
+    seed, size = load_args.pop("seed"), parse_input_size(input_size)  # a bad size refused before any work
     m = load(model, load_args.pop("weights"), load_args.pop("pretrained"), load_args.pop("num_classes"),
              load_args.pop("img_size"), seed=seed)
-    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    g = surgeon.graph(m, input_size=size)
     edited = m
     for b in select_blocks(g, selection, model):
         edited = edit(edited, b.path, g.input_size)

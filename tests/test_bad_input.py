@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer.main
 
 from surgeon import checks
-from surgeon.cli.main import app, main
+from surgeon.cli.main import command, main
 from surgeon.cli.ranges import range_of
 
 #: A value for each required parameter, by name, so that click gets past parsing to the checks.
@@ -28,7 +27,7 @@ REQUIRED = {
 
 
 def _commands() -> dict:
-    return dict(sorted(typer.main.get_command(app).commands.items()))
+    return dict(sorted(command().commands.items()))  # the click group main() runs, built once
 
 
 def _numeric(param) -> type | None:
@@ -157,3 +156,11 @@ def test_valid_values_pass_the_range_check(tmp_path, monkeypatch, capsys):
                              "--heads", "2", "--window", "2", "--input-size", "3,32,32", "-o", "r.safetensors")
     assert code == 0, err
     assert [p.name for p in tmp_path.iterdir()] == ["r.safetensors"]
+
+
+def test_every_default_is_in_range():
+    """A default outside its range would refuse every run of the command."""
+    for command, name, flag in NUMERIC:
+        param = next(p for p in _commands()[command].params if p.name == name)
+        if param.default is not None:
+            checks.check(flag, param.default, range_of(command, name))
