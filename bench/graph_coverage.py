@@ -28,7 +28,8 @@ Invariants (`invariant_failures`): ``head`` (a classifier has exactly one head b
 ``merged`` (no block holds several transformer blocks: members under two indices of one container
 that each hold attention, or an MSA block with over 3x the parameters of its stage's median MSA
 block), ``downsample`` (a block where the grid drops is the stem, a ``downsample`` block, or a
-``conv``/``msa`` block not named for downsampling, i.e. a residual unit with the stride inside),
+``conv``/``msa`` block not made of modules named for downsampling, i.e. a residual unit with the
+stride inside),
 ``flat`` (no stage block outputs a pooled vector), ``empty`` (no 0-parameter ``other`` block).
 """
 
@@ -131,8 +132,8 @@ def invariant_failures(g: surgeon.BlockGraph) -> dict[str, str]:
             if big:
                 bad.setdefault("merged", f"{big[0].address} has {big[0].params} params, stage median {median}")
     for b in g.blocks:
-        if b.downsamples and b.kind not in ("stem", "downsample", "head") and (
-                b.kind not in ("conv", "msa") or any(_DOWNSAMPLE_NAMES.search(m.rsplit(".", 1)[-1]) for m in b.members)):
+        named = all(_DOWNSAMPLE_NAMES.search(".".join(m.split(".")[-2:])) for m in b.members)
+        if b.downsamples and b.kind not in ("stem", "downsample", "head") and (b.kind not in ("conv", "msa") or named):
             bad.setdefault("downsample", f"{b.address} ({b.path}) lowers the grid {b.in_shape} -> {b.out_shape} "
                                          f"but is labelled {b.kind}")
         if b.stage is not None and len(b.out_shape) <= 2:

@@ -615,13 +615,16 @@ def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
         else:
             body.append(("body", [a]))
     tail: list[list[_Atom]] = []
-    for a in atoms[last + 1:cut]:
+    for a in atoms[last + 1:]:
         if tail and tail[-1][0].parent == a.parent:
             tail[-1].append(a)
         else:
             tail.append([a])
     head_from, strided_before = 0, False
+    pooled = set(map(id, atoms[cut:]))
     for i, run in enumerate(tail):
+        if any(id(a) in pooled for a in run):
+            break  # a run reaching the pooled features is the head's (MobileNetV3's conv_head on 1x1)
         if not any(_has_params(rec, a) for a in run):
             continue  # parameter-free glue decides nothing: it joins whichever side follows
         has_main = any(_has_main(rec, a) for a in run)
@@ -634,7 +637,7 @@ def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
         else:
             break
     body += [("body", run) for run in tail[:head_from]]
-    head = [a for run in tail[head_from:] for a in run] + atoms[cut:]
+    head = [a for run in tail[head_from:] for a in run]
     groups += body
     if head:
         groups.append(("head", head))

@@ -325,3 +325,47 @@ def test_no_match_exits_2_with_one_line(tmp_path):
                        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "no block matches kind:msa in resnet18" in lines[0], r.stderr
+
+
+def meta_graph(name: str, **kwargs) -> surgeon.BlockGraph:
+    """The graph of a timm model built on the meta device (shapes only: cheap at any size)."""
+    with torch.device("meta"):
+        model = surgeon.load_model(name, **kwargs)
+    return surgeon.graph(model)
+
+
+def assert_labels_mean_what_they_say(g: surgeon.BlockGraph) -> None:
+    """One head, last; no stage block outputs a pooled vector; no 0-parameter 'other' block."""
+    assert [b.address for b in g.blocks if b.kind == "head"] == ["head"] and g.blocks[-1].kind == "head"
+    assert all(len(b.out_shape) > 2 for b in g.blocks if b.stage is not None)
+    assert not [b.address for b in g.blocks if b.kind == "other" and b.params == 0]
+
+
+@pytest.mark.parametrize("name, classifier", [
+    ("repvit_m1", "head"),  # a classifier with its own residual (distillation average)
+    ("caformer_s18", "head.fc"),  # MetaFormer: an MLP classifier after norm and pooling
+    ("efficientvit_b0", "head"),  # conv, pool, then an MLP classifier
+])
+def test_classifier_heads_are_the_head(name, classifier):
+    """Heads that hold a residual or an MLP were stage blocks (RepViT: ``c4.b3`` of kind mlp, and
+    the pooled 384-vector a stage block); pooled features (B, C) belong to the head."""
+    g = meta_graph(name)
+    assert_labels_mean_what_they_say(g)
+    assert any(m == classifier or m.startswith(classifier + ".") or classifier.startswith(m + ".")
+               for m in g["head"].members)
+
+
+def test_downsampling_modules_are_downsample_blocks():
+    """RepViT's and LeViT's stage downsampling (timm ``downsample``, with a residual MLP or
+    attention inside) are `downsample` blocks; GC ViT's Downsample2d (a residual conv, then a
+    strided conv) is one block, not three; an Identity opening a stage joins the stem (HGNetV2)."""
+    g = meta_graph("repvit_m1")
+    assert [b.path for b in g.select("kind:downsample")] == [f"stages.{i}.downsample" for i in (1, 2, 3)]
+    g = meta_graph("levit_128s")
+    assert [b.path for b in g.select("kind:downsample")] == ["stages.1.downsample", "stages.2.downsample"]
+    g = meta_graph("gcvit_xxtiny")
+    down = [b for b in g.blocks if any(m.startswith("stages.3.downsample") for m in b.members)]
+    assert [(b.path, b.kind) for b in down] == [("stages.3.downsample", "downsample")]
+    g = meta_graph("hgnetv2_b0")
+    assert_labels_mean_what_they_say(g)
+    assert "stages.0.downsample" in g["stem"].members
