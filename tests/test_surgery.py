@@ -370,3 +370,16 @@ def test_pass_arguments_are_range_checked(kwargs, fragment):
             surgeon.replace(g, "c2.b1", "msa", **kwargs)
     with pytest.raises(SurgeonError, match="kernel must be odd"):
         surgeon.cifar_stem(g, kernel=2)
+
+
+def test_a_registered_pass_is_shape_checked_too():
+    """User passes (surgeon.passes.register) run the same check: a block that stops keeping its
+    shape is named, although global pooling keeps the model's output shape."""
+    @surgeon.passes.register("test_halve_c2_b1")
+    def halve(model, *, input_size=None):
+        new = copy.deepcopy(model.model if isinstance(model, surgeon.BlockGraph) else model)
+        new.layer2[1] = nn.AvgPool2d(2)
+        return new
+
+    with pytest.raises(SurgeonError, match=r"c2\.b1 \(layer2\.1\) from \[128, 4, 4\] -> \[128, 4, 4\] to \[128, 4, 4\] -> \[128, 2, 2\]"):
+        halve(_GRAPHS["resnet18"])
