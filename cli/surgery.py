@@ -11,8 +11,9 @@ from rich.table import Table
 import surgeon
 from surgeon.errors import SurgeonError
 
-from .common import (ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsOpt,
-                     human, load, out, parse_input_size, plural, select_blocks)
+from .common import (CsvOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PretrainedOpt,
+                     SeedOpt, WeightsOpt, check_outputs, human, load, out, parse_input_size, plural, select_blocks,
+                     write_csv, write_json)
 from .inspect import _kind, print_graph
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + recipe)")]
@@ -237,11 +238,13 @@ def replace(
 
 
 def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written by surgeon")],
-         input_size: InputSizeOpt = None) -> None:
+         input_size: InputSizeOpt = None, json_out: JsonOpt = None, csv_out: CsvOpt = None,
+         force: ForceOpt = False) -> None:
     """Show the recipe, parameter count and block table of a saved model.
 
     Example: surgeon info alternet.safetensors
     """
+    check_outputs(json_out=json_out, csv_out=csv_out, force=force)
     recipe = surgeon.read_recipe(path)
     model = surgeon.load(path)
     base = recipe["base"]
@@ -256,4 +259,7 @@ def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written 
         score = f", test acc {100 * final['val_acc']:.2f}%" if final.get("val_acc") is not None else ""
         out.print(f"  trained on {trained['data']} for {trained['epochs_done']} epochs (seed {trained['seed']}"
                   f"{score}); recipe: " + ", ".join(f"{k}={v}" for k, v in trained["recipe"].items()), highlight=False)
-    print_graph(surgeon.graph(model, input_size=parse_input_size(input_size)), str(path))
+    g = surgeon.graph(model, input_size=parse_input_size(input_size))
+    print_graph(g, str(path))
+    write_json(json_out, {**g.to_dict(), "model": str(path), "recipe": recipe})
+    write_csv(csv_out, [{"model": str(path), **row} for row in g.tidy()])

@@ -63,6 +63,7 @@ MINIMAL = {
     "report": ["runs_x"],
     "ensemble": ["test_resnet", "test_resnet"],
     "localize": ["test_resnet"],
+    "info": ["model.safetensors"],
 }
 #: --out that is a model file, not a figure; --out that is a folder (resumed with --resume, not overwritten)
 MODEL_OUT = {"alternate", "lesion", "insert", "replace", "train", "ensemble", "localize"}
