@@ -623,7 +623,7 @@ def _spectrum_tasks(ex: Executor, model: nn.Module, data: Iterable[Any], k: int,
         for i, out in ex.map(_spectrum_task, [(shared, b, k, which, blocks, kwargs, threads) for b in frozen]):
             if not out.ok:
                 failed[i] = out.failed
-            elif out.value[0] == "nonfinite":
+            elif isinstance(out.value[0], str):  # ("nonfinite", why)
                 raise NonFiniteLoss(f"batch {i}: {out.value[1]}")
             else:
                 done[i] = out.value
