@@ -98,7 +98,7 @@ def main() -> None:
         locality(models[VIT], args.out_dir)
     ens = surgeon.ensemble(list(models.values()), input_size=SIZE)  # of one model: the model itself
     test = surgeon.data.loader("digits", ens, batch_size=120, input_size=SIZE)
-    print(f"ensemble of the two: acc {surgeon.evaluate(ens, test).metrics['acc']:.3f}")
+    print(f"ensemble of {len(models)}: acc {surgeon.evaluate(ens, test).metrics['acc']:.3f}")
     for label, model in [*models.items(), ("ensemble", ens)]:
         row = surgeon.latency(model, batch_size=64, input_size=SIZE, repeats=5).rows[-1]
         print(f"{label}: {row.ms_mean:.1f} ms per batch of 64 ({row.images_per_s:.0f} images/s)")

@@ -488,7 +488,7 @@ def plot_trajectories(results: Sequence[Any], labels: Sequence[str] | None = Non
         ax.plot(np.radians(r.angles), r.radii, marker="o", ms=3, lw=1.4, color=f"C{j}", label=name)
     ax.set_thetamin(0)
     ax.set_thetamax(max(10.0, min(180.0, 1.1 * max((max(r.angles) for r in results), default=0.0))))
-    ax.set_xlabel("\u2016\u03b8\u209c \u2212 \u03b8\u2080\u2016")
+    ax.set_xlabel("\u2016\u03b8\u209c \u2212 \u03b8\u2080\u2016", labelpad=18)
     ax.set_title("Optimisation trajectories (angle to the final direction)", fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="upper right")
     return fig
