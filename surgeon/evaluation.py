@@ -98,8 +98,8 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     if distributed.active():  # under torchrun: this rank's batches of the first `batches`
         data = distributed.shard_batches(data)
         batches = None if batches is None else -(-(batches - distributed.rank()) // distributed.world())
-        if batches == 0:
-            data = []
+        if batches == 0:  # fewer batches than ranks: this one has none
+            data, batches = [], None
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
 
     def step(batch: Any) -> bool:
