@@ -26,6 +26,7 @@ from .common import (
     PretrainedOpt,
     SeedOpt,
     check_outputs,
+    input_size_used,
     label,
     load,
     out,
@@ -87,8 +88,9 @@ def attack(
     size = parse_input_size(input_size)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed):
+        used = input_size_used(m, size, name)
         with printed_warnings():
-            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
+            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
             res = surgeon.adversarial_robustness(m, loader, method, budgets, alpha=alpha, steps=steps,
                                                  random_start=random_start, n_ff=max(1, mc_dropout), batches=batches,
                                                  seed=seed, progress=True)

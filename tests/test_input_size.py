@@ -115,7 +115,7 @@ def _commands(file: str, tmp: Path) -> dict[str, list[str]]:
 
 
 #: commands that say which size they used (the others show it in their block table's title)
-SAYS_SIZE = {"eval", "lesion-study", "probe", "hessian", "landscape", "robustness", "frequency-noise"}
+SAYS_SIZE = {"eval", "lesion-study", "probe", "hessian", "landscape", "robustness", "frequency-noise", "attack"}
 
 
 def _takes_input_size(command) -> bool:
