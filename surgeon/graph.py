@@ -636,7 +636,13 @@ def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
             head_from, strided_before = i + 1, strided_before or strided  # a map: a stage (SelecSLS)
         else:
             break
-    body += [("body", run) for run in tail[:head_from]]
+    glue: list[_Atom] = []
+    for run in tail[:head_from]:  # parameter-free glue joins the run that follows (SelecSLS's from_seq)
+        if any(_has_params(rec, a) for a in run):
+            body.append(("body", glue + run))
+            glue = []
+        else:
+            glue += run
     head = [a for run in tail[head_from:] for a in run]
     groups += body
     if head:

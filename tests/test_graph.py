@@ -369,3 +369,6 @@ def test_downsampling_modules_are_downsample_blocks():
     g = meta_graph("hgnetv2_b0")
     assert_labels_mean_what_they_say(g)
     assert "stages.0.downsample" in g["stem"].members
+    g = meta_graph("selecsls42")  # a parameter-free step between the last stages joins the next block
+    assert_labels_mean_what_they_say(g)
+    assert not [b for b in g.blocks if b.members == ("from_seq",)]
