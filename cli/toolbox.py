@@ -15,7 +15,6 @@ import surgeon
 from surgeon.errors import SurgeonError
 
 from .common import (
-    select_blocks,
     CsvOpt,
     DeviceOpt,
     ForceOpt,
@@ -32,6 +31,7 @@ from .common import (
     out,
     parse_input_size,
     printed_warnings,
+    select_blocks,
     tidy_rows,
     write_csv,
     write_json,
