@@ -317,7 +317,7 @@ def test_cli_tables_figures_json(tmp_path, monkeypatch, capsys):
     (["robustness", "resnet18", "--cifar-c", "nowhere"], "does not exist"),
     (["robustness", "resnet18", "--cifar-c", "cc", "-c", "gaussian_noise,fog"], "lacks fog.npy"),
     (["frequency-noise", "resnet18", "--frequencies", "0.5,1.5"], "outside [0, 1]"),
-    (["frequency-noise", "resnet18", "--eps", "-1"], "must be non-negative"),
+    (["frequency-noise", "resnet18", "--eps", "-1"], "--eps=-1.0 is out of range; give a number in [0, 1]"),
     (["frequency-noise", "resnet18", "resnet18", "--weights", "w.pt"], "give one --weights per model"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_no_file(tmp_path, monkeypatch, capsys, args, fragment):
