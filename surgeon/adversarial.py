@@ -23,7 +23,6 @@ are its train / eval flags (eval, or MC dropout's dropout-only train mode), also
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from .jsonio import plain
 from .metrics import STOCHASTIC, Metrics
 from .progress import progress as progress_bar
 from .robustness import pixel_normalisation
-from .runtime import check_labels, display_name, model_device, restored_modes
+from .runtime import BatchLoop, check_labels, display_name, model_device, restored_modes
 from .tables import Tabular
 
 __all__ = ["ATTACKS", "AdversarialResult", "adversarial_robustness", "fgsm", "pgd", "frozen"]
@@ -208,37 +207,35 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     gens = [torch.Generator(device=device).manual_seed(seed) for _ in eps]
     clean: Metrics | None = None
     rows: list[Metrics] = []
-    samples, interrupted = 0, False
+    samples = 0
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
-    try:
-        with progress_bar(progress, total, f"{attack} attack") as advance:
-            for batch in data:
-                if batch is None:
-                    continue
-                z, y = batch[0].to(device), batch[1].to(device)
-                m, s = _norm_tensors(mean, std, z)
-                x = (z * s + m).clamp(0, 1)
-                outs = [_predict(model, z, n_ff)]
-                for e, g in zip(eps, gens):
-                    if attack == "fgsm":
-                        adv = fgsm(model, x, y, e, mean=mean, std=std, n_ff=n_ff)
-                    else:
-                        adv = pgd(model, x, y, e, alpha=alpha, steps=steps, random_start=random_start, generator=g,
-                                  mean=mean, std=std, n_ff=n_ff)
-                    outs.append(_predict(model, (adv - m) / s, n_ff))
-                if clean is None:
-                    clean, rows = Metrics(outs[0].shape[1]), [Metrics(outs[0].shape[1]) for _ in eps]
-                for metrics, out in zip([clean, *rows], outs):  # all at once: a cut batch counts nowhere
-                    metrics.update(out, y, probs=False)
-                samples += z.shape[0]
-                advance()
-                if batches is not None and clean.batches >= batches:
-                    break
-    except KeyboardInterrupt:
+
+    def step(batch: Any) -> bool:
+        nonlocal clean, rows, samples
+        if batch is None:
+            return False
+        z, y = batch[0].to(device), batch[1].to(device)
+        m, s = _norm_tensors(mean, std, z)
+        x = (z * s + m).clamp(0, 1)
+        outs = [_predict(model, z, n_ff)]
+        for e, g in zip(eps, gens):
+            if attack == "fgsm":
+                adv = fgsm(model, x, y, e, mean=mean, std=std, n_ff=n_ff)
+            else:
+                adv = pgd(model, x, y, e, alpha=alpha, steps=steps, random_start=random_start, generator=g,
+                          mean=mean, std=std, n_ff=n_ff)
+            outs.append(_predict(model, (adv - m) / s, n_ff))
         if clean is None:
-            raise
-        interrupted = True
-        warnings.warn(f"interrupted: metrics cover the first {clean.batches} batches", stacklevel=2)
+            clean, rows = Metrics(outs[0].shape[1]), [Metrics(outs[0].shape[1]) for _ in eps]
+        for metrics, out in zip([clean, *rows], outs):  # all at once: a cut batch counts nowhere
+            metrics.update(out, y, probs=False)
+        samples += z.shape[0]
+        return True
+
+    loop = BatchLoop("metrics cover", limit=batches)
+    with progress_bar(progress, total, f"{attack} attack") as advance:
+        loop.run(data, step, advance=advance)
+    interrupted = loop.interrupted
     if clean is None:
         raise SurgeonError("the data yielded no batch to attack; check data= (and subset=)")
     return AdversarialResult(display_name(model), attack, eps, alpha if attack == "pgd" else None,
