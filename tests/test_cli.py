@@ -207,7 +207,7 @@ def test_hessian_and_landscape_commands(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["hessian", "resnet18", "--which", "XX"], "unknown which='XX'"),
+    (["hessian", "resnet18", "--which", "XX"], "unknown --which 'XX'"),
     (["hessian", "resnet18", "--top-k", "0"], "--top-k=0 is out of range; give an integer in [1, 100000]"),
     (["hessian", "resnet18", "--blocks", "c9"], "unknown block 'c9'"),
     (["hessian", "resnet18", "--data", "samples"], "have no labels"),
