@@ -49,7 +49,7 @@ import torch
 
 import surgeon
 from surgeon.errors import first_line
-from surgeon.graph import _DOWNSAMPLE_NAMES, _is_attention
+from surgeon.graph.kinds import _DOWNSAMPLE_NAMES, _is_attention
 
 INVARIANTS = ("head", "merged", "downsample", "flat", "empty")
 

@@ -41,8 +41,8 @@ from torch import nn
 
 from . import checks, distributed
 from .errors import SurgeonError
-from .fx import tensor_leaves
 from .graph import Block, BlockGraph, graph
+from .graph.fx import tensor_leaves
 from .jsonio import dumps
 from .progress import progress as progress_bar
 from .registry import Registry

@@ -51,10 +51,13 @@ def import_graph() -> dict[str, set[str]]:
             for t in targets:
                 while t and t not in mods:  # ``import surgeon.io as x`` / ``from surgeon.io import f``
                     t = t.rpartition(".")[0]
+                implied = False  # a parent package the import runs first, rather than the target
                 while t and t != "surgeon":
-                    if t != name:
+                    # a package that holds `name` is initialised before `name` runs, so reaching a
+                    # sibling through it is no cycle (importing names from the package itself is)
+                    if t != name and not (implied and name.startswith(t + ".")):
                         graph[name].add(t)
-                    t = t.rpartition(".")[0]
+                    t, implied = t.rpartition(".")[0], True
     return graph
 
 

@@ -267,7 +267,7 @@ def test_graph_restores_shared_modules_and_attributes():
     ((1, 1000), (None, None, 0)),
 ])
 def test_layouts_are_read_from_shapes(shape, expected):
-    from surgeon.graph import _spatial
+    from surgeon.graph.layout import _spatial
 
     assert _spatial(shape, (224, 224), 1) == expected
 
