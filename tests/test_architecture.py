@@ -104,6 +104,9 @@ def test_graph_sees_function_level_imports():
     assert "surgeon.graph" in g["surgeon.passes"]  # module level
     assert "surgeon.provenance" in g["surgeon.io"]
     assert g["surgeon.modelinfo"] <= {"surgeon.provenance", "surgeon.errors", "surgeon.version"}  # a leaf
+    # a sibling inside a package, reached without its (already running) package __init__
+    assert "surgeon.graph.block" in g["surgeon.graph.select"] and "surgeon.graph" not in g["surgeon.graph.select"]
+    assert "surgeon.graph" in g["surgeon.probes"]  # from outside, the package runs first
 
 
 def test_matplotlib_backend_chosen_only_by_the_cli():
