@@ -79,7 +79,7 @@ def __dir__() -> list[str]:
 
 class _Package(types.ModuleType):
     """The package's module type: loading a submodule binds it on the package, which must not hide
-    an exported name it shares (``surgeon.graph`` is the function, not the module ``surgeon/graph.py``)."""
+    an exported name it shares (``surgeon.graph`` is the function, not the package ``surgeon/graph/``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _EXPORTS:
