@@ -410,7 +410,7 @@ def test_cli_reports_and_refuses_bad_input_in_one_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "01-c4x1" in r.stdout and "accepted" in r.stdout and (tmp_path / "chart.svg").stat().st_size > 0
     bad = write(tmp_path, TINY.replace("[data]", "[dat]"), "bad.toml")
-    one_line_error(surgeon_cli("search", str(bad), "--out", str(tmp_path / "new")), "unknown section(s)")
+    one_line_error(surgeon_cli("search", str(bad), "--out", str(tmp_path / "new")), "unknown section 'dat'; did you mean [data]?")
     assert not (tmp_path / "new").exists()
     other = write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 2\n', "other.toml")
     one_line_error(surgeon_cli("search", str(other), "--out", str(tmp_path / "run"), "--resume"),

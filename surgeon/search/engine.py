@@ -1,0 +1,244 @@
+"""The search engine: the search folder (created, checked, resumed), the step loop over a
+generator's candidates, the records and decisions written to results.jsonl, and the best model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import checks
+from ..errors import SurgeonError, first_line
+from ..executors import Executor, RayExecutor
+from ..executors import executor as make_executor
+from ..io import atomic_path
+from ..jsonio import dumps
+from ..runfolder import check_spawn_safe, undo_on_failure
+from ..training import run_dir_for
+from .jobs import Candidate, Evaluator, Job, Setup, _Runner, _write_outcome, train_candidate
+from .recipe import METRICS, SearchRecipe, search_recipe
+from .report import SearchResult, _chart, read_records
+from .rules import Search, Steps
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two settings dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in dict.fromkeys([*old, *new]) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _check_folder(out: Path, recipe: SearchRecipe, resume: bool) -> None:
+    """Refuse, before any work, an OUT that a new search must not use (a search already, or a
+    folder with files) and, with `resume`, one that holds no search or another recipe's."""
+    stamp = out / "search.json"
+    if resume:
+        if not stamp.is_file():
+            raise SurgeonError(f"resume=True: {out} holds no search (no search.json); start it without resume=True")
+        old = json.loads(stamp.read_text())
+        if old.get("sha256") != recipe.digest:
+            diff = _differences(old.get("settings", {}), recipe.settings)
+            raise SurgeonError(f"{out} was made by another recipe ({', '.join(diff[:4]) or 'its settings'} differ); "
+                               f"resume with that recipe ({out / old.get('copy', 'recipe.toml')}) or choose another out=")
+    elif stamp.is_file():
+        raise SurgeonError(f"{out} holds a search already; continue it with resume=True or choose another out=")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SurgeonError(f"{out} exists and is not an empty folder; choose another out= (nothing there is replaced)")
+
+
+def _search_started(out: Path) -> bool:
+    """Whether a search folder holds work worth resuming: a result or a training checkpoint."""
+    return (out / "results.jsonl").is_file() or any((out / "candidates").glob("*/seed*.json")) or any(
+        (out / "candidates").glob("*/*.run/checkpoint.pt"))
+
+
+def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
+    """A new search's folder: the recipe's copy, search.json (its hash and settings) and train.toml."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SurgeonError(f"cannot create {out} ({first_line(exc, 80)}); choose another out=") from None
+    copy = "recipe" + recipe.path.suffix
+    (out / copy).write_text(recipe.text)
+    lines = ["# the training recipe of every candidate: surgeon train MODEL --recipe train.toml"]
+    lines += [f"{k} = {dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
+    (out / "train.toml").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / "search.json") as tmp:
+        tmp.write_text(dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,
+                              "input_size": list(setup.train.input_size or ()), "threads": setup.threads,
+                              "deterministic": setup.deterministic, "settings": recipe.settings},
+                             indent=1, default=str))
+
+
+class _Engine:
+    """Runs the steps a generator yields, records them, decides, and writes the outputs."""
+
+    def __init__(self, search: Search, out: Path, runner: _Runner, progress: bool,
+                 on_record: Callable[[dict[str, Any]], None] | None) -> None:
+        self.search, self.out, self.runner, self.progress, self.on_record = search, out, runner, progress, on_record
+        self.done = {r["id"]: r for r in read_records(out)}
+        self.records: list[dict[str, Any]] = []
+
+    def run(self, steps: Steps, candidates: list[Candidate] | None) -> list[dict[str, Any]]:
+        """Run the step `candidates` (the generator's first) and those `steps` yields after it."""
+        step = 0
+        while candidates is not None:
+            sent = self.step(step, self._checked(candidates))
+            self.records += sent
+            with atomic_path(self.out / "results.jsonl") as tmp:
+                tmp.write_text("".join(dumps(r) + "\n" for r in self.records))
+            for record in sent:
+                if self.on_record is not None:
+                    self.on_record(record)
+            try:
+                candidates = steps.send(sent)
+            except StopIteration:
+                candidates = None
+            step += 1
+        return self.records
+
+    def _checked(self, candidates: Any) -> list[Candidate]:
+        names = [c.name for c in candidates] if isinstance(candidates, (list, tuple)) and all(
+            isinstance(c, Candidate) for c in candidates) else []
+        if not names or len(set(names)) != len(names):
+            raise SurgeonError(f"{self.search.recipe.path}: candidates() yielded {candidates!r:.80}; yield a non-empty "
+                               "list of Candidate with distinct names (search.msa(...), search.candidate(...))")
+        return list(candidates)
+
+    def step(self, step: int, candidates: list[Candidate]) -> list[dict[str, Any]]:
+        """Train what is not done yet of the step's (candidate, seed) pairs, then record and decide."""
+        repeats = self.search.recipe.repeats
+        ids = [f"{step:02d}-{c.name}" for c in candidates]
+        runs: dict[tuple[str, int], dict[str, Any]] = {}
+        jobs: list[Job] = []
+        for cid, c in zip(ids, candidates):
+            if cid in self.done:
+                if self.done[cid]["passes"] != list(c.passes):
+                    raise SurgeonError(f"{self.out / 'results.jsonl'}: candidate {cid} was built otherwise; the folder "
+                                       "was made by another recipe or surgeon version: choose another out=")
+                runs.update({(cid, run["seed"]): run for run in self.done[cid]["runs"]})
+                continue
+            for seed in repeats:
+                target = self.out / "candidates" / cid / f"seed{seed}.safetensors"
+                if target.with_suffix(".json").is_file():
+                    runs[cid, seed] = json.loads(target.with_suffix(".json").read_text())
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                jobs.append(Job(c, seed, self.search.setup, target, (run_dir_for(target) / "checkpoint.pt").is_file(),
+                                self.runner.device(len(jobs)), self.progress and self.runner.in_process,
+                                int(self.runner.job_gpus) if self.runner.job_gpus >= 2 else 0))
+        for job, outcome in self.runner.run(jobs):
+            if "failed" in outcome and outcome["seconds"] is None:  # its worker died: the task wrote nothing
+                _write_outcome(job, outcome)
+            runs[job.out.parent.name, job.seed] = outcome
+        records = [self._record(step, cid, c, [runs[cid, s] for s in repeats]) for cid, c in zip(ids, candidates)]
+        self._decide(records)
+        return records
+
+    def _record(self, step: int, cid: str, c: Candidate, runs: list[dict[str, Any]]) -> dict[str, Any]:
+        metric, sign = self.search.recipe.metric, METRICS[self.search.recipe.metric]
+        runs = [{"seed": r["seed"], **({"failed": r["failed"]} if "failed" in r else {"metrics": r["metrics"]})}
+                for r in runs]
+        reason = next((f"seed {r['seed']}: {r['failed']}" for r in runs if "failed" in r), None)
+        values = [r["metrics"].get(metric) for r in runs if "metrics" in r]
+        if reason is None and any(v is None for v in values):
+            if not all(metric in r["metrics"] for r in runs):
+                raise SurgeonError(f"the evaluator returned no {metric!r} for {cid} (it gave "
+                                   f"{', '.join(runs[0]['metrics']) or 'nothing'}); return the recipe's metric")
+            reason = f"the validation {metric} is not finite"
+        mean = statistics.fmean(values) if reason is None else None
+        std = statistics.stdev(values) if reason is None and len(values) > 1 else (0.0 if reason is None else None)
+        model = None
+        if reason is None:
+            seed = max(runs, key=lambda r: sign * r["metrics"][metric])["seed"]
+            path = self.out / "candidates" / cid / f"seed{seed}.safetensors"
+            model = str(path.relative_to(self.out)) if path.is_file() else None
+        return {"id": cid, "step": step, "name": c.name, "msa": c.msa, "msa_blocks": list(c.msa_blocks),
+                "passes": list(c.passes), "metric": metric, "runs": runs, "mean": mean, "std": std,
+                "accepted": False, "failed": reason is not None, "reason": reason, "model": model}
+
+    def _decide(self, records: list[dict[str, Any]]) -> None:
+        """Accept the step's best candidate when it beats the best so far by >= delta, strictly."""
+        recipe = self.search.recipe
+        sign = METRICS[recipe.metric]
+        ok = [r for r in records if not r["failed"]]
+        if not ok:
+            return
+        winner = max(ok, key=lambda r: sign * r["mean"])
+        best = self.search.best
+        gain = None if best is None else sign * (winner["mean"] - best["mean"])
+        if gain is None or (gain > 0 and gain >= recipe.delta):
+            winner["accepted"] = True
+            self.search.best = winner
+
+
+def _shared_folder(folder: Path, ex: RayExecutor) -> Path:
+    """The search folder as the tasks see it: absolute; on a multi-node cluster it must be a
+    path every node shares, so a relative one is refused."""
+    if not folder.is_absolute() and not folder.expanduser().is_absolute() and ex.multi_node:
+        raise SurgeonError(f"out={folder} is relative, but the Ray cluster has {len(ex.nodes())} nodes; give the "
+                           "absolute path of a folder on a filesystem every node shares (e.g. /shared/runs/NAME)")
+    return folder.expanduser().resolve()
+
+
+def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike, *, resume: bool = False,
+               workers: int = 1, evaluator: Evaluator | None = None, progress: bool = False,
+               on_record: Callable[[dict[str, Any]], None] | None = None, backend: str | Executor = "local",
+               address: str | None = None, job_cpus: float | None = None, job_gpus: float = 0,
+               retries: int = 0) -> SearchResult:
+    """Run the search `recipe` describes into the folder `out` (docs/architecture.md, "Build-up search").
+
+    Args:
+        recipe: a search recipe file (TOML or Python) or a `SearchRecipe`.
+        out: a new (or empty) folder; with `resume`, the folder of an interrupted search made by
+            the same recipe (another recipe is refused).
+        workers: (candidate, seed) trainings of a step run at once, in spawned local processes.
+        backend: ``local`` (this process or `workers` processes) or ``ray`` (one Ray task per
+            (candidate, seed) on the cluster at `address`, else a local one; `job_cpus` /
+            `job_gpus` per task); or an `surgeon.executors.Executor`. A job whose worker dies is
+            run again up to `retries` times, then recorded as failed (the candidate is rejected).
+        evaluator: ``evaluator(job) -> metrics`` (default `train_candidate`); a top-level function
+            when workers > 1. Raise `surgeon.training.Diverged` to fail a candidate.
+        progress: training progress bars (one worker only).
+        on_record: called with each candidate's record once its step is decided.
+
+    Returns:
+        `SearchResult`; ``OUT/best.safetensors`` is the best candidate's best seed (when trained
+        models exist) and ``OUT/buildup.png`` the build-up chart.
+    """
+    checks.args(job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
+    if not isinstance(workers, int) or workers < 1:
+        raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
+    ex = make_executor(backend, workers=workers, address=address, job_cpus=job_cpus, job_gpus=job_gpus,
+                       retries=retries)
+    r = recipe if isinstance(recipe, SearchRecipe) else search_recipe(recipe)
+    folder = Path(out)
+    _check_folder(folder, r, resume)
+    if workers > 1:
+        check_spawn_safe(f"run_search(workers={workers})")
+    undo = None  # a failed start removes the folder it made (never an earlier run's files)
+    try:
+        with _Runner(evaluator or train_candidate, ex) as runner:
+            if isinstance(ex, RayExecutor):  # join the cluster first: its errors come before any file
+                runner.start()
+                folder = _shared_folder(folder, ex)
+            search = Search(r)
+            steps = r.candidates(search)
+            first = next(steps, None)  # the generator's own checks run before anything is written
+            if not resume:
+                undo = undo_on_failure(folder, _search_started)
+                _create_folder(folder, r, search.setup)
+            records = _Engine(search, folder, runner, progress, on_record).run(steps, first)
+    except BaseException:
+        if undo is not None:
+            undo()
+        raise
+    best = SearchResult(folder, records).best
+    if best is not None and best["model"] is not None:
+        with atomic_path(folder / "best.safetensors") as tmp:
+            shutil.copyfile(folder / best["model"], tmp)
+    return SearchResult(folder, records, _chart(records, folder / "buildup.png") if records else None,
+                        search.input_size)
