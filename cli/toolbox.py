@@ -15,15 +15,19 @@ import surgeon
 from surgeon.errors import SurgeonError
 
 from .common import (
+    BlocksOpt,
     CsvOpt,
     DeviceOpt,
     ForceOpt,
     ImgSizeOpt,
     InputSizeOpt,
     JsonOpt,
+    ModelsArg,
     NumClassesOpt,
     PretrainedOpt,
     SeedOpt,
+    WeightsListOpt,
+    WeightsOpt,
     check_outputs,
     input_size_used,
     label,
@@ -31,6 +35,8 @@ from .common import (
     out,
     parse_input_size,
     printed_warnings,
+    resolve_device,
+    seed_everything,
     select_blocks,
     tidy_rows,
     write_csv,
@@ -40,19 +46,22 @@ from .curvature import BatchSizeOpt, DataOpt, OutOpt
 from .robustness import BatchesOpt, _numbers
 from .surgery import _diff_and_save, latency_table
 
-ModelsArg = Annotated[list[str], typer.Argument(help="one or more models: timm names, tv:NAME, surgeon files",
-                                                show_default=False)]
-WeightsListOpt = Annotated[list[Path] | None, typer.Option("--weights", "-w", help="local weights, once per model in order")]
 McDropoutOpt = Annotated[int, typer.Option("--mc-dropout", help="average the softmax over N stochastic passes (0: off)")]
 
 
-def _models(models: list[str], weights: list[Path] | None, pretrained: bool, num_classes: int | None,
-            img_size: int | None, seed: int | None = None):
-    """Load each model in turn (one at a time: a list of big models need not fit in memory)."""
+def _check_weights(models: list[str], weights: list[Path] | None) -> None:
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+
+
+def _models(models: list[str], weights: list[Path] | None, pretrained: bool, num_classes: int | None,
+            img_size: int | None, seed: int | None = None, device: str | None = "cpu"):
+    """Load each model in turn (one at a time: a list of big models need not fit in memory), each
+    initialised with `seed` (as in every command: one name, one random-init model) and moved to `device`."""
+    _check_weights(models, weights)
     for i, name in enumerate(models):
-        yield name, load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed)
+        yield name, load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed,
+                         device=device)
 
 
 def attack(
@@ -67,6 +76,7 @@ def attack(
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = 64,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
@@ -85,9 +95,10 @@ def attack(
     if mc_dropout < 0:
         raise SurgeonError(f"--mc-dropout {mc_dropout} must be 0 (off) or a number of passes")
     check_outputs(out_fig, json_out, csv_out, force=force)
-    size = parse_input_size(input_size)
+    size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
+    _check_weights(models, weights)
     results = []
-    for name, m in _models(models, weights, pretrained, num_classes, img_size, seed):
+    for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
         used = input_size_used(m, size, name)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
@@ -125,15 +136,22 @@ def ensemble(
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    seed: SeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
     """Save the ensemble of MODELS (log of their mean softmax) as one surgeon file listing its members.
 
+    --seed seeds the random initialisation once, before the first member: random-init members of one
+    architecture differ, and the same command gives the same ensemble.
+
     Example: surgeon ensemble a.safetensors b.safetensors --out ens.safetensors
     """
-    surgeon.io.check_output(out_path, overwrite=force)
+    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
+    size = parse_input_size(input_size)
+    _check_weights(models, weights)
+    seed_everything(seed)
     members = [m for _, m in _models(models, weights, pretrained, num_classes, img_size)]
-    ens = surgeon.ensemble(members, input_size=parse_input_size(input_size), sources=[n if n.endswith(".safetensors") else None for n in models])
+    ens = surgeon.ensemble(members, input_size=size, sources=[n if n.endswith(".safetensors") else None for n in models])
     surgeon.save(ens, out_path, overwrite=force)
     params = sum(p.numel() for p in ens.parameters())
     out.print(f"wrote {out_path}: {len(members)} members ({', '.join(label(n) for n in models)}), "
@@ -162,11 +180,11 @@ def latency(
     Example: surgeon latency resnet18 vit_tiny_patch16_224 --batch-size 8 --repeats 5 --input-size 3,64,64 --img-size 64
     """
     check_outputs(None, json_out, csv_out, force=force)
-    size = parse_input_size(input_size)
-    dev = _device(device)
+    size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
+    _check_weights(models, weights)
     results = []
-    for name, m in _models(models, weights, pretrained, num_classes, img_size):
-        res = surgeon.latency(m.to(dev), batch_size=batch_size, input_size=size, repeats=repeats, warmup=warmup,
+    for name, m in _models(models, weights, pretrained, num_classes, img_size, device=device):
+        res = surgeon.latency(m, batch_size=batch_size, input_size=size, repeats=repeats, warmup=warmup,
                               mc_dropout=mc_dropout)
         res.model = label(name)
         results.append(res)
@@ -176,39 +194,28 @@ def latency(
     write_csv(csv_out, tidy_rows(results))
 
 
-def _device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise SurgeonError(f"--device {name!r} is not a device; e.g. --device cpu or --device cuda:0") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SurgeonError(f"--device {name} asked for but CUDA is not available here; use --device cpu")
-    return dev
-
-
 def localize(
     model: Annotated[str, typer.Argument(help="a timm ViT (name or surgeon file)", show_default=False)],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + recipe)", show_default=False)],
     kernel: Annotated[int, typer.Option("--kernel", "-k", help="odd side of the neighbourhood, in tokens")] = 3,
-    blocks: Annotated[str, typer.Option("--blocks", "-b", help="MSA blocks to make local: kind:msa, c1.b0, ...")] = "kind:msa",
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="local weights")] = None,
+    blocks: BlocksOpt = "kind:msa",
+    weights: WeightsOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
     img_size: ImgSizeOpt = None,
     input_size: InputSizeOpt = None,
+    seed: SeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
-    """Restrict ViT self-attention to k x k token neighbourhoods (the paper's locality experiment) and save.
+    """Restrict ViT self-attention to k x k token neighbourhoods (the paper's locality experiment) and save;
+    --blocks selects the MSA blocks made local.
 
     Example: surgeon localize vit_tiny_patch16_224 --kernel 3 --out local.safetensors
     """
-    surgeon.io.check_output(out_path, overwrite=force)
-    m = load(model, weights, pretrained, num_classes, img_size)
-    g = surgeon.graph(m, input_size=parse_input_size(input_size))
+    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
+    size = parse_input_size(input_size)
+    m = load(model, weights, pretrained, num_classes, img_size, seed=seed)
+    g = surgeon.graph(m, input_size=size)
     select_blocks(g, blocks, model)
     _diff_and_save(g, surgeon.localize(g, blocks, kernel=kernel), model, out_path, force)
 
@@ -217,6 +224,7 @@ def trajectory(
     runs: Annotated[list[Path], typer.Argument(help="run folders (NAME.run) or their model files, trained with --snapshots", show_default=False)],
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Optimisation trajectories in weight space (Fig. 1b): distance from the initial weights and
@@ -227,20 +235,27 @@ def trajectory(
     from surgeon.plots import plot_trajectories, save_figure
     from surgeon.trajectory import EXCLUDED
 
-    check_outputs(out_fig, json_out, force=force)
+    check_outputs(out_fig, json_out, csv_out, force=force)
     results = [surgeon.trajectory(r) for r in runs]
     table = Table(title="trajectory: r = ||\u03b8\u209c \u2212 \u03b8\u2080||, \u03c6 = angle to \u03b8_T \u2212 \u03b8\u2080 "
                         f"(trainable parameters; excluded: {EXCLUDED})", title_justify="left")
     for col in ("run", "parameters", "epochs", "r", "\u03c6 (deg)"):
         table.add_column(col, justify="left" if col == "run" else "right")
     for r in results:
-        r.run = label(str(r.run).removesuffix("/").removesuffix(".run"))
+        r.run = _run_label(r.run)
         table.add_row(r.run, f"{r.parameters:,}", " ".join(map(str, r.epochs)), " ".join(f"{v:.3g}" for v in r.radii),
                       " ".join(f"{v:.1f}" for v in r.angles))
     out.print(table)
     if out_fig is not None:
         out.print(f"wrote {save_figure(plot_trajectories(results), out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
+
+
+def _run_label(run: str) -> str:
+    """A run in tables and CSV rows: ``runs/r18.run`` and ``runs/r18.safetensors`` are both ``r18``."""
+    path = Path(run)
+    return path.stem if path.suffix in (".run", ".safetensors") else path.name
 
 
 def stability(
@@ -252,8 +267,10 @@ def stability(
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = 64,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
     out_fig: OutOpt = None,
     json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
     force: ForceOpt = False,
     weights: WeightsListOpt = None,
     pretrained: PretrainedOpt = False,
@@ -266,14 +283,16 @@ def stability(
     Example: surgeon stability resnet18 --num-classes 10 --input-size 3,32,32 -p translate,gaussian_noise --batches 2
     """
     names = [p.strip() for p in perturbations.split(",") if p.strip()] if perturbations is not None else None
-    check_outputs(out_fig, json_out, force=force)
-    size = parse_input_size(input_size)
+    check_outputs(out_fig, json_out, csv_out, force=force)
+    size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
+    _check_weights(models, weights)
     results = []
-    for name, m in _models(models, weights, pretrained, num_classes, img_size, seed=seed):
+    for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
+        used = input_size_used(m, size, name)
         with printed_warnings():
-            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size) if cifar_p is None else None
+            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used) if cifar_p is None else None
             res = surgeon.perturbation_stability(m, loader, names, cifar_p=cifar_p, batch_size=batch_size,
-                                                 input_size=size, mc_dropout=mc_dropout, batches=batches, seed=seed,
+                                                 input_size=used, mc_dropout=mc_dropout, batches=batches, seed=seed,
                                                  progress=True)
         res.model = label(name)
         results.append(res)
@@ -295,5 +314,6 @@ def stability(
 
         out.print(f"wrote {save_figure(plot_stability(results).figure, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:
         sys.exit(130)

@@ -48,6 +48,7 @@ from .models import input_size_of
 from .progress import progress as progress_bar
 from .robustness import _npy, pixel_normalisation
 from .runtime import display_name, model_device
+from .tables import Tabular
 
 __all__ = ["NOISE", "ON_THE_FLY", "CIFAR_P", "StabilityResult", "perturbation_stability", "sequence",
            "stability_metrics"]
@@ -60,7 +61,7 @@ FRAMES = {"translate": 6}  # corruptions: severities 0..5
 
 
 @dataclass
-class StabilityResult:
+class StabilityResult(Tabular):
     """Per perturbation type: ``metrics[type]`` = {consistency, cec, flip_probability}."""
 
     model: str
@@ -82,6 +83,15 @@ class StabilityResult:
                 "samples": self.samples, "interrupted": self.interrupted,
                 "mean_flip_probability": plain({"v": self.mean_flip_probability})["v"],
                 "metrics": {k: plain(v) for k, v in self.metrics.items()}}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: model x perturbation x metric (consistency, cec, flip_probability), then the
+        mean flip probability over the types (perturbation None)."""
+        ids = {"model": self.model, "samples": self.samples}
+        rows = [{**ids, "perturbation": n, "frames": self.frames.get(n), "quantity": k, "value": plain(v)}
+                for n in self.perturbations for k, v in self.metrics[n].items()]
+        return rows + [{**ids, "perturbation": None, "frames": None, "quantity": "mean_flip_probability",
+                        "value": plain(self.mean_flip_probability)}]
 
 
 def stability_metrics(probs: torch.Tensor, noise: bool) -> dict[str, torch.Tensor]:

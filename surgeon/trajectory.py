@@ -30,7 +30,9 @@ from torch import nn
 
 from .errors import SurgeonError, first_line
 from .io import atomic_path
+from .jsonio import dumps
 from .runfolder import run_dir_for
+from .tables import Tabular
 
 __all__ = ["TrajectoryResult", "trajectory", "write_snapshot", "clear_snapshots", "snapshot_dir", "EXCLUDED"]
 
@@ -55,7 +57,7 @@ def write_snapshot(run: str | os.PathLike, model: nn.Module, epoch: int) -> Path
     excluded = [n for n, _ in model.named_buffers()] + [n for n, p in model.named_parameters() if not p.requires_grad]
     target = folder / f"epoch_{epoch:04d}.safetensors"
     with atomic_path(target) as tmp:
-        save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "excluded": json.dumps(excluded)})
+        save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "excluded": dumps(excluded)})
     return target
 
 
@@ -70,7 +72,7 @@ def clear_snapshots(run: str | os.PathLike) -> None:
 
 
 @dataclass
-class TrajectoryResult:
+class TrajectoryResult(Tabular):
     """One run's trajectory: per snapshot ``epochs[i]``, ``radii[i]`` = ||theta_t - theta_0|| and
     ``angles[i]`` (degrees) between theta_t - theta_0 and theta_T - theta_0."""
 
@@ -86,6 +88,11 @@ class TrajectoryResult:
         return {"run": self.run, "epochs": self.epochs, "radii": self.radii, "angles": self.angles,
                 "parameters": self.parameters, "tensors": self.tensors, "excluded": self.excluded,
                 "excluded_why": EXCLUDED}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: run x snapshot epoch x quantity (radius = ||theta_t - theta_0||, angle in degrees)."""
+        return [{"run": self.run, "epoch": e, "quantity": q, "value": v}
+                for e, r, a in zip(self.epochs, self.radii, self.angles) for q, v in (("radius", r), ("angle", a))]
 
 
 def _snapshots(run: str | os.PathLike) -> list[tuple[int, Path]]:

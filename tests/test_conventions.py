@@ -177,12 +177,18 @@ def _examples() -> dict[type, object]:
 
     latency = LatencyResult("m", "cpu", (3, 16, 16), 0, 2, 1, [LatencyRow(1, 2.5, 0.1, 400.0, None)])
     adversarial = surgeon.AdversarialResult("m", "fgsm", [0.01], None, None, False, 1, {"acc": 0.9}, [{"acc": 0.5}], 8)
+    from surgeon.stability import StabilityResult
+    from surgeon.trajectory import TrajectoryResult
+
+    stability = StabilityResult("m", "made on the fly (seed 0)", ["translate"], {"translate": 6},
+                                {"translate": {"consistency": 0.9, "cec": 0.05, "flip_probability": 0.1}}, 8)
+    trajectory = TrajectoryResult("r", [0, 1, 2], [0.0, 1.5, 2.5], [0.0, 10.0, 0.0], 100, 4, [])
     train = surgeon.TrainResult(None, surgeon.Recipe(), [{"epoch": 1, "lr": 1e-3, "train_loss": 0.5,
                                                           "val_acc": float("nan")}])
     return {type(x): x for x in (ev, lesion, probe, spectrum, TraceResult(12.5, 0.5, 30, "hutch++"),
                                   DensityResult(np.array([0.0, 1.0]), np.array([0.5, 0.5]), np.zeros((1, 2)),
                                                 np.zeros((1, 2)), 0.1, 10), land, corr, freq, search, train, g, latency, adversarial,
-                                  fourier)}
+                                  stability, trajectory, fourier)}
 
 
 def test_every_result_type_has_tidy_rows_csv_and_to_pandas(tmp_path):

@@ -84,3 +84,28 @@ def test_bad_requests_are_refused(tmp_path):
         surgeon.perturbation_stability(model)
     with pytest.raises(SurgeonError, match="lacks"):
         surgeon.perturbation_stability(model, cifar_p=tmp_path, perturbations=["rotate"])
+
+
+def test_cli_csv_holds_the_json_numbers(tmp_path):
+    """`surgeon stability --csv - --json FILE`: the tidy CSV rows are the JSON's metrics in full, and
+    --device / --seed are the shared options."""
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from surgeon.cli.main import app
+
+    args = ["stability", "test_resnet", "--num-classes", "10", "--input-size", "3,16,16", "-p", "translate",
+            "--batches", "1", "--batch-size", "4", "--device", "cpu", "--seed", "1"]
+    res = CliRunner().invoke(app, [*args, "--csv", "-", "--json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "s.json").read_text())[0]
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert {(r["perturbation"], r["quantity"]): float(r["value"]) for r in rows if r["perturbation"]} == \
+        {("translate", k): v for k, v in data["metrics"]["translate"].items()}
+    assert [float(r["value"]) for r in rows if r["quantity"] == "mean_flip_probability"] == \
+        [data["mean_flip_probability"]]
+    res = CliRunner().invoke(app, [*args[:-4], "--device", "cuda:x"])
+    assert isinstance(res.exception, SurgeonError) and "--device 'cuda:x'" in str(res.exception)

@@ -62,3 +62,28 @@ def test_train_keeps_snapshots_for_the_trajectory(tmp_path):
     res = surgeon.trajectory(out)
     assert res.epochs == [0, 1, 2] and res.radii[0] == 0 and res.radii[-1] > 0
     assert any("running_mean" in n for n in res.excluded)
+
+
+def test_cli_csv_holds_the_json_numbers(tmp_path):
+    """`surgeon trajectory --json - --csv FILE`: the tidy CSV rows are the JSON's radii and angles in full."""
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from surgeon.cli.main import app
+
+    net, run = _net(), tmp_path / "m.run"
+    for epoch in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        write_snapshot(run, net, epoch)
+    res = CliRunner().invoke(app, ["trajectory", str(run), "--json", "-", "--csv", str(tmp_path / "t.csv")])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)[0]
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert [(int(r["epoch"]), float(r["value"])) for r in rows if r["quantity"] == "radius"] == \
+        list(zip(data["epochs"], data["radii"]))
+    assert [float(r["value"]) for r in rows if r["quantity"] == "angle"] == data["angles"]
+    assert {r["run"] for r in rows} == {data["run"]} == {"m"}
