@@ -107,35 +107,6 @@ def fixed_numerics(threads: int | None = None, deterministic: bool = False) -> I
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
-@contextmanager
-def fixed_numerics(threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
-    """Run the block with `threads` torch CPU threads and, when `deterministic`, torch's
-    deterministic algorithms (``torch.use_deterministic_algorithms``, cuDNN deterministic without
-    benchmarking, cuBLAS with a fixed workspace ``CUBLAS_WORKSPACE_CONFIG=:4096:8``); the previous
-    settings are restored afterwards, also on error. CPU kernels split their reductions over the
-    threads, so a training's numbers depend on the thread count unless it is fixed."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise SurgeonError(f"threads = {threads!r}; give an integer >= 1")
-    cudnn = torch.backends.cudnn
-    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-              torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.deterministic, cudnn.benchmark)
-    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        if deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            cudnn.deterministic, cudnn.benchmark = True, False
-        yield
-    finally:
-        torch.set_num_threads(before[0])
-        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
-        cudnn.deterministic, cudnn.benchmark = before[3], before[4]
-        if workspace is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-
-
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides a training run besides the model, the data and the seed."""
@@ -482,6 +453,58 @@ def default_val_spec(data: str, val: str | None) -> str | None:
     return data if data == "digits" or data.split(":")[0] in ("cifar10", "cifar100") else None
 
 
+def _fresh_sums() -> dict[str, float]:
+    """An epoch's running sums: loss x images, correct predictions, images, seconds."""
+    return {"loss": 0.0, "correct": 0.0, "n": 0.0, "seconds": 0.0}
+
+
+@dataclass(eq=False)
+class _Run:
+    """One training run's state, shared by the steps of `train`: what it was set up with (recipe,
+    model, data, optimiser; fields set by `_data` and `_optimisation`) and where it stands (the
+    next epoch, the finished steps of it, their running sums, the history of finished epochs)."""
+
+    r: Recipe
+    net: nn.Module  # the model, unwrapped
+    device: torch.device
+    seed: int
+    rank: int
+    world: int
+    target: Path | None  # the output surgeon file
+    run_dir: Path | None
+    snapshots: int
+    size: tuple[int, ...] = field(init=False)  # the training input size (C, H, W)
+    items: SeededItems = field(init=False)
+    sampler: ShardedBatches = field(init=False)
+    loader: DataLoader = field(init=False)
+    val_loader: DataLoader | None = field(init=False)
+    steps: int = field(init=False)  # steps per epoch
+    mix: Any = field(init=False)
+    criterion: nn.Module = field(init=False)
+    opt: torch.optim.Optimizer = field(init=False)
+    amp: bool = field(init=False)
+    amp_dtype: torch.dtype = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)
+    wrapped: nn.Module = field(init=False)  # what the forward pass runs: `net`, or its DDP wrapper
+    fingerprint: str = field(init=False)
+    epoch: int = 0
+    step: int = 0
+    partial: dict[str, float] = field(default_factory=_fresh_sums)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    saved: int | None = None  # the epoch of the checkpoint on disk
+    writer: Any = None  # TensorBoard
+    name: str = ""
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def ckpt_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir is not None else None
+
+
 def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.PathLike | Recipe = "strong",
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
@@ -518,199 +541,270 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     """
     checks.args(subset=subset, num_classes=num_classes, seed=seed, workers=workers, snapshots=snapshots)
     rank, world, dist_device = _distributed()
-    r = training_recipe(recipe, epochs=epochs, input_size=input_size, batch_size=batch_size, lr=lr)
-    if batch_size is not None and lr is None:  # linear scaling from the recipe's own batch size
-        base = training_recipe(recipe)
-        r = dataclasses.replace(r, lr=base.lr * batch_size / base.batch_size)
-    target = check_output(out, overwrite=overwrite or resume) if out is not None else None
+    r = _run_recipe(recipe, epochs, input_size, batch_size, lr)
+    target = _run_target(out, resume, overwrite)
     run_dir = run_dir_for(target) if target is not None else None
-    ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
-    if resume and (ckpt_path is None or not ckpt_path.is_file()):
-        raise SurgeonError(f"resume=True: no checkpoint at {str(ckpt_path)!r}; start the run without resume=True")
-    if ckpt_path is not None and ckpt_path.is_file() and not (resume or overwrite):
-        raise SurgeonError(f"{str(ckpt_path)!r} holds an earlier run; pass resume=True to continue it or overwrite=True "
-                           "to start over")
-
     torch.manual_seed(seed)  # initialisation of models built here
     train_ds = sdata.dataset(data, train=True, subset=subset, seed=seed, download=download)
-    if isinstance(model, str):
-        classes = getattr(train_ds, "classes", [])
-        is_file = model.endswith(".safetensors")
-        net = build_for_training(model, r, num_classes or (len(classes) if classes and not is_file else None), **load_kwargs)
-    else:
-        net = model
-    if target is not None and not provenance.has_cfg(net):
-        raise SurgeonError("out= needs a model surgeon can rebuild: pass its name (or create it with "
-                           "surgeon.load_model) instead of a module object")
+    net = _build(model, r, train_ds, num_classes, target, load_kwargs)
     device = torch.device(device) if device is not None else dist_device or (
         torch.device("cuda") if isinstance(model, str) and torch.cuda.is_available() else model_device(net))
     net.to(device)
-    size = input_size_of(net, r.input_size)  # the recipe's, else what the model records, else its default
-    classes_out = _num_outputs(net, size, device)
-    check_labels(train_ds, classes_out)
-    train_ds.transform = sdata.train_transform(net, input_size=size, auto_augment=r.auto_augment, re_prob=r.re_prob,
-                                               hflip=r.hflip, padding=r.padding)
-    items = SeededItems(train_ds, seed)
-    sampler = ShardedBatches(len(items), r.batch_size, seed, rank, world)
-    n_workers = workers if workers is not None else (min(8, os.cpu_count() or 1) if len(items) > 5000 else 0)
-    loader = DataLoader(items, batch_sampler=sampler, num_workers=n_workers, collate_fn=sdata._collate,
-                        pin_memory=device.type == "cuda")
-    val_spec = default_val_spec(data, val)
-    val_loader = (sdata.loader(val_spec, net, batch_size=256, input_size=size, workers=workers, download=download)
-                  if val_spec else None)
-    if val_loader is not None:
-        check_labels(val_loader, classes_out)
-    steps = len(sampler)
-
-    mix = None
-    if r.mixup > 0 or r.cutmix > 0:
-        mix = sdata.mixer(classes_out, mixup=r.mixup, cutmix=r.cutmix, prob=r.mix_prob,
-                          label_smoothing=r.label_smoothing)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mix else r.label_smoothing)
-    opt = _optimizer(net, r)
-    amp = r.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    wrapped: nn.Module = net
-    if world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    fingerprint = _fingerprint(net)
-    history: list[dict[str, Any]] = []
-    epoch, step_in_epoch, partial = 0, 0, _fresh_sums()
+    run = _Run(r, net, device, seed, rank, world, target, run_dir, snapshots)
+    _data(run, train_ds, default_val_spec(data, val), workers, download)
+    _optimisation(run)
     if resume:
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["fingerprint"] != fingerprint:
-            raise SurgeonError(f"checkpoint {str(ckpt_path)!r} is from another model ({state['model']}); "
-                               "resume with the same model or pass overwrite=True to start over")
-        if state["recipe"] != r.to_dict() or state["seed"] != seed:
-            diff = [k for k, v in r.to_dict().items() if state["recipe"].get(k) != v] or ["seed"]
-            raise SurgeonError(f"checkpoint {str(ckpt_path)!r} was made with another recipe ({', '.join(diff)} "
-                               "differ); resume with the same options or pass overwrite=True to start over")
-        net.load_state_dict(state["model_state"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        epoch, step_in_epoch, partial, history = state["epoch"], state["step"], state["partial"], state["history"]
-    saved = [epoch if resume else None]  # the epoch of the checkpoint on disk
-    undo = undo_on_failure(run_dir, _run_started) if run_dir is not None and rank == 0 else None
-    writer = _tensorboard(run_dir) if run_dir is not None and rank == 0 else None
-    spec_name = display_name(net)
-
-    def checkpoint(at_epoch: int, at_step: int, part: dict[str, float]) -> None:
-        if ckpt_path is None or rank != 0:
-            return
-        state = {"fingerprint": fingerprint, "model": spec_name, "recipe": r.to_dict(), "seed": seed,
-                 "epoch": at_epoch, "step": at_step, "partial": part, "history": history,
-                 "model_state": net.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict()}
-        _write_checkpoint(ckpt_path, state, saved[0])
-        saved[0] = at_epoch
-
-    if snapshots and run_dir is None:
-        raise SurgeonError("snapshots need a run folder: give out= as well")
-    if not isinstance(snapshots, int) or snapshots < 0:
-        raise SurgeonError(f"snapshots={snapshots!r} must be 0 (off) or a number of epochs")
-
-    def snapshot(at_epoch: int) -> None:
-        if snapshots and rank == 0 and (at_epoch % snapshots == 0 or at_epoch == r.total_epochs):
-            write_snapshot(run_dir, net, at_epoch)
-
-    if run_dir is not None and rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if run_dir is not None and rank == 0 and not resume:
-        clear_snapshots(run_dir)  # an earlier run's snapshots would mix into this run's trajectory
-    if epoch == 0 and step_in_epoch == 0:
-        snapshot(0)
-    interrupted = False
+        _resume(run)
+    _check_snapshots(run)
+    undo = undo_on_failure(run_dir, _run_started) if run_dir is not None and run.main else None
+    _open_folder(run, resume)
     modes = ExitStack()  # every module's train/eval flag restored at the end
     modes.enter_context(restored_modes(net, None))
     try:
-        with progress_bar(progress and rank == 0, r.total_epochs * steps, "training",
-                          done=epoch * steps + step_in_epoch) as advance:
-            while epoch < r.total_epochs:
-                interrupted_at = _epoch(wrapped, net, loader, items, sampler, epoch, step_in_epoch, partial, r, opt,
-                                        scaler, criterion, mix, amp, amp_dtype, device, seed, rank, advance)
-                if interrupted_at is not None:
-                    if world == 1:
-                        checkpoint(epoch, interrupted_at, partial)
-                    interrupted = True
-                    break
-                row = _epoch_row(epoch, steps, partial, r, world, device)
-                if not math.isfinite(row["train_loss"]):
-                    raise Diverged(f"training diverged in epoch {epoch + 1}: the mean training loss is "
-                                   f"{row['train_loss']}; lower the lr or clip gradients (clip_grad)")
-                if val_loader is not None and rank == 0:
-                    ev = evaluate(net, val_loader)
-                    row.update({f"val_{k}": v for k, v in ev.metrics.items()})
-                history.append(row)
-                epoch, step_in_epoch, partial = epoch + 1, 0, _fresh_sums()
-                snapshot(epoch)
-                checkpoint(epoch, 0, partial)
-                if run_dir is not None and rank == 0:
-                    _write_logs(run_dir, history)
-                    if writer is not None:
-                        for k, v in row.items():
-                            if k != "epoch" and isinstance(v, (int, float)):
-                                writer.add_scalar(k, v, row["epoch"])
-                if on_epoch is not None and rank == 0:
-                    on_epoch(row)
-                if world > 1:
-                    dist.barrier()
+        interrupted = _epochs(run, progress, on_epoch)
     except BaseException:  # a failed start (no checkpoint yet) leaves no run folder behind
-        if writer is not None:
-            writer.close()
-            writer = None
+        _close_writer(run)
         if undo is not None:
             undo()
         raise
     finally:
         modes.close()
-        if writer is not None:
-            writer.close()
-    net.eval()
-    provenance.record_training(net, {"recipe": r.to_dict(), "input_size": list(size),  # the size it was trained at
-                                     "data": data, "subset": subset, "seed": seed,
-                                     "epochs_done": len(history), "final": plain(history[-1]) if history else {}})
-    if target is not None and rank == 0 and not interrupted:
-        save(net, target, overwrite=True)
-    if world > 1:
+        _close_writer(run)
+    return _finish(run, data, subset, interrupted)
+
+
+def _run_recipe(recipe: str | os.PathLike | Recipe, epochs: int | None, input_size: Sequence[int] | None,
+                batch_size: int | None, lr: float | None) -> Recipe:
+    """The run's recipe with its overrides; a `batch_size` without `lr` scales the recipe's lr linearly."""
+    r = training_recipe(recipe, epochs=epochs, input_size=input_size, batch_size=batch_size, lr=lr)
+    if batch_size is not None and lr is None:  # linear scaling from the recipe's own batch size
+        base = training_recipe(recipe)
+        r = dataclasses.replace(r, lr=base.lr * batch_size / base.batch_size)
+    return r
+
+
+def _run_target(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> Path | None:
+    """The output file, checked: `resume` needs a checkpoint in its run folder, a new run refuses one."""
+    target = check_output(out, overwrite=overwrite or resume) if out is not None else None
+    ckpt_path = run_dir_for(target) / "checkpoint.pt" if target is not None else None
+    if resume and (ckpt_path is None or not ckpt_path.is_file()):
+        raise SurgeonError(f"resume=True: no checkpoint at {str(ckpt_path)!r}; start the run without resume=True")
+    if ckpt_path is not None and ckpt_path.is_file() and not (resume or overwrite):
+        raise SurgeonError(f"{str(ckpt_path)!r} holds an earlier run; pass resume=True to continue it or overwrite=True "
+                           "to start over")
+    return target
+
+
+def _build(model: nn.Module | str, r: Recipe, train_ds: Dataset, num_classes: int | None, target: Path | None,
+           load_kwargs: dict[str, Any]) -> nn.Module:
+    """The model to train: built from its name (classes from the data) or the module given."""
+    if isinstance(model, str):
+        classes = getattr(train_ds, "classes", [])
+        is_file = model.endswith(".safetensors")
+        net = build_for_training(model, r, num_classes or (len(classes) if classes and not is_file else None),
+                                 **load_kwargs)
+    else:
+        net = model
+    if target is not None and not provenance.has_cfg(net):
+        raise SurgeonError("out= needs a model surgeon can rebuild: pass its name (or create it with "
+                           "surgeon.load_model) instead of a module object")
+    return net
+
+
+def _data(run: _Run, train_ds: Any, val_spec: str | None, workers: int | None, download: bool) -> None:
+    """The input size, the seeded and sharded training loader, the validation loader; labels checked
+    against the model's outputs."""
+    r, net = run.r, run.net
+    run.size = input_size_of(net, r.input_size)  # the recipe's, else what the model records, else its default
+    classes_out = _num_outputs(net, run.size, run.device)
+    check_labels(train_ds, classes_out)
+    train_ds.transform = sdata.train_transform(net, input_size=run.size, auto_augment=r.auto_augment,
+                                               re_prob=r.re_prob, hflip=r.hflip, padding=r.padding)
+    run.items = SeededItems(train_ds, run.seed)
+    run.sampler = ShardedBatches(len(run.items), r.batch_size, run.seed, run.rank, run.world)
+    n_workers = workers if workers is not None else (min(8, os.cpu_count() or 1) if len(run.items) > 5000 else 0)
+    run.loader = DataLoader(run.items, batch_sampler=run.sampler, num_workers=n_workers, collate_fn=sdata._collate,
+                            pin_memory=run.device.type == "cuda")
+    run.val_loader = (sdata.loader(val_spec, net, batch_size=256, input_size=run.size, workers=workers,
+                                   download=download) if val_spec else None)
+    if run.val_loader is not None:
+        check_labels(run.val_loader, classes_out)
+    run.steps = len(run.sampler)
+    run.mix = None
+    if r.mixup > 0 or r.cutmix > 0:
+        run.mix = sdata.mixer(classes_out, mixup=r.mixup, cutmix=r.cutmix, prob=r.mix_prob,
+                              label_smoothing=r.label_smoothing)
+
+
+def _optimisation(run: _Run) -> None:
+    """Loss, optimiser, mixed precision and its grad scaler, the DDP wrapper (under torchrun); the
+    fingerprint a checkpoint is matched by. The lr schedule is `lr_at`, set every step."""
+    r, net, device = run.r, run.net, run.device
+    run.criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if run.mix else r.label_smoothing)
+    run.opt = _optimizer(net, r)
+    run.amp = r.amp and device.type == "cuda"
+    run.amp_dtype = torch.bfloat16 if run.amp and torch.cuda.is_bf16_supported() else torch.float16
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp and run.amp_dtype == torch.float16)
+    run.wrapped = net
+    if run.world > 1:
+        run.wrapped = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    run.fingerprint = _fingerprint(net)
+    run.name = display_name(net)
+
+
+def _resume(run: _Run) -> None:
+    """Continue from the run folder's checkpoint: refused if it is another model's or another recipe's."""
+    path, r = run.ckpt_path, run.r
+    state = torch.load(path, map_location=run.device, weights_only=False)
+    if state["fingerprint"] != run.fingerprint:
+        raise SurgeonError(f"checkpoint {str(path)!r} is from another model ({state['model']}); "
+                           "resume with the same model or pass overwrite=True to start over")
+    if state["recipe"] != r.to_dict() or state["seed"] != run.seed:
+        diff = [k for k, v in r.to_dict().items() if state["recipe"].get(k) != v] or ["seed"]
+        raise SurgeonError(f"checkpoint {str(path)!r} was made with another recipe ({', '.join(diff)} "
+                           "differ); resume with the same options or pass overwrite=True to start over")
+    run.net.load_state_dict(state["model_state"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.step, run.partial, run.history = state["epoch"], state["step"], state["partial"], state["history"]
+    run.saved = run.epoch
+
+
+def _check_snapshots(run: _Run) -> None:
+    if run.snapshots and run.run_dir is None:
+        raise SurgeonError("snapshots need a run folder: give out= as well")
+    if not isinstance(run.snapshots, int) or run.snapshots < 0:
+        raise SurgeonError(f"snapshots={run.snapshots!r} must be 0 (off) or a number of epochs")
+
+
+def _open_folder(run: _Run, resume: bool) -> None:
+    """TensorBoard, the run folder (an earlier run's snapshots cleared), the initial snapshot."""
+    if run.run_dir is not None and run.main:
+        run.writer = _tensorboard(run.run_dir)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            clear_snapshots(run.run_dir)  # an earlier run's snapshots would mix into this run's trajectory
+    if run.epoch == 0 and run.step == 0:
+        _snapshot(run, 0)
+
+
+def _checkpoint(run: _Run, at_epoch: int, at_step: int, part: dict[str, float]) -> None:
+    """checkpoint.pt (rank 0): the weights, optimiser, scaler and where the run stands."""
+    if run.ckpt_path is None or not run.main:
+        return
+    state = {"fingerprint": run.fingerprint, "model": run.name, "recipe": run.r.to_dict(), "seed": run.seed,
+             "epoch": at_epoch, "step": at_step, "partial": part, "history": run.history,
+             "model_state": run.net.state_dict(), "optimizer": run.opt.state_dict(),
+             "scaler": run.scaler.state_dict()}
+    _write_checkpoint(run.ckpt_path, state, run.saved)
+    run.saved = at_epoch
+
+
+def _snapshot(run: _Run, at_epoch: int) -> None:
+    """The trainable weights every `snapshots` epochs and at the last (`surgeon.trajectory`)."""
+    if run.snapshots and run.main and (at_epoch % run.snapshots == 0 or at_epoch == run.r.total_epochs):
+        write_snapshot(run.run_dir, run.net, at_epoch)
+
+
+def _close_writer(run: _Run) -> None:
+    if run.writer is not None:
+        run.writer.close()
+        run.writer = None
+
+
+def _epochs(run: _Run, progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None) -> bool:
+    """The remaining epochs; True when interrupted (Ctrl-C: a checkpoint at the last finished step
+    in a single process)."""
+    with progress_bar(progress and run.main, run.r.total_epochs * run.steps, "training",
+                      done=run.epoch * run.steps + run.step) as advance:
+        while run.epoch < run.r.total_epochs:
+            interrupted_at = _epoch(run, advance)
+            if interrupted_at is not None:
+                if run.world == 1:
+                    _checkpoint(run, run.epoch, interrupted_at, run.partial)
+                return True
+            _end_epoch(run, _evaluate(run), on_epoch)
+    return False
+
+
+def _evaluate(run: _Run) -> dict[str, Any]:
+    """The finished epoch's row: training sums (refused when not finite) and validation metrics."""
+    row = _epoch_row(run.epoch, run.steps, run.partial, run.r, run.world, run.device)
+    if not math.isfinite(row["train_loss"]):
+        raise Diverged(f"training diverged in epoch {run.epoch + 1}: the mean training loss is "
+                       f"{row['train_loss']}; lower the lr or clip gradients (clip_grad)")
+    if run.val_loader is not None and run.main:
+        ev = evaluate(run.net, run.val_loader)
+        row.update({f"val_{k}": v for k, v in ev.metrics.items()})
+    return row
+
+
+def _end_epoch(run: _Run, row: dict[str, Any], on_epoch: Callable[[dict[str, Any]], None] | None) -> None:
+    """Record a finished epoch: history, snapshot, checkpoint, logs, TensorBoard, `on_epoch`."""
+    run.history.append(row)
+    run.epoch, run.step, run.partial = run.epoch + 1, 0, _fresh_sums()
+    _snapshot(run, run.epoch)
+    _checkpoint(run, run.epoch, 0, run.partial)
+    if run.run_dir is not None and run.main:
+        _write_logs(run.run_dir, run.history)
+        if run.writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    run.writer.add_scalar(k, v, row["epoch"])
+    if on_epoch is not None and run.main:
+        on_epoch(row)
+    if run.world > 1:
         dist.barrier()
-    return TrainResult(net, r, history, target, run_dir, interrupted)
 
 
-def _epoch(wrapped: nn.Module, net: nn.Module, loader: DataLoader, items: SeededItems, sampler: ShardedBatches,
-           epoch: int, start: int, partial: dict[str, float], r: Recipe, opt: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, criterion: nn.Module, mix: Any, amp: bool, amp_dtype: torch.dtype,
-           device: torch.device, seed: int, rank: int, advance: Any) -> int | None:
-    """One epoch from step `start`; sums go to `partial` (read back once, at the end). Returns the
-    number of finished steps if interrupted (Ctrl-C), else None."""
-    items.epoch, sampler.epoch, sampler.start = epoch, epoch, start
-    steps = len(sampler) + start
+def _finish(run: _Run, data: str, subset: float | None, interrupted: bool) -> TrainResult:
+    """The trained model in eval mode with its training recorded, saved (rank 0, unless interrupted)."""
+    net, history = run.net, run.history
+    net.eval()
+    provenance.record_training(net, {"recipe": run.r.to_dict(), "input_size": list(run.size),  # the size it was trained at
+                                     "data": data, "subset": subset, "seed": run.seed,
+                                     "epochs_done": len(history), "final": plain(history[-1]) if history else {}})
+    if run.target is not None and run.main and not interrupted:
+        save(net, run.target, overwrite=True)
+    if run.world > 1:
+        dist.barrier()
+    return TrainResult(net, run.r, history, run.target, run.run_dir, interrupted)
+
+
+def _epoch(run: _Run, advance: Any) -> int | None:
+    """One epoch from the run's step; sums go to ``run.partial`` (read back once, at the end).
+    Returns the number of finished steps if interrupted (Ctrl-C), else None."""
+    r, opt, scaler, device, epoch = run.r, run.opt, run.scaler, run.device, run.epoch
+    start = run.step
+    run.items.epoch, run.sampler.epoch, run.sampler.start = epoch, epoch, start
+    steps = len(run.sampler) + start
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     seen, step, t0 = 0, start, time.perf_counter()
-    wrapped.train()
+    run.wrapped.train()
     try:
-        for batch in loader:
+        for batch in run.loader:
             if batch is None:
                 continue
             x = batch[0].to(device, non_blocking=True)
             y = batch[1].to(device, non_blocking=True)
-            torch.manual_seed(_mix_seed(seed, epoch, step, rank))  # stochastic depth, dropout
-            np.random.seed(_mix_seed(seed, epoch, step, rank, 1) % 2**32)  # timm's Mixup draws from numpy
+            torch.manual_seed(_mix_seed(run.seed, epoch, step, run.rank))  # stochastic depth, dropout
+            np.random.seed(_mix_seed(run.seed, epoch, step, run.rank, 1) % 2**32)  # timm's Mixup draws from numpy
             target = y
-            if mix is not None:
-                x, target = mix(x, y)
+            if run.mix is not None:
+                x, target = run.mix(x, y)
             lr = lr_at(r, epoch * steps + step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                logits = wrapped(x)
-                loss = criterion(logits.float(), target)
+            with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp):
+                logits = run.wrapped(x)
+                loss = run.criterion(logits.float(), target)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if r.clip_grad is not None:
                 scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(net.parameters(), r.clip_grad)
+                nn.utils.clip_grad_norm_(run.net.parameters(), r.clip_grad)
             scaler.step(opt)
             scaler.update()
             hard = target if target.dim() == 1 else target.argmax(1)
@@ -720,15 +814,10 @@ def _epoch(wrapped: nn.Module, net: nn.Module, loader: DataLoader, items: Seeded
             step += 1
             advance()
     except KeyboardInterrupt:
-        _add(partial, loss_sum, correct, seen, time.perf_counter() - t0)
+        _add(run.partial, loss_sum, correct, seen, time.perf_counter() - t0)
         return step
-    _add(partial, loss_sum, correct, seen, time.perf_counter() - t0)
+    _add(run.partial, loss_sum, correct, seen, time.perf_counter() - t0)
     return None
-
-
-def _fresh_sums() -> dict[str, float]:
-    """An epoch's running sums: loss x images, correct predictions, images, seconds."""
-    return {"loss": 0.0, "correct": 0.0, "n": 0.0, "seconds": 0.0}
 
 
 def _add(partial: dict[str, float], loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> None:
