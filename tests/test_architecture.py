@@ -117,3 +117,21 @@ def test_matplotlib_backend_chosen_only_by_the_cli():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "use":
                 owner = node.func.value
                 assert not (isinstance(owner, ast.Name) and owner.id == "matplotlib"), f"{name} calls matplotlib.use"
+
+
+def long_functions(limit: int = 80) -> list[str]:
+    """``module.function (N lines)`` for every function of surgeon and cli/ longer than `limit`
+    lines (decorators excluded, docstring included), nested functions and methods too."""
+    out = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    out.append(f"{name}.{node.name} ({lines} lines)")
+    return out
+
+
+def test_functions_are_short():
+    assert long_functions() == []
+    assert long_functions(limit=5)  # the walk sees functions at all (a check that can fail)
