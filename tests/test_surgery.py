@@ -185,7 +185,7 @@ def test_save_load_round_trip(tmp_path):
     assert recipe["base"]["spec"] == "resnet50" and recipe["base"]["num_classes"] == 10
     assert [p["pass"] for p in recipe["passes"]] == ["alternate", "insert", "remove"]
     assert sorted(os.listdir(tmp_path)) == ["alt.safetensors"]  # no temp files left
-    with pytest.raises(SurgeonError, match="exists; pass --force"):
+    with pytest.raises(SurgeonError, match="exists; pass overwrite=True"):
         surgeon.save(edited, path)
     surgeon.save(edited, path, overwrite=True)
 
