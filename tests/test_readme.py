@@ -70,6 +70,10 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"--out robustness\.png", "-c fog,contrast -s 1,5 --out robustness.png", "the same, on the command line"),
     (r"--data ~/imagenet/val --subset 0\.1", "--data ~/imagenet/val", "the stand-in folder has 8 images"),
     (r"mc_dropout=10", "mc_dropout=2", "10 MC-dropout passes: 2"),
+    (r'loader\("digits", model, batch_size=256\)', 'loader("digits", model, batch_size=256, input_size=(3, 32, 32))',
+     "the stand-in r18.safetensors is untrained and records no size (a trained one records 32 px): 32 px given"),
+    (r"--data digits --out lesions\.png", "--data digits --batches 1 --batch-size 16 --out lesions.png",
+     "a lesion study evaluates the whole test split once per block: one batch of 16"),
     (r"--mc-dropout 10", "--mc-dropout 2", "10 MC-dropout passes: 2"),
 ]
 
