@@ -190,7 +190,7 @@ def _folder(tmp_path: Path, home: Path, text: str) -> Path:
         (work / name).symlink_to(ROOT / name)
     written = set(re.findall(r"(?:--out|--save|--json|out=|save=|\.save\([^,]+,)\s*[\"']?([\w./-]+)", text))
     for name, (how, model, kwargs) in STAND_INS.items():
-        if re.search(rf"(?<![\w/]){re.escape(name)}", text) and name not in written:
+        if re.search(rf"(?:(?<=\s\./)|(?<![\w/])){re.escape(name)}", text) and name not in written:
             made = home / "files" / name
             if not made.exists():
                 _make(made, how, model, kwargs)
