@@ -63,8 +63,10 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"--grid 21", "--grid 3", "441 landscape points: 9"),
     (r"--top-k 5 --which LM", "--top-k 2 --which LM", "two models x 5 eigenvalues x 20 batches: 2 eigenvalues"),
     (r"--batches 20 --out fig8", "--batches 1 --out fig8", "one batch of the stand-in images"),
-    (r"(surgeon hessian resnet50 [^\n#]*)", r"\1 --input-size 3,32,32 --batch-size 8 --batches 1",
-     "a ResNet-50 Hessian at 224 px over 4 batches takes minutes: 32 px, batch 8, one batch"),
+    (r"surgeon hessian resnet50 --weights r50\.pth ([^\n#]*)--top-k 3",
+     r"surgeon hessian test_resnet --weights r18.pth \1--top-k 1 --input-size 3,32,32 --batch-size 8 --batches 1",
+     "the most negative eigenvalues of a ResNet-50 block over 4 batches take many minutes: timm's test_resnet "
+     "(its stand-in weights), one eigenvalue, 32 px, batch 8, one batch"),
     (r"corruption_robustness\(model, test\)", 'corruption_robustness(model, test, ["fog", "contrast"], [1, 5])',
      "12 corruptions x 5 severities: 2 x 2"),
     (r"--out robustness\.png", "-c fog,contrast -s 1,5 --out robustness.png", "the same, on the command line"),
