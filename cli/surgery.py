@@ -1,4 +1,4 @@
-"""`surgeon alternate | lesion | insert | replace | info`: edit a model and save it with its recipe."""
+"""`surgeon alternate | lesion | insert | replace | info`: edit a model and save it with its provenance record."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .common import (CsvOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelA
                      write_csv, write_json)
 from .inspect import _kind, print_graph
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + recipe)")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + provenance record)")]
 BlocksReqOpt = Annotated[str, typer.Option("--blocks", "-b", help="block selection: 'c3.b1', 'c3.b1,c4.b-1', 'c*.b-1', "
                                                                   "'kind:msa', module paths", show_default=False)]
 
@@ -240,20 +240,20 @@ def replace(
 def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written by surgeon")],
          input_size: InputSizeOpt = None, json_out: JsonOpt = None, csv_out: CsvOpt = None,
          force: ForceOpt = False) -> None:
-    """Show the recipe, parameter count and block table of a saved model.
+    """Show the provenance record (base, passes, training), parameter count and block table of a saved model.
 
     Example: surgeon info alternet.safetensors
     """
     check_outputs(json_out=json_out, csv_out=csv_out, force=force)
-    recipe = surgeon.read_recipe(path)
+    record = surgeon.read_cfg(path)
     model = surgeon.load(path)
-    base = recipe["base"]
-    out.print(f"[bold]{path}[/]: surgeon {recipe['version']}, base {base['spec']}"
+    base = record.base
+    out.print(f"[bold]{path}[/]: surgeon {record.version}, base {base['spec']}"
               + "".join(f", {k}={v}" for k, v in base.items() if k != "spec" and v is not None))
-    for i, p in enumerate(recipe["passes"], 1):
+    for i, p in enumerate(record.passes, 1):
         args = ", ".join(f"{k}={v}" for k, v in p.items() if k != "pass" and v not in (None, {}, []))
         out.print(f"  {i}. {p['pass']}({args})", highlight=False)
-    trained = recipe.get("training")
+    trained = record.training
     if trained:  # written by surgeon train
         final = trained.get("final", {})
         score = f", test acc {100 * final['val_acc']:.2f}%" if final.get("val_acc") is not None else ""
@@ -261,5 +261,5 @@ def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written 
                   f"{score}); recipe: " + ", ".join(f"{k}={v}" for k, v in trained["recipe"].items()), highlight=False)
     g = surgeon.graph(model, input_size=parse_input_size(input_size))
     print_graph(g, str(path))
-    write_json(json_out, {**g.to_dict(), "model": str(path), "recipe": recipe})
+    write_json(json_out, {**g.to_dict(), "model": str(path), "record": {**record.to_dict(), "version": record.version}})
     write_csv(csv_out, [{"model": str(path), **row} for row in g.tidy()])

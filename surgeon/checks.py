@@ -78,7 +78,8 @@ ARGS: dict[str, Range] = {
     "eps": Range(float, 0.0, 1.0), "width": Range(float, 0.0, 1.0, min_open=True), "alpha": Range(float, 0.0, 1.0, min_open=True),
     "severity": Range(int, 0, 5),
     # training
-    "epochs": Range(int, 0),  # 0: as the recipe says (training_recipe checks the recipe's own value) "lr": Range(float, 0.0, min_open=True), "threads": Range(int, 1, 1024),
+    "epochs": Range(int, 0),  # 0: as the recipe says (training_recipe checks the recipe's own value)
+    "lr": Range(float, 0.0, min_open=True), "threads": Range(int, 1, 1024),
     "snapshots": Range(int, 0),
     # execution and timing
     "job_cpus": Range(float, 0.0, 1024.0, min_open=True), "job_gpus": Range(float, 0.0, 64.0),

@@ -27,7 +27,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from . import provenance
 from .errors import SurgeonError, first_line
 
-__all__ = ["read_state_dict", "load_weights", "atomic_path", "check_input", "check_output", "save", "read_cfg", "read_recipe",
+__all__ = ["read_state_dict", "load_weights", "atomic_path", "check_input", "check_output", "save", "read_cfg",
            "read_weights"]
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
@@ -232,13 +232,6 @@ def read_cfg(path: str | os.PathLike) -> provenance.SurgeonCfg:
     return provenance.from_metadata(meta, repr(str(p)))
 
 
-def read_recipe(path: str | os.PathLike) -> dict:
-    """The record of a file written by `save` as a dict (``version``, ``base``, ``passes``,
-    ``training``); see `read_cfg` for the record itself."""
-    cfg = read_cfg(path)
-    return {**cfg.to_dict(), "version": cfg.version}
-
-
 def read_weights(path: str | os.PathLike, model: nn.Module) -> nn.Module:
     """Load the tensors of a file written by `save` into its rebuilt `model`, strictly."""
     try:
@@ -249,7 +242,17 @@ def read_weights(path: str | os.PathLike, model: nn.Module) -> nn.Module:
     return model
 
 
+def _read_recipe(path: str | os.PathLike) -> dict:
+    """surgeon 0.1's dict form of `read_cfg` (deprecated: "recipe" now means a training recipe)."""
+    cfg = read_cfg(path)
+    return {**cfg.to_dict(), "version": cfg.version}
+
+
 def __getattr__(name: str):
+    if name == "read_recipe":
+        warnings.warn("surgeon.read_recipe(path) is renamed surgeon.read_cfg(path) (the provenance record: .base, "
+                      ".passes, .training, .version; .to_dict() for the old dict)", DeprecationWarning, stacklevel=2)
+        return _read_recipe
     if name == "load":  # moved: rebuilding a model needs surgeon.models, which reads weights from here
         warnings.warn("surgeon.io.load moved to surgeon.models.load (also surgeon.load)", DeprecationWarning, stacklevel=2)
         return importlib.import_module(".models", __package__).load

@@ -207,15 +207,6 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     model.get_submodule(parent).add_module(name, module)
 
 
-def _single(g: BlockGraph, address: str) -> Block:
-    found = g.select(address)
-    if not found:
-        raise SurgeonError(f"no block matches {address!r}; valid: {g.valid_addresses()}")
-    if len(found) != 1:
-        raise SurgeonError(f"{address!r} names {len(found)} blocks; give one, e.g. {found[0].address}")
-    return found[0]
-
-
 def _is_module_path(model: nn.Module, path: str) -> bool:
     try:
         model.get_submodule(path)
@@ -252,7 +243,7 @@ def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module
     elif _is_module_path(original, address) and not re.fullmatch(r"c\d+(\.b-?\d+)?|stem|head", address):
         path, block = address, None
     else:
-        block = _single(g, address)
+        block = g[address]
         if len(block.members) > 1 and block.tap[1] == "out" and block.path not in block.members:
             raise SurgeonError(
                 f"{block.address} spans several modules ({', '.join(block.members)}); address one by module path")
@@ -271,7 +262,7 @@ def remove(model: nn.Module | BlockGraph, address: str, *, input_size=None) -> n
     branch returns zeros, so the half passes its input through). Refused for the stem, the head
     and blocks that change shape."""
     original, g, new = _start(model, input_size)
-    block = _single(g, address)
+    block = g[address]
     if block.stage is None:
         raise SurgeonError(f"cannot remove the {block.address}: a model needs its stem and head")
     if block.in_shape != block.out_shape:
@@ -298,7 +289,7 @@ def insert(model: nn.Module | BlockGraph, after: str, module: str | nn.Module | 
     existing key changes; elsewhere the block is wrapped as ``Sequential(block=..., <name>=...)``.
     """
     original, g, new = _start(model, input_size)
-    block = _single(g, after)
+    block = g[after]
     path, side = block.tap
     if side != "out":
         raise SurgeonError(f"cannot insert after {block.address}, a transformer half inside {path.rpartition('.')[0]}; "

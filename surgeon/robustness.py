@@ -391,6 +391,44 @@ def _released_cells(model: nn.Module, data: Iterable[Any], names: Sequence[str],
             for n in names for s in severities}
 
 
+def check_corruption_args(corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES, *,
+                          preset: str = "auto", cifar_c: str | os.PathLike | None = None,
+                          imagenet_c: str | os.PathLike | None = None) -> tuple[list[str], list[int]]:
+    """Check `corruption_robustness`'s arguments that need no model or data (names, severities,
+    preset, the released files' folder); return the corruption names and severities it will use.
+    Raises SurgeonError naming the first problem: callers (the CLI) run it before any work."""
+    severities = _check_severities(severities)
+    if cifar_c is not None and imagenet_c is not None:
+        raise SurgeonError("give either cifar_c= or imagenet_c=, not both")
+    released = imagenet_c is not None or cifar_c is not None
+    names = list(corruptions) if corruptions is not None else list(BENCHMARK if released else CORRUPTIONS)
+    if not names:
+        raise SurgeonError("no corruption asked for; e.g. corruptions=gaussian_noise,fog")
+    if cifar_c is not None:
+        _cifar_c(cifar_c, names)
+    elif imagenet_c is not None:
+        _imagenet_c(imagenet_c, names, severities, ())
+    else:
+        for n in names:
+            corrupt(_PROBE, n, 0, preset=preset)  # a bad name or preset fails here
+    return names, severities
+
+
+def check_frequency_args(frequencies: Sequence[float] = FREQUENCIES, *, eps: float = 0.1,
+                         width: float = 0.2) -> list[float]:
+    """Check `frequency_noise_robustness`'s band arguments (each frequency in [0, 1], eps, width)
+    before any work; return the frequencies as floats."""
+    checks.args(eps=eps, width=width)
+    for f in frequencies:
+        checks.check_float("frequency", f, min=0.0, max=1.0)
+    freqs = [float(f) for f in frequencies]
+    if not freqs:
+        raise SurgeonError("no frequency asked for; e.g. frequencies=0.1,0.5,0.9")
+    for f in freqs:
+        frequency_noise(_PROBE, f, eps, width, generator=torch.Generator().manual_seed(0))
+    return freqs
+
+
 def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Sequence[str] | None = None,
                           severities: Sequence[int] = SEVERITIES, *, preset: str = "auto",
                           cifar_c: str | os.PathLike | None = None, imagenet_c: str | os.PathLike | None = None,
@@ -416,20 +454,13 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
             (e.g. ``surgeon.executor("ray")``); cells whose workers died are left out, named.
     """
     checks.args(batches=batches, seed=seed)
-    severities = _check_severities(severities)
-    if cifar_c is not None and imagenet_c is not None:
-        raise SurgeonError("give either cifar_c= or imagenet_c=, not both")
-    released = imagenet_c is not None or cifar_c is not None
-    names = list(corruptions) if corruptions is not None else list(BENCHMARK if released else CORRUPTIONS)
-    if not names:
-        raise SurgeonError("no corruption asked for; e.g. corruptions=gaussian_noise,fog")
+    names, severities = check_corruption_args(corruptions, severities, preset=preset, cifar_c=cifar_c,
+                                              imagenet_c=imagenet_c)
     cells: dict[Any, Callable[[], dict[str, Any]]] = {"clean": lambda: {"data": data}}
-    if released:
+    if imagenet_c is not None or cifar_c is not None:
         cells.update(_released_cells(model, data, names, severities, cifar_c, imagenet_c))
         source = f"CIFAR-C files in {cifar_c}" if cifar_c is not None else f"ImageNet-C folders in {imagenet_c}"
     else:
-        for n in names:
-            corrupt(_PROBE, n, 0, preset=preset)  # a bad name or preset fails here, before any work
         cells.update({(n, s): _corrupted_cell(model, data, n, s, preset, seed) for n in names for s in severities})
         source = f"corrupted on the fly (preset {preset}, seed {seed})"
     done, interrupted = _run(model, cells, batches, progress, "corruptions", executor)
@@ -461,14 +492,8 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
         progress: one progress bar over the frequencies.
         executor: run every frequency as one task of this `surgeon.executor`.
     """
-    checks.args(eps=eps, width=width, batches=batches, seed=seed)
-    for f in frequencies:
-        checks.check_float("frequency", f, min=0.0, max=1.0)
-    freqs = [float(f) for f in frequencies]
-    if not freqs:
-        raise SurgeonError("no frequency asked for; e.g. frequencies=0.1,0.5,0.9")
-    for f in freqs:  # bad f, eps or width fail here, before any work
-        frequency_noise(_PROBE, f, eps, width, generator=torch.Generator().manual_seed(0))
+    checks.args(batches=batches, seed=seed)
+    freqs = check_frequency_args(frequencies, eps=eps, width=width)
 
     def noisy(f: float) -> Callable[[], dict[str, Any]]:
         def cell() -> dict[str, Any]:

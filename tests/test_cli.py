@@ -95,8 +95,8 @@ def test_alternate_info_lesion_insert(tmp_path):
     assert isinstance(lib.load(tmp_path / "rep.safetensors").layer4[1], lib.layers.MSABlock)
     lesioned = lib.load(tmp_path / "les.safetensors")  # the blocks named before the first edit
     assert [type(lesioned.layer3[i]).__name__ for i in range(4)] == ["Bottleneck", "Identity", "Identity", "Bottleneck"]
-    assert [p["pass"] for p in lib.read_recipe(tmp_path / "les.safetensors")["passes"]] == ["alternate", "remove", "remove"]
-    assert len(lib.read_recipe(tmp_path / "sm.safetensors")["passes"]) == 4
+    assert [p["pass"] for p in lib.read_cfg(tmp_path / "les.safetensors").passes] == ["alternate", "remove", "remove"]
+    assert len(lib.read_cfg(tmp_path / "sm.safetensors").passes) == 4
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -57,7 +57,7 @@ def test_the_file_records_its_size_and_the_architecture_default_differs(trained)
     assert default_input_size(model) == (3, 176, 176)  # what eval fed before the fix
     assert resolve_input_size(model) == (RECORDED, "trained")
     assert input_size_of(model, (3, 32, 32)) == (3, 32, 32)  # given wins
-    assert surgeon.read_recipe(trained)["training"]["input_size"] == list(RECORDED)
+    assert surgeon.read_cfg(trained).training["input_size"] == list(RECORDED)
 
 
 def test_api_consumers_use_the_recorded_size(trained):

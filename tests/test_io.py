@@ -164,7 +164,7 @@ def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
     path = _not_a_file(tmp_path, what)
     readers = {
         "weights": lambda p: surgeon.io.read_state_dict(p),
-        "surgeon file": lambda p: surgeon.io.read_recipe(p),
+        "surgeon file": lambda p: surgeon.io.read_cfg(p),
         "surgeon file as a model": lambda p: surgeon.load_model(str(p)),
         "training recipe": lambda p: training_recipe(str(p)),
         "search recipe": lambda p: search_recipe(p),

@@ -157,7 +157,8 @@ def test_old_names_warn_and_point_to_the_new_ones():
         assert surgeon.training.PRESETS is surgeon.training.RECIPES
         assert surgeon.passes.apply_recipe is surgeon.passes.apply_passes
         assert surgeon.corruptions.PRESETS == surgeon.corruptions.CONSTANTS
-    assert len(caught) == 4 and all(issubclass(w.category, DeprecationWarning) for w in caught)
+        assert callable(surgeon.read_recipe)  # the provenance record's 0.1 dict form: surgeon.read_cfg
+    assert len(caught) == 5 and all(issubclass(w.category, DeprecationWarning) for w in caught)
 
 
 def test_norm_probe_matches_the_definition():

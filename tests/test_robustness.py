@@ -160,7 +160,7 @@ def test_frequency_noise_equals_a_naive_recomputation(model):
     assert res.change == pytest.approx([a - clean for a in expected], abs=1e-12)
     d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
     assert d["frequencies"] == [0.2, 0.8] and d["eps"] == 0.5 and d["samples"] == 32
-    with pytest.raises(SurgeonError, match="outside"):
+    with pytest.raises(SurgeonError, match="out of range"):
         frequency_noise_robustness(model, loader, (0.5, 1.5))
 
 
@@ -316,7 +316,7 @@ def test_cli_tables_figures_json(tmp_path, monkeypatch, capsys):
     (["robustness", "resnet18", "--out", "fig.txt"], "must end in"),
     (["robustness", "resnet18", "--cifar-c", "nowhere"], "does not exist"),
     (["robustness", "resnet18", "--cifar-c", "cc", "-c", "gaussian_noise,fog"], "lacks fog.npy"),
-    (["frequency-noise", "resnet18", "--frequencies", "0.5,1.5"], "outside [0, 1]"),
+    (["frequency-noise", "resnet18", "--frequencies", "0.5,1.5"], "frequency=1.5 is out of range; give a number in [0, 1]"),
     (["frequency-noise", "resnet18", "--eps", "-1"], "--eps=-1.0 is out of range; give a number in [0, 1]"),
     (["frequency-noise", "resnet18", "resnet18", "--weights", "w.pt"], "give one --weights per model"),
 ])

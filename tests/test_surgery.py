@@ -78,7 +78,7 @@ def test_alternate_paper_layout_positions():
     assert heads == [6, 12, 24, 24] and windows == [7, 4, 2, 2]  # 64 px: maps 8, 4, 2
     assert all(m.preact for m in alt.modules() if isinstance(m, MSABlock))
     # two MSAs in a 3-block stage are refused by the m <= n/2 rule
-    with pytest.raises(SurgeonError, match=r"at most 1 MSAs \(m <= n/2\)"):
+    with pytest.raises(SurgeonError, match=r"at most 1 MSA \(m <= n/2\), not 2"):
         surgeon.alternate(surgeon.load_model("resnetv2_50"), {"c4": 2}, input_size=SIZE)
 
 
@@ -181,9 +181,9 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(edited.eval()(x), loaded(x))
     assert surgeon.load_model(str(path)).state_dict().keys() == edited.state_dict().keys()
-    recipe = surgeon.read_recipe(path)
-    assert recipe["base"]["spec"] == "resnet50" and recipe["base"]["num_classes"] == 10
-    assert [p["pass"] for p in recipe["passes"]] == ["alternate", "insert", "remove"]
+    record = surgeon.read_cfg(path)
+    assert record.base["spec"] == "resnet50" and record.base["num_classes"] == 10
+    assert [p["pass"] for p in record.passes] == ["alternate", "insert", "remove"]
     assert sorted(os.listdir(tmp_path)) == ["alt.safetensors"]  # no temp files left
     with pytest.raises(SurgeonError, match="exists; pass overwrite=True"):
         surgeon.save(edited, path)

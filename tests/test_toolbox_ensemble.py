@@ -47,9 +47,9 @@ def test_saved_ensemble_loads_with_its_member_recipes(tmp_path):
     a, b = _members()
     ens = surgeon.ensemble([a, b], input_size=SIZE)
     path = surgeon.save(ens, tmp_path / "ens.safetensors")
-    recipe = surgeon.read_recipe(path)
-    assert [m["base"]["spec"] for m in recipe["base"]["members"]] == ["test_resnet", "test_resnet"]
-    assert recipe["base"]["members"][1]["passes"][0]["pass"] == "insert"
+    record = surgeon.read_cfg(path)
+    assert [m["base"]["spec"] for m in record.base["members"]] == ["test_resnet", "test_resnet"]
+    assert record.base["members"][1]["passes"][0]["pass"] == "insert"
     back = surgeon.load(path)
     x = torch.randn(2, *SIZE)
     with torch.no_grad():

@@ -64,7 +64,7 @@ def test_neighbourhoods_equal_a_direct_computation(kernel):
 def test_saved_and_replayed_like_other_passes(tmp_path):
     local = surgeon.localize(_vit(), "kind:msa", kernel=3)
     path = surgeon.save(local, tmp_path / "local.safetensors")
-    assert surgeon.read_recipe(path)["passes"][-1] == {"pass": "localize", "blocks": "kind:msa", "kernel": 3,
+    assert surgeon.read_cfg(path).passes[-1] == {"pass": "localize", "blocks": "kind:msa", "kernel": 3,
                                                       "input_size": list(SIZE)}
     back = surgeon.load(path)
     x = torch.randn(1, *SIZE)

@@ -45,7 +45,8 @@ class BlockGraph(Tabular):
         if not found:
             raise SurgeonError(f"no block matches {address!r}; valid: {self.valid_addresses()}")
         if len(found) != 1:
-            raise SurgeonError(f"{address!r} names {len(found)} blocks, not one; use select() for several")
+            raise SurgeonError(f"{address!r} names {len(found)} blocks; give one, e.g. {found[0].address} "
+                               "(select() returns several)")
         return found[0]
 
     def select(self, pattern: str | Sequence[str]) -> list[Block]:
