@@ -29,7 +29,7 @@ from surgeon.robustness import (
     pixel_normalisation,
 )
 from tests.test_cli import one_line_error
-from tests.test_cli import surgeon as surgeon_command
+from tests.test_cli import surgeon_process as surgeon_command
 
 SIZE = (3, 32, 32)
 

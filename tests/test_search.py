@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_cli import one_line_error
+from test_cli import surgeon as surgeon_cli
 
 import surgeon
 from surgeon.errors import SurgeonError
@@ -396,11 +397,6 @@ def test_bad_python_recipes(tmp_path):
         search_recipe(write(tmp_path, "1 / 0\n", "b.py"))
     with pytest.raises(SurgeonError, match="missing section"):
         search_recipe(write(tmp_path, "SETTINGS = {}\ndef candidates(search):\n    yield []\n", "c.py"))
-
-
-def surgeon_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "surgeon.cli", *args], capture_output=True, text=True, check=False,
-                          env={"COLUMNS": "160", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
 
 
 def test_cli_reports_and_refuses_bad_input_in_one_line(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_cli import one_line_error
+from test_cli import surgeon as surgeon_cli
 
 import surgeon
 from surgeon import training
@@ -323,11 +324,11 @@ def test_ddp_two_processes_match_one(tmp_path):
 
 
 def test_cli_trains_and_reports(tmp_path):
-    res = _cli("train", "resnet10t", "--data", "digits", "--recipe", "digits", "--epochs", "0", "--subset", "0.2",
-               "--out", str(tmp_path / "m.safetensors"), cwd=tmp_path)
+    res = surgeon_cli("train", "resnet10t", "--data", "digits", "--recipe", "digits", "--epochs", "0", "--subset", "0.2",
+                      "--out", str(tmp_path / "m.safetensors"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "val acc" in res.stdout and (tmp_path / "m.safetensors").is_file()
-    info = _cli("info", str(tmp_path / "m.safetensors"), "--input-size", "3,32,32")
+    info = surgeon_cli("info", str(tmp_path / "m.safetensors"), "--input-size", "3,32,32")
     assert info.returncode == 0 and "trained on digits for 1 epochs (seed 0, test acc" in info.stdout, info.stderr
 
 
@@ -341,7 +342,7 @@ def test_cli_trains_and_reports(tmp_path):
 ])
 def test_cli_bad_input(tmp_path, extra, expected):
     target = tmp_path / "m.safetensors"
-    res = _cli("train", "resnet10t", "--recipe", "digits", "--out", str(target), *extra)
+    res = surgeon_cli("train", "resnet10t", "--recipe", "digits", "--out", str(target), *extra, cwd=tmp_path)
     one_line_error(res, expected)
     assert not target.exists() and not (tmp_path / "m.run" / "checkpoint.pt").exists()
 
@@ -349,5 +350,5 @@ def test_cli_bad_input(tmp_path, extra, expected):
 def test_cli_unknown_recipe_key_names_it(tmp_path):
     f = tmp_path / "r.toml"
     f.write_text('base = "digits"\nwarmup = 2\n')
-    res = _cli("train", "resnet10t", "--recipe", str(f), "--out", str(tmp_path / "m.safetensors"))
+    res = surgeon_cli("train", "resnet10t", "--recipe", str(f), "--out", str(tmp_path / "m.safetensors"))
     one_line_error(res, "r.toml (line 2): unknown key 'warmup'; did you mean warmup_epochs?")
