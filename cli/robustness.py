@@ -11,7 +11,6 @@ from rich.table import Table
 
 import surgeon
 from surgeon.errors import SurgeonError
-from surgeon.robustness import check_corruption_args, check_frequency_args
 
 from .common import (
     AddressOpt,
@@ -131,7 +130,7 @@ def robustness(
         raise SurgeonError(f"unknown --metric {metric!r}; choose from {', '.join(known)}")
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
-    check_corruption_args(names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c)
+    surgeon.robustness.check_corruption_args(names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c)
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, size, model)
     with printed_warnings():
@@ -181,8 +180,8 @@ def frequency_noise(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    freqs = check_frequency_args(_numbers(frequencies, float, "--frequencies", "0.1,0.5,0.9"),
-                                                   eps=eps, width=width)
+    freqs = _numbers(frequencies, float, "--frequencies", "0.1,0.5,0.9")
+    freqs = surgeon.robustness.check_frequency_args(freqs, eps=eps, width=width)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     table = Table(title=f"accuracy change (percentage points) under frequency-band noise, eps {eps:g}",
