@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/surgeon info alternet.safetensors
 	$(BIN)/surgeon probe fourier resnet50 alternet.safetensors --out fourier.png
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP)   # one pytest-xdist worker per core (at most 4), a test file per worker; tests/conftest.py shares the threads
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 figures: $(STAMP)
 	$(BIN)/python examples/block_graph.py

@@ -43,7 +43,7 @@ class _Console(Console):
     @property
     def size(self) -> ConsoleDimensions:
         dims = Console.size.fget(self)
-        return dims if self.is_terminal or self._width is not None else ConsoleDimensions(FILE_WIDTH, dims.height)
+        return dims if self.is_terminal else ConsoleDimensions(FILE_WIDTH, dims.height)  # COLUMNS too is ignored
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:

@@ -5,7 +5,15 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the test machine has no model hub
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures are files, as the CLI sets it
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# torch threads per test process: the cores shared among pytest-xdist's workers (`make test` runs
+# one per core). Oversubscribed OpenMP threads stall each other on a small machine (a Hessian-vector
+# product measured at 0.07 s alone took 4.8 s beside another busy process), so the subprocesses a
+# test starts get the same share through OMP_NUM_THREADS.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

@@ -344,7 +344,13 @@ def test_cli_constants_agree_with_the_library():
 # Item 12: output while running
 
 
-def test_output_to_a_file_is_never_cut_at_80_columns():
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_output_to_a_file_is_never_cut_at_80_columns(monkeypatch, columns):
+    """Also when the environment says COLUMNS=80 (pytest-xdist's workers, some shells export it)."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
     buf = io.StringIO()
     console = common._Console(file=buf)
     table = Table()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_cli import one_line_error
+from test_distributed import _free_port
 from test_cli import surgeon as surgeon_cli
 
 import surgeon
@@ -302,7 +303,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29533", "-m", "surgeon.cli", *args, "--out", str(tmp_path / "two.safetensors")],
+                          str(_free_port()), "-m", "surgeon.cli", *args, "--out", str(tmp_path / "two.safetensors")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
 
