@@ -1,6 +1,6 @@
 """Cost of the build-up engine: a whole search against the trainings it runs.
 
-Runs ``recipes/digits_buildup.toml`` end to end (`surgeon.run_search` into a fresh folder: recipe
+Runs ``recipes/digits_buildup.toml`` end to end (`surgeon.run_search` into a fresh folder: spec
 validation, base model and block graphs, candidate construction, the trainings, the results file,
 outcome files, best model and chart) and reads, from each (candidate, seed) outcome file, the
 seconds its training took inside the engine (model build + `surgeon.train`, timed around the
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "digits_buildup.toml")
+    ap.add_argument("--spec", type=Path, default=ROOT / "recipes" / "digits_buildup.toml", help="search spec")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
     ap.add_argument("--out", type=Path, default=None, help="append the figures as one JSON line to this file")
@@ -40,14 +40,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "search"
         t0 = time.perf_counter()
-        result = surgeon.run_search(args.recipe, folder, workers=args.workers)
+        result = surgeon.run_search(args.spec, folder, workers=args.workers)
         wall = time.perf_counter() - t0
         trainings = {p.relative_to(folder / "candidates").as_posix(): json.loads(p.read_text())["seconds"]
                      for p in sorted((folder / "candidates").glob("*/seed*.json"))}
     total = sum(trainings.values())
     for name, seconds in trainings.items():
         print(f"  {name:<32} {seconds:8.2f} s")
-    row = {"recipe": args.recipe.name, "workers": args.workers, "threads": torch.get_num_threads(),
+    row = {"spec": args.spec.name, "workers": args.workers, "threads": torch.get_num_threads(),
            "candidates": len(result.records), "trainings": len(trainings), "wall_s": round(wall, 2),
            "training_s": round(total, 2)}
     if args.workers == 1:

@@ -51,8 +51,8 @@ def _finished(record: dict[str, Any]) -> None:
 
 
 def search(
-    recipe: Annotated[Path, typer.Argument(help="search recipe: .toml (build-up rules) or .py (own generator)",
-                                           show_default=False)],
+    spec: Annotated[Path, typer.Argument(help="search spec: .toml (build-up rules) or .py (own generator)",
+                                         show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="the search's folder: results.jsonl, models, chart")],
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search in --out")] = False,
     workers: Annotated[int, typer.Option("--workers", help="trainings of a step run at once in local processes")] = 1,
@@ -65,14 +65,14 @@ def search(
     csv_out: CsvOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Run a build-up search (AlterNet's rules) from a recipe; resumable, parallel over local processes or a Ray cluster.
+    """Run a build-up search (AlterNet's rules) from a search spec; resumable, parallel over local processes or a Ray cluster.
 
     Example: surgeon search recipes/digits_buildup.toml --out runs/digits --workers 2
     """
     check_outputs(json_out=json_out, csv_out=csv_out, force=force)
     try:
         with printed_warnings():
-            result = surgeon.run_search(recipe, out_dir, resume=resume, workers=workers,
+            result = surgeon.run_search(spec, out_dir, resume=resume, workers=workers,
                                 progress=workers == 1 and backend == "local", on_record=_finished, backend=backend,
                                 address=address, job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
     except KeyboardInterrupt:

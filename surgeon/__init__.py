@@ -21,7 +21,7 @@ from .version import __version__
 _EXPORTS: dict[str, str] = {
     "SurgeonError": "errors",
     "KINDS": "graph", "Block": "graph", "BlockGraph": "graph", "feature_info_mismatch": "graph", "graph": "graph",
-    "load": "models", "load_weights": "io", "read_cfg": "io", "read_recipe": "io", "read_state_dict": "io",
+    "load": "models", "load_weights": "io", "read_cfg": "io", "read_state_dict": "io",
     "save": "io", "SurgeonCfg": "provenance", "Registry": "registry",
     "default_input_size": "models", "input_size_of": "models", "resolve_input_size": "models", "load_model": "models",
     "PRESETS": "passes", "ALTERNETS": "passes", "alternate": "passes", "cifar_stem": "passes", "insert": "passes", "remove": "passes",
@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "Variance": "probes", "probe": "probes",
     "CorruptionResult": "robustness", "FrequencyNoiseResult": "robustness",
     "corruption_robustness": "robustness", "frequency_noise_robustness": "robustness",
-    "Candidate": "search", "SearchResult": "search", "run_search": "search", "search_recipe": "search",
+    "Candidate": "search", "SearchResult": "search", "run_search": "search", "search_spec": "search",
     "search_report": "search",
     "AdversarialResult": "adversarial", "adversarial_robustness": "adversarial",
     "Ensemble": "ensemble", "ensemble": "ensemble",
@@ -49,6 +49,9 @@ _EXPORTS: dict[str, str] = {
     "to_pandas": "tables",
 }
 
+#: renamed names (not in ``__all__``): the submodule's own ``__getattr__`` warns and points to the new one
+_DEPRECATED: dict[str, str] = {"read_recipe": "io", "search_recipe": "search", "SearchRecipe": "search"}
+
 #: submodules listed in ``__all__`` (every submodule also loads on attribute access)
 _SUBMODULES = ("data", "layers", "passes")
 
@@ -57,6 +60,8 @@ __all__ = [*_EXPORTS, *_SUBMODULES]
 
 def __getattr__(name: str) -> Any:
     """Import the submodule that defines `name` on first use, and keep the value."""
+    if name in _DEPRECATED:  # not kept: every use warns
+        return getattr(importlib.import_module(f".{_DEPRECATED[name]}", __name__), name)
     if name in _EXPORTS:
         module, _, attr = _EXPORTS[name].partition(":")
         value = getattr(importlib.import_module(f".{module}", __name__), attr or name)

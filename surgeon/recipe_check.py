@@ -1,6 +1,6 @@
-"""One validator for every recipe surgeon reads.
+"""One validator for every settings file surgeon reads.
 
-A training recipe (a TOML file of `surgeon.training.Recipe` keys, or a dict) and a search recipe
+A training recipe (a TOML file of `surgeon.training.Recipe` keys, or a dict) and a search spec
 (a TOML file with the sections ``[model]``, ``[data]``, ``[train]``, ``[search]``, or a Python
 file's ``SETTINGS``) are checked by the same code:
 
@@ -49,11 +49,11 @@ def toml_line(text: str, section: str = "", key: str | None = None) -> int | Non
 
 @dataclass
 class RecipeErrors:
-    """The problems found in one recipe, each with its place; `raise_if_any` reports them all.
+    """The problems found in one training recipe or search spec, each with its place; `raise_if_any` reports them all.
 
     Args:
-        source: the recipe's file (or a name such as ``recipe`` for a dict).
-        text: its TOML text, for line numbers ('' : none, e.g. a Python recipe or a dict).
+        source: the file (or a name such as ``recipe`` for a dict).
+        text: its TOML text, for line numbers ('' : none, e.g. a Python search spec or a dict).
     """
 
     source: str
@@ -79,7 +79,7 @@ class RecipeErrors:
         ordered = [msg for _, msg in sorted(self.problems, key=lambda p: math.inf if p[0] is None else p[0])]
         if len(ordered) == 1:
             raise SurgeonError(ordered[0])
-        raise SurgeonError(f"{self.source}: {len(ordered)} problems in the recipe:\n" +
+        raise SurgeonError(f"{self.source}: {len(ordered)} problems:\n" +
                            "\n".join(f"  {msg}" for msg in ordered))
 
 
@@ -177,10 +177,10 @@ def check_section(errors: RecipeErrors, section: str, given: Mapping[str, Any],
 
 
 def check_sections(errors: RecipeErrors, raw: Any, schema: Mapping[str, Mapping[str, Check]]) -> dict[str, dict]:
-    """The valid values of every section of `raw` (a recipe's tables) by `schema`; unknown and
+    """The valid values of every section of `raw` (a search spec's tables) by `schema`; unknown and
     missing sections, top-level keys and every key problem are added to `errors`."""
     if not isinstance(raw, dict):
-        errors.add("", None, f"a recipe is a dict of the sections {', '.join(schema)}, not {type(raw).__name__}")
+        errors.add("", None, f"a search spec is a dict of the sections {', '.join(schema)}, not {type(raw).__name__}")
         return {}
     values: dict[str, dict] = {}
     meant = set()
@@ -188,7 +188,7 @@ def check_sections(errors: RecipeErrors, raw: Any, schema: Mapping[str, Mapping[
         if name not in schema and isinstance(table, dict):
             meant.add(_unknown(errors, str(name), None, str(name), schema))
         elif name not in schema:
-            errors.add("", name, f"unknown top-level key {name!r}; a search recipe has the sections "
+            errors.add("", name, f"unknown top-level key {name!r}; a search spec has the sections "
                                  f"{', '.join(f'[{s}]' for s in schema)}")
         elif not isinstance(table, dict):
             errors.add("", name, f"{name} must be the section [{name}], not a value")

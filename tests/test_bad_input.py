@@ -21,7 +21,7 @@ from surgeon.cli.ranges import range_of
 #: A new command with a required parameter missing here fails `test_every_required_parameter_has_a_value`.
 REQUIRED = {
     "model": "resnet10t", "models": "resnet10t", "kind": "fourier", "path": "m.safetensors",
-    "recipe": "recipe.toml", "folder": "runs", "out_path": "out.safetensors", "out_dir": "runs",
+    "spec": "spec.toml", "folder": "runs", "out_path": "out.safetensors", "out_dir": "runs",
     "blocks": "c2.b1", "with_": "msa", "after": "c1.b-1", "data": "digits", "runs": "runs",
 }
 

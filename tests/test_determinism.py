@@ -13,7 +13,7 @@ import torch
 import surgeon
 from surgeon.errors import SurgeonError
 from surgeon.models import input_size_of
-from surgeon.search import run_search, search_recipe
+from surgeon.search import run_search, search_spec
 from surgeon.training import fixed_numerics
 
 # One real step of a build-up search: the baseline, two seeds, trained for one epoch on a tenth of digits.
@@ -49,10 +49,10 @@ def test_fixed_numerics_sets_and_restores():
 def test_the_recipe_fixes_threads_and_search_json_records_them(tmp_path):
     path = tmp_path / "r.py"
     path.write_text(RECIPE)
-    assert search_recipe(path).setup.threads == 1 and not search_recipe(path).setup.deterministic
+    assert search_spec(path).setup.threads == 1 and not search_spec(path).setup.deterministic
     path.write_text(RECIPE.replace('"repeats": [0, 1]', '"repeats": [0, 1], "threads": 0'))
     with pytest.raises(SurgeonError, match="threads = 0; give an integer >= 1"):
-        search_recipe(path)
+        search_spec(path)
 
 
 def test_one_worker_and_two_write_the_same_results(tmp_path):

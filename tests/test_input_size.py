@@ -88,7 +88,7 @@ def test_retraining_and_searching_a_file_use_its_size(trained, tmp_path):
     recipe = tmp_path / "s.toml"
     recipe.write_text(f'[model]\nname = "{trained}"\n[data]\ntrain = "digits"\n'
                       '[train]\nrecipe = "weak"\nepochs = 1\n[search]\nmetric = "acc"\n')  # weak: no size of its own
-    assert surgeon.search.Search(surgeon.search_recipe(recipe)).input_size == RECORDED
+    assert surgeon.search.Search(surgeon.search_spec(recipe)).input_size == RECORDED
 
 
 def _commands(file: str, tmp: Path) -> dict[str, list[str]]:

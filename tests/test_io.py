@@ -158,7 +158,7 @@ def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
     (a FIFO would also block a reader that opened it)."""
     import surgeon.data
     import surgeon.io
-    from surgeon.search import search_recipe
+    from surgeon.search import search_spec
     from surgeon.training import training_recipe
 
     path = _not_a_file(tmp_path, what)
@@ -167,7 +167,7 @@ def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
         "surgeon file": lambda p: surgeon.io.read_cfg(p),
         "surgeon file as a model": lambda p: surgeon.load_model(str(p)),
         "training recipe": lambda p: training_recipe(str(p)),
-        "search recipe": lambda p: search_recipe(p),
+        "search spec": lambda p: search_spec(p),
     }
     if what == "fifo":  # a folder is valid data (a folder of images)
         readers["data file"] = lambda p: surgeon.data.dataset(str(p))

@@ -22,7 +22,7 @@ from surgeon.search import (
     Search,
     read_records,
     run_search,
-    search_recipe,
+    search_spec,
     search_report,
     train_candidate,
 )
@@ -183,7 +183,7 @@ def test_resume_after_a_crash_writes_the_uninterrupted_results(tmp_path):
 def test_resume_refuses_a_folder_made_by_another_recipe(tmp_path):
     run_search(write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 1\n'), tmp_path / "run", evaluator=paper_stub)
     other = write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 1\ndelta = 0.01\n', "other.toml")
-    with pytest.raises(SurgeonError, match=r"made by another recipe \(search.delta differ\)"):
+    with pytest.raises(SurgeonError, match=r"made by another search spec \(search.delta differ\)"):
         run_search(other, tmp_path / "run", resume=True, evaluator=paper_stub)
     with pytest.raises(SurgeonError, match="holds no search"):
         run_search(other, tmp_path / "elsewhere", resume=True, evaluator=paper_stub)
@@ -301,8 +301,8 @@ def test_real_search_on_digits_writes_models_and_resumes_from_checkpoints(tmp_pa
     alt = surgeon.load(out / records[1]["model"])  # rebuilt from its recipe: the MSA is there
     assert type(alt.layer2[1]).__name__ == "MSABlock"
     assert (out / "best.safetensors").read_bytes() == (out / result.best["model"]).read_bytes()
-    assert training_recipe(out / "train.toml") == Search(search_recipe(recipe)).setup.train
-    assert (out / "recipe.toml").read_text() == DIGITS and (out / "buildup.png").is_file()
+    assert training_recipe(out / "train.toml") == Search(search_spec(recipe)).setup.train
+    assert (out / "spec.toml").read_text() == DIGITS and (out / "buildup.png").is_file()
     # a crash after the last training, before its outcome was written: resume continues its checkpoint
     results = (out / "results.jsonl").read_bytes()
     (out / "results.jsonl").write_text(results.decode().splitlines()[0] + "\n")
@@ -314,12 +314,12 @@ def test_real_search_on_digits_writes_models_and_resumes_from_checkpoints(tmp_pa
 
 def test_python_recipe_places_smoothing_with_its_own_generator(tmp_path):
     """recipes/smoothing_buildup.py with a stub: smoothing after c4 helps, nothing else does."""
-    recipe = search_recipe(ROOT / "recipes" / "smoothing_buildup.py")
+    recipe = search_spec(ROOT / "recipes" / "smoothing_buildup.py")
     result = run_search(recipe, tmp_path / "run", evaluator=smoothing_stub)
     assert decisions(result.records) == [("baseline", True), ("smooth-c4", True), ("smooth-c3-c4", False),
                                          ("smooth-c2-c4", False), ("smooth-c1-c4", False)]
     assert [p["block"] for p in result.best["passes"]] == ["smoothing"] and result.best["msa"] == {}
-    assert (tmp_path / "run" / "recipe.py").read_text() == recipe.text
+    assert (tmp_path / "run" / "spec.py").read_text() == recipe.text
 
 
 def smoothing_stub(job: Job) -> dict[str, float]:
@@ -328,9 +328,9 @@ def smoothing_stub(job: Job) -> dict[str, float]:
 
 def test_shipped_toml_recipes_are_valid():
     for name in ("digits_buildup", "resnet18_cifar10", "alternet50_cifar100"):
-        r = search_recipe(ROOT / "recipes" / f"{name}.toml")
+        r = search_spec(ROOT / "recipes" / f"{name}.toml")
         assert r.setup.train.epochs >= 1 and r.metric == "acc"
-    paper = search_recipe(ROOT / "recipes" / "alternet50_cifar100.toml")
+    paper = search_spec(ROOT / "recipes" / "alternet50_cifar100.toml")
     assert paper.setup.model == "resnetv2_50" and paper.setup.model_kwargs["layers"] == [3, 4, 6, 4]
     assert paper.window == 4 and paper.setup.train.lr == 1.25e-4 and paper.setup.train.mixup == 1.0
 
@@ -364,7 +364,7 @@ def test_bad_recipes_are_named_before_anything_is_written(tmp_path, edit, expect
     assert not (tmp_path / "run").exists() and not CALLS
 
 
-def test_every_problem_of_a_search_recipe_is_reported_at_once(tmp_path):
+def test_every_problem_of_a_search_spec_is_reported_at_once(tmp_path):
     """Three problems in three sections: all named together, each with its file, line and section."""
     text = TINY.replace("num_classes = 10", "num_classes = 0").replace("epochs = 1", "epochs = 1\nwarmup = 1")
     text = text.replace('metric = "acc"', 'metric = "accuracy"')
@@ -372,7 +372,7 @@ def test_every_problem_of_a_search_recipe_is_reported_at_once(tmp_path):
     with pytest.raises(SurgeonError) as e:
         run_search(path, tmp_path / "run", evaluator=paper_stub)
     assert str(e.value).splitlines() == [
-        f"{path}: 3 problems in the recipe:",
+        f"{path}: 3 problems:",
         f"  {path} (line 3) [model]: num_classes = 0; give an integer >= 1",
         f"  {path} (line 16) [train]: unknown key 'warmup'; did you mean warmup_epochs?",
         f"  {path} (line 19) [search]: metric = 'accuracy'; give one of acc, top5, nll, brier, ece"]
@@ -385,18 +385,18 @@ def test_python_recipe_problems_name_their_section(tmp_path):
                            '            "search": {"metric": "acc"}}\n\n'
                            'def candidates(search):\n    yield [search.msa({})]\n', "r.py")
     with pytest.raises(SurgeonError) as e:
-        search_recipe(path)
+        search_spec(path)
     assert str(e.value).splitlines()[1:] == [f"  {path} [train]: unknown key 'warmup'; did you mean warmup_epochs?",
                                              f"  {path} [train]: lr = 'x' has the wrong type; give a number"]
 
 
 def test_bad_python_recipes(tmp_path):
     with pytest.raises(SurgeonError, match="define a generator function candidates"):
-        search_recipe(write(tmp_path, "SETTINGS = {}\n", "a.py"))
+        search_spec(write(tmp_path, "SETTINGS = {}\n", "a.py"))
     with pytest.raises(SurgeonError, match=r"does not run \(ZeroDivisionError"):
-        search_recipe(write(tmp_path, "1 / 0\n", "b.py"))
+        search_spec(write(tmp_path, "1 / 0\n", "b.py"))
     with pytest.raises(SurgeonError, match="missing section"):
-        search_recipe(write(tmp_path, "SETTINGS = {}\ndef candidates(search):\n    yield []\n", "c.py"))
+        search_spec(write(tmp_path, "SETTINGS = {}\ndef candidates(search):\n    yield []\n", "c.py"))
 
 
 def test_cli_reports_and_refuses_bad_input_in_one_line(tmp_path):
@@ -410,17 +410,17 @@ def test_cli_reports_and_refuses_bad_input_in_one_line(tmp_path):
     assert not (tmp_path / "new").exists()
     other = write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 2\n', "other.toml")
     one_line_error(surgeon_cli("search", str(other), "--out", str(tmp_path / "run"), "--resume"),
-                   "was made by another recipe (search.max_msa differ)")
+                   "was made by another search spec (search.max_msa differ)")
     assert len(read_records(tmp_path / "run")) == 2  # nothing lost
 
 
 def test_cifar_stem_in_a_recipe_reaches_base_and_candidates(tmp_path):
     text = TINY.replace("input_size = [3, 64, 64]", 'input_size = [3, 32, 32]\nstem = "cifar"')
-    search = Search(search_recipe(write(tmp_path, text)))
+    search = Search(search_spec(write(tmp_path, text)))
     assert [search.graph.stages[s][-1].grid for s in ("c1", "c4")] == [(32, 32), (4, 4)]
     cand = search.msa({"c4": 1})
     built = surgeon.search.build_model(Job(cand, 0, search.setup, tmp_path / "m.safetensors"))
     assert [p["pass"] for p in built.surgeon_cfg.passes] == ["cifar_stem", "alternate"]
     bad = write(tmp_path, TINY.replace("[model.kwargs]", 'stem = "tiny"\n[model.kwargs]'), "bad.toml")
     with pytest.raises(SurgeonError, match=r'bad.toml.*stem.*"cifar"'):
-        search_recipe(bad)
+        search_spec(bad)

@@ -103,7 +103,7 @@ def test_every_problem_of_a_recipe_file_is_reported_at_once(tmp_path):
     with pytest.raises(SurgeonError) as e:
         training_recipe(f)
     assert str(e.value).splitlines() == [
-        f"{f}: 3 problems in the recipe:",
+        f"{f}: 3 problems:",
         f"  {f} (line 2): unknown key 'warmup'; did you mean warmup_epochs?",
         f"  {f} (line 4): lr = 'fast' has the wrong type; give a number",
         f"  {f} (line 5): optimizer = 'adam'; choose from adamw, sgd"]

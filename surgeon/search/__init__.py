@@ -1,18 +1,25 @@
 """Build-up searches: the paper's AlterNet design procedure (PAPER.md, "AlterNet and the build-up
-rules"), automated, resumable and parallel. The rules, recipes, outputs, resume and the backends
+rules"), automated, resumable and parallel. The rules, search specs, outputs, resume and the backends
 are explained in docs/architecture.md, "Build-up search".
 
     result = surgeon.run_search("recipes/digits_buildup.toml", "runs/digits", workers=2)
     surgeon search recipes/digits_buildup.toml --out runs/digits --workers 2
 
-Modules: `recipe` (reading and validating a search recipe), `rules` (`Search` and the build-up
+A *search spec* is the file that describes one search (a TOML file with the build-up rules, or a
+Python file with its own generator); its ``[train]`` section names the *training recipe* every
+candidate trains with. (surgeon 0.1 called the spec a search recipe: `search_recipe` and
+`SearchRecipe` still import for one release, with a DeprecationWarning.)
+
+Modules: `spec` (reading and validating a search spec), `rules` (`Search` and the build-up
 generator), `jobs` (training one candidate on an executor), `engine` (the step loop, decisions,
 resume, results.jsonl, the best model), `report` (`SearchResult`, the chart).
 """
 
+import warnings
+
 from .engine import _shared_folder, run_search  # noqa: F401 - _shared_folder: tests/test_ray.py
 from .jobs import Candidate, Evaluator, Job, Setup, build_model, train_candidate
-from .recipe import METRICS, SearchRecipe, search_recipe
+from .spec import METRICS, SearchSpec, search_spec
 from .report import SearchResult, read_records, search_report
 from .rules import Search, Steps, buildup
 
@@ -22,7 +29,7 @@ __all__ = [
     "Evaluator",
     "Job",
     "Search",
-    "SearchRecipe",
+    "SearchSpec",
     "SearchResult",
     "Setup",
     "Steps",
@@ -30,7 +37,18 @@ __all__ = [
     "buildup",
     "read_records",
     "run_search",
-    "search_recipe",
+    "search_spec",
     "search_report",
     "train_candidate",
 ]
+
+
+_RENAMED = {"search_recipe": "search_spec", "SearchRecipe": "SearchSpec"}
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        warnings.warn(f"surgeon.search.{name} is renamed {_RENAMED[name]} (a search spec; 'recipe' means a training "
+                      "recipe)", DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

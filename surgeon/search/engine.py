@@ -20,7 +20,7 @@ from ..jsonio import dumps
 from ..runfolder import check_spawn_safe, undo_on_failure
 from ..training import run_dir_for
 from .jobs import Candidate, Evaluator, Job, Setup, _Runner, _write_outcome, train_candidate
-from .recipe import METRICS, SearchRecipe, search_recipe
+from .spec import METRICS, SearchSpec, search_spec
 from .report import SearchResult, _chart, read_records
 from .rules import Search, Steps
 
@@ -31,18 +31,18 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _check_folder(out: Path, recipe: SearchRecipe, resume: bool) -> None:
+def _check_folder(out: Path, spec: SearchSpec, resume: bool) -> None:
     """Refuse, before any work, an OUT that a new search must not use (a search already, or a
-    folder with files) and, with `resume`, one that holds no search or another recipe's."""
+    folder with files) and, with `resume`, one that holds no search or another spec's."""
     stamp = out / "search.json"
     if resume:
         if not stamp.is_file():
             raise SurgeonError(f"resume=True: {out} holds no search (no search.json); start it without resume=True")
         old = json.loads(stamp.read_text())
-        if old.get("sha256") != recipe.digest:
-            diff = _differences(old.get("settings", {}), recipe.settings)
-            raise SurgeonError(f"{out} was made by another recipe ({', '.join(diff[:4]) or 'its settings'} differ); "
-                               f"resume with that recipe ({out / old.get('copy', 'recipe.toml')}) or choose another out=")
+        if old.get("sha256") != spec.digest:
+            diff = _differences(old.get("settings", {}), spec.settings)
+            raise SurgeonError(f"{out} was made by another search spec ({', '.join(diff[:4]) or 'its settings'} differ); "
+                               f"resume with that spec ({out / old.get('copy', 'spec.toml')}) or choose another out=")
     elif stamp.is_file():
         raise SurgeonError(f"{out} holds a search already; continue it with resume=True or choose another out=")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -55,21 +55,21 @@ def _search_started(out: Path) -> bool:
         (out / "candidates").glob("*/*.run/checkpoint.pt"))
 
 
-def _create_folder(out: Path, recipe: SearchRecipe, setup: Setup) -> None:
-    """A new search's folder: the recipe's copy, search.json (its hash and settings) and train.toml."""
+def _create_folder(out: Path, spec: SearchSpec, setup: Setup) -> None:
+    """A new search's folder: the spec's copy, search.json (its hash and settings) and train.toml."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SurgeonError(f"cannot create {out} ({first_line(exc, 80)}); choose another out=") from None
-    copy = "recipe" + recipe.path.suffix
-    (out / copy).write_text(recipe.text)
+    copy = "spec" + spec.path.suffix
+    (out / copy).write_text(spec.text)
     lines = ["# the training recipe of every candidate: surgeon train MODEL --recipe train.toml"]
     lines += [f"{k} = {dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
     (out / "train.toml").write_text("\n".join(lines) + "\n")
     with atomic_path(out / "search.json") as tmp:
-        tmp.write_text(dumps({"recipe": str(recipe.path), "copy": copy, "sha256": recipe.digest,
+        tmp.write_text(dumps({"spec": str(spec.path), "copy": copy, "sha256": spec.digest,
                               "input_size": list(setup.train.input_size or ()), "threads": setup.threads,
-                              "deterministic": setup.deterministic, "settings": recipe.settings},
+                              "deterministic": setup.deterministic, "settings": spec.settings},
                              indent=1, default=str))
 
 
@@ -104,13 +104,13 @@ class _Engine:
         names = [c.name for c in candidates] if isinstance(candidates, (list, tuple)) and all(
             isinstance(c, Candidate) for c in candidates) else []
         if not names or len(set(names)) != len(names):
-            raise SurgeonError(f"{self.search.recipe.path}: candidates() yielded {candidates!r:.80}; yield a non-empty "
+            raise SurgeonError(f"{self.search.spec.path}: candidates() yielded {candidates!r:.80}; yield a non-empty "
                                "list of Candidate with distinct names (search.msa(...), search.candidate(...))")
         return list(candidates)
 
     def step(self, step: int, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Train what is not done yet of the step's (candidate, seed) pairs, then record and decide."""
-        repeats = self.search.recipe.repeats
+        repeats = self.search.spec.repeats
         ids = [f"{step:02d}-{c.name}" for c in candidates]
         runs: dict[tuple[str, int], dict[str, Any]] = {}
         jobs: list[Job] = []
@@ -118,7 +118,7 @@ class _Engine:
             if cid in self.done:
                 if self.done[cid]["passes"] != list(c.passes):
                     raise SurgeonError(f"{self.out / 'results.jsonl'}: candidate {cid} was built otherwise; the folder "
-                                       "was made by another recipe or surgeon version: choose another out=")
+                                       "was made by another search spec or surgeon version: choose another out=")
                 runs.update({(cid, run["seed"]): run for run in self.done[cid]["runs"]})
                 continue
             for seed in repeats:
@@ -139,7 +139,7 @@ class _Engine:
         return records
 
     def _record(self, step: int, cid: str, c: Candidate, runs: list[dict[str, Any]]) -> dict[str, Any]:
-        metric, sign = self.search.recipe.metric, METRICS[self.search.recipe.metric]
+        metric, sign = self.search.spec.metric, METRICS[self.search.spec.metric]
         runs = [{"seed": r["seed"], **({"failed": r["failed"]} if "failed" in r else {"metrics": r["metrics"]})}
                 for r in runs]
         reason = next((f"seed {r['seed']}: {r['failed']}" for r in runs if "failed" in r), None)
@@ -147,7 +147,7 @@ class _Engine:
         if reason is None and any(v is None for v in values):
             if not all(metric in r["metrics"] for r in runs):
                 raise SurgeonError(f"the evaluator returned no {metric!r} for {cid} (it gave "
-                                   f"{', '.join(runs[0]['metrics']) or 'nothing'}); return the recipe's metric")
+                                   f"{', '.join(runs[0]['metrics']) or 'nothing'}); return the spec's metric")
             reason = f"the validation {metric} is not finite"
         mean = statistics.fmean(values) if reason is None else None
         std = statistics.stdev(values) if reason is None and len(values) > 1 else (0.0 if reason is None else None)
@@ -162,15 +162,15 @@ class _Engine:
 
     def _decide(self, records: list[dict[str, Any]]) -> None:
         """Accept the step's best candidate when it beats the best so far by >= delta, strictly."""
-        recipe = self.search.recipe
-        sign = METRICS[recipe.metric]
+        spec = self.search.spec
+        sign = METRICS[spec.metric]
         ok = [r for r in records if not r["failed"]]
         if not ok:
             return
         winner = max(ok, key=lambda r: sign * r["mean"])
         best = self.search.best
         gain = None if best is None else sign * (winner["mean"] - best["mean"])
-        if gain is None or (gain > 0 and gain >= recipe.delta):
+        if gain is None or (gain > 0 and gain >= spec.delta):
             winner["accepted"] = True
             self.search.best = winner
 
@@ -184,17 +184,17 @@ def _shared_folder(folder: Path, ex: RayExecutor) -> Path:
     return folder.expanduser().resolve()
 
 
-def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike, *, resume: bool = False,
+def run_search(spec: str | os.PathLike | SearchSpec, out: str | os.PathLike, *, resume: bool = False,
                workers: int = 1, evaluator: Evaluator | None = None, progress: bool = False,
                on_record: Callable[[dict[str, Any]], None] | None = None, backend: str | Executor = "local",
                address: str | None = None, job_cpus: float | None = None, job_gpus: float = 0,
                retries: int = 0) -> SearchResult:
-    """Run the search `recipe` describes into the folder `out` (docs/architecture.md, "Build-up search").
+    """Run the search `spec` describes into the folder `out` (docs/architecture.md, "Build-up search").
 
     Args:
-        recipe: a search recipe file (TOML or Python) or a `SearchRecipe`.
+        spec: a search spec file (TOML or Python) or a `SearchSpec`.
         out: a new (or empty) folder; with `resume`, the folder of an interrupted search made by
-            the same recipe (another recipe is refused).
+            the same spec (another spec is refused).
         workers: (candidate, seed) trainings of a step run at once, in spawned local processes.
         backend: ``local`` (this process or `workers` processes) or ``ray`` (one Ray task per
             (candidate, seed) on the cluster at `address`, else a local one; `job_cpus` /
@@ -214,7 +214,7 @@ def run_search(recipe: str | os.PathLike | SearchRecipe, out: str | os.PathLike,
         raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
     ex = make_executor(backend, workers=workers, address=address, job_cpus=job_cpus, job_gpus=job_gpus,
                        retries=retries)
-    r = recipe if isinstance(recipe, SearchRecipe) else search_recipe(recipe)
+    r = spec if isinstance(spec, SearchSpec) else search_spec(spec)
     folder = Path(out)
     _check_folder(folder, r, resume)
     if workers > 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import warnings
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ class Search:
     """What a candidate generator works with.
 
     Attributes:
-        recipe: the `SearchRecipe`.
+        spec: the `SearchSpec`.
         setup: the training every candidate shares (classes from the data, input size resolved).
         base: the base model (random weights), for inspection; candidates never modify it.
         graph: its block graph at the training input size.
@@ -39,14 +40,14 @@ class Search:
         best: the record of the best candidate so far (None before the first accept).
     """
 
-    def __init__(self, recipe: Any) -> None:  # a `SearchRecipe` (whose module imports this one)
-        self.recipe = recipe
-        setup = recipe.setup
+    def __init__(self, spec: Any) -> None:  # a `SearchSpec` (whose module imports this one)
+        self.spec = spec
+        setup = spec.setup
         if setup.num_classes is None:
             classes = getattr(sdata.dataset(setup.data, train=True), "classes", None)
             setup = dataclasses.replace(setup, num_classes=len(classes) if classes else None)
         self.base = load_model(setup.model, num_classes=setup.num_classes, **setup.model_kwargs)
-        size = input_size_of(self.base, setup.train.input_size)  # the recipe's, else what the model records
+        size = input_size_of(self.base, setup.train.input_size)  # the training recipe's, else what the model records
         if setup.stem:
             self.base = cifar_stem(self.base, input_size=size)
         self.setup = dataclasses.replace(setup, train=dataclasses.replace(setup.train, input_size=size))
@@ -56,27 +57,33 @@ class Search:
         self._msa: dict[tuple[tuple[str, int], ...], Candidate] = {}  # msa() by counts: built once
         stages = self.graph.stages
         for key in ("max_msa", "heads"):
-            table = getattr(recipe, key)
+            table = getattr(spec, key)
             lacking = [k for k in table if k not in stages] if isinstance(table, dict) else []
             if lacking:
-                raise SurgeonError(f"{recipe.where('search', key)}: {key} names stage(s) {', '.join(lacking)} that "
+                raise SurgeonError(f"{spec.where('search', key)}: {key} names stage(s) {', '.join(lacking)} that "
                                    f"{setup.model} lacks (its stages: {', '.join(stages)})")
-        if recipe.stages is None:
+        if spec.stages is None:
             self.stages = tuple(s for s in stages if self.conv_blocks(s) >= 2)
         else:
-            lacking = [s for s in recipe.stages if s not in stages]
+            lacking = [s for s in spec.stages if s not in stages]
             if lacking:
-                raise SurgeonError(f"{recipe.where('search', 'stages')}: {setup.model} has no stage "
+                raise SurgeonError(f"{spec.where('search', 'stages')}: {setup.model} has no stage "
                                    f"{', '.join(lacking)} (its stages: {', '.join(stages)}; see surgeon inspect)")
-            self.stages = tuple(s for s in stages if s in recipe.stages)
+            self.stages = tuple(s for s in stages if s in spec.stages)
 
+
+    @property
+    def recipe(self) -> Any:
+        """Deprecated: the search spec is `spec` (surgeon 0.1 called it the recipe)."""
+        warnings.warn("Search.recipe is renamed Search.spec", DeprecationWarning, stacklevel=2)
+        return self.spec
     def conv_blocks(self, stage: str) -> int:
         """n: the conv blocks of `stage` in the base model."""
         return sum(b.kind == "conv" for b in self.graph.stages[stage])
 
     def max_msa(self, stage: str) -> int:
-        """The most MSAs `stage` may hold: n // 2 (m <= n / 2), capped by the recipe's max_msa."""
-        cap = self.recipe.max_msa
+        """The most MSAs `stage` may hold: n // 2 (m <= n / 2), capped by the spec's max_msa."""
+        cap = self.spec.max_msa
         cap = cap.get(stage) if isinstance(cap, dict) else cap
         return min(self.conv_blocks(stage) // 2, cap or self.conv_blocks(stage))
 
@@ -110,7 +117,7 @@ class Search:
         return Candidate(name, tuple(json.loads(dumps(passes))), msa, tuple(blocks))
 
     def msa(self, counts: Mapping[str, int]) -> Candidate:
-        """The base model with `counts` MSAs per stage (`surgeon.alternate` with the recipe's heads,
+        """The base model with `counts` MSAs per stage (`surgeon.alternate` with the spec's heads,
         window, dim_head; stochastic depth: the training recipe's drop_path); ``{}``: the baseline,
         named ``baseline``, else e.g. ``c3x1+c4x2``."""
         counts = {s: int(counts[s]) for s in self.graph.stages if counts.get(s)}
@@ -123,7 +130,7 @@ class Search:
         """`msa` without the cache."""
         if not counts:
             return self.candidate("baseline")
-        r = self.recipe
+        r = self.spec
 
         def edit(g: BlockGraph) -> nn.Module:
             try:

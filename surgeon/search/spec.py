@@ -1,5 +1,5 @@
-"""Search recipes: reading and validating one (a TOML file with the build-up rules, or a Python
-file with SETTINGS and its own ``candidates(search)`` generator) into a `SearchRecipe`; the
+"""Search specs: reading and validating one (a TOML file with the build-up rules, or a Python
+file with SETTINGS and its own ``candidates(search)`` generator) into a `SearchSpec`; the
 checks are `surgeon.recipe_check`'s, shared with the training recipes."""
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ METRICS: dict[str, int] = {"acc": 1, "top5": 1, "nll": -1, "brier": -1, "ece": -
 
 
 @dataclass(frozen=True)
-class SearchRecipe:
-    """A validated search recipe (docs/architecture.md, "Build-up search"); `search_recipe` reads one."""
+class SearchSpec:
+    """A validated search spec (docs/architecture.md, "Build-up search"); `search_spec` reads one."""
 
     path: Path
     text: str
@@ -50,7 +50,7 @@ class SearchRecipe:
     model: dict[str, Any] = field(default_factory=dict)  # the [model] section as given, for the hash
 
     def where(self, section: str, key: str | None = None) -> str:
-        """Where a key (or a section) of the recipe is, for messages: ``FILE (line N) [section]``."""
+        """Where a key (or a section) of the spec is, for messages: ``FILE (line N) [section]``."""
         return _errors(self.path, self.text).where(section, key)
 
     @property
@@ -72,7 +72,7 @@ class SearchRecipe:
 
 
 def _errors(path: Path, text: str) -> RecipeErrors:
-    """The problem collector of a search recipe (`surgeon.recipe_check`; lines for TOML files)."""
+    """The problem collector of a search spec (`surgeon.recipe_check`; lines for TOML files)."""
     return RecipeErrors(str(path), text if path.suffix == ".toml" else "")
 
 
@@ -121,7 +121,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
 
 
 def _kind_check(key: str, kind: str, required: bool) -> Check:
-    """The `Check` of a search-recipe key of `kind` (a `_KINDS` entry)."""
+    """The `Check` of a search-spec key of `kind` (a `_KINDS` entry)."""
     test, give = _KINDS[kind]
 
     def convert(value: Any) -> Any:
@@ -138,7 +138,7 @@ def _section_checks(section: str) -> dict[str, Check]:
     return {key: _kind_check(key, kind, required) for key, (kind, required) in _SCHEMA[section].items()}
 
 
-#: the schema `surgeon.recipe_check.check_sections` validates a search recipe by.
+#: the schema `surgeon.recipe_check.check_sections` validates a search spec by.
 _CHECKS: dict[str, dict[str, Check]] = {s: _section_checks(s) for s in ("model", "data", "train", "search")}
 
 
@@ -169,16 +169,16 @@ def _train_recipe(errors: RecipeErrors, values: dict[str, Any], base_dir: Path) 
     return r
 
 
-def _python_recipe(path: Path, text: str) -> tuple[Any, Callable[[Search], Steps]]:
-    """SETTINGS and the candidates generator function of a Python recipe."""
-    spec = importlib.util.spec_from_file_location(f"surgeon_recipe_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}",
+def _python_spec(path: Path, text: str) -> tuple[Any, Callable[[Search], Steps]]:
+    """SETTINGS and the candidates generator function of a Python spec."""
+    spec = importlib.util.spec_from_file_location(f"surgeon_spec_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}",
                                                   path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[module.__name__] = module  # dataclasses and pickling look their module up there
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as exc:  # noqa: BLE001 - any error in the user's file: name it in one line
-        raise SurgeonError(f"{path}: the recipe does not run ({type(exc).__name__}: {first_line(exc, 100)})") from None
+        raise SurgeonError(f"{path}: the search spec does not run ({type(exc).__name__}: {first_line(exc, 100)})") from None
     generator = getattr(module, "candidates", None)
     if not inspect.isgeneratorfunction(generator):
         raise SurgeonError(f"{path}: define a generator function candidates(search) that yields lists of candidates")
@@ -187,12 +187,12 @@ def _python_recipe(path: Path, text: str) -> tuple[Any, Callable[[Search], Steps
     return module.SETTINGS, generator
 
 
-def search_recipe(path: str | os.PathLike) -> SearchRecipe:
-    """Read and validate a search recipe: a TOML file (the build-up rules) or a Python file with
+def search_spec(path: str | os.PathLike) -> SearchSpec:
+    """Read and validate a search spec: a TOML file (the build-up rules) or a Python file with
     SETTINGS and its own ``candidates(search)`` generator. Unknown or missing sections and keys,
     values of the wrong kind and a zero budget are all reported at once, each with its file, line
     and section (`surgeon.recipe_check`)."""
-    p = check_input(path, "search recipe", "e.g. recipes/digits_buildup.toml")
+    p = check_input(path, "search spec", "e.g. recipes/digits_buildup.toml")
     text = p.read_text()
     if p.suffix == ".toml":
         try:
@@ -201,9 +201,9 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
             raise SurgeonError(f"{p}: not valid TOML ({exc})") from None
         generator: Callable[[Search], Steps] = buildup
     elif p.suffix == ".py":
-        raw, generator = _python_recipe(p, text)
+        raw, generator = _python_spec(p, text)
     else:
-        raise SurgeonError(f"{p}: a search recipe is a .toml file, or a .py file with SETTINGS and candidates(search)")
+        raise SurgeonError(f"{p}: a search spec is a .toml file, or a .py file with SETTINGS and candidates(search)")
 
     errors = _errors(p, text)
     values = check_sections(errors, raw, _CHECKS)
@@ -225,11 +225,11 @@ def search_recipe(path: str | os.PathLike) -> SearchRecipe:
     if "train" in d and val is None:
         errors.add("data", "val" if "val" in d else "train", "the search compares candidates on validation data; "
                    "give [data] val, a labelled dataset (digits, cifar100:ROOT, a folder)")
-    errors.raise_if_any()  # every problem of the recipe at once
+    errors.raise_if_any()  # every problem of the spec at once
     setup = Setup(m["name"], kwargs, m.get("num_classes"), d["train"], val, d.get("subset"), r, m.get("stem"),
                   s.get("threads", 1), s.get("deterministic", False))
     repeats = s.get("repeats", 1)
-    return SearchRecipe(p, text, setup, generator, s["metric"], float(s.get("delta", 0.0)),
+    return SearchSpec(p, text, setup, generator, s["metric"], float(s.get("delta", 0.0)),
                         tuple(range(repeats)) if isinstance(repeats, int) else tuple(repeats),
                         tuple(s["stages"]) if "stages" in s else None, s.get("max_msa"), s.get("heads"),
                         s.get("window"), s.get("dim_head", 64), model={k: m[k] for k in sorted(m)})
