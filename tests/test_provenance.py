@@ -158,7 +158,9 @@ def test_old_names_warn_and_point_to_the_new_ones():
         assert surgeon.passes.apply_recipe is surgeon.passes.apply_passes
         assert surgeon.corruptions.PRESETS == surgeon.corruptions.CONSTANTS
         assert callable(surgeon.read_recipe)  # the provenance record's 0.1 dict form: surgeon.read_cfg
-    assert len(caught) == 5 and all(issubclass(w.category, DeprecationWarning) for w in caught)
+        assert surgeon.search_recipe is surgeon.search.search_spec  # a search spec, not a (training) recipe
+        assert surgeon.search.SearchRecipe is surgeon.search.SearchSpec
+    assert len(caught) == 7 and all(issubclass(w.category, DeprecationWarning) for w in caught)
 
 
 def test_norm_probe_matches_the_definition():
