@@ -219,6 +219,9 @@ def test_nan_is_counted_not_fatal():
     assert st.zeros == pytest.approx((ref == 0).sum().item() / ref.numel())
 
 
+@pytest.mark.skipif(bool(os.environ.get("ATEN_CPU_CAPABILITY")),
+                    reason="torch.compile ignores a forced ATEN_CPU_CAPABILITY (seen: at 'default' its C++ code does "
+                           "not build, at 'avx2' on an AVX-512 CPU the compiled kernel segfaults); eager probes run")
 def test_compiled_model_gives_the_same_results():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
