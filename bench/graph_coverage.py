@@ -145,9 +145,13 @@ def invariant_failures(g: surgeon.BlockGraph) -> dict[str, str]:
 
 def _attention_owners(model: torch.nn.Module, members) -> list[str]:
     """The distinct indexed children (``blocks.3``) among `members` and their ancestors that hold
-    an attention module, where two or more are siblings in one container."""
+    an attention module, where two or more are siblings in one container. A member that holds no
+    attention itself (a 0-parameter Identity glued to its neighbour, e.g. EdgeNeXt's
+    ``stages.2.downsample``) is no transformer block, whatever its ancestor holds."""
     found: dict[str, set[str]] = {}
     for m in members:
+        if not any(_is_attention(x) for x in model.get_submodule(m).modules()):
+            continue
         parts = m.split(".")
         for i in range(1, len(parts)):
             if parts[i].isdigit():
