@@ -38,7 +38,27 @@ FILE_WIDTH = 10_000
 
 class _Console(Console):
     """A console that, when not writing to a terminal, never narrows tables to 80 columns (which
-    cuts numbers short in a log file), and flushes each print (a piped log shows each line at once)."""
+    cuts numbers short in a log file), and flushes each print (a piped log shows each line at once).
+
+    `note` holds a line about how the command runs (the input size it chose) until the command
+    prints its first result: a command refused for bad input prints nothing on stdout, only its
+    one-line error (`drop_notes`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self._notes.append(text)
+
+    def drop_notes(self) -> None:
+        self._notes.clear()
+
+    def flush_notes(self) -> None:
+        """Print the held lines (a command that ends without printing a result)."""
+        notes, self._notes = self._notes, []
+        for text in notes:
+            super().print(text, highlight=False)
 
     @property
     def size(self) -> ConsoleDimensions:
@@ -50,6 +70,7 @@ class _Console(Console):
         Console.size.fset(self, new_size)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
+        self.flush_notes()
         super().print(*args, **kwargs)
         self.file.flush()
 
@@ -117,7 +138,7 @@ def input_size_used(model, given: tuple[int, int, int] | None, name: str) -> tup
     res = surgeon.models.resolve_input_size(model, given)
     source = "--input-size" if res.source == "given" else res.SOURCES[res.source]
     where = f", recorded in {name}" if res.recorded and str(name).endswith(".safetensors") else ""
-    out.print(f"input {'x'.join(map(str, res.size))} ({source}{where})", highlight=False)
+    out.note(f"input {'x'.join(map(str, res.size))} ({source}{where})")
     return res.size
 
 
@@ -245,8 +266,9 @@ def with_flags(message: str, options: Sequence[str]) -> str:
 
 
 def reset_console() -> None:
-    """Human output back on stdout (a command with --json - moved it to stderr)."""
+    """Human output back on stdout (a command with --json - moved it to stderr), no held notes."""
     out.file = None  # type: ignore[assignment]
+    out.drop_notes()
 
 
 def select_blocks(g, blocks: str, name: str) -> list:

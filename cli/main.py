@@ -108,6 +108,7 @@ def main() -> None:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         _fail(" ".join(exc.format_message().split()) + hint, getattr(exc, "exit_code", 2))
+    out.flush_notes()
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -127,6 +128,7 @@ def _options(argv: list[str]) -> list[str]:
 
 
 def _fail(message: str, code: int = 2) -> None:
+    out.drop_notes()  # nothing on stdout for a refused command
     err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 

@@ -286,6 +286,7 @@ def stability(
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
     _check_weights(models, weights)
+    surgeon.stability.check_perturbations(names, cifar_p)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
         used = input_size_used(m, size, name)

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import checks
 from .corruptions import CORRUPTIONS, corrupt
 from .errors import SurgeonError
 from .jsonio import plain
@@ -47,7 +48,7 @@ from .metrics import mc_dropout_probs
 from .models import input_size_of
 from .progress import progress as progress_bar
 from .robustness import _npy, pixel_normalisation
-from .runtime import display_name, model_device
+from .runtime import display_name, model_device, restored_modes
 from .tables import Tabular
 
 __all__ = ["NOISE", "ON_THE_FLY", "CIFAR_P", "StabilityResult", "perturbation_stability", "sequence",
@@ -131,6 +132,15 @@ def _check(names: Sequence[str], on_the_fly: bool) -> list[str]:
     return names
 
 
+def check_perturbations(perturbations: Sequence[str] | None = None, cifar_p: str | os.PathLike | None = None) -> list[str]:
+    """The perturbation types `perturbation_stability` will measure, checked before any work
+    (unknown names, a missing CIFAR-10-P folder or file); default: translate and three noises
+    made on the fly, or every file of `cifar_p`."""
+    if cifar_p is not None:
+        return list(_cifar_p(cifar_p, perturbations))
+    return _check(perturbations if perturbations is not None else ["translate", *NOISE[:3]], True)
+
+
 def _cifar_p(path: str | os.PathLike, names: Sequence[str] | None) -> dict[str, np.ndarray]:
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -207,10 +217,7 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
     """
     if (data is None) == (cifar_p is None):
         raise SurgeonError("give either data (sequences made on the fly) or cifar_p (the CIFAR-10-P files), one of them")
-    if batches is not None and batches < 1:
-        raise SurgeonError(f"batches={batches} must be at least 1")
-    if mc_dropout < 0 or batch_size < 1:
-        raise SurgeonError(f"mc_dropout={mc_dropout} must be >= 0 and batch_size={batch_size} >= 1")
+    checks.args(batches=batches, mc_dropout=mc_dropout, batch_size=batch_size, seed=seed)
     device = model_device(model)
     # the loader's batches are sized for the model already; the files' frames are resized to it
     size = input_size_of(model, input_size) if cifar_p is not None or input_size is not None else None
@@ -222,14 +229,13 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
         names, source = list(arrays), f"CIFAR-10-P files in {cifar_p}"
         frames = {n: int(a.shape[1]) for n, a in arrays.items()}
     else:
-        names = _check(perturbations if perturbations is not None else ["translate", *NOISE[:3]], True)
+        names = check_perturbations(perturbations)
         source = f"made on the fly (seed {seed})"
         frames = {n: FRAMES.get(n, 6) for n in names}
     sums, samples, interrupted = _Sums(), 0, False
-    modes = {mod: mod.training for mod in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad(), progress_bar(progress, len(names), "perturbations") as advance:
+        with restored_modes(model, "eval"), torch.no_grad(), \
+                progress_bar(progress, len(names), "perturbations") as advance:
             for name in names:
                 stream = _file_batches(arrays[name], batch_size, device) if cifar_p is not None else \
                     _made_batches(data, name, mean, std, seed, device)
@@ -246,9 +252,6 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
             raise
         interrupted = True
         warnings.warn("interrupted: the last perturbation type covers part of the data", stacklevel=2)
-    finally:
-        for mod, mode in modes.items():
-            mod.training = mode
     done = sums.compute()
     return StabilityResult(display_name(model), source, [n for n in names if n in done],
                            {n: frames[n] for n in done}, done, samples, interrupted)

@@ -439,3 +439,29 @@ def test_downsampling_swatch_is_visible():
         edge, face = to_rgba(h.get_edgecolor()), to_rgba(h.get_facecolor())
         assert h.get_linewidth() > 0 and edge[3] > 0 and sum(edge[:3]) < 2.0 and edge != face
     surgeon.plots.plt.close(fig)
+
+
+_C = ("--num-classes", "10", "--input-size", "3,32,32", "--batches", "1", "--batch-size", "8")
+
+
+@pytest.mark.parametrize("args", [
+    ("attack", "resnet18", "--attack", "pgdx", *_C),
+    ("attack", "resnet18", "--eps", "2", *_C),
+    ("stability", "resnet18", "-p", "translat", *_C),
+    ("robustness", "resnet18", "-c", "fogg", *_C),
+    ("probe", "fourier", "resnet18", "--blocks", "c9", *_C),
+    ("hessian", "resnet18", "--which", "XX", *_C),
+    ("landscape", "resnet18", "--norm", "l3", *_C),
+    ("eval", "resnet18", "--data", "nowhere", *_C),
+], ids=lambda a: " ".join(a[:4]))
+def test_a_refused_command_prints_nothing_on_stdout(tmp_path, args):
+    """Bad input found after the model is built (a block, a data path) or before: stdout stays
+    empty (the line saying which input size a command uses waits for its first result), so that a
+    script reading stdout sees nothing but a refusal."""
+    from test_cli import one_line_error, surgeon as run
+
+    r = run(*args, cwd=tmp_path)
+    one_line_error(r, "")
+    assert r.stdout == ""
+    ok = run("probe", "stats", "resnet18", "--blocks", "c1", *_C, cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.startswith("input 3x32x32 (--input-size)\n"), ok.stdout[:200]
