@@ -16,16 +16,22 @@ if _WORKERS > 1:
 torch.set_num_threads(THREADS)
 
 
-@pytest.fixture
-def cli_invoke():
-    """Run the `surgeon` command in this process (typer's CliRunner, no torch cold start):
-    ``cli_invoke("inspect", "test_resnet")`` -> click's Result (exit_code, output, exception)."""
+def invoke(*args, **kwargs):
+    """Run the `surgeon` app in this process (typer's CliRunner, no torch cold start):
+    ``invoke("inspect", "test_resnet")`` -> click's Result (exit_code, output, exception). A
+    SurgeonError comes back as ``result.exception`` (the entry point `main` makes it exit 2; tests of
+    exit codes and stderr use `tests/test_cli.surgeon`, which runs `main`)."""
     from typer.testing import CliRunner
 
     from surgeon.cli.main import app
 
-    runner = CliRunner()
-    return lambda *args, **kwargs: runner.invoke(app, [str(a) for a in args], catch_exceptions=True, **kwargs)
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True, **kwargs)
+
+
+@pytest.fixture
+def cli_invoke():
+    """`invoke` as a fixture."""
+    return invoke
 
 
 @pytest.fixture(autouse=True)

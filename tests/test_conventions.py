@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import invoke
 from rich.table import Table
-from typer.testing import CliRunner
 
 import surgeon
 from surgeon import jsonio, tables
@@ -28,12 +28,6 @@ from surgeon.cli.main import app
 from surgeon.errors import SurgeonError
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    """Run a command in this process; a SurgeonError comes back as result.exception (main() turns it into exit 2)."""
-    return runner.invoke(app, list(args), catch_exceptions=True)
 
 
 def commands() -> dict[str, object]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import invoke
 
 import surgeon
 from surgeon.models import default_input_size, input_size_of, resolve_input_size
@@ -137,11 +137,9 @@ def test_every_command_with_input_size_is_checked(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(_commands("m.safetensors", Path("."))))
 def test_every_command_uses_the_recorded_size(trained, tmp_path, name):
-    from surgeon.cli.main import app
-
     args = _commands(str(trained), tmp_path)[name]
     with fed_sizes() as sizes:
-        result = CliRunner().invoke(app, args, catch_exceptions=True)
+        result = invoke(*args)
     assert result.exit_code == 0, (result.output, result.exception)
     assert sizes and set(sizes) == {RECORDED}, (name, set(sizes))
     if name in SAYS_SIZE:
@@ -150,10 +148,8 @@ def test_every_command_uses_the_recorded_size(trained, tmp_path, name):
 
 @pytest.mark.parametrize("name", ["eval", "probe", "frequency-noise"])
 def test_an_explicit_input_size_wins(trained, tmp_path, name):
-    from surgeon.cli.main import app
-
     args = _commands(str(trained), tmp_path)[name] + ["--input-size", "3,32,32"]
     with fed_sizes() as sizes:
-        result = CliRunner().invoke(app, args)
+        result = invoke(*args)
     assert result.exit_code == 0, (result.output, result.exception)
     assert set(sizes) == {(3, 32, 32)} and "input 3x32x32 (--input-size)" in result.output
