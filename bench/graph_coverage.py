@@ -24,7 +24,8 @@ smallest of each name prefix and of each timm module) instead of every model:
     OMP_NUM_THREADS=1 python bench/graph_coverage.py --invariants --out bench/out/inv.jsonl
     python bench/graph_coverage.py --report bench/out/inv.jsonl
 
-Invariants (`invariant_failures`): ``head`` (a classifier has exactly one head block, the last),
+Invariants (`invariant_failures`): ``head`` (a classifier has exactly one head block, the last;
+an encoder with ``num_classes == 0`` and no pooling, e.g. ``qwen3_vit_*_enc``, may have none),
 ``merged`` (no block holds several transformer blocks: members under two indices of one container
 that each hold attention, or an MSA block with over 3x the parameters of its stage's median MSA
 block), ``downsample`` (a block where the grid drops is the stem, a ``downsample`` block, or a
@@ -117,7 +118,8 @@ def invariant_failures(g: surgeon.BlockGraph) -> dict[str, str]:
     """What the labels of `g` get wrong, per invariant (empty when all hold); see the module doc."""
     bad: dict[str, str] = {}
     heads = [i for i, b in enumerate(g.blocks) if b.kind == "head" or b.address == "head"]
-    if heads != [len(g.blocks) - 1]:
+    encoder = getattr(g.model, "num_classes", None) == 0 and not heads  # timm's encoders (no classifier, no pooling)
+    if heads != [len(g.blocks) - 1] and not encoder:
         bad["head"] = f"head blocks at {heads} of {len(g.blocks)}; last is {g.blocks[-1].address} ({g.blocks[-1].kind})"
     model = g.model
     for b in g.blocks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -372,3 +373,20 @@ def test_downsampling_modules_are_downsample_blocks():
     g = meta_graph("selecsls42")  # a parameter-free step between the last stages joins the next block
     assert_labels_mean_what_they_say(g)
     assert not [b for b in g.blocks if b.members == ("from_seq",)]
+
+
+def test_condconv_blocks_are_conv_blocks():
+    """timm's CondConv2d is no nn.Conv2d (its experts' kernels sit flattened in one weight) and its
+    routing is a Linear: its blocks are still convolutions, the strided one included (the full
+    invariants walk found `efficientnet_cc_*` labelled mlp). Built on the meta device: labels only."""
+    from timm.layers import CondConv2d
+
+    from surgeon.graph.kinds import is_conv
+
+    assert is_conv(CondConv2d(4, 8, 3)) and is_conv(nn.Conv2d(4, 8, 3)) and not is_conv(nn.MaxPool2d(3))
+    with torch.device("meta"):
+        model = timm.create_model("efficientnet_cc_b0_4e")
+    g = surgeon.graph(model)
+    condconv = [b for b in g.blocks if any(isinstance(m, CondConv2d) for p in b.members
+                                           for m in model.get_submodule(p).modules())]
+    assert condconv and all(b.kind == "conv" for b in condconv), [(b.address, b.kind) for b in condconv]

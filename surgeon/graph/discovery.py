@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from .fx import _timm_registries, tensor_leaves
-from .kinds import _DOWNSAMPLE_NAMES
+from .kinds import _DOWNSAMPLE_NAMES, is_conv
 from .layout import _spatial
 from .merges import _Analysis, _analyze, _depends_on, _downstream_module, _shallow_trace
 from .record import _Call, _Recorder
@@ -39,7 +39,7 @@ def _join(parent: str, name: str) -> str:
 
 
 def _main_layers(mod: nn.Module) -> int:
-    return sum(isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) for m in mod.modules())
+    return sum(is_conv(m) or isinstance(m, nn.Linear) for m in mod.modules())
 
 
 class _Discovery:
