@@ -84,7 +84,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
 #: (pattern of a command or Python line, reason): lines that cannot run in CI.
 NOT_IN_CI: list[tuple[str, str]] = [
     (r"^make (demo|test)\b", "sets up .venv and runs the whole suite: what CI itself runs"),
-    (r"^make bench-", "benchmarks take minutes; bench/RESULTS.md records their output"),
+    (r"^make bench-|^python bench/\w+_speed\.py", "benchmarks take minutes; bench/RESULTS.md records their output"),
     (r"^torchrun ", "DDP over processes: tests/test_training.py runs 2 gloo processes against one"),
     (r"--resume +# after Ctrl-C", "continues an interrupted run: resume is tested bit for bit in tests/test_training.py"),
     (r"alternet\.safetensors[\"']?,? (--data )?[\"']?digits[\"']?,? (--)?recipe[ =][\"']?strong",
