@@ -261,5 +261,5 @@ def info(path: Annotated[Path, typer.Argument(help="a .safetensors file written 
                   f"{score}); recipe: " + ", ".join(f"{k}={v}" for k, v in trained["recipe"].items()), highlight=False)
     g = surgeon.graph(model, input_size=parse_input_size(input_size))
     print_graph(g, str(path))
-    write_json(json_out, {**g.to_dict(), "model": str(path), "record": {**record.to_dict(), "version": record.version}})
+    write_json(json_out, {**g.to_dict(), "model": str(path), "record": record.stored()})
     write_csv(csv_out, [{"model": str(path), **row} for row in g.tidy()])

@@ -244,8 +244,7 @@ def read_weights(path: str | os.PathLike, model: nn.Module) -> nn.Module:
 
 def _read_recipe(path: str | os.PathLike) -> dict:
     """surgeon 0.1's dict form of `read_cfg` (deprecated: "recipe" now means a training recipe)."""
-    cfg = read_cfg(path)
-    return {**cfg.to_dict(), "version": cfg.version}
+    return read_cfg(path).stored()
 
 
 def __getattr__(name: str):

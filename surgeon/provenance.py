@@ -100,6 +100,10 @@ class SurgeonCfg:
             out["training"] = dict(self.training)
         return out
 
+    def stored(self) -> dict[str, Any]:
+        """`to_dict` with the version that wrote the record (a file's own, once read)."""
+        return {**self.to_dict(), "version": self.version}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurgeonCfg:
         base = dict(d["base"])
