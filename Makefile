@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/surgeon alternate resnet50 --stages c2,c3 --out alternet.safetensors --force
 	$(BIN)/surgeon info alternet.safetensors
-	$(BIN)/surgeon probe fourier resnet50 alternet.safetensors --out fourier.png
+	$(BIN)/surgeon probe fourier resnet50 alternet.safetensors --out fourier.png --force
 
 test: $(STAMP)   # one pytest-xdist worker per core (at most 4), a test file per worker; tests/conftest.py shares the threads
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
