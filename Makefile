@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench-graph bench-alternate bench-probes bench-curvature bench-train bench-search figures clean
+.PHONY: demo test test-all test-numeric bench-graph bench-alternate bench-probes bench-curvature bench-train bench-search figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ demo: $(STAMP)
 	$(BIN)/surgeon info alternet.safetensors
 	$(BIN)/surgeon probe fourier resnet50 alternet.safetensors --out fourier.png --force
 
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+
 test: $(STAMP)   # one pytest-xdist worker per core (at most 4), a test file per worker; tests/conftest.py shares the threads
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(PYTEST) -m "not slow"
+
+test-all: $(STAMP)   # the default tier and the slow tier (full Ray / torchrun runs): before every submission
+	$(PYTEST)
+
+test-numeric: $(STAMP)   # tests that assert float results, on the portable kernels (another CPU's last bits)
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m numeric
 
 figures: $(STAMP)
 	$(BIN)/python examples/block_graph.py

@@ -237,6 +237,7 @@ def test_compiled_model_gives_the_same_results():
     assert not any(m._forward_hooks for m in model.modules())
 
 
+@pytest.mark.numeric
 def test_trained_model_gives_finite_nontrivial_spectra():
     from torchvision import transforms as T
 

@@ -11,6 +11,7 @@ DATA = Path(__file__).parent / "data"
 V01 = DATA / "surgeon01_alternet.safetensors"
 
 
+@pytest.mark.numeric
 def test_surgeon01_file_loads_bit_identical():
     """A file written by surgeon 0.1 (tests/data/make_surgeon01_fixture.py) loads to its stored tensors
     bit for bit, and its outputs equal, bit for bit, those of the same architecture rebuilt here from the

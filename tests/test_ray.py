@@ -180,6 +180,7 @@ run_search({recipe!r}, {out!r}, evaluator=slow_stub, backend="ray", address={add
 """
 
 
+@pytest.mark.slow  # the resume logic: tests/test_search.py (local executor, resume after a crash) in the default tier
 def test_resume_after_the_driver_is_killed(recipe, local_results, tmp_path, cluster):
     out = tmp_path / "run"
     script = DRIVER.format(here=str(HERE), recipe=str(recipe), out=str(out), address=cluster,

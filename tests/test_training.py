@@ -155,6 +155,7 @@ def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.numeric
 def test_resnet_learns_digits(tmp_path):
     """resnet10t, 3 epochs of the digits recipe: test accuracy well above chance (10%). A property,
     not a score: the trajectory depends on the CPU's kernels and thread count (0.956 to 0.972 with
@@ -296,6 +297,7 @@ def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subpro
                           env=env, cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow  # tests/test_distributed.py covers two gloo processes against one in the default tier
 def test_ddp_two_processes_match_one(tmp_path):
     args = ["train", "test_vit", "--img-size", "32", "--data", "digits", "--recipe", "digits", "--epochs", "1",
             "--subset", "0.5", "--val", "none", "--batch-size", "32", "--lr", "1e-3"]
