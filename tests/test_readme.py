@@ -217,13 +217,15 @@ def _env(home: Path) -> dict[str, str]:
             "COLUMNS": "160"}
 
 
-REFUSES_OVERWRITE = re.compile(r"--force|overwrite=True")
+#: how a refusal to overwrite names its way out, on the command line and in Python
+REFUSES_OVERWRITE = {"bash": re.compile(r"--force\b|--resume\b"), "python": re.compile(r"overwrite=True|resume=True")}
 
 
-def _refused_overwrite(output: str, again: bool) -> bool:
+def _refused_overwrite(output: str, again: bool, lang: str = "bash") -> bool:
     """On a second run, a block may stop at an output its first run wrote: a one-line refusal that
-    names the way to overwrite is the right answer there, not a failure."""
-    return again and bool(REFUSES_OVERWRITE.search(output[-2000:]))
+    names the way to overwrite or resume in the block's own language (a flag on the command line, an
+    argument in Python) is the right answer there, not a failure."""
+    return again and bool(REFUSES_OVERWRITE[lang].search(output[-2000:]))
 
 
 def run_python(text: str, work: Path, home: Path, again: bool = False) -> None:
@@ -231,7 +233,7 @@ def run_python(text: str, work: Path, home: Path, again: bool = False) -> None:
     (work / "block.py").write_text("\n".join(lines) + "\n")
     r = subprocess.run([sys.executable, "block.py"], cwd=work, env=_env(home), capture_output=True, text=True,
                        timeout=TIMEOUT, check=False)
-    assert r.returncode == 0 or _refused_overwrite(r.stderr, again), (
+    assert r.returncode == 0 or _refused_overwrite(r.stderr, again, "python"), (
         f"the block failed:\n{(work / 'block.py').read_text()}\n{r.stderr[-3000:]}")
 
 
@@ -321,7 +323,7 @@ def test_readme_in_order_in_one_folder_twice(tmp_path, stand_ins, monkeypatch):
     work.mkdir()
     for name in ("recipes", "bench", "examples"):
         (work / name).symlink_to(ROOT / name)
-    slow = []
+    slow, failed = [], []
     for again in (False, True):
         for block_id, lang, text in BLOCKS:
             if SKIP_MARK.search(text):
@@ -329,10 +331,14 @@ def test_readme_in_order_in_one_folder_twice(tmp_path, stand_ins, monkeypatch):
             text = substituted(text)
             _link_stand_ins(work, stand_ins, text)
             start = time.perf_counter()
-            if lang == "python":
-                run_python(text, work, stand_ins, again=again)
-            else:
-                run_bash(text, work, stand_ins, monkeypatch, again=again)
+            try:
+                if lang == "python":
+                    run_python(text, work, stand_ins, again=again)
+                else:
+                    run_bash(text, work, stand_ins, monkeypatch, again=again)
+            except AssertionError as exc:  # every block runs: one report of all that fail
+                failed.append(f"{'second' if again else 'first'} run of {block_id}: {str(exc)[:1500]}")
             if (seconds := time.perf_counter() - start) > BLOCK_SECONDS:
                 slow.append(f"{block_id} ({seconds:.0f} s)")
+    assert not failed, "\n\n".join(failed)
     assert not slow, f"README blocks over {BLOCK_SECONDS} s: {slow}"
