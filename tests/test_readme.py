@@ -218,7 +218,10 @@ def _env(home: Path) -> dict[str, str]:
 
 
 #: how a refusal to overwrite names its way out, on the command line and in Python
-REFUSES_OVERWRITE = {"bash": re.compile(r"--force\b|--resume\b"), "python": re.compile(r"overwrite=True|resume=True")}
+#: (run_bash calls the app, not the entry point `main` that turns ``overwrite=True`` into ``--force``:
+#: tests/test_conventions.py tests that translation)
+REFUSES_OVERWRITE = {"bash": re.compile(r"--force\b|--resume\b|overwrite=True|resume=True"),
+                     "python": re.compile(r"overwrite=True|resume=True")}
 
 
 def _refused_overwrite(output: str, again: bool, lang: str = "bash") -> bool:
@@ -272,7 +275,7 @@ def run_bash(text: str, work: Path, home: Path, monkeypatch: pytest.MonkeyPatch,
         elif words[0] == "python":
             done = subprocess.run([sys.executable, *words[1:]], cwd=work, env=_env(home), capture_output=True,
                                   text=True, timeout=TIMEOUT, check=False)
-            assert done.returncode == 0 or _refused_overwrite(done.stderr, again), f"{line}\n{done.stderr[-2000:]}"
+            assert done.returncode == 0 or _refused_overwrite(done.stderr, again, "python"), f"{line}\n{done.stderr[-2000:]}"
         else:
             raise AssertionError(f"{line}: no way to run {words[0]!r} in CI; list it in NOT_IN_CI with the reason")
     return skipped
