@@ -39,7 +39,7 @@ from .models import input_size_of
 from .io import check_input
 from .models import input_size_of
 
-__all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
+__all__ = ["normalised", "Normalised", "IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
            "mixer", "mixed", "balanced_subset"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -287,6 +287,28 @@ def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int]
     if re_prob > 0:
         steps.append(RandomErasing(re_prob, mode="pixel", device="cpu"))
     return _to_channels(T.Compose(steps), channels)
+
+
+class Normalised:
+    """Batches that declare how their pixels were normalised (x = (pixels - mean) / std): what the
+    analyses acting on pixels (attacks, corruptions, frequency noise, stability) need of a plain
+    iterable. ``surgeon.data.normalised(data, mean=(0, 0, 0), std=(1, 1, 1))`` for pixels in [0, 1]."""
+
+    def __init__(self, data: Iterable[Any], mean: Sequence[float], std: Sequence[float]):
+        if len(mean) != len(std) or not len(mean) or min(std) <= 0:
+            raise SurgeonError(f"mean {tuple(mean)} and std {tuple(std)} must have one value per channel, std > 0")
+        self.data, self.normalisation = data, (tuple(map(float, mean)), tuple(map(float, std)))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+
+def normalised(data: Iterable[Any], mean: Sequence[float], std: Sequence[float]) -> Normalised:
+    """`data` declaring its normalisation (see `Normalised`)."""
+    return Normalised(data, mean, std)
 
 
 class _Gray:

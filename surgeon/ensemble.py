@@ -32,7 +32,7 @@ from . import provenance
 from .errors import SurgeonError
 from .models import BUILDERS, input_size_of, load_model
 from .passes import apply_passes
-from .runtime import model_device, restored_modes
+from .runtime import check_classifier, model_device, restored_modes
 
 __all__ = ["Ensemble", "ensemble", "ENSEMBLE_SPEC", "from_recipe"]
 
@@ -84,6 +84,8 @@ class Ensemble(nn.Module):
         members = list(members)
         if len(members) < 1:
             raise SurgeonError("an ensemble needs at least one member; give two or more models")
+        for m in members:
+            check_classifier(m)  # an encoder's features are no class probabilities
         sizes = [input_size_of(m, input_size) for m in members]
         if len(set(sizes)) > 1:
             raise SurgeonError("the members take different input sizes (" + ", ".join("x".join(map(str, s)) for s in sizes)
