@@ -36,7 +36,7 @@ from .jsonio import plain
 from .metrics import STOCHASTIC, Metrics
 from .progress import progress as progress_bar
 from .robustness import pixel_normalisation
-from .runtime import BatchLoop, check_classifier, display_name, model_device, restored_modes
+from .runtime import BatchLoop, check_classifier, check_labels, display_name, model_device, restored_modes
 from .tables import Tabular
 
 __all__ = ["ATTACKS", "AdversarialResult", "adversarial_robustness", "fgsm", "pgd", "frozen"]
@@ -198,7 +198,8 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     """
     eps = list(DEFAULTS[attack]["eps"]) if eps is None and attack in DEFAULTS else eps
     eps = _check(attack, eps or [], n_ff, batches)
-    check_classifier(model, data)
+    if (k := check_classifier(model, data)) is not None:
+        check_labels(data, k)
     device = model_device(model)
     mean, std = pixel_normalisation(model, data)
     gens = [torch.Generator(device=device).manual_seed(seed) for _ in eps]

@@ -86,7 +86,8 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
         raise SurgeonError(f"mc_dropout={mc_dropout} must be 0 (off) or a number of passes")
     if nll not in NLL_MODES:
         raise SurgeonError(f"nll={nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
-    check_classifier(model, data)
+    if (k := check_classifier(model, data)) is not None:
+        check_labels(data, k)
     device = model_device(model)
     metrics: Metrics | None = None
     samples = 0
