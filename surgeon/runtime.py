@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -131,6 +133,39 @@ class BatchLoop:
             self.interrupted = True
             warnings.warn(f"interrupted: {self.what} the first {self.done} batches", stacklevel=3)
         return self
+
+
+class StepBoundaries:
+    """Ctrl-C (SIGINT) and SIGTERM held until the current step ends: inside ``with StepBoundaries()
+    as b``, a signal is recorded and `b.check()` (called between steps) raises KeyboardInterrupt.
+    So an interrupted loop stops between two steps, never inside one (a forward that already moved
+    BatchNorm's running statistics, a half-applied optimiser step), and what it keeps resumes bit
+    for bit. Outside the main thread (where signals cannot be caught) it holds nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StepBoundaries:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.getsignal(s) for s in self.SIGNALS}
+            for s in self.SIGNALS:
+                signal.signal(s, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.pending = signum
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a signal arrived during the step that just ended."""
+        if self.pending is not None:
+            raise KeyboardInterrupt(signal.Signals(self.pending).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
 
 
 def model_classes(model: nn.Module) -> int | None:

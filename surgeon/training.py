@@ -58,7 +58,7 @@ from . import checks, data as sdata
 from . import provenance
 from .errors import SurgeonError, first_line
 from .evaluation import evaluate
-from .runtime import check_labels, display_name, model_device, restored_modes
+from .runtime import StepBoundaries, check_labels, display_name, model_device, restored_modes
 from .io import atomic_path, check_input, check_output, save
 from .models import input_size_of, load_model
 from .models import load as load_file
@@ -775,7 +775,7 @@ def _finish(run: _Run, data: str, subset: float | None, interrupted: bool) -> Tr
 def _epoch(run: _Run, advance: Any) -> int | None:
     """One epoch from the run's step; sums go to ``run.partial`` (read back once, at the end).
     Returns the number of finished steps if interrupted (Ctrl-C), else None."""
-    r, opt, scaler, device, epoch = run.r, run.opt, run.scaler, run.device, run.epoch
+    device, epoch = run.device, run.epoch
     start = run.step
     run.items.epoch, run.sampler.epoch, run.sampler.start = epoch, epoch, start
     steps = len(run.sampler) + start
@@ -784,40 +784,50 @@ def _epoch(run: _Run, advance: Any) -> int | None:
     seen, step, t0 = 0, start, time.perf_counter()
     run.wrapped.train()
     try:
-        for batch in run.loader:
-            if batch is None:
-                continue
-            x = batch[0].to(device, non_blocking=True)
-            y = batch[1].to(device, non_blocking=True)
-            torch.manual_seed(_mix_seed(run.seed, epoch, step, run.rank))  # stochastic depth, dropout
-            np.random.seed(_mix_seed(run.seed, epoch, step, run.rank, 1) % 2**32)  # timm's Mixup draws from numpy
-            target = y
-            if run.mix is not None:
-                x, target = run.mix(x, y)
-            lr = lr_at(r, epoch * steps + step, steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp):
-                logits = run.wrapped(x)
-                loss = run.criterion(logits.float(), target)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if r.clip_grad is not None:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(run.net.parameters(), r.clip_grad)
-            scaler.step(opt)
-            scaler.update()
-            hard = target if target.dim() == 1 else target.argmax(1)
-            loss_sum += loss.detach().double() * x.shape[0]
-            correct += (logits.detach().argmax(1) == hard).sum()
-            seen += x.shape[0]
-            step += 1
-            advance()
+        with StepBoundaries() as boundary:  # Ctrl-C / SIGTERM take effect between steps only
+            for batch in run.loader:
+                boundary.check()
+                if batch is None:
+                    continue
+                step = _step(run, batch, epoch, step, steps, loss_sum, correct, advance)
+                seen += batch[0].shape[0]
+                boundary.check()
     except KeyboardInterrupt:
         _add(run.partial, loss_sum, correct, seen, time.perf_counter() - t0)
         return step
     _add(run.partial, loss_sum, correct, seen, time.perf_counter() - t0)
     return None
+
+
+def _step(run: _Run, batch: Any, epoch: int, step: int, steps: int, loss_sum: torch.Tensor, correct: torch.Tensor,
+          advance: Any) -> int:
+    """One optimiser step on `batch` (sums accumulated in place); returns the next step's index."""
+    r, opt, scaler, device = run.r, run.opt, run.scaler, run.device
+    x = batch[0].to(device, non_blocking=True)
+    y = batch[1].to(device, non_blocking=True)
+    torch.manual_seed(_mix_seed(run.seed, epoch, step, run.rank))  # stochastic depth, dropout
+    np.random.seed(_mix_seed(run.seed, epoch, step, run.rank, 1) % 2**32)  # timm's Mixup draws from numpy
+    target = y
+    if run.mix is not None:
+        x, target = run.mix(x, y)
+    lr = lr_at(r, epoch * steps + step, steps)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp):
+        logits = run.wrapped(x)
+        loss = run.criterion(logits.float(), target)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if r.clip_grad is not None:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(run.net.parameters(), r.clip_grad)
+    scaler.step(opt)
+    scaler.update()
+    hard = target if target.dim() == 1 else target.argmax(1)
+    loss_sum += loss.detach().double() * x.shape[0]
+    correct += (logits.detach().argmax(1) == hard).sum()
+    advance()
+    return step + 1
 
 
 def _add(partial: dict[str, float], loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> None:

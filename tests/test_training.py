@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import signal
+
 import pytest
 import torch
 from test_cli import one_line_error
@@ -198,6 +200,43 @@ def test_resume_after_ctrl_c_mid_epoch_equals_uninterrupted(tmp_path, monkeypatc
     a, b = _weights(whole.model), _weights(again.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["train_loss"] for h in again.history] == pytest.approx([h["train_loss"] for h in whole.history], rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return surgeon.train("resnet10t", "digits", out=tmp_path_factory.mktemp("whole") / "a.safetensors", **SMALL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_inside_a_step_resumes_bit_for_bit_with_batchnorm(tmp_path, monkeypatch, signum, uninterrupted):
+    """A real Ctrl-C (or SIGTERM) arriving after a BatchNorm layer has updated its running statistics,
+    in the middle of a step: the step finishes, the run stops between steps, and its resume equals
+    the uninterrupted run in every tensor, BN buffers (running mean / var, num_batches_tracked) included."""
+    whole = uninterrupted
+    calls = {"n": 0}
+    real = training._step
+
+    def step_with_signal(run, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # epoch 2, step 2: the signal comes from inside the first BN's forward
+            bn = next(m for m in run.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+            hook = bn.register_forward_hook(lambda *a: signal.raise_signal(signum))
+            try:
+                return real(run, *args, **kwargs)
+            finally:
+                hook.remove()
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_step", step_with_signal)
+    cut = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", **SMALL)
+    monkeypatch.setattr(training, "_step", real)
+    assert cut.interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    state = torch.load(tmp_path / "b.run" / "checkpoint.pt", weights_only=False)
+    assert (state["epoch"], state["step"]) == (1, 2)  # the step in which the signal came is finished and kept
+    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", resume=True, **SMALL)
+    a, b = whole.model.state_dict(), again.model.state_dict()
+    assert any(k.endswith("num_batches_tracked") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_after_a_crash_restarts_from_the_last_epoch(tmp_path, monkeypatch):
