@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 
 import typer
@@ -96,8 +97,13 @@ def main() -> None:
 
         if distributed.init() and not distributed.is_main():
             out.quiet = err.quiet = True
+    signal.signal(signal.SIGTERM, _terminated)  # SIGTERM unwinds like Ctrl-C: temp files removed, work kept
     try:
         code = command().main(standalone_mode=False)
+        if code == 130:  # typer's answer to a KeyboardInterrupt no command caught (commands that keep work say so and exit)
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        _fail(INTERRUPTED, 130)
     except SurgeonError as exc:  # the library names its arguments (num_classes=10); say the options (--num-classes 10)
         _fail(with_flags(str(exc), _options(sys.argv[1:])))
     except typer.Abort:
@@ -125,6 +131,16 @@ def _options(argv: list[str]) -> list[str]:
     group = command()
     chosen = [group.commands[a] for a in argv[:1] if a in group.commands] or list(group.commands.values())
     return [o for c in chosen for p in c.params for o in getattr(p, "opts", []) if o.startswith("--")]
+
+
+#: What an interrupted command says (Ctrl-C or SIGTERM), whatever it was doing: files are written whole
+#: through a temporary file or not at all, and the long runs keep what they finished.
+INTERRUPTED = ("interrupted: no file was left half-written (outputs are written whole or not at all); "
+               "runs with a run folder or a save file (train, search, landscape, compare) resume where they stopped")
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -1,0 +1,52 @@
+"""Interrupts of the command line (issue 18, item 4): SIGTERM unwinds like Ctrl-C, so no temporary
+file is left behind, and an interrupted command says so in one line (exit 130). Resuming a training
+run bit for bit after a signal is tested in tests/test_training.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+#: A CLI run whose save blocks inside the atomic write (after the temp file is created), so that a
+#: signal arrives while a partial output exists.
+SLOW_SAVE = """
+import sys, time
+import surgeon.io
+real = surgeon.io.save_file
+def slow(tensors, path, metadata=None):
+    real(tensors, path, metadata=metadata)
+    print("writing", flush=True)
+    time.sleep(60)
+surgeon.io.save_file = slow
+from surgeon.cli.main import main
+sys.argv = ["surgeon", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_save_leaves_no_temp_file_and_says_so(tmp_path, signum):
+    out = tmp_path / "alt.safetensors"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, "alternate", "resnet18", "--stages", "c3",
+                             "--input-size", "3,32,32", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            time.sleep(0.05)
+        assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir()), f"the save never started: {proc.communicate()}"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a temporary or partial file was left"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted: no file was left half-written"), err
