@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from . import checks
 from .errors import SurgeonError
 from .graph import BlockGraph
 from .layers.local_attention import LocalAttention
@@ -33,8 +34,7 @@ def localize(model: nn.Module | BlockGraph, blocks: str = "kind:msa", *, kernel:
         kernel: odd side k of the neighbourhood, in tokens (the original's default is 3).
         input_size: (C, H, W) that fixes the token grid; default the model's.
     """
-    if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
-        raise SurgeonError(f"kernel must be odd (a neighbourhood centred on its query), not {kernel}; e.g. kernel=3")
+    checks.args(kernel=kernel)  # odd: a neighbourhood centred on its query
     original, g, new = _start(model, input_size)
     chosen = g.select(blocks)
     if not chosen:
