@@ -44,8 +44,7 @@ from .common import (
     write_json,
 )
 
-DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER",
-                                      show_default=False)]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches (default: all the data)")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per batch")]
 SubsetOpt = Annotated[float | None, typer.Option("--subset", help="keep a class-balanced fraction of the data, e.g. 0.1")]
@@ -68,7 +67,7 @@ def _value(key: str, value: float, delta: bool = False) -> str:
 
 def evaluate(
     model: ModelArg,
-    data: DataOpt,
+    data: DataOpt = "digits",
     weights: WeightsOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
@@ -137,7 +136,7 @@ def _lesion_table(res: surgeon.LesionResult) -> Table:
 
 def lesion_study(
     models: ModelsArg,
-    data: DataOpt,
+    data: DataOpt = "digits",
     blocks: BlocksOpt = "*",
     weights: WeightsListOpt = None,
     pretrained: PretrainedOpt = False,

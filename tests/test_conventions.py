@@ -491,3 +491,12 @@ def test_documented_commands_use_existing_options():
                 wrong.append(f"{where}: surgeon {name} {flag}")
     assert checked > 50
     assert not wrong, f"options that do not exist: {wrong}"
+
+
+def test_every_data_option_has_one_default():
+    """--data defaults to digits wherever it takes labelled data (eval and lesion-study required it
+    while every other command defaulted to digits); probe takes unlabelled images too and defaults to
+    its built-in photos."""
+    defaults = {name: p.default for name, cmd in commands().items() for p in cmd.params if "--data" in p.opts}
+    assert len(defaults) >= 10 and defaults.pop("probe") is None
+    assert set(defaults.values()) == {"digits"}, defaults
