@@ -289,3 +289,18 @@ def test_messages_name_the_option_and_the_thing(tmp_path, monkeypatch, capsys, a
     code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and said in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile.txt", "recipes.toml"]
+
+
+def test_an_input_too_small_for_the_stages_is_refused(tmp_path, monkeypatch, capsys):
+    """At 2x2 the stem leaves a 1x1 map and every stage would be numbered c1 (the graph tells stages
+    apart by map size): refused in one line, by the graph, so every command and the API agree."""
+    import surgeon
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", "test_resnet", "--input-size", "3,2,2")
+    assert_refused(code, out, err, tmp_path, "inspect --input-size 3,2,2")
+    assert "too small for this model" in err and "--input-size 3,160,160" in err, err
+    model = surgeon.load_model("test_resnet")
+    with pytest.raises(surgeon.SurgeonError, match="1x1 from the first block on"):
+        surgeon.graph(model, input_size=(3, 4, 4))
+    assert list(surgeon.graph(model, input_size=(3, 8, 8)).stages) == ["c1", "c2"]  # 2x2 then 1x1: still told apart
