@@ -131,6 +131,16 @@ def flag_of(fn: Callable, name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_ENGINE = ("workers", "address", "job_cpus", "job_gpus", "retries")
+
+
+def _check_engine(arguments: dict[str, Any]) -> None:
+    """With --backend local, the engine options checked together now (`surgeon.executor` refuses Ray
+    options, and --retries where the tasks run in this process), not after a model has loaded."""
+    if arguments.get("backend") == "local":
+        surgeon.executor("local", **{k: arguments[k] for k in _ENGINE if k in arguments})
+
+
 def checked(command: str, fn: Callable) -> Callable:
     """`fn` with its arguments checked first (`_check_option`), list options given as lists."""
     if getattr(fn, "_surgeon_checked", False):
@@ -142,6 +152,7 @@ def checked(command: str, fn: Callable) -> Callable:
         bound = signature.bind_partial(*args, **kwargs)
         for name, value in bound.arguments.items():
             bound.arguments[name] = _check_option(command, name, flag_of(fn, name), value)
+        _check_engine(bound.arguments)
         return fn(*bound.args, **bound.kwargs)
 
     run._surgeon_checked = True

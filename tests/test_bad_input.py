@@ -279,10 +279,14 @@ def test_every_count_has_an_upper_bound():
     (["train", "test_resnet", "-o", "t.safetensors", "--val", "nowhere"], "--val 'nowhere' is neither"),
     (["search", "recipes.toml", "--out", "s", "--retries", "1"], "pass --retries 0 or --backend ray"),
     (["hessian", "test_resnet", "--retries", "1"], "pass --retries 0 or --backend ray"),
+    (["landscape", "test_resnet", "--job-gpus", "1"], "are Ray options; add --backend ray"),
 ])
 def test_messages_name_the_option_and_the_thing(tmp_path, monkeypatch, capsys, args, said):
     """A missing path is said to be missing, a file where a folder belongs is said to be a file, and
-    the option named is the one typed."""
+    the option named is the one typed; all before a model loads."""
+    import surgeon
+
+    monkeypatch.setattr(surgeon, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile.txt").write_text("x")
     (tmp_path / "recipes.toml").write_text((Path(__file__).parents[1] / "recipes" / "digits_buildup.toml").read_text())
