@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from surgeon import checks
 from surgeon.cli.main import command, main
@@ -308,3 +309,54 @@ def test_an_input_too_small_for_the_stages_is_refused(tmp_path, monkeypatch, cap
     with pytest.raises(surgeon.SurgeonError, match="1x1 from the first block on"):
         surgeon.graph(model, input_size=(3, 4, 4))
     assert list(surgeon.graph(model, input_size=(3, 8, 8)).stages) == ["c1", "c2"]  # 2x2 then 1x1: still told apart
+
+
+def _api_refusals():
+    """(what, call, said): the same rules in the library, so the API is as safe as the CLI."""
+    import surgeon
+
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    plain = lambda: surgeon.load_model("test_resnet", num_classes=3)  # noqa: E731 - no dropout module
+    return [
+        ("mc_dropout without dropout", lambda: surgeon.evaluate(plain(), [(x, y)], mc_dropout=2), "has no dropout"),
+        ("n_ff without dropout", lambda: surgeon.adversarial_robustness(plain(), [(x, y)], "fgsm", [0.01], n_ff=2),
+         "n_ff=2 asks for MC dropout"),
+        ("one-member ensemble", lambda: surgeon.ensemble([plain()]), "two or more members"),
+        ("eps twice", lambda: surgeon.adversarial_robustness(plain(), [(x, y)], "fgsm", [0.01, 0.01]),
+         "eps=0.01,0.01 gives 0.01 twice"),
+        ("corruption twice", lambda: surgeon.robustness.check_corruption_args(["fog", "fog"]), "gives fog twice"),
+        ("severity twice", lambda: surgeon.robustness.check_corruption_args(["fog"], [1, 1]), "gives 1 twice"),
+        ("band twice", lambda: surgeon.robustness.check_frequency_args([0.1, 0.1]), "gives 0.1 twice"),
+        ("perturbation twice", lambda: surgeon.stability.check_perturbations(["translate", "translate"]),
+         "gives translate twice"),
+        ("retries in process", lambda: surgeon.executor("local", retries=1), "no worker to die"),
+        ("epochs 0", lambda: surgeon.train("test_resnet", "digits", recipe="digits", epochs=0), "epochs=0 is out of range"),
+        ("PGD steps unbounded", lambda: surgeon.adversarial_robustness(plain(), [(x, y)], "pgd", [0.01], steps=10**6),
+         "steps=1000000 is out of range"),
+        ("val names nothing", lambda: surgeon.train("test_resnet", "digits", val="no/such/data"), "val='no/such/data'"),
+    ]
+
+
+API = _api_refusals()
+
+
+@pytest.mark.parametrize("what, call, said", API, ids=[w for w, _, _ in API])
+def test_the_library_refuses_the_same_no_op_and_duplicate_arguments(tmp_path, monkeypatch, what, call, said):
+    import surgeon
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(surgeon.SurgeonError) as e:
+        call()
+    assert said in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mc_dropout_runs_on_a_model_with_dropout():
+    """The refusal is about the model, not the option: with stochastic depth the passes differ."""
+    import surgeon
+
+    torch.manual_seed(0)
+    model = surgeon.load_model("test_resnet", num_classes=3, drop_path_rate=0.5)
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    ev = surgeon.evaluate(model, [(x, y)], mc_dropout=3)
+    assert ev.samples == 4 and 0 <= ev.metrics["acc"] <= 1
