@@ -141,6 +141,17 @@ def _check_engine(arguments: dict[str, Any]) -> None:
         surgeon.executor("local", **{k: arguments[k] for k in _ENGINE if k in arguments})
 
 
+def _check_models(command: str, arguments: dict[str, Any]) -> None:
+    """A command comparing MODELS computes each once: the same model (name or file, with the same
+    --weights) given twice is refused. An ensemble may repeat a name: its random-init members differ."""
+    models, weights = arguments.get("models") or [], arguments.get("weights") or []
+    if command != "ensemble" and isinstance(weights, list):
+        given = [m + (f" --weights {weights[i]}" if i < len(weights) else "") for i, m in enumerate(models)]
+        for i, m in enumerate(given):
+            if m in given[:i]:
+                raise SurgeonError(f"MODELS gives {m} twice: the same model would be computed twice; give each once")
+
+
 def checked(command: str, fn: Callable) -> Callable:
     """`fn` with its arguments checked first (`_check_option`), list options given as lists."""
     if getattr(fn, "_surgeon_checked", False):
@@ -153,6 +164,7 @@ def checked(command: str, fn: Callable) -> Callable:
         for name, value in bound.arguments.items():
             bound.arguments[name] = _check_option(command, name, flag_of(fn, name), value)
         _check_engine(bound.arguments)
+        _check_models(command, bound.arguments)
         return fn(*bound.args, **bound.kwargs)
 
     run._surgeon_checked = True

@@ -360,3 +360,33 @@ def test_mc_dropout_runs_on_a_model_with_dropout():
     x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
     ev = surgeon.evaluate(model, [(x, y)], mc_dropout=3)
     assert ev.samples == 4 and 0 <= ev.metrics["acc"] <= 1
+
+
+MULTI = sorted(name for name, cmd in _commands().items() if any(p.name == "models" for p in cmd.params)
+               and name != "ensemble")
+
+
+@pytest.mark.parametrize("command", MULTI)
+def test_a_model_given_twice_is_refused_before_it_loads(tmp_path, monkeypatch, capsys, command):
+    """Every command that compares MODELS (not ensemble: random-init members of one name differ)."""
+    import surgeon
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(surgeon, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    args = [command, *(["fourier"] if command == "probe" else []), "test_resnet", "test_resnet"]
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert_refused(code, out, err, tmp_path, " ".join(args))
+    assert "MODELS gives test_resnet twice" in err, err
+
+
+def test_localize_says_why_a_block_is_not_a_token_sequence():
+    """Swin's attention runs on NHWC windows: the reason is its layout, not the kind it asks for (msa)."""
+    from types import SimpleNamespace
+
+    from surgeon.locality import _not_local
+
+    swin = SimpleNamespace(kind="msa", layout="NHWC", in_shape=(1, 7, 7, 96), grid=(7, 7))
+    assert "NHWC feature maps" in _not_local(swin) and "msa" not in _not_local(swin)
+    assert _not_local(SimpleNamespace(kind="conv", layout="NCHW", in_shape=(1, 8, 4, 4), grid=(4, 4))) == \
+        "is a conv block, not attention"
+    assert _not_local(SimpleNamespace(kind="msa", layout="NLC", in_shape=(1, 17, 8), grid=(4, 4))) is None
