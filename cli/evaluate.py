@@ -90,9 +90,6 @@ def evaluate(
 
     Example: surgeon eval resnet18 --num-classes 10 --weights r18.safetensors --data digits --input-size 3,32,32 --reliability rel.png
     """
-    modes = surgeon.metrics.NLL_MODES
-    if nll not in modes:
-        raise SurgeonError(f"--nll {nll!r} is not a mode; choose from {', '.join(modes)}")
     check_outputs(reliability, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)

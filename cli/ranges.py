@@ -10,6 +10,8 @@
 - Choices (`CHOICES`): an option with a fixed set of values is checked against the library's set
   (``--attack cw``), with the closest name suggested.
 - Data (`DATA`): a data spec that names nothing (no such file, folder or dataset) is refused.
+- Together: the engine options (``--retries`` where the tasks run in this process, Ray options with
+  ``--backend local``) and one model given twice to a command that compares MODELS.
 
 An option without its rule is a bug that tests/test_bad_input.py reports.
 """

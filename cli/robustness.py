@@ -107,9 +107,6 @@ def robustness(
     Example: surgeon robustness resnet18 --num-classes 10 --input-size 3,32,32 -c gaussian_noise,fog --out c.png
     """
     names, levels = corruptions, severities  # lists without repeats (cli.ranges.LISTS)
-    known = tuple(surgeon.metrics.Metrics(2).compute())
-    if metric not in known:
-        raise SurgeonError(f"unknown --metric {metric!r}; choose from {', '.join(known)}")
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     surgeon.robustness.check_corruption_args(names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c)
