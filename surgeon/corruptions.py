@@ -56,9 +56,9 @@ CIFAR_MAX_SIDE = 64  # "auto" uses the CIFAR-10-C constants up to this image sid
 
 
 def _check_images(x: Any) -> None:
-    if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 4 and x.shape[1] == 3):
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 4 and x.shape[1] in (1, 3)):
         got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise SurgeonError(f"images must be a float batch (B, 3, H, W) in [0, 1], got {got}; "
+        raise SurgeonError(f"images must be a float batch (B, 3, H, W) or grey (B, 1, H, W) in [0, 1], got {got}; "
                            f"add a batch dimension with x[None] or scale uint8 images with x.float() / 255")
 
 
@@ -114,6 +114,8 @@ def _corruption(imagenet: Sequence[Any], cifar: Sequence[Any]) -> Callable[[Call
             if preset == "auto":
                 preset = "cifar" if min(x.shape[-2:]) <= CIFAR_MAX_SIDE else "imagenet"
             c = (cifar if preset == "cifar" else imagenet)[severity - 1]
+            if x.shape[1] == 1:  # grey: corrupted as the RGB image of equal channels, then its first channel
+                return fn(_working(x).expand(-1, 3, -1, -1), c, generator)[:, :1].clamp(0, 1).to(x.dtype)
             return fn(_working(x), c, generator).clamp(0, 1).to(x.dtype)
 
         corruption.__doc__ = (f"{fn.__doc__}\n\n    Constants for severities 1..5: ImageNet-C {tuple(imagenet)}; "
@@ -126,7 +128,9 @@ def _corruption(imagenet: Sequence[Any], cifar: Sequence[Any]) -> Callable[[Call
 def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None, *,
             preset: str = "auto") -> torch.Tensor:
     """Corruption `name` of `CORRUPTIONS` at `severity` (0 = clean .. 5) applied to the images x
-    (B, 3, H, W) in [0, 1]; deterministic given `generator`."""
+    (B, 3, H, W) in [0, 1]; deterministic given `generator`. Grey images (B, 1, H, W) are corrupted
+    as the RGB image of three equal channels, of which the first is kept (per-value noise keeps its
+    strength; colour operations leave grey channels equal)."""
     return CORRUPTIONS.get(name)(x, severity, generator, preset)
 
 

@@ -43,7 +43,7 @@ from .errors import SurgeonError, first_line
 from .executors import Executor
 from .graph import graph
 from .progress import progress as progress_bar
-from .runtime import BatchLoop, analysis_mode, check_batch_labels, display_name
+from .runtime import BatchLoop, analysis_mode, check_batch_labels, check_classifier, display_name
 from .tables import Tabular, quantity_rows
 
 __all__ = ["NonFiniteLoss", "HessianOperator", "EigResult", "TraceResult", "DensityResult", "SpectrumResult", "analysis_mode",
@@ -155,6 +155,7 @@ class HessianOperator:
         self.p0 = {k: p.detach() for k, p in params.items()}
         self.rest = {k: t.detach() for k, t in (*model.named_parameters(), *model.named_buffers()) if k not in params}
         self._loss_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
+        check_classifier(model)
         with torch.no_grad():
             check_batch_labels(functional_call(model, {**self.rest, **self.p0}, (self.x[:1],)), self.y)
         if mode == "double-backward":
@@ -576,6 +577,7 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     (the model shared once), the rows pooled here in batch order; a batch whose worker died on
     every attempt is left out with a warning naming it."""
     checks.args(k=k, batches=batches)
+    check_classifier(model, data)
     rows, res, losses, hvps = [], [], [], 0
 
     def step(batch: Any) -> None:

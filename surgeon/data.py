@@ -39,7 +39,7 @@ from .models import input_size_of
 from .io import check_input
 from .models import input_size_of
 
-__all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "check_spec", "dataset", "loader", "eval_transform", "train_transform",
+__all__ = ["normalised", "Normalised", "IMAGE_EXTENSIONS", "NAMED", "sample_images", "check_spec", "dataset", "loader", "eval_transform", "train_transform",
            "mixer", "mixed", "balanced_subset"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -261,9 +261,8 @@ def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] 
     (`surgeon.models.input_size_of`: the size it was trained or edited at, else its default)."""
     from timm.data import create_transform, resolve_model_data_config
 
-    cfg = resolve_model_data_config(model) if model is not None else {}
-    cfg["input_size"] = input_size_of(model, input_size)
-    return create_transform(**cfg, is_training=False)
+    cfg = _rgb_config(resolve_model_data_config(model) if model is not None else {}, input_size_of(model, input_size))
+    return _to_channels(create_transform(**cfg, is_training=False), input_size_of(model, input_size)[0])
 
 
 def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None,
@@ -282,13 +281,13 @@ def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int]
     from timm.data.random_erasing import RandomErasing
     from torchvision import transforms as T
 
-    cfg = resolve_model_data_config(model) if model is not None else {}
-    cfg["input_size"] = input_size_of(model, input_size)
+    channels = input_size_of(model, input_size)[0]
+    cfg = _rgb_config(resolve_model_data_config(model) if model is not None else {}, input_size_of(model, input_size))
     mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
     if padding is None:
         keep = {k: cfg[k] for k in ("input_size", "interpolation") if k in cfg}
-        return create_transform(**keep, mean=mean, std=std, is_training=True, auto_augment=auto_augment,
-                                re_prob=re_prob, hflip=hflip)
+        return _to_channels(create_transform(**keep, mean=mean, std=std, is_training=True, auto_augment=auto_augment,
+                                             re_prob=re_prob, hflip=hflip), channels)
     size = tuple(cfg["input_size"][1:])
     steps: list[Callable] = [T.Resize(size), T.RandomCrop(size, padding=padding)]
     if hflip > 0:
@@ -299,7 +298,58 @@ def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int]
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     if re_prob > 0:
         steps.append(RandomErasing(re_prob, mode="pixel", device="cpu"))
-    return T.Compose(steps)
+    return _to_channels(T.Compose(steps), channels)
+
+
+class Normalised:
+    """Batches that declare how their pixels were normalised (x = (pixels - mean) / std): what the
+    analyses acting on pixels (attacks, corruptions, frequency noise, stability) need of a plain
+    iterable. ``surgeon.data.normalised(data, mean=(0, 0, 0), std=(1, 1, 1))`` for pixels in [0, 1]."""
+
+    def __init__(self, data: Iterable[Any], mean: Sequence[float], std: Sequence[float]):
+        if len(mean) != len(std) or not len(mean) or min(std) <= 0:
+            raise SurgeonError(f"mean {tuple(mean)} and std {tuple(std)} must have one value per channel, std > 0")
+        self.data, self.normalisation = data, (tuple(map(float, mean)), tuple(map(float, std)))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+
+def normalised(data: Iterable[Any], mean: Sequence[float], std: Sequence[float]) -> Normalised:
+    """`data` declaring its normalisation (see `Normalised`)."""
+    return Normalised(data, mean, std)
+
+
+class _Gray:
+    """(3, H, W) normalised RGB -> (1, H, W): the channel mean. With one mean m and std s on all three
+    channels this is (mean_c x_c - m) / s, the normalised grey image (exact for grey sources: digits)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(0, keepdim=True)
+
+
+def _rgb_config(cfg: dict, size: tuple[int, int, int]) -> dict:
+    """The timm data config for RGB images at (C, H, W) `size`: a one-channel model's mean / std
+    (one value each, or three) become one value on all three channels (see `_Gray`)."""
+    cfg = dict(cfg)
+    if size[0] not in (1, 3):
+        raise SurgeonError(f"the model takes {size[0]}-channel images; surgeon's data are RGB (3) or grey (1): "
+                           "give a transform= that makes its channels")
+    cfg["input_size"] = (3, *size[1:])
+    if size[0] == 1:
+        for key, default in (("mean", 0.5), ("std", 0.5)):
+            values = cfg.get(key) or (default,)
+            cfg[key] = (float(np.mean(values)),) * 3
+    return cfg
+
+
+def _to_channels(transform: Callable, channels: int) -> Callable:
+    from torchvision import transforms as T
+
+    return T.Compose([transform, _Gray()]) if channels == 1 else transform
 
 
 def mixer(num_classes: int, *, mixup: float = 1.0, cutmix: float = 0.8, prob: float = 1.0,

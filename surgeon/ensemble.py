@@ -8,16 +8,20 @@
 The output is log of the members' mean softmax, in the logsumexp form of the original:
 f(x) = logsumexp_m log_softmax(f_m(x)) - log M, so softmax(f(x)) = (1/M) sum_m softmax(f_m(x)).
 
-Inputs: the ensemble takes images normalised with the first member's mean / std (its
-``pretrained_cfg``, which `surgeon.data` reads). A member trained with another mean / std gets the
-input renormalised, x_m = (x s_0 + mu_0 - mu_m) / s_m, so every member sees what it was trained on.
-Members must share the input size and the class count (else a `SurgeonError`).
+Inputs: the ensemble takes pixels in [0, 1] (its ``pretrained_cfg`` has mean 0 and std 1, which
+`surgeon.data` reads) and normalises them for each member with that member's own mean / std,
+x_m = (x - mu_m) / s_m, so every member sees what it was trained on and the member order changes
+nothing. The resize and crop are shared: the members' interpolation and crop fraction when they all
+agree, else bilinear resizing to the input size without a crop (with a warning), for any order.
+Members must share the input size and the class count (else a `SurgeonError`); the size is recorded
+in a saved ensemble, so `surgeon.load` uses it at that size.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,18 +32,30 @@ from . import provenance
 from .errors import SurgeonError
 from .models import BUILDERS, input_size_of, load_model
 from .passes import apply_passes
-from .runtime import model_device, restored_modes
+from .runtime import check_classifier, model_device, restored_modes
 
 __all__ = ["Ensemble", "ensemble", "ENSEMBLE_SPEC", "from_recipe"]
 
 ENSEMBLE_SPEC = "surgeon:ensemble"  # the base spec of a saved ensemble's recipe
 
 
-def _data_config(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _data_config(model: nn.Module) -> dict[str, Any]:
     from timm.data import resolve_model_data_config
 
-    cfg = resolve_model_data_config(model)
-    return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+    return resolve_model_data_config(model)
+
+
+def _shared_preprocessing(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The resize and crop every member gets: theirs when they agree, else bilinear without a crop
+    (a rule that does not depend on the member order)."""
+    shared = {}
+    for key, fallback in (("interpolation", "bilinear"), ("crop_pct", 1.0), ("crop_mode", "center")):
+        values = {c.get(key, fallback) for c in configs}
+        if len(values) > 1:
+            warnings.warn(f"the ensemble's members differ in {key} ({', '.join(sorted(map(str, values)))}): "
+                          f"all get {key}={fallback!r}", stacklevel=3)
+        shared[key] = values.pop() if len(values) == 1 else fallback
+    return shared
 
 
 def _num_outputs(model: nn.Module, size: tuple[int, ...]) -> int:
@@ -68,6 +84,8 @@ class Ensemble(nn.Module):
         members = list(members)
         if len(members) < 1:
             raise SurgeonError("an ensemble needs at least one member; give two or more models")
+        for m in members:
+            check_classifier(m)  # an encoder's features are no class probabilities
         sizes = [input_size_of(m, input_size) for m in members]
         if len(set(sizes)) > 1:
             raise SurgeonError("the members take different input sizes (" + ", ".join("x".join(map(str, s)) for s in sizes)
@@ -79,23 +97,27 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.num_classes = classes[0]
         self.input_size = sizes[0]
-        self.pretrained_cfg = {**(getattr(members[0], "pretrained_cfg", None) or {}), "input_size": sizes[0]}
-        mean0, std0 = _data_config(members[0])
-        scale, shift = [], []
-        for m in members:  # x_m = x * (s_0 / s_m) + (mu_0 - mu_m) / s_m
-            mean, std = _data_config(m)
-            scale.append([a / b for a, b in zip(std0, std)])
-            shift.append([(a - b) / s for a, b, s in zip(mean0, mean, std)])
-        self.register_buffer("scale", torch.tensor(scale).view(len(members), 1, -1, 1, 1), persistent=False)
-        self.register_buffer("shift", torch.tensor(shift).view(len(members), 1, -1, 1, 1), persistent=False)
-        self._same_input = all(s == [1.0] * len(s) for s in scale) and all(s == [0.0] * len(s) for s in shift)
+        configs = [_data_config(m) for m in members]
+        channels = sizes[0][0]
+        self.pretrained_cfg = {**_shared_preprocessing(configs), "input_size": sizes[0],
+                               "mean": (0.0,) * channels, "std": (1.0,) * channels}
+        mean = [_per_channel(c["mean"], channels) for c in configs]  # x_m = (x - mu_m) / s_m
+        std = [_per_channel(c["std"], channels) for c in configs]
+        self.register_buffer("mean", torch.tensor(mean).view(len(members), 1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(len(members), 1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = []
         for i, m in enumerate(self.members):
-            xi = x if self._same_input else x * self.scale[i].to(x.dtype) + self.shift[i].to(x.dtype)
+            xi = (x - self.mean[i].to(x.dtype)) / self.std[i].to(x.dtype)
             outs.append(m(xi).float().log_softmax(-1))
         return torch.logsumexp(torch.stack(outs), 0) - math.log(len(outs))
+
+
+def _per_channel(values: Sequence[float], channels: int) -> list[float]:
+    """A mean / std for `channels` channels (a one-channel model: the mean of an RGB config's)."""
+    values = [float(v) for v in values]
+    return values if len(values) == channels else [sum(values) / len(values)] * channels
 
 
 def _member_recipe(m: nn.Module, source: str | None) -> dict[str, Any] | None:
@@ -133,8 +155,7 @@ def ensemble(members: Sequence[nn.Module | str], *, input_size: Sequence[int] | 
     names = [given or found for given, found in zip(sources or [None] * len(built), names)]
     recipes = [_member_recipe(m, s) for m, s in zip(built, names)]
     if all(r is not None for r in recipes):
-        provenance.record_build(ens, ENSEMBLE_SPEC, members=recipes,
-                                input_size=list(ens.input_size) if input_size else None)
+        provenance.record_build(ens, ENSEMBLE_SPEC, members=recipes, input_size=list(ens.input_size))
     return ens.eval()
 
 

@@ -24,7 +24,7 @@ from .jsonio import plain
 from .metrics import NLL_MODES, Metrics, check_mc_dropout, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
 from .provenance import cfg_of
-from .runtime import BatchLoop, check_labels, model_device, restored_modes
+from .runtime import BatchLoop, check_classifier, check_labels, model_classes, model_device, restored_modes
 from .tables import Tabular, quantity_rows
 
 __all__ = ["Evaluation", "check_labels", "evaluate", "model_device", "nan_to_none"]
@@ -57,11 +57,8 @@ nan_to_none = plain
 
 
 def _classes(model: nn.Module) -> int | None:
-    """The classifier's output size from timm / torchvision conventions, when it says."""
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int) and n > 0:
-        return n
-    return cfg_of(model).model_args.get("num_classes")
+    """The classifier's output size when the model says (`surgeon.runtime.model_classes`; None for an encoder)."""
+    return model_classes(model) or None
 
 
 @torch.no_grad()
@@ -90,9 +87,7 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     check_mc_dropout(model, mc_dropout)
     if nll not in NLL_MODES:
         raise SurgeonError(f"nll={nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
-    k = _classes(model)
-    if k is not None:
-        check_labels(data, k)
+    check_classifier(model, data)
     device = model_device(model)
     metrics: Metrics | None = None
     samples = 0

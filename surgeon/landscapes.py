@@ -39,7 +39,7 @@ from .executors import Executor
 from .io import atomic_path, check_input
 from .jsonio import dumps
 from .progress import progress as progress_bar
-from .runtime import analysis_mode, check_batch_labels, display_name, model_device
+from .runtime import analysis_mode, check_batch_labels, check_classifier, display_name, model_device
 from .tables import Tabular
 
 __all__ = ["LandscapeResult", "directions", "landscape", "EXCLUDED"]
@@ -143,6 +143,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     (Ray's object store); a row whose worker died on every attempt is left NaN and named in
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
     checks.args(dims=dims, grid=grid, span=span, batches=batches, wd=wd, label_smoothing=label_smoothing, seed=seed)
+    check_classifier(model, data)
     if dims not in (1, 2):
         raise SurgeonError(f"dims={dims}: a landscape is 1-D or 2-D")
     if grid < 2 or span <= 0 or batches < 1:

@@ -13,12 +13,34 @@ from . import provenance
 from .errors import SurgeonError
 from .provenance import cfg_of
 
-__all__ = ["TV_PREFIX", "InputSize", "resolve_input_size", "input_size_of", "default_input_size"]
+__all__ = ["TV_PREFIX", "InputSize", "resolve_input_size", "input_size_of", "default_input_size", "input_channels"]
 
 TV_PREFIX = "tv:"
 
 
+def input_channels(model: nn.Module | None) -> int | None:
+    """The channels the model's first convolution (stem or patch embedding) takes: what a timm model
+    built with ``in_chans=1`` reads, whatever its pretrained_cfg says; None when no layer says."""
+    if model is None:
+        return None
+    for mod in model.modules():
+        channels = getattr(mod, "in_channels", None)
+        if isinstance(channels, int) and isinstance(getattr(mod, "weight", None), nn.Parameter):
+            return channels
+    return None
+
+
+def _with_channels(size: tuple[int, int, int], model: nn.Module) -> tuple[int, int, int]:
+    channels = input_channels(model)
+    return (channels, size[1], size[2]) if channels else size
+
+
 def default_input_size(model: nn.Module) -> tuple[int, int, int]:
+    """`_default_input_size` with the channels the model's stem takes (`input_channels`)."""
+    return _with_channels(_default_input_size(model), model)
+
+
+def _default_input_size(model: nn.Module) -> tuple[int, int, int]:
     """The (C, H, W) an architecture was designed for: timm's pretrained_cfg, torchvision's weight
     transforms, else 3x224x224; the ``img_size`` it was built with replaces H and W. It ignores
     what a trained or edited model records: use `surgeon.models.input_size_of` for the size to use
@@ -82,6 +104,7 @@ def resolve_input_size(model: nn.Module | None, input_size: Sequence[int] | None
         size = provenance.sizes(input_size)
         if size is None:
             raise SurgeonError(f"input size {input_size!r} is not (C, H, W) with positive integers; e.g. (3, 224, 224)")
+        _check_given(model, size)
         return InputSize(size, "given")
     if model is None:
         return InputSize((3, 224, 224), "architecture")
@@ -97,3 +120,13 @@ def input_size_of(model: nn.Module | None, input_size: Sequence[int] | None = No
     """The (C, H, W) to use `model` at: `input_size` when given, else what the model records
     (training, surgery), else its architecture's default; see `resolve_input_size`."""
     return resolve_input_size(model, input_size).size
+
+
+def _check_given(model: nn.Module | None, size: tuple[int, int, int]) -> None:
+    """Refuse a given (C, H, W) whose channels are not those the model's stem takes (its height and
+    width may differ from a recorded size: a convolutional net runs at any size, and the commands
+    say which size they use)."""
+    channels = input_channels(model)
+    if channels is not None and size[0] != channels:
+        raise SurgeonError(f"input_size={'x'.join(map(str, size))} has {size[0]} channels but the model takes "
+                           f"{channels}; give input_size={channels}x{size[1]}x{size[2]}")

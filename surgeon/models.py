@@ -137,7 +137,8 @@ def load_model(
     if weights is not None and pretrained:
         raise SurgeonError("give either weights= or pretrained=True, not both")
     if spec.endswith(".safetensors") and Path(spec).exists() and weights is None and not pretrained:
-        return load(spec)  # a model saved by surgeon: rebuilt from its recipe
+        _check_against_record(spec, read_cfg(spec), num_classes=num_classes, img_size=img_size, **model_kwargs)
+        return load(spec)  # a model saved by surgeon: rebuilt from its recipe, used as saved
     if Path(spec).suffix in {".safetensors", ".pt", ".pth", ".tar", ".bin", ".ckpt"}:
         raise SurgeonError(
             f"{spec!r} is a weight file, not a model name: give the architecture and the file, "
@@ -150,7 +151,34 @@ def load_model(
     if weights is not None:
         load_weights(model, weights, what=spec, new_head=num_classes is not None)
     provenance.record_build(model, spec, num_classes=num_classes, img_size=img_size, **model_kwargs)
+    if weights is not None:
+        _keep_training_record(model, weights)
     return model.eval()
+
+
+def _check_against_record(path: str, cfg: provenance.SurgeonCfg, **given) -> None:
+    """Refuse a `load_model` argument that contradicts what the surgeon file at `path` records (a
+    saved model is used as saved: its classes, size and constructor arguments)."""
+    base = cfg.base
+    for name, value in given.items():
+        if value is None or base.get(name, value) == value:
+            continue
+        recorded = "the architecture's default" if base.get(name) is None else repr(base.get(name))
+        raise SurgeonError(f"{Path(path).name} records {name}={recorded}, not {value!r}: drop {name}= "
+                           "(a saved model is used as saved) or build the architecture by name with weights=")
+
+
+def _keep_training_record(model: nn.Module, weights: str | os.PathLike) -> None:
+    """A surgeon file given as weights brings what it records about its weights: the training
+    record (and so the input size it was trained at), so the model is used as trained."""
+    if not str(weights).endswith(".safetensors"):
+        return
+    try:
+        cfg = read_cfg(weights)
+    except SurgeonError:
+        return  # plain weights: nothing recorded
+    if cfg.training:
+        provenance.record_training(model, cfg.training)
 
 
 #: Builders of composite base models (a saved record's ``spec`` "surgeon:NAME", e.g. "surgeon:ensemble"),

@@ -83,7 +83,8 @@ class SurgeonCfg:
             size = _size(p.get("input_size")) if isinstance(p, Mapping) else None
             if size is not None:
                 return size, "edited"
-        return None
+        size = _size(self.model_args.get("input_size"))  # a composite (an ensemble) built at a size
+        return (size, "edited") if size is not None else None
 
     def with_pass(self, entry: Mapping[str, Any]) -> SurgeonCfg:
         """This record with one more pass (an ``{"pass": "opaque"}`` entry marks an edit made with a

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,21 +182,52 @@ def _data_transform(data: Any) -> Callable | None:
     return getattr(getattr(data, "dataset", None), "transform", None)
 
 
+def _steps(transform: Any) -> Iterator[Any]:
+    """The steps of a transform, nested ``Compose``s flattened."""
+    for step in getattr(transform, "transforms", [transform]):
+        if hasattr(step, "transforms"):
+            yield from _steps(step)
+        else:
+            yield step
+
+
 def pixel_normalisation(model: nn.Module, data: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel with which the batches of `data` were normalised: those of the
-    ``Normalize`` step of the loader's transform, (0, 1) when its transform has none, the model's
-    timm data config for a plain iterable."""
-    from timm.data import resolve_model_data_config
+    """(mean, std) per channel with which the batches of `data` were normalised: what
+    `surgeon.data.normalised` declares, else those of the ``Normalize`` step of the loader's
+    transform (one channel when it ends in grey), else (0, 1) when its transform has none. A plain
+    iterable that says nothing is refused: an assumed normalisation would scale every eps wrongly."""
     from torchvision.transforms import Normalize
 
+    declared = getattr(data, "normalisation", None)
+    if declared is not None:
+        return tuple(map(float, declared[0])), tuple(map(float, declared[1]))
     transform = _data_transform(data)
     if transform is None:
-        cfg = resolve_model_data_config(model)
-        return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
-    for step in getattr(transform, "transforms", [transform]):
+        raise SurgeonError("the batches do not say how their pixels were normalised: wrap them, "
+                           "surgeon.data.normalised(data, mean=..., std=...) (mean=(0, 0, 0), std=(1, 1, 1) for "
+                           "pixels in [0, 1]), or use surgeon.data.loader")
+    steps = list(_steps(transform))
+    grey = any(type(step).__name__ == "_Gray" for step in steps)
+    for step in steps:
         if isinstance(step, Normalize):
-            return tuple(map(float, np.broadcast_to(step.mean, 3))), tuple(map(float, np.broadcast_to(step.std, 3)))
-    return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+            mean, std = np.atleast_1d(step.mean).astype(float), np.atleast_1d(step.std).astype(float)
+            channels = 1 if grey else 3
+            return tuple(np.broadcast_to(mean[:channels] if grey else mean, channels).tolist()), \
+                tuple(np.broadcast_to(std[:channels] if grey else std, channels).tolist())
+    return ((0.0,), (1.0,)) if grey else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def model_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the model's own preprocessing (timm data config), one value per input channel."""
+    from timm.data import resolve_model_data_config
+
+    from .modelinfo import input_size_of
+
+    cfg, channels = resolve_model_data_config(model), input_size_of(model)[0]
+    mean, std = (np.atleast_1d(cfg[k]).astype(float) for k in ("mean", "std"))
+    if len(mean) != channels:
+        mean, std = np.full(channels, mean.mean()), np.full(channels, std.mean())
+    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 def _in_pixels(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
@@ -205,8 +236,8 @@ def _in_pixels(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
     [0, 1] of the normalised batch z."""
     mean, std = pixel_normalisation(model, data)
     device = model_device(model)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     return lambda z: (fn(z * s + m) - m) / s
 
 

@@ -133,6 +133,34 @@ class BatchLoop:
         return self
 
 
+def model_classes(model: nn.Module) -> int | None:
+    """The classifier's output size from timm / torchvision conventions (``num_classes``, else the
+    recorded build argument), when the model says; 0 for an encoder without a classifier."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and n >= 0:
+        return n
+    return cfg_of(model).model_args.get("num_classes")
+
+
+def check_classifier(model: nn.Module, data: Any = None) -> int | None:
+    """The one check before a class-based analysis (evaluation, attacks, Hessians, landscapes,
+    ensembles): refuse an encoder (``num_classes=0``: its features are no logits) and, when `data`
+    declares its classes (every `surgeon.data` dataset does), a model with another class count (its
+    labels would not mean the model's classes); then `check_labels`. Returns the class count."""
+    k = model_classes(model)
+    if k == 0:
+        raise SurgeonError("the model has no classifier (num_classes=0: an encoder, its outputs are features, "
+                           "not logits); build it with num_classes=N for class-based analyses")
+    names = getattr(getattr(data, "dataset", data), "classes", None) if data is not None else None
+    if k is not None and names and len(names) != k:
+        raise SurgeonError(f"the model has {k} classes but the data has {len(names)}: its labels would not mean "
+                           f"the model's classes; build it with num_classes={len(names)} (a new head) or use "
+                           "the data it was trained on")
+    if k is not None and data is not None:
+        check_labels(data, k)
+    return k
+
+
 def check_labels(data: Any, num_classes: int) -> None:
     """Refuse, before any work, a dataset whose labels cannot index `num_classes` outputs: images
     without labels (-1) or labels >= num_classes. Reads the ``labels`` of a dataset or of a

@@ -47,7 +47,7 @@ from .jsonio import plain
 from .metrics import check_mc_dropout, mc_dropout_probs
 from .models import input_size_of
 from .progress import progress as progress_bar
-from .robustness import _npy, pixel_normalisation
+from .robustness import _npy, model_normalisation, pixel_normalisation
 from .runtime import display_name, model_device, restored_modes
 from .tables import Tabular
 
@@ -220,17 +220,18 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
     device = model_device(model)
     # the loader's batches are sized for the model already; the files' frames are resized to it
     size = input_size_of(model, input_size) if cifar_p is not None or input_size is not None else None
-    m, s = pixel_normalisation(model, data)
-    mean = torch.tensor(m, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(s, device=device).view(1, -1, 1, 1)
     if cifar_p is not None:
         arrays = _cifar_p(cifar_p, perturbations)
         names, source = list(arrays), f"CIFAR-10-P files in {cifar_p}"
         frames = {n: int(a.shape[1]) for n, a in arrays.items()}
+        m, s = model_normalisation(model)  # the files hold pixels: the model's own preprocessing
     else:
         names = check_perturbations(perturbations)
         source = f"made on the fly (seed {seed})"
         frames = {n: FRAMES.get(n, 6) for n in names}
+        m, s = pixel_normalisation(model, data)
+    mean = torch.tensor(m, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(s, device=device).view(1, -1, 1, 1)
     sums, samples, interrupted = _Sums(), 0, False
     try:
         with restored_modes(model, "eval"), torch.no_grad(), \

@@ -180,6 +180,8 @@ def _make(path: Path, how: str, model: str, kwargs: dict) -> None:
 def stand_ins(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("home")
     _images(home / "imagenet" / "val")
+    for c in range(2, 1000):  # ImageNet's 1000 classes (images in two): an ImageNet model's labels mean its classes
+        (home / "imagenet" / "val" / f"class{c}").mkdir()
     (home / "files").mkdir()
     return home
 

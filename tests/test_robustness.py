@@ -104,9 +104,10 @@ def test_normalisation_is_read_from_the_data(model):
     assert np.allclose(pixel_normalisation(model, normalised), (mean, std))
     assert pixel_normalisation(model, surgeon.data.loader("digits", model, transform=T.ToTensor())) == \
         ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    cfg = resolve_model_data_config(model)
     plain = [(torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.long))]
-    assert np.allclose(pixel_normalisation(model, plain), (cfg["mean"], cfg["std"]))
+    with pytest.raises(SurgeonError, match=r"do not say how their pixels were normalised.*surgeon.data.normalised"):
+        pixel_normalisation(model, plain)  # never assumed: an assumed mean / std rescales every eps
+    assert pixel_normalisation(model, surgeon.data.normalised(plain, (0, 0, 0), (1, 1, 1))) == ((0.0,) * 3, (1.0,) * 3)
 
 
 def test_deterministic_cells_and_means(model):

@@ -78,7 +78,8 @@ def test_the_model_is_unchanged_after_attacks():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {n: m.training for n, m in model.named_modules()}
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
-    data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))) for _ in range(2)]
+    data = surgeon.data.normalised([(torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))) for _ in range(2)],
+                                   mean=(0.5,) * 3, std=(0.25,) * 3)
     res = surgeon.adversarial_robustness(model, data, "pgd", [0.01, 0.02], steps=2, n_ff=2)
     assert len(res.metrics) == 2 and res.samples == 8 and 0 <= res.accuracy[0] <= 1
     surgeon.adversarial_robustness(model, data, "fgsm", [0.01])

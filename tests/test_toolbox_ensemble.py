@@ -18,29 +18,53 @@ def _members():
     return a, b
 
 
+def _normalised(model, pix):
+    """What `model` sees of pixels in [0, 1]: its own timm data config's mean / std (computed here, by hand)."""
+    cfg = model.pretrained_cfg
+    mean, std = (torch.tensor(cfg[k], dtype=torch.float32).view(1, -1, 1, 1) for k in ("mean", "std"))
+    return (pix - mean) / std
+
+
 def test_probabilities_are_the_mean_of_the_members_softmax():
     a, b = _members()
     ens = surgeon.ensemble([a, b], input_size=SIZE)
-    x = torch.randn(3, *SIZE)
+    pix = torch.rand(3, *SIZE)  # the ensemble takes pixels in [0, 1] (mean 0, std 1 in its data config)
     with torch.no_grad():
-        expected = (a(x).softmax(1) + b(x).softmax(1)) / 2
-        got = ens(x).softmax(1)
+        expected = (a(_normalised(a, pix)).softmax(1) + b(_normalised(b, pix)).softmax(1)) / 2
+        got = ens(pix).softmax(1)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert ens.num_classes == 5 and ens.input_size == SIZE
+    assert ens.pretrained_cfg["mean"] == (0.0,) * 3 and ens.pretrained_cfg["std"] == (1.0,) * 3
 
 
-def test_members_with_other_normalisation_see_their_own_input():
+def test_members_with_other_normalisation_see_their_own_input_in_any_order():
+    """Each member gets its own mean / std; the member order changes neither the output (up to the
+    float summation order of the mean) nor the preprocessing the data layer reads."""
     torch.manual_seed(0)
     a = surgeon.load_model("test_resnet", num_classes=4)
     a.pretrained_cfg = {**a.pretrained_cfg, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     v = surgeon.load_model("test_vit", num_classes=4, img_size=32)  # mean / std 0.5
-    ens = surgeon.ensemble([a, v], input_size=SIZE)
+    av, va = surgeon.ensemble([a, v], input_size=SIZE), surgeon.ensemble([v, a], input_size=SIZE)
     pix = torch.rand(2, 3, 32, 32)
-    za = (pix - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
     with torch.no_grad():
-        expected = (a(za).softmax(1) + v((pix - 0.5) / 0.5).softmax(1)) / 2
-        got = ens(za).softmax(1)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        expected = (a(_normalised(a, pix)).softmax(1) + v((pix - 0.5) / 0.5).softmax(1)) / 2
+        torch.testing.assert_close(av(pix).softmax(1), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(va(pix), av(pix), rtol=1e-6, atol=1e-6)
+    assert va.pretrained_cfg == av.pretrained_cfg
+    t_av, t_va = surgeon.data.eval_transform(av), surgeon.data.eval_transform(va)
+    assert repr(t_av) == repr(t_va)
+
+
+def test_a_saved_ensemble_is_used_at_its_size(tmp_path):
+    """The members' recorded size is the ensemble's, recorded in its file (no input_size= given)."""
+    a, b = _members()  # b is edited at 32 px: it records that size
+    ens = surgeon.ensemble([a, b], input_size=SIZE)
+    trained_at = surgeon.ensemble([b, b])
+    assert trained_at.input_size == SIZE
+    path = surgeon.save(trained_at, tmp_path / "e.safetensors")
+    back = surgeon.load(path)
+    assert surgeon.models.input_size_of(back) == SIZE and surgeon.read_cfg(path).input_size == (SIZE, "edited")
+    assert surgeon.models.input_size_of(surgeon.load(surgeon.save(ens, tmp_path / "f.safetensors"))) == SIZE
 
 
 def test_saved_ensemble_loads_with_its_member_recipes(tmp_path):

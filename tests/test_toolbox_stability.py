@@ -65,7 +65,7 @@ def test_translate_frames_shift_by_one_pixel():
 def test_on_the_fly_runs_without_files_and_leaves_the_model_unchanged():
     model = _model().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    data = [(torch.randn(3, 3, 8, 8), torch.zeros(3, dtype=torch.long))]
+    data = surgeon.data.normalised([(torch.randn(3, 3, 8, 8), torch.zeros(3, dtype=torch.long))], (0.5,) * 3, (0.25,) * 3)
     res = surgeon.perturbation_stability(model, data, ["translate", "gaussian_noise", "brightness"],
                                          input_size=(3, 8, 8))
     assert set(res.metrics) == {"translate", "gaussian_noise", "brightness"} and res.samples == 3
