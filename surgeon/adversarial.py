@@ -37,7 +37,7 @@ from .jsonio import plain
 from .metrics import STOCHASTIC, Metrics, check_mc_dropout
 from .progress import progress as progress_bar
 from .robustness import pixel_normalisation
-from .runtime import BatchLoop, check_classifier, display_name, model_device, restored_modes
+from .runtime import BatchLoop, check_classifier, check_labels, display_name, model_device, restored_modes
 from .tables import Tabular
 
 __all__ = ["ATTACKS", "AdversarialResult", "adversarial_robustness", "fgsm", "pgd", "frozen"]
@@ -202,7 +202,8 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     checks.args(steps=steps)
     if n_ff > 1:
         check_mc_dropout(model, n_ff, "n_ff")
-    check_classifier(model, data)
+    if (k := check_classifier(model, data)) is not None:
+        check_labels(data, k)
     device = model_device(model)
     mean, std = pixel_normalisation(model, data)
     gens = [torch.Generator(device=device).manual_seed(seed) for _ in eps]

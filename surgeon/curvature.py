@@ -577,6 +577,8 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     (the model shared once), the rows pooled here in batch order; a batch whose worker died on
     every attempt is left out with a warning naming it."""
     checks.args(k=k, batches=batches)
+    if which not in WHICH:
+        raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
     check_classifier(model, data)
     rows, res, losses, hvps = [], [], [], 0
 

@@ -87,7 +87,8 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     check_mc_dropout(model, mc_dropout)
     if nll not in NLL_MODES:
         raise SurgeonError(f"nll={nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
-    check_classifier(model, data)
+    if (k := check_classifier(model, data)) is not None:
+        check_labels(data, k)
     device = model_device(model)
     metrics: Metrics | None = None
     samples = 0

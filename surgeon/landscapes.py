@@ -143,7 +143,6 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     (Ray's object store); a row whose worker died on every attempt is left NaN and named in
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
     checks.args(dims=dims, grid=grid, span=span, batches=batches, wd=wd, label_smoothing=label_smoothing, seed=seed)
-    check_classifier(model, data)
     if dims not in (1, 2):
         raise SurgeonError(f"dims={dims}: a landscape is 1-D or 2-D")
     if grid < 2 or span <= 0 or batches < 1:
@@ -159,6 +158,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     first = directions(model, norm=norm, seed=seed)
     keys = list(first)
     dirs = [list(first.values())] + [list(directions(model, norm=norm, seed=seed + i).values()) for i in range(1, dims)]
+    check_classifier(model, data)
     coords = np.linspace(-span, span, grid)
     shape = (grid,) * dims
     path = Path(save) if save is not None else None

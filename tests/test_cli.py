@@ -242,7 +242,7 @@ def test_hessian_and_landscape_commands(tmp_path):
     (["hessian", "resnet18", "--top-k", "0"], "--top-k=0 is out of range; give an integer in [1, 100000]"),
     (["hessian", "resnet18", "--blocks", "c9"], "unknown block 'c9'"),
     (["hessian", "resnet18", "--data", "samples"], "have no labels"),
-    (["hessian", "resnet18", "--num-classes", "5"], "label 9 is out of range for a model with 5 classes"),
+    (["hessian", "resnet18", "--num-classes", "5"], "the model has 5 classes but the data has 10"),
     (["landscape", "resnet18", "--norm", "l2"], "unknown --norm 'l2'; choose from filter, dim0"),
     (["landscape", "resnet18", "--grid", "1"], "--grid=1 is out of range; give an integer in [2, 1001]"),
     (["landscape", "resnet18", "--save", "notes.txt"], "must end in .json"),

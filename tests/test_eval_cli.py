@@ -129,7 +129,7 @@ def test_lesion_study_rows_equal_hand_lesion(trained_like, tmp_path, monkeypatch
 @pytest.mark.parametrize("args, fragment", [
     (["eval", "resnet18", "--data", "samples", "--json", "e.json"], "images without labels"),
     (["eval", "resnet18", "--num-classes", "5", "--data", "digits", "--input-size", "3,32,32", "--json", "e.json",
-      "--reliability", "r.png"], "labels up to 9 but the model has 5 classes"),
+      "--reliability", "r.png"], "the model has 5 classes but the data has 10"),
     (["eval", "resnet18", "--data", "no/such/folder", "--json", "e.json"], "is neither a file, a folder"),
     (["eval", "resnet18", "--data", "digits", "--json", "e.txt"], "must end in .json"),
     (["eval", "resnet18", "--data", "digits", "--reliability", "r.xyz"], "output 'r.xyz' must end in .eps or"),

@@ -155,7 +155,8 @@ def test_spectrum_batches_and_robustness_cells_on_ray_equal_the_serial_ones():
     torch.manual_seed(0)
     model = surgeon.load_model("resnet10t", num_classes=10, layers=[1, 1, 1, 1], channels=[4, 4, 8, 8])
     g = torch.Generator().manual_seed(2)
-    data = [(torch.randn(6, 3, 16, 16, generator=g), torch.randint(0, 10, (6,), generator=g)) for _ in range(3)]
+    data = surgeon.data.normalised([(torch.randn(6, 3, 16, 16, generator=g), torch.randint(0, 10, (6,), generator=g))
+                                   for _ in range(3)], (0.5,) * 3, (0.25,) * 3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
