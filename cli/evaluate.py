@@ -44,8 +44,7 @@ from .common import (
     write_json,
 )
 
-DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER",
-                                      show_default=False)]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches (default: all the data)")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per batch")]
 SubsetOpt = Annotated[float | None, typer.Option("--subset", help="keep a class-balanced fraction of the data, e.g. 0.1")]
@@ -68,7 +67,7 @@ def _value(key: str, value: float, delta: bool = False) -> str:
 
 def evaluate(
     model: ModelArg,
-    data: DataOpt,
+    data: DataOpt = "digits",
     weights: WeightsOpt = None,
     pretrained: PretrainedOpt = False,
     num_classes: NumClassesOpt = None,
@@ -91,9 +90,6 @@ def evaluate(
 
     Example: surgeon eval resnet18 --num-classes 10 --weights r18.safetensors --data digits --input-size 3,32,32 --reliability rel.png
     """
-    modes = surgeon.metrics.NLL_MODES
-    if nll not in modes:
-        raise SurgeonError(f"--nll {nll!r} is not a mode; choose from {', '.join(modes)}")
     check_outputs(reliability, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
@@ -137,7 +133,7 @@ def _lesion_table(res: surgeon.LesionResult) -> Table:
 
 def lesion_study(
     models: ModelsArg,
-    data: DataOpt,
+    data: DataOpt = "digits",
     blocks: BlocksOpt = "*",
     weights: WeightsListOpt = None,
     pretrained: PretrainedOpt = False,

@@ -81,6 +81,7 @@ app.command("latency")(toolbox.latency)
 app.command("localize")(toolbox.localize)
 app.command("trajectory")(toolbox.trajectory)
 app.command("stability")(toolbox.stability)
+check_commands(app)  # every option checked before its command runs (cli.ranges), however the app is invoked
 
 
 @app.callback()

@@ -64,8 +64,6 @@ def probe(
 
     Example: surgeon probe fourier resnet50 vit_tiny_patch16_224 --out fourier.png
     """
-    if kind not in surgeon.PROBES:
-        raise SurgeonError(f"unknown probe {kind!r}; choose from {', '.join(surgeon.PROBES)}")
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
     check_outputs(out_fig, json_out, csv_out, force=force)

@@ -55,23 +55,6 @@ FREQUENCIES_TEXT = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches per cell (default: all the data)")]
 
 
-def _split(text: str, option: str, example: str) -> list[str]:
-    """'a, b,c' -> ['a', 'b', 'c']; nothing left is a mistake."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise SurgeonError(f"{option} {text!r} names nothing; give a comma-separated list, e.g. {option} {example}")
-    return items
-
-
-def _numbers(text: str, kind: type, option: str, example: str) -> list:
-    """A comma-separated list of ints or floats for `option`."""
-    try:
-        return [kind(t) for t in _split(text, option, example)]
-    except ValueError:
-        raise SurgeonError(f"{option} {text!r} is not a comma-separated list of {kind.__name__}s; "
-                           f"e.g. {option} {example}") from None
-
-
 def _corruption_table(res: surgeon.CorruptionResult, metric: str) -> Table:
     """Rows: corruptions, then the mean per severity; columns: severities, then the mean."""
     metric_text = surgeon.plots.metric_text
@@ -123,11 +106,7 @@ def robustness(
 
     Example: surgeon robustness resnet18 --num-classes 10 --input-size 3,32,32 -c gaussian_noise,fog --out c.png
     """
-    names = _split(corruptions, "--corruptions", "gaussian_noise,fog") if corruptions is not None else None
-    levels = _numbers(severities, int, "--severities", "1,3,5")
-    known = tuple(surgeon.metrics.Metrics(2).compute())
-    if metric not in known:
-        raise SurgeonError(f"unknown --metric {metric!r}; choose from {', '.join(known)}")
+    names, levels = corruptions, severities  # lists without repeats (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     surgeon.robustness.check_corruption_args(names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c)
@@ -180,8 +159,7 @@ def frequency_noise(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    freqs = _numbers(frequencies, float, "--frequencies", "0.1,0.5,0.9")
-    freqs = surgeon.robustness.check_frequency_args(freqs, eps=eps, width=width)
+    freqs = surgeon.robustness.check_frequency_args(frequencies, eps=eps, width=width)  # a list (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     table = Table(title=f"accuracy change (percentage points) under frequency-band noise, eps {eps:g}",

@@ -43,7 +43,7 @@ from .common import (
     write_json,
 )
 from .curvature import BatchSizeOpt, DataOpt, OutOpt
-from .robustness import BatchesOpt, _numbers
+from .robustness import BatchesOpt
 from .surgery import _diff_and_save, latency_table
 
 McDropoutOpt = Annotated[int, typer.Option("--mc-dropout", help="average the softmax over N stochastic passes (0: off)")]
@@ -91,15 +91,14 @@ def attack(
 
     Example: surgeon attack resnet18 --num-classes 10 --input-size 3,32,32 --eps 0.002,0.004,0.008 --batches 2 --out a.png
     """
-    budgets = _numbers(eps, float, "--eps", "0.002,0.004,0.008") if eps is not None else None
-    if mc_dropout < 0:
-        raise SurgeonError(f"--mc-dropout {mc_dropout} must be 0 (off) or a number of passes")
+    budgets = eps  # a list without repeats (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
     _check_weights(models, weights)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
         used = input_size_used(m, size, name)
+        surgeon.metrics.check_mc_dropout(m, mc_dropout)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
             res = surgeon.adversarial_robustness(m, loader, method, budgets, alpha=alpha, steps=steps,
@@ -233,9 +232,14 @@ def trajectory(
     Example: surgeon trajectory r18.run vit.run --out traj.png
     """
     from surgeon.plots import plot_trajectories, save_figure
-    from surgeon.trajectory import EXCLUDED
+    from surgeon.trajectory import EXCLUDED, run_folder
 
     check_outputs(out_fig, json_out, csv_out, force=force)
+    folders: dict = {}
+    for r in runs:  # r18.run and r18.safetensors name one run: it would be drawn twice
+        first = folders.setdefault(run_folder(r).resolve(), r)
+        if first is not r:
+            raise SurgeonError(f"RUNS {first} and {r} are the same run ({run_folder(r)}); give each run once")
     results = [surgeon.trajectory(r) for r in runs]
     table = Table(title="trajectory: r = ||\u03b8\u209c \u2212 \u03b8\u2080||, \u03c6 = angle to \u03b8_T \u2212 \u03b8\u2080 "
                         f"(trainable parameters; excluded: {EXCLUDED})", title_justify="left")
@@ -282,7 +286,7 @@ def stability(
 
     Example: surgeon stability resnet18 --num-classes 10 --input-size 3,32,32 -p translate,gaussian_noise --batches 2
     """
-    names = [p.strip() for p in perturbations.split(",") if p.strip()] if perturbations is not None else None
+    names = perturbations  # a list without repeats (cli.ranges.LISTS), or None
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
     _check_weights(models, weights)

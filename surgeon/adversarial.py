@@ -31,9 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import checks
 from .errors import SurgeonError
 from .jsonio import plain
-from .metrics import STOCHASTIC, Metrics
+from .metrics import STOCHASTIC, Metrics, check_mc_dropout
 from .progress import progress as progress_bar
 from .robustness import pixel_normalisation
 from .runtime import BatchLoop, check_classifier, check_labels, display_name, model_device, restored_modes
@@ -169,7 +170,7 @@ def _check(attack: str, eps: Sequence[float], n_ff: int, batches: int | None) ->
         raise SurgeonError(f"n_ff={n_ff!r} must be at least 1 (1: one deterministic pass)")
     if batches is not None and batches < 1:
         raise SurgeonError(f"batches={batches} must be at least 1")
-    return [_check_eps(e) for e in eps]
+    return checks.distinct("eps", [_check_eps(e) for e in eps])
 
 
 def _predict(model: nn.Module, z: torch.Tensor, n_ff: int) -> torch.Tensor:
@@ -198,6 +199,9 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     """
     eps = list(DEFAULTS[attack]["eps"]) if eps is None and attack in DEFAULTS else eps
     eps = _check(attack, eps or [], n_ff, batches)
+    checks.args(steps=steps)
+    if n_ff > 1:
+        check_mc_dropout(model, n_ff, "n_ff")
     if (k := check_classifier(model, data)) is not None:
         check_labels(data, k)
     device = model_device(model)

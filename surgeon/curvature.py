@@ -51,6 +51,8 @@ __all__ = ["NonFiniteLoss", "HessianOperator", "EigResult", "TraceResult", "Dens
            "hessian_eigs", "hessian_trace", "hessian_density", "hessian_spectrum"]
 
 WHICH = ("LM", "LA", "SA")
+SOLVERS = ("lanczos", "power")  # the eigen-solvers of `hessian_eigs`
+L2_TERMS = ("standard", "paper")  # the L2 terms of `objective`
 MODES = ("double-backward", "forward-over-reverse")
 
 
@@ -490,7 +492,7 @@ def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", bl
     checks.args(k=k, tol=tol, max_iter=max_iter, wd=wd, label_smoothing=label_smoothing, seed=seed)
     if which not in WHICH:
         raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
-    if method not in ("lanczos", "power"):
+    if method not in SOLVERS:
         raise SurgeonError(f"unknown method {method!r}; use lanczos or power")
     if method == "power" and which != "LM":
         raise SurgeonError("power iteration finds the largest-magnitude eigenvalues only; use which='LM' or lanczos")

@@ -39,7 +39,7 @@ from .models import input_size_of
 from .io import check_input
 from .models import input_size_of
 
-__all__ = ["normalised", "Normalised", "IMAGE_EXTENSIONS", "NAMED", "sample_images", "dataset", "loader", "eval_transform", "train_transform",
+__all__ = ["normalised", "Normalised", "IMAGE_EXTENSIONS", "NAMED", "sample_images", "check_spec", "dataset", "loader", "eval_transform", "train_transform",
            "mixer", "mixed", "balanced_subset"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -239,8 +239,20 @@ def _dataset(spec: str | os.PathLike | None, *, train: bool, transform: Callable
             raise SurgeonError(f"{str(path)!r} is not a readable image; pass an image, a folder or one of "
                                f"{', '.join(NAMED)}")
         return ImageFiles([path], [-1], (), transform)
-    raise SurgeonError(f"data={text!r} is neither a file, a folder nor one of {', '.join(NAMED)}; "
-                       "e.g. data=samples or data=~/imagenet/val")
+    check_spec(text)  # names nothing: refused there
+    raise AssertionError(text)
+
+
+def check_spec(spec: str | os.PathLike | None, name: str = "data") -> None:
+    """Refuse a data spec that names nothing (not a dataset of `NAMED`, no such file or folder),
+    before any work; `name` is the argument it came from (``data``, ``val``). What a file or folder
+    holds is checked when it is read."""
+    text = "samples" if spec is None else str(spec)
+    if text in ("samples", "digits") or text.partition(":")[0] in ("cifar10", "cifar100"):
+        return
+    if not Path(text).expanduser().exists():
+        raise SurgeonError(f"{name}={text!r} is neither a file, a folder nor one of {', '.join(NAMED)}; "
+                           f"e.g. {name}=samples or {name}=~/imagenet/val")
 
 
 def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None) -> Callable:

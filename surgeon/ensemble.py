@@ -138,6 +138,9 @@ def ensemble(members: Sequence[nn.Module | str], *, input_size: Sequence[int] | 
     (built by `surgeon.load_model`, edited by registered passes), the ensemble can be saved with
     `surgeon.save`: its recipe embeds each member's, with the file it came from (a name given as a
     member, or ``sources[i]``)."""
+    if len(members) < 2:
+        raise SurgeonError(f"an ensemble needs two or more members, got {len(members)}; a single model is used as it "
+                           "is (no ensemble file needed)")
     built, names = [], []
     for m in members:
         if isinstance(m, str):

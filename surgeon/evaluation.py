@@ -21,7 +21,7 @@ from torch import nn
 from . import checks, distributed
 from .errors import SurgeonError
 from .jsonio import plain
-from .metrics import NLL_MODES, Metrics, mc_dropout_probs, reliability
+from .metrics import NLL_MODES, Metrics, check_mc_dropout, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
 from .provenance import cfg_of
 from .runtime import BatchLoop, check_classifier, check_labels, model_classes, model_device, restored_modes
@@ -84,6 +84,7 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
         raise SurgeonError(f"batches={batches} must be at least 1")
     if mc_dropout < 0:
         raise SurgeonError(f"mc_dropout={mc_dropout} must be 0 (off) or a number of passes")
+    check_mc_dropout(model, mc_dropout)
     if nll not in NLL_MODES:
         raise SurgeonError(f"nll={nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
     if (k := check_classifier(model, data)) is not None:

@@ -100,6 +100,10 @@ class LocalExecutor(Executor):
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
         self.workers, self.retries = workers, _retries(retries)
+        if self.retries and workers == 1:
+            raise SurgeonError(f"retries={retries} re-runs a task whose worker process died, but backend=local with "
+                               "one worker runs the tasks in this process (no worker to die); pass retries=0 or backend=ray "
+                               "(a search can also run workers=2 or more)")
         self.pool: cf.ProcessPoolExecutor | None = None
 
     @property

@@ -27,7 +27,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from . import provenance
 from .errors import SurgeonError, first_line
 
-__all__ = ["read_state_dict", "load_weights", "atomic_path", "check_input", "check_output", "save", "read_cfg",
+__all__ = ["read_state_dict", "load_weights", "atomic_path", "check_input", "check_folder", "check_output", "save", "read_cfg",
            "read_weights"]
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
@@ -63,6 +63,17 @@ def check_input(path: str | os.PathLike, what: str = "file", hint: str = "check 
             raise SurgeonError(f"{what} {str(p)!r} is {name}, not a file; give a file")
     if not os.access(p, os.R_OK):
         raise SurgeonError(f"{what} {str(p)!r} is not readable (permission denied); fix its permissions")
+    return p
+
+
+def check_folder(path: str | os.PathLike, what: str = "folder", hint: str = "check the path") -> Path:
+    """`path` as a Path when it names a folder; else a `SurgeonError` saying what it is instead:
+    missing (with `hint`) or a file. Every reader of a user-given folder checks here."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SurgeonError(f"{what} {str(p)!r} does not exist; {hint}")
+    if not p.is_dir():
+        raise SurgeonError(f"{what} {str(p)!r} is a file, not a folder; {hint}")
     return p
 
 

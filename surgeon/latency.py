@@ -23,9 +23,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import checks
 from .errors import SurgeonError
 from .evaluation import model_device
-from .metrics import mc_dropout_probs
+from .metrics import check_mc_dropout, mc_dropout_probs
 from .models import input_size_of
 from .runtime import display_name, restored_modes
 from .tables import Tabular
@@ -93,6 +94,7 @@ def _check(batch_size: int, repeats: int, warmup: int, mc_dropout: int) -> None:
                              ("mc_dropout", mc_dropout, 0)):
         if not isinstance(value, int) or value < low:
             raise SurgeonError(f"{name}={value!r} must be an integer >= {low}")
+    checks.args(batch_size=batch_size, repeats=repeats, warmup=warmup, mc_dropout=mc_dropout)  # the upper bounds
 
 
 def latency(model: nn.Module, *, batch_size: int = 64, input_size: Sequence[int] | None = None, repeats: int = 20,
@@ -106,6 +108,7 @@ def latency(model: nn.Module, *, batch_size: int = 64, input_size: Sequence[int]
         seed: of the random input batch.
     """
     _check(batch_size, repeats, warmup, mc_dropout)
+    check_mc_dropout(model, mc_dropout)
     size = input_size_of(model, input_size)
     device = model_device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from . import checks
 from .errors import SurgeonError
 from .graph import BlockGraph
 from .layers.local_attention import LocalAttention
@@ -33,17 +34,17 @@ def localize(model: nn.Module | BlockGraph, blocks: str = "kind:msa", *, kernel:
         kernel: odd side k of the neighbourhood, in tokens (the original's default is 3).
         input_size: (C, H, W) that fixes the token grid; default the model's.
     """
-    if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
-        raise SurgeonError(f"kernel must be odd (a neighbourhood centred on its query), not {kernel}; e.g. kernel=3")
+    checks.args(kernel=kernel)  # odd: a neighbourhood centred on its query
     original, g, new = _start(model, input_size)
     chosen = g.select(blocks)
     if not chosen:
         raise SurgeonError(f"{blocks!r} selects no block; e.g. kind:msa (see surgeon inspect)")
     for b in chosen:
         target = original.get_submodule(b.path)
-        if b.kind != "msa" or b.grid is None or b.layout != "NLC" or len(b.in_shape) != 3:
-            raise SurgeonError(f"{b.address} ({b.path}) is not a ViT attention block with a token grid "
-                               f"({b.kind}, {b.layout}); select MSA blocks, e.g. kind:msa")
+        why = _not_local(b)
+        if why:
+            raise SurgeonError(f"{b.address} ({b.path}) {why}; localize works on a ViT's attention over a token "
+                               "sequence (NLC with a token grid): select such blocks, e.g. kind:msa of a ViT")
         if isinstance(target, LocalAttention):
             raise SurgeonError(f"{b.address} ({b.path}) is local already (kernel {target.kernel}); localize the "
                                "original model instead")
@@ -56,6 +57,17 @@ def localize(model: nn.Module | BlockGraph, blocks: str = "kind:msa", *, kernel:
         _set_module(new, b.path, LocalAttention(new.get_submodule(b.path), (gh, gw), prefix, kernel))
     entry = {"pass": "localize", "blocks": blocks, "kernel": kernel, "input_size": list(g.input_size)}
     return _finish(original, new, g, entry)
+
+
+def _not_local(b) -> str | None:
+    """Why block `b` cannot be made local (None when it can): the first condition it fails."""
+    if b.kind != "msa":
+        return f"is a {b.kind} block, not attention"
+    if b.layout != "NLC" or len(b.in_shape) != 3:
+        return f"is attention on {b.layout} feature maps (windows of a map, as in Swin), not over a token sequence"
+    if b.grid is None:
+        return "has no token grid (its tokens are not an H x W map)"
+    return None
 
 
 PASSES.register("localize", localize)

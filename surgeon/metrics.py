@@ -29,7 +29,7 @@ from torchvision.ops import StochasticDepth
 from .errors import SurgeonError
 from .runtime import accumulator_dtype, restored_modes
 
-__all__ = ["CONFIDENT", "NLL_MODES", "STOCHASTIC", "Metrics", "reliability", "mc_dropout_probs"]
+__all__ = ["CONFIDENT", "NLL_MODES", "STOCHASTIC", "Metrics", "reliability", "mc_dropout_probs", "check_mc_dropout"]
 
 CONFIDENT = 0.9  # the confidence cut-off of Acc-90, Unc-90, Freq-90 and IoU-90
 NLL_MODES = ("sample", "batch")
@@ -225,6 +225,16 @@ def _dropout_only(model: nn.Module) -> Iterator[None]:
             if isinstance(m, STOCHASTIC):
                 m.training = True
         yield
+
+
+def check_mc_dropout(model: nn.Module, passes: int, name: str = "mc_dropout") -> None:
+    """Refuse MC dropout (`passes` > 0) on a model with no `STOCHASTIC` module of rate > 0: every
+    pass would give the same prediction (a rate of 0, as timm ViTs' Dropout(p=0), counts as none)."""
+    rates = [getattr(m, "p", getattr(m, "drop_prob", 1.0)) for m in model.modules() if isinstance(m, STOCHASTIC)]
+    if passes and not any(not isinstance(r, (int, float)) or r > 0 for r in rates):
+        raise SurgeonError(f"{name}={passes} asks for MC dropout, but the model has no dropout (no Dropout / DropPath "
+                           f"module with a rate above 0): every pass would be the same; pass {name}=0, or build the "
+                           "model with dropout (timm: drop_path_rate=0.1)")
 
 
 @torch.no_grad()

@@ -442,9 +442,7 @@ def cifar_stem(model: nn.Module | BlockGraph, *, kernel: int = 3, input_size=Non
     strided pooling layers become the identity. A 32 px image then reaches the first stage at
     32 px instead of 8, so a ResNet's stages see 32 / 16 / 8 / 4 px maps, where AlterNet's 4 x 4
     windows fit (PAPER.md: "on 32 px CIFAR inputs (16/8/4) only window 4 fits")."""
-    checks.args(kernel=kernel)
-    if kernel % 2 == 0:
-        raise SurgeonError(f"kernel must be odd (a 'same' padding of kernel // 2 keeps the map size), not {kernel}")
+    checks.args(kernel=kernel)  # odd: a 'same' padding of kernel // 2 keeps the map size
     original, g, new = _start(model, input_size)
     stem = next((b for b in g.blocks if b.kind == "stem"), None)
     if stem is None:

@@ -167,8 +167,9 @@ def to_metadata(model: nn.Module) -> dict[str, str]:
 def from_metadata(meta: Mapping[str, str] | None, where: str) -> SurgeonCfg:
     """The record in a file's safetensors metadata (`where` names the file in messages)."""
     if not meta or META_KEY not in meta:
-        raise SurgeonError(f"{where} was not saved by surgeon (no recipe in its metadata); use it as weights: "
-                           "weights=FILE with the matching model name")
+        raise SurgeonError(f"{where} was not saved by surgeon (no recipe in its metadata): it holds weights only; "
+                           "load it as the weights of the model it was trained as (`surgeon inspect NAME --weights "
+                           "FILE`, or load_model(NAME) with these weights)")
     try:
         return SurgeonCfg.from_dict(json.loads(meta[META_KEY]))
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -44,6 +44,7 @@ from .corruptions import CORRUPTIONS, corrupt, frequency_noise
 from .data import ArrayImages, eval_transform, loader
 from .errors import SurgeonError, first_line
 from .evaluation import Evaluation, evaluate
+from .io import check_folder
 from .jsonio import plain
 from .executors import Executor
 from .progress import progress as progress_bar
@@ -249,10 +250,7 @@ def _generator(model: nn.Module, seed: int) -> torch.Generator:
 
 
 def _root(path: str | os.PathLike, what: str, layout: str) -> Path:
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise SurgeonError(f"{what} folder {str(root)!r} does not exist; point {layout} at the extracted release")
-    return root
+    return check_folder(path, f"{what} folder", f"point {layout} at the extracted release")
 
 
 def _cifar_c(path: str | os.PathLike, names: Sequence[str]) -> Callable[[str, int, Callable], ArrayImages]:
@@ -333,7 +331,7 @@ def _check_severities(severities: Sequence[int]) -> list[int]:
     bad = [s for s in severities if not isinstance(s, (int, np.integer)) or not 1 <= s <= 5]
     if bad or not severities:
         raise SurgeonError(f"severities {list(severities)} must be integers from 1 to 5; e.g. severities=1,3,5")
-    return [int(s) for s in severities]
+    return checks.distinct("severities", [int(s) for s in severities])
 
 
 def _run(model: nn.Module, cells: dict[Any, Callable[[], dict[str, Any]]], batches: int | None, progress: bool,
@@ -432,7 +430,8 @@ def check_corruption_args(corruptions: Sequence[str] | None = None, severities: 
     if cifar_c is not None and imagenet_c is not None:
         raise SurgeonError("give either cifar_c= or imagenet_c=, not both")
     released = imagenet_c is not None or cifar_c is not None
-    names = list(corruptions) if corruptions is not None else list(BENCHMARK if released else CORRUPTIONS)
+    names = checks.distinct("corruptions", corruptions) if corruptions is not None else \
+        list(BENCHMARK if released else CORRUPTIONS)
     if not names:
         raise SurgeonError("no corruption asked for; e.g. corruptions=gaussian_noise,fog")
     if cifar_c is not None:
@@ -452,7 +451,7 @@ def check_frequency_args(frequencies: Sequence[float] = FREQUENCIES, *, eps: flo
     checks.args(eps=eps, width=width)
     for f in frequencies:
         checks.check_float("frequency", f, min=0.0, max=1.0)
-    freqs = [float(f) for f in frequencies]
+    freqs = checks.distinct("frequencies", [float(f) for f in frequencies])
     if not freqs:
         raise SurgeonError("no frequency asked for; e.g. frequencies=0.1,0.5,0.9")
     for f in freqs:

@@ -32,7 +32,6 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,8 +42,9 @@ from torch.nn import functional as F
 from . import checks
 from .corruptions import CORRUPTIONS, corrupt
 from .errors import SurgeonError
+from .io import check_folder
 from .jsonio import plain
-from .metrics import mc_dropout_probs
+from .metrics import check_mc_dropout, mc_dropout_probs
 from .models import input_size_of
 from .progress import progress as progress_bar
 from .robustness import _npy, model_normalisation, pixel_normalisation
@@ -121,7 +121,7 @@ def sequence(x: torch.Tensor, name: str, generator: torch.Generator | None = Non
 
 
 def _check(names: Sequence[str], on_the_fly: bool) -> list[str]:
-    names = list(names)
+    names = checks.distinct("perturbations", names)
     if not names:
         raise SurgeonError("no perturbation asked for; e.g. perturbations=translate,gaussian_noise")
     known = ON_THE_FLY if on_the_fly else CIFAR_P
@@ -142,9 +142,7 @@ def check_perturbations(perturbations: Sequence[str] | None = None, cifar_p: str
 
 
 def _cifar_p(path: str | os.PathLike, names: Sequence[str] | None) -> dict[str, np.ndarray]:
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise SurgeonError(f"CIFAR-10-P folder {str(root)!r} does not exist; point cifar_p= at the extracted release")
+    root = check_folder(path, "CIFAR-10-P folder", "point cifar_p= at the extracted release")
     present = sorted(p.stem for p in root.glob("*.npy") if p.stem in CIFAR_P)
     names = _check(names if names is not None else present or ["(none)"], False)
     missing = [f"{n}.npy" for n in names if n not in present]
@@ -218,6 +216,7 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
     if (data is None) == (cifar_p is None):
         raise SurgeonError("give either data (sequences made on the fly) or cifar_p (the CIFAR-10-P files), one of them")
     checks.args(batches=batches, mc_dropout=mc_dropout, batch_size=batch_size, seed=seed)
+    check_mc_dropout(model, mc_dropout)
     device = model_device(model)
     # the loader's batches are sized for the model already; the files' frames are resized to it
     size = input_size_of(model, input_size) if cifar_p is not None or input_size is not None else None

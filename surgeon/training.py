@@ -539,7 +539,9 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
         `TrainResult`. Ctrl-C writes a checkpoint at the last finished step (single process) and
         returns with ``interrupted=True``; ``resume=True`` continues exactly there.
     """
-    checks.args(subset=subset, num_classes=num_classes, seed=seed, workers=workers, snapshots=snapshots)
+    checks.args(subset=subset, num_classes=num_classes, seed=seed, workers=workers, snapshots=snapshots, epochs=epochs)
+    sdata.check_spec(data)
+    sdata.check_spec(default_val_spec(data, val), "val")  # a bad val= named as such, before any model is built
     rank, world, dist_device = _distributed()
     r = _run_recipe(recipe, epochs, input_size, batch_size, lr)
     target = _run_target(out, resume, overwrite)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import SurgeonError, first_line
-from .io import atomic_path
+from .io import atomic_path, check_folder
 from .jsonio import dumps
 from .runfolder import run_dir_for
 from .tables import Tabular
@@ -95,11 +95,18 @@ class TrajectoryResult(Tabular):
                 for e, r, a in zip(self.epochs, self.radii, self.angles) for q, v in (("radius", r), ("angle", a))]
 
 
-def _snapshots(run: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(epoch, file) of every snapshot of `run` (a run folder or the model file beside it), sorted."""
+def run_folder(run: str | os.PathLike) -> Path:
+    """The run folder of `run` (a run folder, or the model file beside it: ``r18.safetensors`` ->
+    ``r18.run``), refused in one line when it does not exist or is not a folder."""
     root = Path(run).expanduser()
     if root.is_file() or root.suffix == ".safetensors":
         root = run_dir_for(root)
+    return check_folder(root, "run folder", "give a run folder (NAME.run) or its model file, trained with snapshots=N")
+
+
+def _snapshots(run: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(epoch, file) of every snapshot of `run` (a run folder or the model file beside it), sorted."""
+    root = run_folder(run)
     folder = snapshot_dir(root)
     if not folder.is_dir():
         raise SurgeonError(f"{str(root)!r} has no snapshots folder; train with snapshots=N "

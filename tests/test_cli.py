@@ -140,7 +140,7 @@ def test_alternate_info_lesion_insert(tmp_path):
     (["--stages", "c2", "--out", "exists.safetensors"], "exists; pass --force"),
     (["--stages", "c2", "--out", "x.pt"], "must end in .safetensors"),
     (["--preset", "paper"], "preset paper is built on resnetv2_50"),
-    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--preset", "nope"], "unknown --preset 'nope'; choose from paper"),
 ])
 def test_alternate_bad_input(tmp_path, args, fragment):
     import surgeon as lib
@@ -206,7 +206,7 @@ def test_probe_folder_skips_unreadable_files(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["probe", "fourir", "resnet18"], "unknown probe 'fourir'"),
+    (["probe", "fourir", "resnet18"], "unknown KIND 'fourir'; did you mean 'fourier'?"),
     (["probe", "variance", "resnet18", "--blocks", "c9"], "unknown block 'c9'; valid: stem, c1.b0..b1"),
     (["probe", "variance", "resnet18", "--data", "empty"], "no images in"),
     (["probe", "variance", "resnet18", "--data", "nowhere"], "neither a file, a folder nor one of samples"),
@@ -243,7 +243,7 @@ def test_hessian_and_landscape_commands(tmp_path):
     (["hessian", "resnet18", "--blocks", "c9"], "unknown block 'c9'"),
     (["hessian", "resnet18", "--data", "samples"], "have no labels"),
     (["hessian", "resnet18", "--num-classes", "5"], "the model has 5 classes but the data has 10"),
-    (["landscape", "resnet18", "--norm", "l2"], "unknown direction norm 'l2'"),
+    (["landscape", "resnet18", "--norm", "l2"], "unknown --norm 'l2'; choose from filter, dim0"),
     (["landscape", "resnet18", "--grid", "1"], "--grid=1 is out of range; give an integer in [2, 1001]"),
     (["landscape", "resnet18", "--save", "notes.txt"], "must end in .json"),
 ])

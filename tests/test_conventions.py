@@ -459,3 +459,44 @@ def test_a_refused_command_prints_nothing_on_stdout(tmp_path, args):
     assert r.stdout == ""
     ok = run("probe", "stats", "resnet18", "--blocks", "c1", *_C, cwd=tmp_path)
     assert ok.returncode == 0 and ok.stdout.startswith("input 3x32x32 (--input-size)\n"), ok.stdout[:200]
+
+
+# ----------------------------------------------------------------------------------------------
+# The documentation names options that exist (issue 18: docs/architecture.md used --figure)
+
+
+def _documented_commands() -> list[tuple[str, str, str]]:
+    """(file:line, command, text) of every ``surgeon COMMAND ...`` in README.md and docs/*.md
+    (a shell line continued with a backslash is joined to the next)."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = re.sub(r"\\\n\s*", " ", path.read_text())
+        for i, line in enumerate(text.splitlines(), 1):
+            for m in re.finditer(r"surgeon ([a-z][a-z-]*)((?: +[^\s`|]+)*)", line):
+                found.append((f"{path.name}:{i}", m.group(1), m.group(2)))
+    return found
+
+
+def test_documented_commands_use_existing_options():
+    known = commands()
+    checked, wrong = 0, []
+    for where, name, args in _documented_commands():
+        if name not in known:
+            continue
+        flags = _flags(known[name]) | {o for p in known[name].params for o in getattr(p, "secondary_opts", [])}
+        checked += 1
+        for token in args.split():
+            flag = token.split("=")[0].rstrip(",.;:)")
+            if flag.startswith("--") and len(flag) > 2 and flag not in flags:
+                wrong.append(f"{where}: surgeon {name} {flag}")
+    assert checked > 50
+    assert not wrong, f"options that do not exist: {wrong}"
+
+
+def test_every_data_option_has_one_default():
+    """--data defaults to digits wherever it takes labelled data (eval and lesion-study required it
+    while every other command defaulted to digits); probe takes unlabelled images too and defaults to
+    its built-in photos."""
+    defaults = {name: p.default for name, cmd in commands().items() for p in cmd.params if "--data" in p.opts}
+    assert len(defaults) >= 10 and defaults.pop("probe") is None
+    assert set(defaults.values()) == {"digits"}, defaults

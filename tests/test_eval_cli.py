@@ -134,7 +134,7 @@ def test_lesion_study_rows_equal_hand_lesion(trained_like, tmp_path, monkeypatch
     (["eval", "resnet18", "--data", "digits", "--json", "e.txt"], "must end in .json"),
     (["eval", "resnet18", "--data", "digits", "--reliability", "r.xyz"], "output 'r.xyz' must end in .eps or"),
     (["eval", "resnet18", "--data", "digits", "--json", "missing/e.json"], "does not exist"),
-    (["eval", "resnet18", "--data", "digits", "--nll", "median"], "--nll 'median' is not a mode"),
+    (["eval", "resnet18", "--data", "digits", "--nll", "median"], "unknown --nll 'median'; choose from sample, batch"),
     (["lesion-study", "resnet18", "--num-classes", "10", "--data", "digits", "--blocks", "c9", "--out", "l.png"],
      "unknown block 'c9'"),
     (["lesion-study", "resnet18", "--num-classes", "10", "--data", "digits", "--blocks", "stem,head", "--input-size",

@@ -22,6 +22,10 @@ from surgeon.models import default_input_size, input_size_of, resolve_input_size
 RECORDED = (3, 24, 24)  # the training size; resnet10t's own default is 176 px
 
 
+#: the digits recipe cut to one epoch (epochs=0 is refused: it would train the warmup epoch alone)
+ONE_EPOCH = surgeon.training_recipe("digits", warmup_epochs=0, epochs=1)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A tiny resnet10t trained on digits at 24 px, saved as a surgeon file."""
@@ -29,7 +33,7 @@ def trained(tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        surgeon.train("resnet10t", "digits", recipe="digits", epochs=0, subset=0.1, input_size=RECORDED, val="none",
+        surgeon.train("resnet10t", "digits", recipe=ONE_EPOCH, subset=0.1, input_size=RECORDED, val="none",
                       out=out, channels=(8, 16, 32, 64), layers=(1, 1, 1, 2))
     finally:
         torch.set_num_threads(threads)
@@ -82,8 +86,8 @@ def test_an_edited_model_keeps_the_size_it_was_edited_at():
 
 def test_retraining_and_searching_a_file_use_its_size(trained, tmp_path):
     with fed_sizes() as sizes:
-        recipe = dataclasses.replace(surgeon.training_recipe("digits"), input_size=None)  # no size of its own
-        run = surgeon.train(str(trained), "digits", recipe=recipe, epochs=0, subset=0.1, val="none")
+        recipe = dataclasses.replace(ONE_EPOCH, input_size=None)  # no size of its own
+        run = surgeon.train(str(trained), "digits", recipe=recipe, subset=0.1, val="none")
     assert set(sizes) == {RECORDED} and run.model.surgeon_cfg.training["input_size"] == list(RECORDED)
     recipe = tmp_path / "s.toml"
     recipe.write_text(f'[model]\nname = "{trained}"\n[data]\ntrain = "digits"\n'

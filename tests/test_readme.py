@@ -73,10 +73,8 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
      "12 corruptions x 5 severities: 2 x 2"),
     (r"--out robustness\.png", "-c fog,contrast -s 1,5 --out robustness.png", "the same, on the command line"),
     (r"--data ~/imagenet/val --subset 0\.1", "--data ~/imagenet/val", "the stand-in folder has 8 images"),
-    (r"mc_dropout=10", "mc_dropout=2", "10 MC-dropout passes: 2"),
     (r"--data digits --out lesions\.png", "--data digits --batches 1 --batch-size 16 --out lesions.png",
      "a lesion study evaluates the whole test split once per block: one batch of 16"),
-    (r"--mc-dropout 10", "--mc-dropout 2", "10 MC-dropout passes: 2"),
     (r"(frequency-noise r18\.safetensors vit\.safetensors --data digits)", r"\1 --batches 2",
      "nine bands x two models over the whole digits test split take half a minute: 2 batches per band"),
 ]

@@ -312,7 +312,7 @@ def test_cli_tables_figures_json(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args, fragment", [
     (["robustness", "resnet18", "-c", "gausian_noise"], "did you mean 'gaussian_noise'"),
     (["robustness", "resnet18", "-s", "1,x"], "--severities '1,x' is not a comma-separated list of ints"),
-    (["robustness", "resnet18", "-s", "0,6"], "integers from 1 to 5"),
+    (["robustness", "resnet18", "-s", "0,6"], "--severities=0 is out of range; give an integer in [1, 5]"),
     (["robustness", "resnet18", "--metric", "accuracy"], "unknown --metric 'accuracy'"),
     (["robustness", "resnet18", "--out", "fig.txt"], "must end in"),
     (["robustness", "resnet18", "--cifar-c", "nowhere"], "does not exist"),

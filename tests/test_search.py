@@ -185,8 +185,11 @@ def test_resume_refuses_a_folder_made_by_another_recipe(tmp_path):
     other = write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 1\ndelta = 0.01\n', "other.toml")
     with pytest.raises(SurgeonError, match=r"made by another search spec \(search.delta differ\)"):
         run_search(other, tmp_path / "run", resume=True, evaluator=paper_stub)
-    with pytest.raises(SurgeonError, match="holds no search"):
+    with pytest.raises(SurgeonError, match="search folder .*elsewhere' does not exist"):  # missing: said so
         run_search(other, tmp_path / "elsewhere", resume=True, evaluator=paper_stub)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SurgeonError, match="holds no search"):  # a folder without a search
+        run_search(other, tmp_path / "empty", resume=True, evaluator=paper_stub)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(SurgeonError, match="is not an empty folder"):

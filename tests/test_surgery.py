@@ -368,7 +368,7 @@ def test_pass_arguments_are_range_checked(kwargs, fragment):
     if not isinstance(kwargs.get("heads"), dict):
         with pytest.raises(SurgeonError, match=re.escape(fragment)):
             surgeon.replace(g, "c2.b1", "msa", **kwargs)
-    with pytest.raises(SurgeonError, match="kernel must be odd"):
+    with pytest.raises(SurgeonError, match=re.escape("kernel=2 is out of range; give an odd integer in [1, 15]")):
         surgeon.cifar_stem(g, kernel=2)
 
 

@@ -45,8 +45,21 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
         rec = _record(model, x)
         atoms = _Discovery(model, rec).run()
         blocks = _make_blocks(model, rec, atoms, size)
+        _check_resolution(model, blocks, size)
         method, module, reason = _block_module(model, blocks, rec.calls[""])
     return BlockGraph(model, module, method, blocks, size, reason)
+
+
+def _check_resolution(model: nn.Module, blocks: Sequence[Block], size: tuple[int, ...]) -> None:
+    """Refuse an input that the stem shrinks to one pixel: every body block then sees a 1 x 1 map,
+    and the stages, told apart by their map size, would merge into one (``3,2,2`` numbered a whole
+    ResNet as stage c1)."""
+    body = [b for b in blocks if b.stage is not None]
+    if tuple(size[1:]) != (1, 1) and body and all(b.grid == (1, 1) for b in body):
+        own = ",".join(map(str, input_size_of(model)))
+        raise SurgeonError(f"input {'x'.join(map(str, size))} is too small for this model: its maps are 1x1 from the "
+                           f"first block on, so its stages cannot be told apart; give a larger input, e.g. its own "
+                           f"input_size={own}")
 
 
 @contextmanager

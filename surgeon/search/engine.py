@@ -15,7 +15,7 @@ from .. import checks
 from ..errors import SurgeonError, first_line
 from ..executors import Executor, RayExecutor
 from ..executors import executor as make_executor
-from ..io import atomic_path
+from ..io import atomic_path, check_folder
 from ..jsonio import dumps
 from ..runfolder import check_spawn_safe, undo_on_failure
 from ..training import run_dir_for
@@ -36,6 +36,7 @@ def _check_folder(out: Path, spec: SearchSpec, resume: bool) -> None:
     folder with files) and, with `resume`, one that holds no search or another spec's."""
     stamp = out / "search.json"
     if resume:
+        check_folder(out, "search folder", "start the search without resume=True")
         if not stamp.is_file():
             raise SurgeonError(f"resume=True: {out} holds no search (no search.json); start it without resume=True")
         old = json.loads(stamp.read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SurgeonError
+from ..io import check_folder
 from ..tables import Tabular
 
 
@@ -59,7 +60,7 @@ def _chart(records: list[dict[str, Any]], path: Path) -> Path:
 def search_report(out: str | os.PathLike, *, chart: str | os.PathLike | None = None) -> SearchResult:
     """The records of the search in `out`, with its build-up chart redrawn (to `chart`, default
     ``OUT/buildup.png``; the suffix picks the format)."""
-    folder = Path(out)
+    folder = check_folder(out, "search folder", "give the out= folder of surgeon search")
     if not (folder / "search.json").is_file():
         raise SurgeonError(f"{folder} holds no search (no search.json); give the out= folder of surgeon search")
     records = read_records(folder)
