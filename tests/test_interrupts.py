@@ -50,3 +50,46 @@ def test_a_signal_during_a_save_leaves_no_temp_file_and_says_so(tmp_path, signum
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a temporary or partial file was left"
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: interrupted: no file was left half-written"), err
+
+
+# ----------------------------------------------------------------------------------------------
+# The build-up search: Ctrl-C inside a candidate's training step, then resume
+
+
+def _after_forward(call: int, act):
+    """A global forward hook that runs `act` after the whole model's training forward number `call`
+    (BatchNorm statistics already updated, the optimiser step not yet taken)."""
+    import torch
+
+    seen = {"n": 0}
+
+    def hook(module, args, output):
+        if module.__class__.__name__ == "ResNet" and module.training:
+            seen["n"] += 1
+            if seen["n"] == call:
+                act()
+
+    return torch.nn.modules.module.register_module_forward_hook(hook)
+
+
+def test_search_resumed_after_ctrl_c_inside_a_step_gives_the_uninterrupted_metrics(tmp_path):
+    import torch
+    from test_search import DIGITS, write
+
+    import surgeon
+
+    recipe = write(tmp_path, DIGITS)  # baseline and c2x1, one epoch of 2 steps each
+    whole = surgeon.run_search(recipe, tmp_path / "whole").records
+    handle = _after_forward(3, lambda: os.kill(os.getpid(), signal.SIGINT))  # c2x1, step 1 of 2
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            surgeon.run_search(recipe, tmp_path / "cut")
+    finally:
+        handle.remove()
+    cut = next((tmp_path / "cut" / "candidates").glob("*/*.run/checkpoint.pt"), None)
+    assert cut is not None and torch.load(cut, weights_only=False)["step"] == 1
+    again = surgeon.run_search(recipe, tmp_path / "cut", resume=True).records
+    assert [r["name"] for r in again] == [r["name"] for r in whole] == ["baseline", "c2x1"]
+    assert [r["runs"][0]["metrics"] for r in again] == [r["runs"][0]["metrics"] for r in whole]
+    a, b = (surgeon.load(tmp_path / d / whole[1]["model"]).state_dict() for d in ("whole", "cut"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
