@@ -406,11 +406,12 @@ def _to_nchw(t: torch.Tensor, layout: str, grid, prefix: int) -> torch.Tensor:
 
 LAYOUT_MODELS = [  # (timm name, kwargs, block to insert after, layout there)
     ("resnet18", {}, "c2.b-1", "NCHW"),
+    ("resnet18", {}, "c4.b-1", "NCHW"),  # right before the head
     ("vit_tiny_patch16_224", {"img_size": 32, "reg_tokens": 2}, "c1.b-1", "NLC"),
 ]
 
 
-@pytest.mark.parametrize("name, kwargs, after, layout", LAYOUT_MODELS, ids=[m[3] for m in LAYOUT_MODELS])
+@pytest.mark.parametrize("name, kwargs, after, layout", LAYOUT_MODELS, ids=[f"{m[3]}-{m[2]}" for m in LAYOUT_MODELS])
 def test_inserted_smoothing_blurs_the_map_in_its_layout(name, kwargs, after, layout):
     """The inserted block's output equals smoothing computed on the NCHW view of its input
     (tokens: the patch grid, prefix tokens unchanged), whatever the layout."""
@@ -430,6 +431,8 @@ def test_inserted_smoothing_blurs_the_map_in_its_layout(name, kwargs, after, lay
     assert y.shape == x.shape
     torch.testing.assert_close(_to_nchw(y, layout, b.grid, b.prefix_tokens),
                                _smooth_nchw(_to_nchw(x, layout, b.grid, b.prefix_tokens)), atol=1e-5, rtol=1e-5)
+    kinds = {blk.kind for blk in surgeon.graph(new, input_size=(3, 32, 32)).blocks if path in blk.members}
+    assert kinds and "head" not in kinds and "stem" not in kinds  # labelled as a body block, never the head
     if layout == "NLC":
         assert b.prefix_tokens == 3
         torch.testing.assert_close(y[:, :3], x[:, :3], rtol=0, atol=0)  # class + register tokens pass through
