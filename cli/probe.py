@@ -17,7 +17,8 @@ from .common import (BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeO
                      write_json)
 
 _COLUMNS = {
-    "fourier": (("\u0394logamp(\u03c0)", lambda v: f"{v['fourier'].high:+.3f}"),),
+    "fourier": (("\u0394logamp(last)", lambda v: f"{v['fourier'].high:+.3f}"),
+                ("at \u03c9", lambda v: surgeon.probes.format_omega(v["fourier"].high_omega))),
     "variance": (("variance", lambda v: f"{v['variance']:.4g}"),),
     "norm": (("mean ‖x‖₂", lambda v: f"{v['norm']:.4g}"),),
     "stats": (("mean", lambda v: f"{v['stats'].mean:+.3g}"), ("std", lambda v: f"{v['stats'].std:.3g}"),
@@ -30,11 +31,15 @@ def _table(res: surgeon.ProbeResults, kind: str) -> Table:
     table = Table(title=f"{res.model}: {kind} over {res.samples} images", title_justify="left")
     for col in ("block", "kind", "depth", "grid", *(c for c, _ in _COLUMNS[kind])):
         table.add_column(col, justify="left" if col in ("block", "kind") else "right")
-    for b in res.blocks:
-        v = res.values[b.address]
+    reasons = {u.block.address: u.reason for u in res.unmeasured if u.probe == kind}
+    for b in res.graph.blocks:
+        v = res.values.get(b.address, {})
+        grid = "x".join(map(str, b.grid)) if b.grid else "-"
         if kind in v:
-            grid = "x".join(map(str, b.grid)) if b.grid else "-"
             table.add_row(b.address, b.kind, f"{b.depth:.2f}", grid, *(f(v) for _, f in _COLUMNS[kind]))
+        elif b.address in reasons:  # listed with the reason, never dropped
+            cells = [f"- ({reasons[b.address]})"] + ["-"] * (len(_COLUMNS[kind]) - 1)
+            table.add_row(b.address, b.kind, f"{b.depth:.2f}", grid, *cells, style="dim")
     return table
 
 
@@ -47,6 +52,7 @@ def probe(
     batches: Annotated[Optional[int], typer.Option("--batches", help="stop after N batches (default: all the data)")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per batch")] = 32,
     full: Annotated[bool, typer.Option("--full", help="fourier: also the 2-D mean log-amplitude map and radial spectrum (JSON)")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="fourier: the exact spectrum, entries 0..N/2 at their true frequencies 2\u03c0k/N (the Nyquist entry at \u03c0); default: the paper notebook's 0..N/2-1 spread over 0..\u03c0")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="run the model through torch.compile")] = False,
     out_fig: FigureOpt = None,
     json_out: JsonOpt = None,
@@ -67,7 +73,11 @@ def probe(
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
     check_outputs(out_fig, json_out, csv_out, force=force)
-    spec = surgeon.Fourier(full=True) if kind == "fourier" and full else kind
+    if exact and kind != "fourier":
+        raise SurgeonError(f"--exact applies to the fourier probe only, not {kind}; drop --exact")
+    if full and kind != "fourier":
+        raise SurgeonError(f"--full applies to the fourier probe only, not {kind}; drop --full")
+    spec = surgeon.Fourier(full=full, exact=exact) if kind == "fourier" else kind
     results = []
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
@@ -78,6 +88,8 @@ def probe(
             res = surgeon.probe(m, loader, spec, blocks, batches=batches, compile=compile_, progress=True)
         res.model = label(name)
         out.print(_table(res, kind))
+        if (note := res.unmeasured_note()) is not None:
+            out.print(note, highlight=False)
         results.append(res)
         if res.interrupted:
             break

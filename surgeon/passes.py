@@ -216,14 +216,43 @@ def _is_module_path(model: nn.Module, path: str) -> bool:
 
 
 def _build(module: str | nn.Module | Callable, block: Block | None, kwargs: dict) -> tuple[nn.Module, str | None]:
-    """A new module from a registered name, a module (copied) or a factory(block) -> module."""
+    """A new module from a registered name (built for the layout at `block`: `_for_layout`), a
+    module (copied) or a factory(block) -> module."""
     if isinstance(module, str):
-        return layers.create(module, **kwargs), module
+        return _for_layout(module, block, kwargs), module
     if isinstance(module, nn.Module):
         return copy.deepcopy(module), None
     if callable(module):
         return module(block, **kwargs), None
     raise SurgeonError(f"expected a registered block name, an nn.Module or a factory, not {type(module).__name__}")
+
+
+def _for_layout(name: str, block: Block | None, kwargs: dict) -> nn.Module:
+    """The registered block `name` built for the layout of the tensor it will see at `block`.
+
+    Rule: a block whose factory takes ``channels_last`` works on 2-D feature maps, so it gets
+    NCHW maps as they are, NHWC maps with ``channels_last=True``, and tokens (NLC with a patch
+    grid) through `layers.TokenGrid` (patch tokens as their grid, prefix tokens untouched); any
+    other layout (no map, NesT's windows) is refused, as is a ``channels_last`` that contradicts
+    the layout. Blocks without it (identity, zero) act on any layout. Without a block (a module
+    path) the layout is unknown and the block is built as given."""
+    factory = layers.LAYERS.get(name)
+    try:
+        spatial = "channels_last" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        spatial = False
+    if block is None or not spatial:
+        return factory(**kwargs)
+    if block.layout not in ("NCHW", "NHWC", "NLC") or not block.grid or min(block.grid) < 1:
+        raise SurgeonError(f"{name} works on 2-D feature maps, and {block.address} ({block.path}) gives a "
+                           f"{block.layout or 'non-spatial'} output {_dims(block.out_shape)}; choose a block with a feature map")
+    channels_last = block.layout == "NHWC"
+    if kwargs.get("channels_last", channels_last) != channels_last:
+        raise SurgeonError(f"channels_last={kwargs['channels_last']} contradicts the {block.layout} layout at {block.address}; "
+                           "drop channels_last (it is set from the layout)")
+    if block.layout == "NLC":
+        return layers.TokenGrid(factory(**kwargs), block.grid, block.prefix_tokens)
+    return factory(**{**kwargs, "channels_last": channels_last})
 
 
 def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module | Callable, *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from .graph import Block, BlockGraph
 from .io import atomic_path, check_output
 from .curvature import DensityResult, SpectrumResult, density_on_grid
 from .landscapes import LandscapeResult
-from .probes import ProbeResults
+from .probes import ProbeResults, format_omega
 
 __all__ = ["KIND_COLORS", "plot_blocks", "plot_spectra", "plot_depth", "probe_figure", "save_figure",
            "figure_formats", "plot_spectrum", "plot_density", "plot_landscape", "spectrum_figure"]
@@ -95,13 +96,30 @@ def plot_spectra(res: ProbeResults, ax: Axes | None = None, colorbar: bool = Tru
         ax.plot(r.freq, r.dlogamp, color=cmap(b.depth), lw=1.2)
     ax.set_xlim(0, 1)
     ax.set_xticks([0, 0.5, 1], ["0.0\u03c0", "0.5\u03c0", "1.0\u03c0"])
-    ax.set_xlabel("Frequency")
+    ax.set_xlabel(_frequency_label([res.values[b.address]["fourier"] for b in blocks]))
     ax.set_ylabel("\u0394 Log amplitude")
     ax.set_title(res.model, loc="left", fontsize=10)
     if colorbar:
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
         ax.figure.colorbar(sm, ax=ax, label="Normalized depth", ticks=[0, 0.5, 1], fraction=0.05, pad=0.02)
     return ax
+
+
+def _frequency_label(results: Sequence[Any]) -> str:
+    """The spectra's x label: true frequency with ``exact``, else the notebook's even spread, with
+    the true frequency of its last entry (pi/2 for 4x4 maps, 3pi/4 for 8x8)."""
+    if results and all(r.exact for r in results):
+        return "Frequency (true, 2\u03c0k/N)"
+    lasts = sorted({format_omega(r.high_omega) for r in results if not r.exact}, key=len)
+    return "Frequency (entries 0..N/2-1 spread over 0..\u03c0" + (f"; last at {', '.join(lasts)})" if lasts else ")")
+
+
+def _high_label(res: ProbeResults) -> str:
+    """Fig. 8's y label: the Delta log amplitude of the last entry, at pi only when exact."""
+    results = [res.values[b.address]["fourier"] for b in res.blocks if "fourier" in res.values[b.address]]
+    if results and all(r.exact and r.high_omega == 1 for r in results):
+        return "\u0394 Log amplitude at \u03c0"
+    return "\u0394 Log amplitude, last diagonal entry"
 
 
 _DEPTH_QUANTITIES = {
@@ -118,6 +136,8 @@ def plot_depth(res: ProbeResults, probe: str = "fourier", ax: Axes | None = None
     label, value = _DEPTH_QUANTITIES[probe]
     ax = ax or plt.subplots(figsize=(4, 3.2))[1]
     blocks, y = res.series(probe, value)
+    if probe == "fourier":
+        label = _high_label(res)
     depth = np.array([b.depth for b in blocks])
     spacing = 1 / max(len(res.graph.blocks) - 1, 1)
     handles = _shade(ax, blocks, spacing)
@@ -403,7 +423,6 @@ def plot_frequency_noise(results: FrequencyNoiseResult | Sequence[FrequencyNoise
 # Build-up searches (Fig. 11)
 
 from collections.abc import Mapping
-from typing import Any
 
 __all__ += ["plot_buildup"]
 

@@ -2,7 +2,8 @@
 and activation statistics for the blocks of any model, computed while the data streams through.
 
     res = surgeon.probe(model, loader, probes=("fourier", "variance"), blocks="*")
-    res["c2.b-1"]["fourier"].dlogamp    # Delta log amplitude over the diagonal frequencies 0..pi
+    res["c2.b-1"]["fourier"].dlogamp    # Delta log amplitude over the diagonal entries, plotted on 0..pi
+    res["c2.b-1"]["fourier"].omega      # the true frequency of each entry (times pi)
     res["c2.b-1"]["variance"]           # mean feature-map variance (a float)
 
 A forward hook sits on each selected block only (on the module output, or input, that carries the
@@ -16,8 +17,16 @@ of all the data. The model comes back exactly as it was: hooks removed, train/ev
 
 Fourier (Park & Kim, Sec. 2.2, Fig. 2a): per sample and channel A = log(|FFT2(x)| + 1e-6), averaged
 over batch and channels, read on the diagonal from DC towards the highest frequency; entry k is the
-frequency (2 pi k / H, 2 pi k / W), k = 0 .. ceil(min(H, W) / 2) - 1, plotted on 0..pi; Delta log
-amplitude = A(k) - A(0). Only the diagonal is needed: for a square N x N map the coefficient
+frequency (2 pi k / H, 2 pi k / W); Delta log amplitude = A(k) - A(0). Two conventions:
+- default (the paper's notebook, so figures reproduce the paper): k = 0 .. ceil(min(H, W) / 2) - 1,
+  plotted evenly on 0..pi (`freq`), so the last entry, drawn and reported "at pi", truly lies at
+  2 pi (ceil(N / 2) - 1) / N: pi / 2 for 4x4 maps, 3 pi / 4 for 8x8, DC for 2x2;
+- ``exact=True``: k = 0 .. floor(min(H, W) / 2), plotted at the true frequency, so for even N the
+  last entry is the Nyquist entry N / 2, at pi.
+Either way every result carries the true frequency of each entry (`omega`, `omega_w`, in units of
+pi). Blocks whose maps have fewer than 2 positions per side (1x1 maps: no frequency above 0) are
+not measured and are listed in `ProbeResults.unmeasured` with the reason.
+Only the diagonal is needed: for a square N x N map the coefficient
 F(k, k) = sum_m s_m exp(-2 pi i k m / N), where s_m is the sum of x over the positions with
 (h + w) mod N = m. One scatter-add and a length-N DFT per map replace the 2-D FFT.
 
@@ -50,7 +59,7 @@ from .runtime import BatchLoop, accumulator_dtype, display_name, model_device, r
 from .tables import Tabular, quantity_rows
 
 __all__ = ["PROBES", "Probe", "Fourier", "Variance", "Stats", "Norm", "FourierResult", "ActivationStats",
-           "ProbeResults", "ProbeSession", "probe"]
+           "ProbeResults", "ProbeSession", "probe", "format_omega"]
 
 CHUNK_BYTES = 16 << 20  # an activation is reduced in chunks of at most this many float32 bytes
 
@@ -130,6 +139,15 @@ class Probe:
         p.acc = p._start(geom, device, accumulator_dtype(device))
         return p
 
+    def unmeasurable(self, geom: Geometry) -> str | None:
+        """Why this probe cannot measure the block `geom` reads, or None: a spatial probe needs a
+        feature map with at least 2 positions per side."""
+        if not self.spatial or geom.layout is not None:
+            return None
+        if geom.grid:
+            return f"{geom.grid[0]}x{geom.grid[1]} map: fewer than 2 positions per side"
+        return f"no spatial map: output {tuple(geom.block.out_shape or ())}"
+
     def _start(self, geom: Geometry, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -157,29 +175,75 @@ PROBES: Registry[type[Probe]] = Registry("probe")
 
 
 @dataclass
+class Unmeasured:
+    """A selected block that probe `probe` could not measure, and why (e.g. "1x1 map: no frequency
+    above 0"). Listed in `ProbeResults.unmeasured`, never dropped silently."""
+
+    block: Block
+    probe: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        b = self.block
+        return {"address": b.address, "path": b.path, "kind": b.kind, "stage": b.stage, "depth": b.depth,
+                "layout": b.layout, "grid": b.grid, "probe": self.probe, "reason": self.reason}
+
+
+@dataclass
 class FourierResult(Tabular):
-    """Fourier analysis of one block (paper Fig. 2a): `freq` 0..1 (times pi), the mean log
-    amplitude on the diagonal `logamp`, `dlogamp` = logamp - logamp[0]; with ``full=True`` also
-    the centred mean log-amplitude `map` and its average over rings of equal |f| (`radial`)."""
+    """Fourier analysis of one block (paper Fig. 2a): the mean log amplitude on the diagonal
+    `logamp`, `dlogamp` = logamp - logamp[0], at the plotted positions `freq` (0..1, times pi) and
+    the true frequencies (2 pi k / H, 2 pi k / W) of the entries, `omega` and `omega_w` (times pi).
+    `exact` says which convention: False (the notebook's) spreads entries 0..ceil(N/2)-1 evenly over
+    0..pi, so `freq` is not the true frequency; True keeps entries 0..floor(N/2) at `freq` = `omega`.
+    With ``full=True`` also the centred mean log-amplitude `map` and its average over rings of
+    equal |f| (`radial`)."""
 
     freq: np.ndarray
     logamp: np.ndarray
     dlogamp: np.ndarray
     map: np.ndarray | None = None
     radial: np.ndarray | None = None
+    omega: np.ndarray | None = None
+    omega_w: np.ndarray | None = None
+    exact: bool = False
 
     @property
     def high(self) -> float:
-        """Delta log amplitude at the highest frequency (pi): the quantity of Fig. 8."""
+        """Delta log amplitude at the last (highest) diagonal entry: the quantity of Fig. 8, drawn
+        "at pi"; its true frequency is `high_omega` (pi only with ``exact`` and an even side)."""
         return float(self.dlogamp[-1])
 
+    @property
+    def high_omega(self) -> float:
+        """True frequency (row axis, times pi) of the entry `high` reads: 2 k / H for the last k."""
+        return float(self.omega[-1]) if self.omega is not None else float(self.freq[-1])
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if v is None else np.asarray(v).tolist()) for k, v in self.__dict__.items()}
+        return {k: (v if isinstance(v, bool) else None if v is None else np.asarray(v).tolist())
+                for k, v in self.__dict__.items()}
 
     def tidy(self) -> list[dict[str, Any]]:
-        """One row per diagonal frequency and quantity (logamp, dlogamp)."""
-        return [{"frequency": float(f), "quantity": q, "value": float(getattr(self, q)[i])}
+        """One row per diagonal entry and quantity (logamp, dlogamp): `frequency` where it is
+        plotted, `omega` / `omega_w` its true frequency (times pi) along rows / columns."""
+        true_h = self.freq if self.omega is None else self.omega
+        true_w = true_h if self.omega_w is None else self.omega_w
+        return [{"frequency": float(f), "omega": float(true_h[i]), "omega_w": float(true_w[i]),
+                 "quantity": q, "value": float(getattr(self, q)[i])}
                 for i, f in enumerate(self.freq) for q in ("logamp", "dlogamp")]
+
+
+def format_omega(omega: float) -> str:
+    """A frequency in units of pi as text: 0, pi/2, 3pi/4, pi, 0.667pi (denominators up to 16)."""
+    from fractions import Fraction
+
+    f = Fraction(omega).limit_denominator(16)
+    if abs(float(f) - omega) > 1e-9:
+        return f"{omega:.3g}\u03c0"
+    if f == 0:
+        return "0"
+    num = "" if f.numerator == 1 else str(f.numerator)
+    return f"{num}\u03c0" + ("" if f.denominator == 1 else f"/{f.denominator}")
 
 
 @PROBES.register
@@ -189,16 +253,26 @@ class Fourier(Probe):
     Args:
         full: also accumulate the whole centred 2-D mean log-amplitude map (one FFT2 per map:
             slower) and report its radially averaged spectrum.
+        exact: the exact spectrum: entries k = 0 .. floor(N / 2) of an N x N map (N = min(H, W)),
+            each at its true frequency 2 pi k / N, so an even N ends with the Nyquist entry at pi.
+            Default False: the paper notebook's entries k = 0 .. ceil(N / 2) - 1 spread evenly over
+            0..pi (the last is at pi / 2 for 4x4 maps), so the paper's figures reproduce. Both
+            report the true frequencies (`FourierResult.omega`).
     """
 
     name = "fourier"
 
-    def __init__(self, *, full: bool = False):
-        self.full = full
+    def __init__(self, *, full: bool = False, exact: bool = False):
+        self.full, self.exact = full, exact
+
+    def unmeasurable(self, geom: Geometry) -> str | None:
+        if geom.grid and min(geom.grid) < 2:
+            return f"{geom.grid[0]}x{geom.grid[1]} map: no frequency above 0"
+        return super().unmeasurable(geom)
 
     def _start(self, geom, device, dtype):
         h, w = geom.grid
-        self.k = (min(h, w) + 1) // 2
+        self.k = min(h, w) // 2 + 1 if self.exact else (min(h, w) + 1) // 2
         freqs = torch.arange(self.k, device=device)
         if h == w:  # F(k, k) = DFT_k of the sums over (row + col) mod N
             self.group = (geom.rows + geom.cols) % h
@@ -239,7 +313,11 @@ class Fourier(Probe):
     def result(self) -> FourierResult:
         n = max(self.count, 1)
         logamp = self.acc["logamp"].cpu().numpy() / n
-        out = FourierResult(np.linspace(0, 1, self.k), logamp, logamp - logamp[0])
+        h, w = self.geom.grid
+        k = np.arange(self.k)
+        omega, omega_w = 2 * k / h, 2 * k / w
+        freq = (2 * k / min(h, w)) if self.exact else np.linspace(0, 1, self.k)
+        out = FourierResult(freq, logamp, logamp - logamp[0], omega=omega, omega_w=omega_w, exact=self.exact)
         if self.full:
             out.map = np.fft.fftshift(self.acc["map"].cpu().numpy() / n)
             out.radial = _radial_average(out.map, self.k)
@@ -376,7 +454,8 @@ class ProbeResults(Tabular):
     """Probe values per block address, with the block metadata (kind, depth, ...).
 
     ``res["c2.b-1"]`` accepts any address that names one block (negative indices, module paths)
-    and returns ``{probe name: value}``.
+    and returns ``{probe name: value}``. `blocks` are the measured blocks; `unmeasured` lists each
+    selected block a probe could not measure (1x1 maps, outputs without a map) with the reason.
     """
 
     model: str
@@ -387,11 +466,15 @@ class ProbeResults(Tabular):
     samples: int
     interrupted: bool = False
     probes: list[str] = field(default_factory=list)
+    unmeasured: list[Unmeasured] = field(default_factory=list)
 
     def __getitem__(self, address: str) -> dict[str, Any]:
         b = self.graph[address] if address not in self.values else None
         key = address if b is None else b.address
         if key not in self.values:
+            why = "; ".join(f"{u.probe}: {u.reason}" for u in self.unmeasured if u.block.address == key)
+            if why:
+                raise SurgeonError(f"block {key} was not measured ({why}); measured: {', '.join(self.values) or 'none'}")
             raise SurgeonError(f"block {key} was not probed; probed: {', '.join(self.values) or 'none'}")
         return self.values[key]
 
@@ -417,13 +500,16 @@ class ProbeResults(Tabular):
                  **{k: plain(v) for k, v in self.values[b.address].items()}}
                 for b in self.blocks
             ],
+            "unmeasured": [u.to_dict() for u in self.unmeasured],
         }
 
     def to_json(self, **kwargs: Any) -> str:
         return dumps(self.to_dict(), **kwargs)
 
     def tidy(self) -> list[dict[str, Any]]:
-        """Tidy rows: model x block x probe quantity (x frequency for the Fourier probe)."""
+        """Tidy rows: model x block x probe quantity (x frequency for the Fourier probe: `frequency`
+        where it is plotted, `omega` its true frequency), then one row per block a probe could not
+        measure (quantity "not measured", no value, its `reason`)."""
         rows = []
         for b in self.blocks:
             ids = {"model": self.model, "block": b.address, "path": b.path, "kind": b.kind, "stage": b.stage,
@@ -431,7 +517,22 @@ class ProbeResults(Tabular):
             for name, v in self.values[b.address].items():
                 sub = v.tidy() if hasattr(v, "tidy") else [{"quantity": name, "value": v}]
                 rows += [{**ids, "probe": name, **r} for r in sub]
+        for u in self.unmeasured:  # listed, with the reason, never dropped
+            b = u.block
+            rows.append({"model": self.model, "block": b.address, "path": b.path, "kind": b.kind, "stage": b.stage,
+                         "depth": b.depth, "probe": u.probe, "quantity": "not measured", "value": None,
+                         "reason": u.reason})
         return rows
+
+    def unmeasured_note(self) -> str | None:
+        """One line naming the blocks a probe could not measure and why, or None."""
+        if not self.unmeasured:
+            return None
+        groups: dict[tuple[str, str], list[str]] = {}
+        for u in self.unmeasured:
+            groups.setdefault((u.probe, u.reason), []).append(u.block.address)
+        parts = [f"{probe} not measured on {', '.join(addrs)} ({reason})" for (probe, reason), addrs in groups.items()]
+        return f"{self.model}: " + "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,7 +545,8 @@ class _Tap:
     def __init__(self, block: Block, probes: list[Probe], device: torch.device):
         self.block = block
         self.geom = Geometry(block, device)
-        usable = [p for p in probes if self.geom.layout is not None or not p.spatial]
+        self.reasons = {p.name: r for p in probes if (r := p.unmeasurable(self.geom)) is not None}
+        usable = [p for p in probes if p.name not in self.reasons]
         usable.sort(key=lambda p: not isinstance(p, Fourier))  # its sums serve the others
         self.probes = [p.bind(self.geom, device) for p in usable]
 
@@ -523,7 +625,9 @@ class ProbeSession:
             self.graph = block_graph or graph(self.model, input_size=input_size)
         self.blocks = self.graph.select(blocks)
         self.device = model_device(self.model)
-        self.taps = [t for t in (_Tap(b, self.probe_specs, self.device) for b in self.blocks) if t.probes]
+        taps = [_Tap(b, self.probe_specs, self.device) for b in self.blocks]
+        self.taps = [t for t in taps if t.probes]
+        self.unmeasured = [Unmeasured(t.block, name, reason) for t in taps for name, reason in t.reasons.items()]
         if not self.taps:
             raise SurgeonError(f"no selected block has a feature map for {', '.join(p.name for p in self.probe_specs)}; "
                                f"select blocks with spatial outputs (e.g. blocks='c*') or use the stats probe")
@@ -585,7 +689,7 @@ class ProbeSession:
     def results(self, interrupted: bool = False) -> ProbeResults:
         values = {t.block.address: {p.name: p.result() for p in t.probes} for t in self.taps}
         return ProbeResults(display_name(self.model), self.graph, [t.block for t in self.taps], values, self.batches, self.samples,
-                            interrupted, [p.name for p in self.probe_specs])
+                            interrupted, [p.name for p in self.probe_specs], self.unmeasured)
 
 
 def _images(batch: Any) -> torch.Tensor | None:

@@ -184,7 +184,7 @@ def test_probe_figure_and_json(tmp_path):
     r = surgeon("probe", "fourier", "resnet18", "vit_tiny_patch16_224", "--img-size", "64", "--input-size", "3,64,64",
                 "--batch-size", "8", "--batches", "1", "--out", "f.svg", "--json", "f.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "c4.b1" in r.stdout and "Δlogamp(π)" in r.stdout and "over 8 images" in r.stdout
+    assert "c4.b1" in r.stdout and "Δlogamp(last)" in r.stdout and "at ω" in r.stdout and "over 8 images" in r.stdout
     assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")
     data = json.loads((tmp_path / "f.json").read_text())
     assert [d["model"] for d in data] == ["resnet18", "vit_tiny_patch16_224"]

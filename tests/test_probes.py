@@ -367,3 +367,114 @@ def test_low_precision_activations_are_reduced_in_float32():
         a = acts[b.address].double()  # the bf16 values, exactly
         np.testing.assert_allclose(res[b.address]["fourier"].dlogamp, paper_fourier(a.numpy()), atol=1e-4)
         assert res[b.address]["variance"] == pytest.approx(torch.var(a, dim=(2, 3)).mean().item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the Fourier probe measures: both conventions against a closed form, true frequencies,
+# blocks it cannot measure listed with the reason (issue #18, items 5 and 6)
+
+
+class _Plant(nn.Module):
+    """Adds a fixed map to its input: after a zero 1x1 conv the stem's output is exactly `m`."""
+
+    def __init__(self, m: torch.Tensor):
+        super().__init__()
+        self.register_buffer("m", m)
+
+    def forward(self, x):
+        return x + self.m
+
+
+def _planted(m: torch.Tensor) -> nn.Module:
+    conv = nn.Conv2d(3, 2, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return nn.Sequential(conv, _Plant(m), nn.Conv2d(2, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(2, 3)).eval()
+
+
+# x(h, w) = sum_j a_j cos(2 pi j (h + w) / N) on an 8 x 8 map: |FFT2| on the diagonal is a_0 N^2 at
+# k = 0, a_j N^2 / 2 at k = j for 0 < j < N/2, a_4 N^2 at the Nyquist entry k = N/2 = 4 (cos(pi (h+w))
+# is (-1)^(h+w)); closed form, no FFT involved.
+_AMPS = (1.0, 2.0, 1.5, 3.0, 0.5)
+
+
+def _closed_form_logamp(n: int) -> np.ndarray:
+    half = n // 2
+    return np.log(np.array([a * n * n * (1 if j in (0, half) else 0.5) for j, a in enumerate(_AMPS)]) + 1e-6)
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["notebook", "exact"])
+def test_fourier_conventions_on_a_plane_wave_sum(exact):
+    n = 8
+    s = (torch.arange(n)[:, None] + torch.arange(n)[None, :]).double()
+    m = sum(a * torch.cos(2 * math.pi * j * s / n) for j, a in enumerate(_AMPS)).float()
+    res = surgeon.probe(_planted(m), torch.randn(2, 3, n, n), surgeon.Fourier(exact=exact), "stem")
+    r = res["stem"]["fourier"]
+    truth = _closed_form_logamp(n)
+    k = 5 if exact else 4  # exact: entries 0..N/2 (Nyquist included); notebook: 0..N/2-1
+    np.testing.assert_allclose(r.logamp, truth[:k], atol=1e-4)
+    np.testing.assert_allclose(r.dlogamp, truth[:k] - truth[0], atol=1e-4)
+    np.testing.assert_allclose(r.omega, 2 * np.arange(k) / n)  # true frequency 2 pi k / N, times pi
+    np.testing.assert_allclose(r.freq, r.omega if exact else np.linspace(0, 1, k))
+    assert r.exact is exact and r.high_omega == (1.0 if exact else 0.75)
+    assert r.high == pytest.approx(truth[k - 1] - truth[0], abs=1e-4)
+    rows = [row for row in res.tidy() if row["quantity"] == "dlogamp"]
+    assert [row["omega"] for row in rows] == pytest.approx(list(2 * np.arange(k) / n))
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["notebook", "exact"])
+def test_true_frequencies_at_every_map_size(exact):
+    """The resnet18 of the reproducer at 32 px: 8x8, 4x4, 2x2 and 1x1 maps. The notebook's last
+    entry is at 3pi/4, pi/2 and 0; the exact one at pi; the 1x1 maps are listed, with the reason."""
+    model = timm.create_model("resnet18", num_classes=10).eval()
+    res = surgeon.probe(model, torch.randn(2, 3, 32, 32), surgeon.Fourier(exact=exact))
+    last = {8: 0.75, 4: 0.5, 2: 0.0}
+    for b in res.blocks:
+        r = res[b.address]["fourier"]
+        n = b.grid[0]
+        np.testing.assert_allclose(r.omega, 2 * np.arange(len(r.freq)) / n, err_msg=b.address)
+        assert r.high_omega == (1.0 if exact else last[n]), b.address
+    unmeasured = {(u.block.address, u.reason) for u in res.unmeasured}
+    assert unmeasured == {("c4.b0", "1x1 map: no frequency above 0"), ("c4.b1", "1x1 map: no frequency above 0"),
+                          ("head", "no spatial map: output (1, 10)")}
+    d = res.to_dict()
+    assert {(u["address"], u["reason"]) for u in d["unmeasured"]} == unmeasured
+    assert {(r["block"], r["reason"]) for r in res.tidy() if r["quantity"] == "not measured"} == unmeasured
+    assert "c4.b0, c4.b1 (1x1 map: no frequency above 0)" in res.unmeasured_note()
+    with pytest.raises(SurgeonError, match=r"c4.b0 was not measured \(fourier: 1x1 map"):
+        res["c4.b0"]
+
+
+def test_omega_on_non_square_maps():
+    """A 4x6 map: entry k is at (2k/4, 2k/6) pi; exact keeps k = 0..2 (min side / 2)."""
+    model = timm.create_model("resnet18", num_classes=10).eval()
+    for exact, k in ((False, 2), (True, 3)):
+        r = surgeon.probe(model, torch.randn(1, 3, 32, 48), surgeon.Fourier(exact=exact), "c2.b-1")["c2.b-1"]["fourier"]
+        np.testing.assert_allclose(r.omega, 2 * np.arange(k) / 4)
+        np.testing.assert_allclose(r.omega_w, 2 * np.arange(k) / 6)
+
+
+def test_cli_probe_lists_unmeasured_blocks_and_true_frequencies(tmp_path):
+    from tests.conftest import invoke
+
+    js = tmp_path / "f.json"
+    r = invoke("probe", "fourier", "resnet18", "--num-classes", "10", "--input-size", "3,32,32", "--data", "digits",
+               "--batches", "1", "--batch-size", "4", "--json", js)
+    assert r.exit_code == 0, r.output
+    assert "1x1 map: no frequency above 0" in r.output and "\u03c0/2" in r.output
+    assert "fourier not measured on c4.b0, c4.b1" in r.output
+    import json
+
+    d = json.loads(js.read_text())[0]
+    assert [u["address"] for u in d["unmeasured"] if u["probe"] == "fourier"][:2] == ["c4.b0", "c4.b1"]
+    c2 = next(b for b in d["blocks"] if b["address"] == "c2.b1")["fourier"]
+    assert c2["omega"] == [0.0, 0.5] and c2["exact"] is False
+    js.unlink()
+    r = invoke("probe", "fourier", "resnet18", "--num-classes", "10", "--input-size", "3,32,32", "--data", "digits",
+               "--batches", "1", "--batch-size", "4", "--exact", "--json", js)
+    assert r.exit_code == 0, r.output
+    c2 = next(b for b in json.loads(js.read_text())[0]["blocks"] if b["address"] == "c2.b1")["fourier"]
+    assert c2["omega"] == c2["freq"] == [0.0, 0.5, 1.0] and c2["exact"] is True
+    r = invoke("probe", "variance", "resnet18", "--exact")
+    assert isinstance(r.exception, SurgeonError) and "--exact applies to the fourier probe only" in str(r.exception)

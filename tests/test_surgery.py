@@ -383,3 +383,90 @@ def test_a_registered_pass_is_shape_checked_too():
 
     with pytest.raises(SurgeonError, match=r"c2\.b1 \(layer2\.1\) from \[128, 4, 4\] -> \[128, 4, 4\] to \[128, 4, 4\] -> \[128, 2, 2\]"):
         halve(_GRAPHS["resnet18"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Passes check the layout at the point they edit, not just the shape (issue #18, item 6)
+
+
+def _smooth_nchw(x: torch.Tensor, t: float = 10.0) -> torch.Tensor:
+    """Spatial smoothing written out on an NCHW map: blur_2x2(relu(t tanh(x / t))), zero pad right/bottom."""
+    y = torch.relu(t * torch.tanh(x / t))
+    y = torch.nn.functional.pad(y, (0, 1, 0, 1))
+    return (y[..., :-1, :-1] + y[..., 1:, :-1] + y[..., :-1, 1:] + y[..., 1:, 1:]) / 4
+
+
+def _to_nchw(t: torch.Tensor, layout: str, grid, prefix: int) -> torch.Tensor:
+    if layout == "NHWC":
+        return t.permute(0, 3, 1, 2)
+    if layout == "NLC":
+        return t[:, prefix:].transpose(1, 2).reshape(t.shape[0], -1, *grid)
+    return t
+
+
+LAYOUT_MODELS = [  # (timm name, kwargs, block to insert after, layout there)
+    ("resnet18", {}, "c2.b-1", "NCHW"),
+    ("resnet18", {}, "c4.b-1", "NCHW"),  # right before the head
+    ("vit_tiny_patch16_224", {"img_size": 32, "reg_tokens": 2}, "c1.b-1", "NLC"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, after, layout", LAYOUT_MODELS, ids=[f"{m[3]}-{m[2]}" for m in LAYOUT_MODELS])
+def test_inserted_smoothing_blurs_the_map_in_its_layout(name, kwargs, after, layout):
+    """The inserted block's output equals smoothing computed on the NCHW view of its input
+    (tokens: the patch grid, prefix tokens unchanged), whatever the layout."""
+    import timm
+
+    model = timm.create_model(name, num_classes=10, **kwargs).eval()
+    b = surgeon.graph(model, input_size=(3, 32, 32))[after]
+    assert b.layout == layout
+    new = surgeon.insert(model, after=after, module="smoothing", input_size=(3, 32, 32)).eval()
+    path = next(n for n, m in new.named_modules() if n.endswith("_smoothing"))
+    seen = {}
+    h = new.get_submodule(path).register_forward_hook(lambda m, a, o: seen.update(x=a[0], y=o))
+    with torch.no_grad():
+        new(torch.randn(2, 3, 32, 32))
+    h.remove()
+    x, y = seen["x"], seen["y"]
+    assert y.shape == x.shape
+    torch.testing.assert_close(_to_nchw(y, layout, b.grid, b.prefix_tokens),
+                               _smooth_nchw(_to_nchw(x, layout, b.grid, b.prefix_tokens)), atol=1e-5, rtol=1e-5)
+    kinds = {blk.kind for blk in surgeon.graph(new, input_size=(3, 32, 32)).blocks if path in blk.members}
+    assert kinds and "head" not in kinds and "stem" not in kinds  # labelled as a body block, never the head
+    if layout == "NLC":
+        assert b.prefix_tokens == 3
+        torch.testing.assert_close(y[:, :3], x[:, :3], rtol=0, atol=0)  # class + register tokens pass through
+
+
+def _block(layout, grid=(4, 4), prefix=0, shape=(1, 8, 4, 4)):
+    return surgeon.Block(address="c1.b0", path="x", members=("x",), kind="conv", stage="c1", tap=("x", "out"),
+                         in_shape=shape, out_shape=shape, layout=layout, grid=grid, prefix_tokens=prefix, params=0,
+                         flops=0, downsamples=False)
+
+
+@pytest.mark.parametrize("block_name, kwargs", [("smoothing", {}), ("msa", {"in_channels": 8, "heads": 2, "window": 2,
+                                                                         "dim_head": 4})])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NLC", "BTNC", None])
+def test_every_spatial_block_fits_or_refuses_every_layout(block_name, kwargs, layout):
+    """Table: insertable 2-D blocks x layouts. NCHW as is, NHWC channels last, NLC through the
+    token grid (same values as the NCHW module on the map), others refused in one line."""
+    from surgeon.passes import _for_layout
+
+    shapes = {"NCHW": (2, 8, 4, 4), "NHWC": (2, 4, 4, 8), "NLC": (2, 17, 8)}
+    if layout not in shapes:
+        with pytest.raises(SurgeonError, match=f"{block_name} works on 2-D feature maps"):
+            _for_layout(block_name, _block(layout, grid=None if layout is None else (4, 4)), kwargs)
+        return
+    torch.manual_seed(0)
+    built = _for_layout(block_name, _block(layout, prefix=1 if layout == "NLC" else 0), kwargs).eval()
+    torch.manual_seed(0)
+    ref = surgeon.layers.create(block_name, **kwargs).eval()  # the same weights, on NCHW maps
+    x = torch.randn(shapes[layout])
+    with torch.no_grad():
+        y = built(x)
+        want = ref(_to_nchw(x, layout, (4, 4), 1))
+    assert y.shape == x.shape
+    torch.testing.assert_close(_to_nchw(y, layout, (4, 4), 1), want, atol=1e-5, rtol=1e-5)
+    if layout != "NCHW":
+        with pytest.raises(SurgeonError, match="contradicts the"):
+            _for_layout(block_name, _block(layout), {**kwargs, "channels_last": layout != "NHWC"})

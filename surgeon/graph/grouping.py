@@ -23,7 +23,7 @@ def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
     if start == len(atoms):
         start = bodyish[0]
     cut = _pooled_from(atoms, rec, start)  # pooled features (B, C) are the head's, whatever reads them
-    last = max(i for i, a in enumerate(atoms[:cut]) if a.role != "layer")
+    last = max(i for i, a in enumerate(atoms[:cut]) if a.role != "layer" or _inserted(rec, a))
     groups: list[tuple[str, list[_Atom]]] = []
     while 0 < start < last and _is_glue(rec, atoms[start]):
         start += 1  # a parameter-free identity opening the first stage (an Identity downsample) ends the stem
@@ -89,6 +89,14 @@ def _pooled_from(atoms: list[_Atom], rec: _Recorder, start: int) -> int:
         if _first_input_ndim(rec, atoms[i]) in (1, 2) or (outs and outs[0].ndim <= 2):
             return i
     return len(atoms)
+
+
+def _inserted(rec: _Recorder, a: _Atom) -> bool:
+    """A block a surgery pass inserted (a `surgeon.layers` block: smoothing, MSA, a token-grid
+    wrapper): it belongs to the body, with the block it follows, never to the head."""
+    from ..layers import MSABlock, SpatialSmoothing, TokenGrid
+
+    return isinstance(rec.model.get_submodule(a.members[0]), (MSABlock, SpatialSmoothing, TokenGrid))
 
 
 def _is_glue(rec: _Recorder, a: _Atom) -> bool:

@@ -16,8 +16,9 @@ from torch import nn
 from ..registry import Registry
 from .msa import MSABlock, relative_position_index
 from .smoothing import SpatialSmoothing
+from .tokengrid import TokenGrid
 
-__all__ = ["LAYERS", "MSABlock", "SpatialSmoothing", "Zero", "create", "register", "registered",
+__all__ = ["LAYERS", "MSABlock", "SpatialSmoothing", "TokenGrid", "Zero", "create", "register", "registered",
            "relative_position_index"]
 
 
