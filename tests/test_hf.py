@@ -102,14 +102,6 @@ def test_hessian_top2_matches_dense_reference(vit_dir):
     assert torch.allclose(torch.as_tensor(got, dtype=torch.float64)[:2].abs(), ref, rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("output", [
-    lambda t: t, lambda t: {"logits": t}, lambda t: (t, t + 1), lambda t: [None, t],
-    lambda t: tf.modeling_outputs.ImageClassifierOutput(logits=t)])
-def test_logits_of_every_form(output):
-    t = torch.randn(2, 3)
-    assert logits_of(output(t)) is t
-
-
 def test_logits_not_found_one_line():
     class Odd(nn.Module):
         def forward(self, x):
@@ -117,3 +109,28 @@ def test_logits_not_found_one_line():
     with pytest.raises(SurgeonError, match="LogitsOf"):
         LogitsOf(Odd())(torch.zeros(1))
     assert torch.equal(LogitsOf(Odd(), lambda o: o["scores"])(torch.ones(2)), torch.ones(2))
+
+
+def _hf(config):
+    from surgeon.hf import returning_logits
+
+    torch.manual_seed(0)
+    return returning_logits(tf.AutoModelForImageClassification.from_config(config).eval(), {"input_size": [3, 32, 32]})
+
+
+@pytest.mark.parametrize("config", [
+    tf.ConvNextConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 2, 1], num_labels=10),
+    tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 2, 1], num_labels=10),
+], ids=["convnext", "resnet"])
+def test_residual_blocks_of_untraceable_cnns(config):
+    """transformers' ConvNeXt / ResNet (FX cannot trace their encoders): one conv block per residual
+    layer of the config, stages where the resolution drops, the head, g.module exact."""
+    m = _hf(config)
+    g = surgeon.graph(m, input_size=(3, 32, 32))
+    convs = [b for b in g.blocks if b.kind == "conv"]
+    assert [b.path.rsplit(".", 2)[0] for b in convs] == [
+        f"{config.model_type}.encoder.stages.{i}" for i, d in enumerate(config.depths) for _ in range(d)]
+    assert sorted(g.stages) == ["c1", "c2", "c3", "c4"] and g.blocks[-1].kind == "head"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(g.module(x), m(x))
