@@ -33,6 +33,7 @@ from torch import nn
 
 from . import checks
 from .errors import SurgeonError
+from .outputs import logits_of
 from .jsonio import plain
 from .metrics import STOCHASTIC, Metrics, check_mc_dropout
 from .progress import progress as progress_bar
@@ -104,8 +105,8 @@ def frozen(model: nn.Module, n_ff: int = 1) -> Iterator[None]:
 def _log_probs(model: nn.Module, x: torch.Tensor, n_ff: int) -> torch.Tensor:
     """log p(x): log_softmax of the logits, or log of the mean softmax over n_ff passes."""
     if n_ff <= 1:
-        return model(x).float().log_softmax(1)
-    return torch.logsumexp(torch.stack([model(x).float().log_softmax(1) for _ in range(n_ff)]), 0) - math.log(n_ff)
+        return logits_of(model(x)).float().log_softmax(1)
+    return torch.logsumexp(torch.stack([logits_of(model(x)).float().log_softmax(1) for _ in range(n_ff)]), 0) - math.log(n_ff)
 
 
 def _gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

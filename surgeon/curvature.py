@@ -40,6 +40,7 @@ from torch.func import functional_call, grad, jvp
 
 from . import checks, distributed
 from .errors import SurgeonError, first_line
+from .outputs import logits_of
 from .executors import Executor
 from .graph import graph
 from .progress import progress as progress_bar
@@ -157,7 +158,7 @@ class HessianOperator:
         self._loss_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
         check_classifier(model)
         with torch.no_grad():
-            check_batch_labels(functional_call(model, {**self.rest, **self.p0}, (self.x[:1],)), self.y)
+            check_batch_labels(logits_of(functional_call(model, {**self.rest, **self.p0}, (self.x[:1],))), self.y)
         if mode == "double-backward":
             value = self._gradient_graph()
         else:
@@ -177,7 +178,7 @@ class HessianOperator:
         return value
 
     def _f(self, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = functional_call(self.model, {**self.rest, **p}, (self.x,))
+        logits = logits_of(functional_call(self.model, {**self.rest, **p}, (self.x,)))
         return objective(logits, self.y, p, **self._loss_kwargs)
 
     def _check(self, value: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 
 from . import provenance
 from .errors import SurgeonError
+from .outputs import logits_of
 from .models import BUILDERS, input_size_of, load_model
 from .passes import apply_passes
 from .runtime import check_classifier, model_device, restored_modes
@@ -63,7 +64,7 @@ def _num_outputs(model: nn.Module, size: tuple[int, ...]) -> int:
     x = torch.zeros(1, *size, device=model_device(model))
     try:
         with restored_modes(model, "eval"), torch.no_grad():
-            out = model(x)
+            out = logits_of(model(x))
     except Exception as exc:  # noqa: BLE001 - the member does not run at the ensemble's size
         raise SurgeonError(f"an ensemble member does not run on a {list(size)} input ({str(exc).splitlines()[0][:100]}); "
                            "build every member for the same input size") from None
@@ -110,7 +111,7 @@ class Ensemble(nn.Module):
         outs = []
         for i, m in enumerate(self.members):
             xi = (x - self.mean[i].to(x.dtype)) / self.std[i].to(x.dtype)
-            outs.append(m(xi).float().log_softmax(-1))
+            outs.append(logits_of(m(xi)).float().log_softmax(-1))
         return torch.logsumexp(torch.stack(outs), 0) - math.log(len(outs))
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from . import checks, distributed
 from .errors import SurgeonError
+from .outputs import logits_of
 from .jsonio import plain
 from .metrics import NLL_MODES, Metrics, check_mc_dropout, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
@@ -110,7 +111,7 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
         if mc_dropout:
             out, probs = mc_dropout_probs(model, x, mc_dropout), True
         else:
-            out, probs = model(x), False
+            out, probs = logits_of(model(x)), False
         if metrics is None:
             metrics = Metrics(out.shape[1], bins=bins, nll=nll)
         metrics.update(out, y, probs=probs)

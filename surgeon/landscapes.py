@@ -35,6 +35,7 @@ from torch.func import functional_call
 from . import checks
 from .curvature import _batch, objective
 from .errors import SurgeonError
+from .outputs import logits_of
 from .executors import Executor
 from .io import atomic_path, check_input
 from .jsonio import dumps
@@ -170,7 +171,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     objective_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
     failed: dict[str, str] = {}
     with analysis_mode(model), torch.no_grad():
-        check_batch_labels(model(frozen[0][0][:1]), torch.cat([y for _, y in frozen]))
+        check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
         eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
         spent, computed = 0.0, 0
         with progress_bar(progress, len(todo), "landscape") as advance:
@@ -214,7 +215,7 @@ def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str
     if len(ij) == 2:
         torch._foreach_add_(shifted, dirs[1], alpha=float(coords[ij[1]]))
     moved = {**base, **dict(zip(keys, shifted))}
-    values = [float(objective(functional_call(model, moved, (x,)), y, {k: moved[k] for k in params}, **kwargs))
+    values = [float(objective(logits_of(functional_call(model, moved, (x,))), y, {k: moved[k] for k in params}, **kwargs))
               for x, y in frozen]
     mean = float(np.mean(values))
     return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
@@ -264,7 +265,7 @@ def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Ten
     """Seconds of one plain forward pass over the frozen batches (the cost unit of a point)."""
     start = time.perf_counter()
     for x, _ in frozen:
-        float(model(x).sum())
+        float(logits_of(model(x)).sum())
     return time.perf_counter() - start
 
 

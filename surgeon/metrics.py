@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from .errors import SurgeonError
+from .outputs import logits_of
 from .runtime import accumulator_dtype, restored_modes
 
 __all__ = ["CONFIDENT", "NLL_MODES", "STOCHASTIC", "Metrics", "reliability", "mc_dropout_probs", "check_mc_dropout"]
@@ -247,4 +248,4 @@ def mc_dropout_probs(model: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
     if n < 1:
         raise SurgeonError(f"n={n} passes; MC dropout needs at least 1")
     with _dropout_only(model):
-        return sum(torch.softmax(model(x).float(), 1) for _ in range(n)) / n
+        return sum(torch.softmax(logits_of(model(x)).float(), 1) for _ in range(n)) / n

@@ -120,7 +120,9 @@ def load_model(
 
     Args:
         spec: a timm name (``resnet50``, ``vit_tiny_patch16_224``), a torchvision name with the
-            ``tv:`` prefix (``tv:resnet50``), or a ``.safetensors`` file written by `surgeon.save`.
+            ``tv:`` prefix (``tv:resnet50``), a transformers image classifier with the ``hf:``
+            prefix (hub id or ``save_pretrained`` directory: `surgeon.hf`), or a ``.safetensors``
+            file written by `surgeon.save`.
         num_classes: classifier size; the architecture's default when None.
         weights: a local weight file (see `surgeon.io.read_state_dict`) loaded after creation;
             with `num_classes` given, a classifier of another size in the file is not loaded
@@ -146,6 +148,10 @@ def load_model(
         )
     if spec.startswith(TV_PREFIX):
         model = _create_tv(spec[len(TV_PREFIX):], num_classes, pretrained, img_size, model_kwargs)
+    elif spec.startswith("hf:"):  # transformers, imported only here (surgeon.hf)
+        from . import hf
+
+        model, model_kwargs = hf.create(spec[len(hf.HF_PREFIX):], num_classes, pretrained, img_size, model_kwargs)
     else:
         model = _create_timm(spec, num_classes, pretrained, img_size, model_kwargs)
     if weights is not None:

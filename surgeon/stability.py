@@ -43,6 +43,7 @@ from . import checks
 from .corruptions import CORRUPTIONS, corrupt
 from .errors import SurgeonError
 from .io import check_folder
+from .outputs import logits_of
 from .jsonio import plain
 from .metrics import check_mc_dropout, mc_dropout_probs
 from .models import input_size_of
@@ -190,7 +191,7 @@ def _frame_probs(model: nn.Module, frames: torch.Tensor, mean: torch.Tensor, std
     if size is not None and tuple(x.shape[-2:]) != tuple(size[-2:]):
         x = F.interpolate(x, size=tuple(size[-2:]), mode="bilinear", align_corners=False, antialias=True)
     x = (x - mean) / std
-    probs = mc_dropout_probs(model, x, mc_dropout) if mc_dropout else model(x).float().softmax(-1)
+    probs = mc_dropout_probs(model, x, mc_dropout) if mc_dropout else logits_of(model(x)).float().softmax(-1)
     return probs.view(b, t, -1)
 
 

@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from . import checks, data as sdata
 from . import provenance
 from .errors import SurgeonError, first_line
+from .outputs import logits_of
 from .evaluation import evaluate
 from .runtime import StepBoundaries, check_labels, display_name, model_device, restored_modes
 from .io import atomic_path, check_input, check_output, save
@@ -442,7 +443,7 @@ def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
 
 def _num_outputs(model: nn.Module, input_size: Sequence[int], device: torch.device) -> int:
     with restored_modes(model, "eval"), torch.no_grad():
-        return int(model(torch.zeros(1, *input_size, device=device)).shape[-1])
+        return int(logits_of(model(torch.zeros(1, *input_size, device=device))).shape[-1])
 
 
 def default_val_spec(data: str, val: str | None) -> str | None:
@@ -816,7 +817,7 @@ def _step(run: _Run, batch: Any, epoch: int, step: int, steps: int, loss_sum: to
     for group in opt.param_groups:
         group["lr"] = lr
     with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp):
-        logits = run.wrapped(x)
+        logits = logits_of(run.wrapped(x))
         loss = run.criterion(logits.float(), target)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

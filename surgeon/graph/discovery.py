@@ -55,7 +55,9 @@ class _Discovery:
         """`_analyze` of a one-level trace, shared by modules of the same class, children, settings
         and call (the twelve blocks of a ViT are traced once)."""
         simple = (bool, int, float, str, type(None))
+        lengths = self._tuple_lengths(mod, call)
         key = (
+            tuple(sorted(lengths.items())),
             type(mod),
             tuple((n, type(c)) for n, c in mod.named_children()),
             tuple(sorted((k, v) for k, v in vars(mod).items() if not k.startswith("_") and isinstance(v, simple))),
@@ -66,10 +68,22 @@ class _Discovery:
         try:
             hash(key)
         except TypeError:
-            return _analyze(_shallow_trace(mod, call))
+            return _analyze(_shallow_trace(mod, call, lengths))
         if key not in self._cache:
-            self._cache[key] = _analyze(_shallow_trace(mod, call))
+            self._cache[key] = _analyze(_shallow_trace(mod, call, lengths))
         return self._cache[key]
+
+    def _tuple_lengths(self, mod: nn.Module, call: _Call) -> dict[str, int]:
+        """The children of `mod` whose recorded output is a tuple, with its length."""
+        path = next((p for p, c in self.rec.calls.items() if c is call), None)
+        if path is None:
+            return {}
+        out = {}
+        for name, _ in mod.named_children():
+            child = self.rec.calls.get(_join(path, name))
+            if child is not None and isinstance(child.output, tuple):
+                out[name] = len(child.output)
+        return out
 
     def _first_call(self, path: str, mod: nn.Module) -> int | None:
         """Call order of `mod`, or of its first-called descendant (a ModuleList is never called)."""
@@ -119,8 +133,10 @@ class _Discovery:
             if analysis.merges:
                 return self._halves(path, analysis) or [self._single("unit", path, merging=True)]
             shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
-            if shared or (analysis.graph is None and not isinstance(mod, _CONTAINERS)):
-                return [self._single("unit", path)]  # untraceable or reused children: one block
+            if shared:
+                return [self._single("unit", path)]  # reused children: one block
+            if analysis.graph is None and not isinstance(mod, _CONTAINERS):
+                return self._untraceable(path, kids)
         atoms = [a for k, c in kids for a in self._visit(k, c)]
         if atoms:
             atoms[0].extra += self._direct_state(path, mod)
@@ -130,6 +146,16 @@ class _Discovery:
         if is_root or isinstance(mod, _CONTAINERS) or split:
             return atoms
         return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+
+    def _untraceable(self, path: str, kids: list[tuple[str, nn.Module]]) -> list[_Atom]:
+        """A module FX cannot trace one level deep (its forward branches on data, builds masks,
+        dispatches attention...): its children in call order when they hold residual units or
+        halves (a transformers encoder, a TinyViT stage), else one block."""
+        atoms = [a for k, c in kids for a in self._visit(k, c)]
+        if any(a.role == "half" or a.merging for a in atoms):
+            atoms[0].extra += self._direct_state(path, self.model.get_submodule(path))
+            return atoms
+        return [self._single("unit", path)]
 
     def _downsampling_module(self, path: str) -> bool:
         """A module named for downsampling (``downsample``, ``reduction``, ``merge``, ``pool``...)

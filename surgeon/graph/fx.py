@@ -38,11 +38,20 @@ class Tracer(fx.Tracer):
     traces to Python ints rather than graph nodes.
     """
 
-    def __init__(self, leaf: LeafFn | None = None) -> None:
+    def __init__(self, leaf: LeafFn | None = None, lengths: dict[str, int] | None = None) -> None:
         notrace_modules, notrace_functions = _timm_registries()
         super().__init__(autowrap_functions=notrace_functions, param_shapes_constant=True)
         self._notrace_modules = notrace_modules
         self._leaf = leaf
+        self._lengths = lengths or {}
+
+    def iter(self, obj: fx.Proxy):
+        """Unpacking a leaf's output (``out, _ = self.attention(x)``) when its recorded call
+        returned a tuple of known length (`lengths`: leaf path -> length)."""
+        node = obj.node
+        if node.op == "call_module" and node.target in self._lengths:
+            return iter([obj[i] for i in range(self._lengths[node.target])])
+        return super().iter(obj)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self._leaf is not None and self._leaf(m, module_qualified_name):
@@ -53,9 +62,10 @@ class Tracer(fx.Tracer):
 
 
 def symbolic_trace(root: nn.Module, leaf: LeafFn | None = None,
-                   concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-    """Trace `root` into an FX graph (leaves: torch.nn layers, timm's notrace set, `leaf`)."""
-    return Tracer(leaf).trace(root, concrete_args)
+                   concrete_args: dict[str, Any] | None = None, lengths: dict[str, int] | None = None) -> fx.Graph:
+    """Trace `root` into an FX graph (leaves: torch.nn layers, timm's notrace set, `leaf`;
+    `lengths`: the tuple lengths of leaves' outputs, see `Tracer.iter`)."""
+    return Tracer(leaf, lengths).trace(root, concrete_args)
 
 
 def graph_module(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:

@@ -43,10 +43,11 @@ def _concrete_args(mod: nn.Module, call: _Call) -> dict[str, Any] | None:
             for name, value in bound.arguments.items() if not isinstance(value, torch.Tensor)}
 
 
-def _shallow_trace(mod: nn.Module, call: _Call) -> fx.Graph | None:
-    """Trace `mod` with every submodule a leaf, arguments fixed to their recorded non-tensor values."""
+def _shallow_trace(mod: nn.Module, call: _Call, lengths: dict[str, int] | None = None) -> fx.Graph | None:
+    """Trace `mod` with every submodule a leaf, arguments fixed to their recorded non-tensor values
+    (`lengths`: children returning tuples, by name, so their outputs can be unpacked)."""
     try:
-        return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=_concrete_args(mod, call))
+        return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=_concrete_args(mod, call), lengths=lengths)
     except Exception:  # noqa: BLE001 - any tracing failure means "treat this module from its type"
         return None
 
