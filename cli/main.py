@@ -81,6 +81,10 @@ app.command("localize")(toolbox.localize)
 app.command("trajectory")(toolbox.trajectory)
 app.command("stability")(toolbox.stability)
 
+from . import compare as compare_cmd
+
+app.command("compare")(compare_cmd.compare)
+
 
 @app.callback()
 def _root() -> None:

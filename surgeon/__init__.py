@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "TrajectoryResult": "trajectory", "trajectory": "trajectory",
     "StabilityResult": "stability", "perturbation_stability": "stability",
     "to_pandas": "tables",
+    "Comparison": "compare", "compare": "compare", "read_comparison": "compare",
 }
 
 #: renamed names (not in ``__all__``): the submodule's own ``__getattr__`` warns and points to the new one
