@@ -13,8 +13,8 @@ from rich.table import Table
 import surgeon
 from surgeon.errors import SurgeonError
 
-from .common import (AddressOpt, BackendOpt, ForceOpt, JobCpusOpt, JobGpusOpt, ModelsArg, NumClassesOpt, RetriesOpt,
-                     SeedOpt, executor_from, out, printed_warnings, seed_everything)
+from .common import (AddressOpt, BackendOpt, ForceOpt, InputSizeOpt, JobCpusOpt, JobGpusOpt, ModelsArg, NumClassesOpt,
+                     RetriesOpt, SeedOpt, executor_from, out, parse_input_size, printed_warnings, seed_everything)
 
 
 def _claims_table(cmp) -> Table:
@@ -38,6 +38,7 @@ def compare(
     force: ForceOpt = False,
     seed: SeedOpt = 0,
     num_classes: NumClassesOpt = None,
+    input_size: InputSizeOpt = None,
     backend: BackendOpt = "local",
     address: AddressOpt = None,
     job_cpus: JobCpusOpt = None,
@@ -48,7 +49,9 @@ def compare(
 
     Example: surgeon compare resnet18 vit_tiny_patch16_224 --num-classes 10 --data digits --quick --out report/
     """
-    chosen = surgeon.compare.__globals__["check_measures"](measures.split(",") if measures else None)
+    from surgeon.compare import check_measures
+
+    chosen = check_measures(measures.split(",") if measures else None)
     names = labels.split(",") if labels else None
     if backend == "local" and any(o is not None for o in (address, job_cpus)) or (backend == "local" and (job_gpus or retries)):
         raise SurgeonError("--address, --job-cpus, --job-gpus and --retries are Ray options; add --backend ray")
@@ -60,7 +63,7 @@ def compare(
 
     with printed_warnings():
         cmp = surgeon.compare(models, data, out_dir, measures=chosen, quick=quick, labels=names,
-                              num_classes=num_classes, seed=seed, resume=resume, overwrite=force, executor=ex,
+                              num_classes=num_classes, input_size=parse_input_size(input_size), seed=seed, resume=resume, overwrite=force, executor=ex,
                               progress=True, on_done=done)
     index = cmp.report(out_dir)
     out.print(_claims_table(cmp))

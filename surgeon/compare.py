@@ -348,7 +348,8 @@ def _load(spec: Any, num_classes: int | None, seed: int) -> tuple[str, Any]:
 
 def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str | os.PathLike | None = None, *,
             measures: Iterable[str] | None = None, quick: bool = False, settings: Settings | None = None,
-            labels: Sequence[str] | None = None, num_classes: int | None = None, seed: int = 0,
+            labels: Sequence[str] | None = None, num_classes: int | None = None,
+            input_size: Sequence[int] | None = None, seed: int = 0,
             resume: bool = False, overwrite: bool = False, executor: Any = None, progress: bool = False,
             on_done: Callable[[str, str, float], None] | None = None) -> Comparison:
     """Run the paper's `measures` on every model on the same batches and seeds.
@@ -363,6 +364,7 @@ def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str 
         settings: explicit sizes (a `Settings`); overrides `quick`.
         labels: one name per model in tables and figures (default: the name or the file's stem).
         num_classes: classifier size for models built from a name (their default otherwise).
+        input_size: (C, H, W) for every model (default: each model's own, `surgeon.models.resolve_input_size`).
         seed: of the random-init models built from names, the data order and every random draw.
         resume: continue from ``out/results.json``, skipping the finished (model, measure) pairs.
         overwrite: start afresh even when ``out/results.json`` exists.
@@ -387,14 +389,14 @@ def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str 
     path = _results_path(out, resume, overwrite)
     config = {"models": [str(m) if isinstance(m, (str, os.PathLike)) else None for m in models], "labels": names,
               "data": str(data), "measures": chosen, "settings": _plain_settings(settings), "seed": seed,
-              "num_classes": num_classes}
+              "num_classes": num_classes, "input_size": list(input_size) if input_size is not None else None}
     previous = _previous(path, config) if resume and path is not None and path.exists() else None
     cmp = Comparison(config, [], dict(previous.results) if previous else {},
                      dict(previous.seconds) if previous else {}, path)
     partial = path.parent / "partial" if path is not None else None
     for label, spec in zip(names, models):
         spec_name, model = _load(spec, num_classes, seed)
-        size = resolve_input_size(model, None).size
+        size = resolve_input_size(model, input_size).size
         cmp.models.append(_model_info(label, spec_name, model, size))
         _write(cmp)
         ctx = _Context(model, size, data, settings, seed, progress, executor, partial, label)
