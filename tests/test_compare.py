@@ -219,6 +219,16 @@ def test_aligned_positions_line_stages_up():
 # Real models
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared 2-core machine two threads per process stall each other
+    (measured: the comparison below takes 10x longer)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
