@@ -336,7 +336,7 @@ def test_command_writes_the_report(tmp_path):
 
 def test_sigkill_then_resume_does_not_redo_finished_measures(tmp_path, monkeypatch):
     out = tmp_path / "rep"
-    args = ["test_resnet", "test_vit", "--num-classes", "10", "--input-size", "3,32,32", "--input-size", "3,32,32", "--measures", "variance,lesions", "--quick", "--out", str(out)]
+    args = ["test_resnet", "test_vit", "--num-classes", "10", "--input-size", "3,32,32", "--measures", "fourier,variance", "--quick", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "surgeon.cli", "compare", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -364,5 +364,5 @@ def test_sigkill_then_resume_does_not_redo_finished_measures(tmp_path, monkeypat
     assert not pairs & set(calls)
     final = json.loads(results.read_text())
     assert {(lab, m) for lab, ms in final["seconds"].items() for m in ms} == {
-        (lab, m) for lab in ("test_resnet", "test_vit") for m in ("variance", "lesions")}
+        (lab, m) for lab in ("test_resnet", "test_vit") for m in ("fourier", "variance")}
     assert all(final["seconds"][lab][m] == finished[lab][m] for lab, m in pairs)
