@@ -83,6 +83,10 @@ app.command("trajectory")(toolbox.trajectory)
 app.command("stability")(toolbox.stability)
 check_commands(app)  # every option checked before its command runs (cli.ranges), however the app is invoked
 
+from . import compare as compare_cmd
+
+app.command("compare")(compare_cmd.compare)
+
 
 @app.callback()
 def _root() -> None:

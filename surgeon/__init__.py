@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "StabilityResult": "stability", "perturbation_stability": "stability",
     "to_pandas": "tables",
     "logits_of": "outputs", "LogitsOf": "outputs",
+    "Comparison": "compare", "compare": "compare", "read_comparison": "compare",
 }
 
 #: renamed names (not in ``__all__``): the submodule's own ``__getattr__`` warns and points to the new one
