@@ -51,8 +51,8 @@ def compare(
     """
     from surgeon.compare import check_measures
 
-    chosen = check_measures(measures.split(",") if measures else None)
-    names = labels.split(",") if labels else None
+    chosen = check_measures((measures.split(",") if isinstance(measures, str) else list(measures)) if measures else None)
+    names = (labels.split(",") if isinstance(labels, str) else list(labels)) if labels else None
     if backend == "local" and any(o is not None for o in (address, job_cpus)) or (backend == "local" and (job_gpus or retries)):
         raise SurgeonError("--address, --job-cpus, --job-gpus and --retries are Ray options; add --backend ray")
     ex = executor_from(backend, address, job_cpus, job_gpus, retries) if backend != "local" else None

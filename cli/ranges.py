@@ -40,6 +40,8 @@ LISTS: dict[str, tuple[type, str]] = {
     "robustness.corruptions": (str, "gaussian_noise,fog"),
     "robustness.severities": (int, "1,3,5"),
     "frequency-noise.frequencies": (float, "0.1,0.5,0.9"),
+    "compare.measures": (str, "fourier,variance,lesions"),
+    "compare.labels": (str, "resnet,vit,alternet"),
 }
 
 

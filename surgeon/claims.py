@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from .tables import Tabular
 
 __all__ = ["CLAIMS", "Claim", "ClaimResult", "evaluate_claims", "HOLDS", "FAILS", "UNMEASURABLE"]
 
@@ -34,7 +35,7 @@ CHANCE_FACTOR = 1.5  # clean accuracy below CHANCE_FACTOR / classes: the model i
 
 
 @dataclass
-class ClaimResult:
+class ClaimResult(Tabular):
     """One claim checked: its sentence and figure, the rule, the measured quantity per model (None:
     not measured for that model) and the verdict with its reason."""
 
@@ -50,6 +51,11 @@ class ClaimResult:
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("id", "claim", "figure", "rule", "quantity", "values", "verdict",
                                               "reason")}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """One row per model: the claim, the measured quantity's value and the verdict."""
+        return [{"claim": self.id, "figure": self.figure, "quantity": self.quantity, "model": label, "value": value,
+                 "verdict": self.verdict} for label, value in self.values.items()]
 
 
 @dataclass
@@ -71,7 +77,7 @@ class Claim:
         missing = [m for m in self.measures if m not in cmp.measures]
         if missing:
             return ClaimResult(self.id, self.claim, self.figure, self.rule, self.quantity, {}, UNMEASURABLE,
-                               f"the measure {', '.join(missing)} was not run (--measures)")
+                               f"the measure {', '.join(missing)} was not run (measures=)")
         values, verdict, reason = self.check(cmp)
         return ClaimResult(self.id, self.claim, self.figure, self.rule, self.quantity, values, verdict, reason)
 

@@ -138,9 +138,9 @@ class Comparison(Tabular):
         """Tidy rows: one per claim and model (claim, figure, model, quantity, value, verdict)."""
         rows = []
         for c in self.claims():
-            for label, value in c.values.items():
+            for label in self.labels:  # a model the claim could not measure: its row with no value
                 rows.append({"claim": c.id, "figure": c.figure, "model": label, "quantity": c.quantity,
-                             "value": value, "verdict": c.verdict})
+                             "value": c.values.get(label), "verdict": c.verdict})
         return rows
 
     def report(self, out: str | os.PathLike) -> Path:

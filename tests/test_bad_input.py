@@ -175,7 +175,7 @@ from surgeon.cli.ranges import CHOICES, DATA, LISTS, choices_of  # noqa: E402
 #: Text options that take free text (a model, a path, a selection), not a fixed set of values.
 FREE = {"model", "models", "data", "val", "blocks", "after", "stages", "input_size", "device", "address", "recipe",
         "spec", "path", "folder", "runs", "weights", "out_path", "out_fig", "out_dir", "json_out", "csv_out",
-        "cifar_c", "imagenet_c", "cifar_p", "save", "reliability", "chart"}
+        "cifar_c", "imagenet_c", "cifar_p", "save", "reliability", "chart", "labels"}
 
 
 def _text_options() -> list[tuple[str, object]]:

@@ -61,7 +61,7 @@ MINIMAL = {
 }
 #: --out that is a model file, not a figure; --out that is a folder (resumed with --resume, not overwritten)
 MODEL_OUT = {"alternate", "lesion", "insert", "replace", "train", "ensemble", "localize"}
-FOLDER_OUT = {"search"}
+FOLDER_OUT = {"search", "compare"}
 SUFFIX = {"--json": ".json", "--csv": ".csv", "--reliability": ".png"}
 
 
@@ -179,7 +179,12 @@ def _examples() -> dict[type, object]:
     trajectory = TrajectoryResult("r", [0, 1, 2], [0.0, 1.5, 2.5], [0.0, 10.0, 0.0], 100, 4, [])
     train = surgeon.TrainResult(None, surgeon.Recipe(), [{"epoch": 1, "lr": 1e-3, "train_loss": 0.5,
                                                           "val_acc": float("nan")}])
-    return {type(x): x for x in (ev, lesion, probe, spectrum, TraceResult(12.5, 0.5, 30, "hutch++"),
+    comparison = surgeon.Comparison({"measures": ["lesions"]}, [{"label": "m", "spec": "test_resnet", "blocks": []}])
+    from surgeon.claims import ClaimResult
+
+    claim = ClaimResult("flat", "MSAs flatten the loss landscape", "Fig. 4", "rule", "max |eigenvalue|", {"m": 1.5},
+                        "holds")
+    return {type(x): x for x in (ev, lesion, probe, spectrum, TraceResult(12.5, 0.5, 30, "hutch++"), comparison, claim,
                                   DensityResult(np.array([0.0, 1.0]), np.array([0.5, 0.5]), np.zeros((1, 2)),
                                                 np.zeros((1, 2)), 0.1, 10), land, corr, freq, search, train, g, latency, adversarial,
                                   stability, trajectory, fourier)}

@@ -248,7 +248,7 @@ def test_bad_preset(x):
 
 
 @pytest.mark.parametrize("bad", [torch.rand(3, 8, 8), torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
-                                 torch.rand(1, 1, 8, 8)])
+                                 torch.rand(1, 2, 8, 8)])  # grey (1 channel) is corrupted, tests/test_model_settings.py
 def test_bad_images(bad):
-    with pytest.raises(SurgeonError, match=r"images must be a float batch \(B, 3, H, W\) in \[0, 1\]"):
+    with pytest.raises(SurgeonError, match=r"images must be a float batch \(B, 3, H, W\) or grey \(B, 1, H, W\) in \[0, 1\]"):
         corrupt(bad, "contrast", 0)

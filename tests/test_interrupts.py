@@ -36,7 +36,8 @@ def test_a_signal_during_a_save_leaves_no_temp_file_and_says_so(tmp_path, signum
     proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, "alternate", "resnet18", "--stages", "c3",
                              "--input-size", "3,32,32", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a shell (xdist ignores SIGINT)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):

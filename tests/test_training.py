@@ -213,6 +213,7 @@ def test_a_signal_inside_a_step_resumes_bit_for_bit_with_batchnorm(tmp_path, mon
     in the middle of a step: the step finishes, the run stops between steps, and its resume equals
     the uninterrupted run in every tensor, BN buffers (running mean / var, num_batches_tracked) included."""
     whole = uninterrupted
+    before = signal.getsignal(signal.SIGINT)
     calls = {"n": 0}
     real = training._step
 
@@ -230,7 +231,7 @@ def test_a_signal_inside_a_step_resumes_bit_for_bit_with_batchnorm(tmp_path, mon
     monkeypatch.setattr(training, "_step", step_with_signal)
     cut = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", **SMALL)
     monkeypatch.setattr(training, "_step", real)
-    assert cut.interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert cut.interrupted and signal.getsignal(signal.SIGINT) is before  # the handlers are given back
     state = torch.load(tmp_path / "b.run" / "checkpoint.pt", weights_only=False)
     assert (state["epoch"], state["step"]) == (1, 2)  # the step in which the signal came is finished and kept
     again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", resume=True, **SMALL)
@@ -250,7 +251,7 @@ def test_resume_after_a_crash_restarts_from_the_last_epoch(tmp_path, monkeypatch
 
 
 def test_loading_workers_do_not_change_the_result():
-    small = {**SMALL, "epochs": 0, "recipe": training_recipe("digits", auto_augment="rand-m9-n2-mstd1.0")}
+    small = {**SMALL, "epochs": 1, "recipe": training_recipe("digits", auto_augment="rand-m9-n2-mstd1.0", warmup_epochs=0)}
     a = surgeon.train("resnet10t", "digits", workers=0, **small)
     b = surgeon.train("resnet10t", "digits", workers=2, **small)
     wa, wb = _weights(a.model), _weights(b.model)
@@ -366,12 +367,12 @@ def test_ddp_two_processes_match_one(tmp_path):
 
 
 def test_cli_trains_and_reports(tmp_path):
-    res = surgeon_cli("train", "resnet10t", "--data", "digits", "--recipe", "digits", "--epochs", "0", "--subset", "0.2",
+    res = surgeon_cli("train", "resnet10t", "--data", "digits", "--recipe", "digits", "--epochs", "1", "--subset", "0.1",
                       "--out", str(tmp_path / "m.safetensors"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "val acc" in res.stdout and (tmp_path / "m.safetensors").is_file()
     info = surgeon_cli("info", str(tmp_path / "m.safetensors"), "--input-size", "3,32,32")
-    assert info.returncode == 0 and "trained on digits for 1 epochs (seed 0, test acc" in info.stdout, info.stderr
+    assert info.returncode == 0 and "trained on digits for 2 epochs (seed 0, test acc" in info.stdout, info.stderr
 
 
 @pytest.mark.parametrize("extra, expected", [
