@@ -261,8 +261,9 @@ def eval_transform(model: nn.Module | None = None, *, input_size: Sequence[int] 
     (`surgeon.models.input_size_of`: the size it was trained or edited at, else its default)."""
     from timm.data import create_transform, resolve_model_data_config
 
-    cfg = _rgb_config(resolve_model_data_config(model) if model is not None else {}, input_size_of(model, input_size))
-    return _to_channels(create_transform(**cfg, is_training=False), input_size_of(model, input_size)[0])
+    size = input_size_of(model, input_size)
+    cfg = _rgb_config(resolve_model_data_config(model) if model is not None else {}, size)
+    return _to_channels(create_transform(**cfg, is_training=False), size[0])
 
 
 def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int] | None = None,
@@ -281,8 +282,9 @@ def train_transform(model: nn.Module | None = None, *, input_size: Sequence[int]
     from timm.data.random_erasing import RandomErasing
     from torchvision import transforms as T
 
-    channels = input_size_of(model, input_size)[0]
-    cfg = _rgb_config(resolve_model_data_config(model) if model is not None else {}, input_size_of(model, input_size))
+    size = input_size_of(model, input_size)
+    channels = size[0]
+    cfg = _rgb_config(resolve_model_data_config(model) if model is not None else {}, size)
     mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
     if padding is None:
         keep = {k: cfg[k] for k in ("input_size", "interpolation") if k in cfg}

@@ -25,7 +25,7 @@ from .jsonio import plain
 from .metrics import NLL_MODES, Metrics, check_mc_dropout, mc_dropout_probs, reliability
 from .progress import progress as progress_bar
 from .provenance import cfg_of
-from .runtime import BatchLoop, check_classifier, check_labels, model_classes, model_device, restored_modes
+from .runtime import BatchLoop, check_classifier, check_labels, model_device, restored_modes
 from .tables import Tabular, quantity_rows
 
 __all__ = ["Evaluation", "check_labels", "evaluate", "model_device", "nan_to_none"]
@@ -55,11 +55,6 @@ class Evaluation(Tabular):
 
 #: A metrics dict for JSON, undefined values (NaN) as None: `surgeon.jsonio.plain` (the old name).
 nan_to_none = plain
-
-
-def _classes(model: nn.Module) -> int | None:
-    """The classifier's output size when the model says (`surgeon.runtime.model_classes`; None for an encoder)."""
-    return model_classes(model) or None
 
 
 @torch.no_grad()

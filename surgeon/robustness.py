@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from . import checks
 from .corruptions import CORRUPTIONS, corrupt, frequency_noise
-from .data import ArrayImages, eval_transform, loader
+from .data import ArrayImages, _Gray, eval_transform, loader
 from .errors import SurgeonError, first_line
 from .evaluation import Evaluation, evaluate
 from .io import check_folder
@@ -207,14 +207,12 @@ def pixel_normalisation(model: nn.Module, data: Any) -> tuple[tuple[float, ...],
                            "surgeon.data.normalised(data, mean=..., std=...) (mean=(0, 0, 0), std=(1, 1, 1) for "
                            "pixels in [0, 1]), or use surgeon.data.loader")
     steps = list(_steps(transform))
-    grey = any(type(step).__name__ == "_Gray" for step in steps)
+    channels = 1 if any(isinstance(step, _Gray) for step in steps) else 3  # grey: equal values on all three
     for step in steps:
         if isinstance(step, Normalize):
-            mean, std = np.atleast_1d(step.mean).astype(float), np.atleast_1d(step.std).astype(float)
-            channels = 1 if grey else 3
-            return tuple(np.broadcast_to(mean[:channels] if grey else mean, channels).tolist()), \
-                tuple(np.broadcast_to(std[:channels] if grey else std, channels).tolist())
-    return ((0.0,), (1.0,)) if grey else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+            mean, std = (np.broadcast_to(np.atleast_1d(v).astype(float), 3)[:channels] for v in (step.mean, step.std))
+            return tuple(mean.tolist()), tuple(std.tolist())
+    return (0.0,) * channels, (1.0,) * channels
 
 
 def model_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
