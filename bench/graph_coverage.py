@@ -49,8 +49,8 @@ from pathlib import Path
 import torch
 
 import surgeon
-from surgeon.errors import first_line
-from surgeon.graph.kinds import _DOWNSAMPLE_NAMES, _is_attention
+from surgeon.core.errors import first_line
+from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, _is_attention
 
 INVARIANTS = ("head", "merged", "downsample", "flat", "empty")
 
@@ -114,7 +114,7 @@ def _safe_count(name: str) -> int | None:
         return None
 
 
-def invariant_failures(g: surgeon.BlockGraph) -> dict[str, str]:
+def invariant_failures(g: surgeon.blockgraph.BlockGraph) -> dict[str, str]:
     """What the labels of `g` get wrong, per invariant (empty when all hold); see the module doc."""
     bad: dict[str, str] = {}
     heads = [i for i, b in enumerate(g.blocks) if b.kind == "head" or b.address == "head"]
@@ -237,7 +237,7 @@ def check(name: str, max_params: float, repeat: int = 1) -> dict:
         row["exact"] = _same(ref, got)
         row["state_dict_same"] = set(model.state_dict()) == set(g.module.state_dict())
         if hasattr(model, "feature_info"):
-            row["feature_info"] = surgeon.feature_info_mismatch(g) or "ok"
+            row["feature_info"] = surgeon.blockgraph.feature_info_mismatch(g) or "ok"
         row["params_covered"] = sum(b.params for b in g.blocks) / max(row["params"], 1)
         row["status"] = "ok" if row["exact"] and row["state_dict_same"] else "mismatch"
     except Exception as exc:  # noqa: BLE001 - a benchmark records every failure and goes on

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import surgeon
-from surgeon import distributed
+from surgeon.parallel import distributed
 
 
 def solve(args: argparse.Namespace) -> dict:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon import curvature as C
+from surgeon.analysis import curvature as C
 
 
 def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

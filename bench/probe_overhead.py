@@ -5,7 +5,7 @@ same numbers.
 For each model (timm, random init, eval mode, its own input size) at one batch:
 
 1. plain: ``model(x)`` under ``torch.no_grad``.
-2. probed: ``surgeon.ProbeSession(model, ("fourier", "variance"), "*")``, timing ``session.step(x)``
+2. probed: ``surgeon.analysis.probes.ProbeSession(model, ("fourier", "variance"), "*")``, timing ``session.step(x)``
    (the block graph is built once beforehand, untimed). Target: time <= 1.10x plain.
 3. collect-all (the notebooks' baseline): forward hooks on the same tap modules keep every block
    output; afterwards each is read as (B, C, H, W) and reduced the naive way (``fft2``, log
@@ -78,11 +78,11 @@ class Plain:
             self.model(x)
 
 
-def has_map(b: surgeon.Block) -> bool:
+def has_map(b: surgeon.blockgraph.Block) -> bool:
     return b.layout is not None and b.grid is not None and min(b.grid) >= 2
 
 
-def as_nchw(a: torch.Tensor, b: surgeon.Block) -> torch.Tensor:
+def as_nchw(a: torch.Tensor, b: surgeon.blockgraph.Block) -> torch.Tensor:
     """One block output as (B, C, H, W)."""
     if b.layout == "NCHW":
         return a
@@ -105,7 +105,7 @@ def naive_fourier_variance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 class CollectAll:
     """Hooks that keep every block output; the quantities are computed after the forward."""
 
-    def __init__(self, model: nn.Module, blocks: list[surgeon.Block]):
+    def __init__(self, model: nn.Module, blocks: list[surgeon.blockgraph.Block]):
         self.model = model
         self.blocks = [b for b in blocks if has_map(b)]
         self.acts: dict[str, torch.Tensor] = {}
@@ -139,11 +139,11 @@ class CollectAll:
         return out
 
 
-def runner(mode: str, model: nn.Module, g: surgeon.BlockGraph) -> Plain | surgeon.ProbeSession | CollectAll:
+def runner(mode: str, model: nn.Module, g: surgeon.blockgraph.BlockGraph) -> Plain | surgeon.analysis.probes.ProbeSession | CollectAll:
     if mode == "plain":
         return Plain(model)
     if mode == "probed":
-        return surgeon.ProbeSession(model, PROBED, "*", block_graph=g)
+        return surgeon.analysis.probes.ProbeSession(model, PROBED, "*", block_graph=g)
     return CollectAll(model, g.blocks)
 
 
@@ -151,7 +151,7 @@ def runner(mode: str, model: nn.Module, g: surgeon.BlockGraph) -> Plain | surgeo
 # Measurements
 
 
-def setup(name: str, batch: int, device: torch.device) -> tuple[nn.Module, torch.Tensor, surgeon.BlockGraph]:
+def setup(name: str, batch: int, device: torch.device) -> tuple[nn.Module, torch.Tensor, surgeon.blockgraph.BlockGraph]:
     torch.manual_seed(0)
     model = timm.create_model(name).eval().to(device)
     g = surgeon.graph(model)
@@ -231,7 +231,7 @@ def peak_in_child(mode: str, name: str, args: argparse.Namespace) -> dict[str, A
     return json.loads(out.strip().splitlines()[-1])
 
 
-def agreement(model: nn.Module, g: surgeon.BlockGraph, x: torch.Tensor, res: surgeon.ProbeResults) -> dict[str, Any]:
+def agreement(model: nn.Module, g: surgeon.blockgraph.BlockGraph, x: torch.Tensor, res: surgeon.results.ProbeResult) -> dict[str, Any]:
     """How far the probes are from the collect-all quantities (and that they are finite)."""
     with CollectAll(model, g.blocks) as c:
         naive = c.step(x)

@@ -1,6 +1,6 @@
 """Cost of running a search step on Ray: N stub jobs of S seconds on a local cluster of C CPUs.
 
-The jobs go through `surgeon.executors.RayExecutor.map` (the path every (candidate, seed) of a
+The jobs go through `surgeon.parallel.executors.RayExecutor.map` (the path every (candidate, seed) of a
 search step takes) and only sleep, so the ideal makespan is ceil(N / C) * S. Reports
 makespan / ideal (target <= 1.10x) and the overhead per task in ms ((makespan - ideal) spread
 over the tasks a slot runs), for a cold step (the first one: Ray starts its worker processes) and
@@ -20,7 +20,7 @@ import time
 
 import ray
 
-from surgeon.executors import RayExecutor
+from surgeon.parallel.executors import RayExecutor
 
 
 def stub_job(seconds: float) -> float:

@@ -5,8 +5,8 @@ For each model (timm, random init, eval mode) at one batch of random pixels:
 1. forward + backward: the cheapest input gradient a user would write, ``torch.autograd.grad`` of
    the NLL of ``model((x - mean) / std)`` with respect to x, the parameters frozen (no weight
    gradients).
-2. FGSM: ``surgeon.adversarial.fgsm``. Target: <= 1.05 x (1).
-3. PGD: ``surgeon.adversarial.pgd`` with --steps steps. Target: <= steps x 1.05 x (1).
+2. FGSM: ``surgeon.evaluation.adversarial.fgsm``. Target: <= 1.05 x (1).
+3. PGD: ``surgeon.evaluation.adversarial.pgd`` with --steps steps. Target: <= steps x 1.05 x (1).
 4. Ensemble of --members copies of the model: ``surgeon.ensemble`` forward against running the
    members one after another (``m(x)`` for each, under no_grad). Target: <= 1.02 x.
 
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.adversarial import fgsm, frozen, pgd
+from surgeon.evaluation.adversarial import fgsm, frozen, pgd
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

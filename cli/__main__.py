@@ -1,3 +1,3 @@
-from .main import main
+from surgeon.cli.main import main
 
 main()

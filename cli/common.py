@@ -11,7 +11,7 @@ Conventions (a new command reuses these definitions rather than making its own):
   ``result.tidy()``). With ``--json -`` or ``--csv -`` the tables go to stderr, the data to stdout.
 
 This module must not import torch (``surgeon --help`` stays fast): reach the library through the
-lazy ``surgeon`` package inside functions (``surgeon.plots.save_figure``...).
+lazy ``surgeon`` package inside functions (``surgeon.viz.plots.save_figure``...).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import typer
 from rich.console import Console, ConsoleDimensions
 
 import surgeon
-from surgeon.errors import SurgeonError
-from surgeon.jsonio import dumps
-from surgeon.text import plural  # noqa: F401  (re-exported for the commands)
+from surgeon.core.errors import SurgeonError
+from surgeon.core.jsonio import dumps
+from surgeon.core.text import plural  # noqa: F401  (re-exported for the commands)
 
 #: the width of output written to a file or pipe: wide enough that no table cell is cut
 FILE_WIDTH = 10_000
@@ -111,9 +111,9 @@ RetriesOpt = Annotated[int, typer.Option("--retries", help="runs again of a task
 
 
 def executor_from(backend: str, address: str | None = None, job_cpus: float | None = None, job_gpus: float = 0,
-                  retries: int = 0, workers: int = 1) -> "surgeon.executors.Executor":
+                  retries: int = 0, workers: int = 1) -> "surgeon.parallel.executors.Executor":
     """The executor the shared options --backend, --address, --job-cpus, --job-gpus, --retries name."""
-    from surgeon.executors import executor
+    from surgeon.parallel.executors import executor
 
     return executor(backend, workers=workers, address=address, job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
 
@@ -133,9 +133,9 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
 
 
 def input_size_used(model, given: tuple[int, int, int] | None, name: str) -> tuple[int, int, int]:
-    """The (C, H, W) a command runs `model` at (`surgeon.models.resolve_input_size`: --input-size,
+    """The (C, H, W) a command runs `model` at (`surgeon.model.sizes.resolve_input_size`: --input-size,
     else the size the model records, else its architecture's), said in one line."""
-    res = surgeon.models.resolve_input_size(model, given)
+    res = surgeon.model.sizes.resolve_input_size(model, given)
     source = "--input-size" if res.source == "given" else res.SOURCES[res.source]
     where = f", recorded in {name}" if res.recorded and str(name).endswith(".safetensors") else ""
     out.note(f"input {'x'.join(map(str, res.size))} ({source}{where})")
@@ -201,13 +201,13 @@ def check_outputs(figure: Path | None = None, json_out: Path | None = None, csv_
     """Refuse bad output paths before any work: a wrong suffix, a missing folder, or an existing file
     without --force (`files`: more (path, suffixes) pairs). ``-`` for --json / --csv is stdout: the
     tables then go to stderr, so stdout holds the data alone."""
-    wanted = [(figure, surgeon.plots.figure_formats()) if figure is not None else (None, ()),
+    wanted = [(figure, surgeon.viz.plots.figure_formats()) if figure is not None else (None, ()),
               (json_out, (".json",)), (csv_out, (".csv",)), *files]
     if json_out == STDOUT and csv_out == STDOUT:
         raise SurgeonError("--json - and --csv - both ask for stdout; write one of them to a file")
     for path, suffixes in wanted:
         if path is not None and path != STDOUT:
-            surgeon.io.check_output(path, overwrite=force, suffixes=tuple(suffixes))  # overwrite=True: --force
+            surgeon.core.files.check_output(path, overwrite=force, suffixes=tuple(suffixes))  # overwrite=True: --force
     if STDOUT in (json_out, csv_out):
         out.file = sys.stderr
 
@@ -215,27 +215,27 @@ def check_outputs(figure: Path | None = None, json_out: Path | None = None, csv_
 def write_json(path: Path | None, payload: Any) -> None:
     """Write `payload` as JSON (`surgeon.jsonio`: NaN as null) through a temp file and a rename, or to
     stdout for ``-`` (nothing when `path` is None, or on a rank other than 0 under torchrun)."""
-    if path is None or not surgeon.distributed.is_main():
+    if path is None or not surgeon.parallel.distributed.is_main():
         return
     if path == STDOUT:
         sys.stdout.write(dumps(payload, indent=1) + "\n")
         sys.stdout.flush()
         return
-    with surgeon.io.atomic_path(path) as tmp:
+    with surgeon.core.files.atomic_path(path) as tmp:
         tmp.write_text(dumps(payload, indent=1) + "\n")
     out.print(f"wrote {path}", highlight=False)
 
 
 def write_csv(path: Path | None, rows: list[dict[str, Any]]) -> None:
-    """Write tidy rows (``result.tidy()``) as CSV (`surgeon.tables.csv_text`) to a file, or to stdout
+    """Write tidy rows (``result.tidy()``) as CSV (`surgeon.core.tables.csv_text`) to a file, or to stdout
     for ``-`` (nothing when `path` is None, or on a rank other than 0 under torchrun)."""
-    if path is None or not surgeon.distributed.is_main():
+    if path is None or not surgeon.parallel.distributed.is_main():
         return
     if path == STDOUT:
-        sys.stdout.write(surgeon.tables.csv_text(rows))
+        sys.stdout.write(surgeon.core.tables.csv_text(rows))
         sys.stdout.flush()
         return
-    surgeon.tables.write_csv(path, rows)
+    surgeon.core.tables.write_csv(path, rows)
     out.print(f"wrote {path}", highlight=False)
 
 

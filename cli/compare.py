@@ -11,10 +11,9 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from .common import (AddressOpt, BackendOpt, ForceOpt, InputSizeOpt, JobCpusOpt, JobGpusOpt, ModelsArg, NumClassesOpt,
-                     RetriesOpt, SeedOpt, executor_from, out, parse_input_size, printed_warnings, seed_everything)
+from surgeon.cli.common import AddressOpt, BackendOpt, ForceOpt, InputSizeOpt, JobCpusOpt, JobGpusOpt, ModelsArg, NumClassesOpt, RetriesOpt, SeedOpt, executor_from, out, parse_input_size, printed_warnings, seed_everything
 
 
 def _claims_table(cmp) -> Table:
@@ -49,7 +48,7 @@ def compare(
 
     Example: surgeon compare resnet18 vit_tiny_patch16_224 --num-classes 10 --data digits --quick --out report/
     """
-    from surgeon.compare import check_measures
+    from surgeon.comparison.compare import check_measures
 
     chosen = check_measures((measures.split(",") if isinstance(measures, str) else list(measures)) if measures else None)
     names = (labels.split(",") if isinstance(labels, str) else list(labels)) if labels else None

@@ -10,13 +10,9 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from .common import (L2_DEFAULT, AddressOpt, BackendOpt, BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt,
-                     InputSizeOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, executor_from,
-                     L2Opt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt,
-                     check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, plural,
-                     printed_warnings, write_csv, write_json)
+from surgeon.cli.common import L2_DEFAULT, AddressOpt, BackendOpt, BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, executor_from, L2Opt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, write_csv, write_json
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per mini-batch")]
@@ -112,8 +108,8 @@ def hessian(
         if spec.interrupted:
             break
     if out_fig is not None:
-        fig = surgeon.plots.spectrum_figure(spectra, [e.get("density") for e in extras])
-        out.print(f"wrote {surgeon.plots.save_figure(fig, out_fig)}", highlight=False)
+        fig = surgeon.viz.plots.spectrum_figure(spectra, [e.get("density") for e in extras])
+        out.print(f"wrote {surgeon.viz.plots.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, [{**s.to_dict(), **{k: v.to_dict() for k, v in e.items()}} for s, e in zip(spectra, extras)])
     write_csv(csv_out, [row for s, e in zip(spectra, extras)
                         for row in (*s.tidy(), *({"model": s.model, **r} for v in e.values() for r in v.tidy()))])
@@ -157,7 +153,7 @@ def landscape(
     """
     check_outputs(out_fig, json_out, csv_out, force=force)
     save = save or Path("landscape.json")
-    surgeon.io.check_output(save, overwrite=True, suffixes=(".json",))  # an existing one is resumed
+    surgeon.core.files.check_output(save, overwrite=True, suffixes=(".json",))  # an existing one is resumed
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, parse_input_size(input_size), model)
     with printed_warnings():
@@ -174,7 +170,7 @@ def landscape(
               f"min {min(done):.4f}, max {max(done):.4f}; {cost}", highlight=False)
     out.print(f"points kept in {save}", highlight=False)
     if out_fig is not None:
-        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_landscape(res), out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.plots.save_figure(surgeon.viz.plots.plot_landscape(res), out_fig)}", highlight=False)
     write_json(json_out, res.to_dict())
     write_csv(csv_out, res.tidy())
     if res.interrupted:

@@ -12,37 +12,9 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from .common import (
-    BlocksOpt,
-    CsvOpt,
-    DeviceOpt,
-    FigureOpt,
-    ForceOpt,
-    ImgSizeOpt,
-    InputSizeOpt,
-    JsonOpt,
-    ModelArg,
-    ModelsArg,
-    NumClassesOpt,
-    PretrainedOpt,
-    SeedOpt,
-    WeightsListOpt,
-    WeightsOpt,
-    check_outputs,
-    input_size_used,
-    label,
-    load,
-    out,
-    parse_input_size,
-    plural,
-    printed_warnings,
-    select_blocks,
-    tidy_rows,
-    write_csv,
-    write_json,
-)
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, select_blocks, tidy_rows, write_csv, write_json
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches (default: all the data)")]
@@ -50,7 +22,7 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per batc
 SubsetOpt = Annotated[float | None, typer.Option("--subset", help="keep a class-balanced fraction of the data, e.g. 0.1")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="data loading processes")]
 
-#: (key in `Evaluation.metrics`, column name, shown as a percentage as in the paper's tables)
+#: (key in `EvaluationResult.metrics`, column name, shown as a percentage as in the paper's tables)
 METRICS = (("acc", "Acc", True), ("top5", "Top-5", True), ("nll", "NLL", False), ("brier", "Brier", False),
            ("ece", "ECE", True), ("signed_ece", "signed ECE", True), ("acc90", "Acc-90", True),
            ("unc90", "Unc-90", True), ("freq90", "Freq-90", True), ("iou", "IoU", True), ("iou90", "IoU-90", True))
@@ -107,7 +79,7 @@ def evaluate(
         table.add_row(col, _value(k, ev.metrics[k]))
     out.print(table)
     if reliability is not None:
-        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_reliability(ev, [name]), reliability)}",
+        out.print(f"wrote {surgeon.viz.plots.save_figure(surgeon.viz.plots.plot_reliability(ev, [name]), reliability)}",
                   highlight=False)
     write_json(json_out, {"model": name, "data": data, "split": "test", "mc_dropout": mc_dropout, "nll_mode": nll,
                            **ev.to_dict()})
@@ -116,7 +88,7 @@ def evaluate(
         sys.exit(130)
 
 
-def _lesion_table(res: surgeon.LesionResult) -> Table:
+def _lesion_table(res: surgeon.results.LesionResult) -> Table:
     """The intact model, then one row per removed block: Acc, NLL, ECE and their changes."""
     table = Table(title=f"{res.model}: lesion study over {res.intact.samples} images", title_justify="left")
     for col in ("block", "path", "kind", "depth", "Acc", "\u0394Acc", "NLL", "\u0394NLL", "ECE"):
@@ -183,7 +155,7 @@ def lesion_study(
         if res.interrupted:
             break
     if out_fig is not None:
-        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_lesions(results), out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.plots.save_figure(surgeon.viz.plots.plot_lesions(results), out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:

@@ -6,15 +6,14 @@ from rich.table import Table
 
 import surgeon
 
-from .common import (CsvOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PretrainedOpt,
-                     WeightsOpt, check_outputs, human, load, out, parse_input_size, plural, write_csv, write_json)
+from surgeon.cli.common import CsvOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PretrainedOpt, WeightsOpt, check_outputs, human, load, out, parse_input_size, plural, write_csv, write_json
 
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape[1:])) if shape else "-"
 
 
-def print_graph(g: surgeon.BlockGraph, name: str) -> dict:
+def print_graph(g: surgeon.blockgraph.BlockGraph, name: str) -> dict:
     """Print the block table, the stage table and a summary line; return the graph's data."""
     data = g.to_dict()
     table = Table(title=f"{name}: blocks", title_justify="left")

@@ -17,17 +17,17 @@ from rich.markup import escape
 from typer import TyperException
 from typer.core import TyperArgument, TyperOption
 
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from . import curvature
-from . import evaluate as evaluate_cmd
-from . import inspect as inspect_cmd
-from . import probe as probe_cmd
-from . import robustness as robustness_cmd
-from . import surgery
-from . import train as train_cmd
-from .common import err, out, reset_console, with_flags
-from .ranges import check_commands
+from surgeon.cli import curvature
+from surgeon.cli import evaluate as evaluate_cmd
+from surgeon.cli import inspect as inspect_cmd
+from surgeon.cli import probe as probe_cmd
+from surgeon.cli import robustness as robustness_cmd
+from surgeon.cli import surgery
+from surgeon.cli import train as train_cmd
+from surgeon.cli.common import err, out, reset_console, with_flags
+from surgeon.cli.ranges import check_commands
 
 
 def _flag_type(self: TyperOption, ctx) -> str | None:
@@ -68,12 +68,12 @@ app.command("robustness")(robustness_cmd.robustness)
 app.command("frequency-noise")(robustness_cmd.frequency_noise)
 app.command("train")(train_cmd.train)
 
-from . import search as search_cmd
+from surgeon.cli import search as search_cmd
 
 app.command("search")(search_cmd.search)
 app.command("report")(search_cmd.report)
 
-from . import toolbox
+from surgeon.cli import toolbox
 
 app.command("attack")(toolbox.attack)
 app.command("ensemble")(toolbox.ensemble)
@@ -83,7 +83,7 @@ app.command("trajectory")(toolbox.trajectory)
 app.command("stability")(toolbox.stability)
 check_commands(app)  # every option checked before its command runs (cli.ranges), however the app is invoked
 
-from . import compare as compare_cmd
+from surgeon.cli import compare as compare_cmd
 
 app.command("compare")(compare_cmd.compare)
 
@@ -98,7 +98,7 @@ def main() -> None:
     """Console entry point: run the app, turning `SurgeonError` and click's usage errors into one
     line and exit code 2; numeric options are range-checked first (`cli.ranges`)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: one process group; rank 0 prints and writes
-        from surgeon import distributed
+        from surgeon.parallel import distributed
 
         if distributed.init() and not distributed.is_main():
             out.quiet = err.quiet = True

@@ -9,16 +9,13 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from .common import (BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg,
-                     NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, check_blocks, check_outputs,
-                     input_size_used, label, load, out, parse_input_size, printed_warnings, tidy_rows, write_csv,
-                     write_json)
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, tidy_rows, write_csv, write_json
 
 _COLUMNS = {
     "fourier": (("\u0394logamp(last)", lambda v: f"{v['fourier'].high:+.3f}"),
-                ("at \u03c9", lambda v: surgeon.probes.format_omega(v["fourier"].high_omega))),
+                ("at \u03c9", lambda v: surgeon.analysis.probes.format_omega(v["fourier"].high_omega))),
     "variance": (("variance", lambda v: f"{v['variance']:.4g}"),),
     "norm": (("mean ‖x‖₂", lambda v: f"{v['norm']:.4g}"),),
     "stats": (("mean", lambda v: f"{v['stats'].mean:+.3g}"), ("std", lambda v: f"{v['stats'].std:.3g}"),
@@ -27,7 +24,7 @@ _COLUMNS = {
 }
 
 
-def _table(res: surgeon.ProbeResults, kind: str) -> Table:
+def _table(res: surgeon.results.ProbeResult, kind: str) -> Table:
     table = Table(title=f"{res.model}: {kind} over {res.samples} images", title_justify="left")
     for col in ("block", "kind", "depth", "grid", *(c for c, _ in _COLUMNS[kind])):
         table.add_column(col, justify="left" if col in ("block", "kind") else "right")
@@ -77,7 +74,7 @@ def probe(
         raise SurgeonError(f"--exact applies to the fourier probe only, not {kind}; drop --exact")
     if full and kind != "fourier":
         raise SurgeonError(f"--full applies to the fourier probe only, not {kind}; drop --full")
-    spec = surgeon.Fourier(full=full, exact=exact) if kind == "fourier" else kind
+    spec = surgeon.analysis.probes.Fourier(full=full, exact=exact) if kind == "fourier" else kind
     results = []
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
@@ -94,7 +91,7 @@ def probe(
         if res.interrupted:
             break
     if out_fig is not None:
-        path = surgeon.plots.save_figure(surgeon.plots.probe_figure(results, kind), out_fig)
+        path = surgeon.viz.plots.save_figure(surgeon.viz.plots.probe_figure(results, kind), out_fig)
         out.print(f"wrote {path}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))

@@ -1,6 +1,6 @@
 """Every option of every command is checked before the command does any work (before a model loads).
 
-- Numbers: the ranges are the library's (`surgeon.checks.ARGS`, by parameter name; ``"command.name"``
+- Numbers: the ranges are the library's (`surgeon.core.checks.ARGS`, by parameter name; ``"command.name"``
   where one command gives a name another meaning), so ``surgeon replace --heads 0`` and
   ``surgeon.replace(..., heads=0)`` are refused by the same rule; the CLI names the flag
   (``--heads=0 is out of range; give an integer in [1, 1024]``).
@@ -28,8 +28,8 @@ from typing import Any
 import typer
 
 import surgeon
-from surgeon import checks
-from surgeon.errors import SurgeonError
+from surgeon.core import checks
+from surgeon.core.errors import SurgeonError
 
 __all__ = ["CHOICES", "DATA", "LISTS", "checked", "check_commands", "choices_of", "flag_of", "parse_list", "range_of"]
 
@@ -46,25 +46,25 @@ LISTS: dict[str, tuple[type, str]] = {
 
 
 def _metrics() -> Sequence[str]:
-    return tuple(surgeon.metrics.Metrics(2).compute())
+    return tuple(surgeon.evaluation.metrics.Metrics(2).compute())
 
 
 #: Options with a fixed set of values: the library's set (read when a command runs: --help needs no
 #: torch), by "command.name" or by name for every command.
 CHOICES: dict[str, Callable[[], Sequence[str]]] = {
-    "attack.method": lambda: surgeon.adversarial.ATTACKS,
-    "probe.kind": lambda: surgeon.PROBES.names(),
-    "hessian.which": lambda: surgeon.curvature.WHICH,
-    "hessian.method": lambda: surgeon.curvature.SOLVERS,
-    "l2": lambda: surgeon.curvature.L2_TERMS,
-    "landscape.norm": lambda: surgeon.landscapes.NORMS,
-    "eval.nll": lambda: surgeon.metrics.NLL_MODES,
-    "robustness.preset": lambda: tuple(surgeon.corruptions.CONSTANTS),
+    "attack.method": lambda: surgeon.evaluation.adversarial.ATTACKS,
+    "probe.kind": lambda: surgeon.analysis.probes.PROBES.names(),
+    "hessian.which": lambda: surgeon.analysis.curvature.WHICH,
+    "hessian.method": lambda: surgeon.analysis.curvature.SOLVERS,
+    "l2": lambda: surgeon.analysis.curvature.L2_TERMS,
+    "landscape.norm": lambda: surgeon.analysis.landscapes.NORMS,
+    "eval.nll": lambda: surgeon.evaluation.metrics.NLL_MODES,
+    "robustness.preset": lambda: tuple(surgeon.data.corruptions.CONSTANTS),
     "robustness.metric": _metrics,
-    "backend": lambda: surgeon.executors.BACKENDS,
+    "backend": lambda: surgeon.parallel.executors.BACKENDS,
     "insert.block": lambda: surgeon.layers.registered(),
     "replace.with_": lambda: surgeon.layers.registered(),
-    "alternate.preset": lambda: surgeon.ALTERNETS.names(),
+    "alternate.preset": lambda: surgeon.surgery.alternet.ALTERNETS.names(),
 }
 
 #: Options that name data: checked to name something (a dataset, a file, a folder) before a model loads.
@@ -139,10 +139,10 @@ _ENGINE = ("workers", "address", "job_cpus", "job_gpus", "retries")
 
 
 def _check_engine(arguments: dict[str, Any]) -> None:
-    """With --backend local, the engine options checked together now (`surgeon.executor` refuses Ray
+    """With --backend local, the engine options checked together now (`surgeon.parallel.executors.executor` refuses Ray
     options, and --retries where the tasks run in this process), not after a model has loaded."""
     if arguments.get("backend") == "local":
-        surgeon.executor("local", **{k: arguments[k] for k in _ENGINE if k in arguments})
+        surgeon.parallel.executors.executor("local", **{k: arguments[k] for k in _ENGINE if k in arguments})
 
 
 def _check_models(command: str, arguments: dict[str, Any]) -> None:

@@ -10,55 +10,21 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from .common import (
-    AddressOpt,
-    BackendOpt,
-    CsvOpt,
-    JobCpusOpt,
-    JobGpusOpt,
-    RetriesOpt,
-    executor_from,
-    DeviceOpt,
-    ForceOpt,
-    ImgSizeOpt,
-    InputSizeOpt,
-    ModelArg,
-    ModelsArg,
-    NumClassesOpt,
-    PretrainedOpt,
-    SeedOpt,
-    WeightsListOpt,
-    WeightsOpt,
-    check_outputs,
-    input_size_used,
-    label,
-    load,
-    out,
-    parse_input_size,
-    printed_warnings,
-    tidy_rows,
-    write_csv,
-    write_json,
-)
-from .curvature import (
-    BatchSizeOpt,
-    DataOpt,
-    JsonOpt,
-    OutOpt,
-)
+from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, JobCpusOpt, JobGpusOpt, RetriesOpt, executor_from, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, tidy_rows, write_csv, write_json
+from surgeon.cli.curvature import BatchSizeOpt, DataOpt, JsonOpt, OutOpt
 
-#: the default band centres: surgeon.robustness.FREQUENCIES, written out so that help needs no torch (a test
+#: the default band centres: surgeon.evaluation.robustness.FREQUENCIES, written out so that help needs no torch (a test
 #: checks they agree)
 FREQUENCIES_TEXT = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches per cell (default: all the data)")]
 
 
-def _corruption_table(res: surgeon.CorruptionResult, metric: str) -> Table:
+def _corruption_table(res: surgeon.results.CorruptionResult, metric: str) -> Table:
     """Rows: corruptions, then the mean per severity; columns: severities, then the mean."""
-    metric_text = surgeon.plots.metric_text
-    unit = " (%)" if metric in surgeon.plots.PERCENT_METRICS else ""
+    metric_text = surgeon.viz.plots.metric_text
+    unit = " (%)" if metric in surgeon.viz.plots.PERCENT_METRICS else ""
     table = Table(title=f"{res.model}: {metric}{unit} under corruption, {res.source}; clean "
                         f"{metric_text(metric, res.clean[metric])} on {res.samples} images", title_justify="left")
     table.add_column("corruption")
@@ -109,7 +75,7 @@ def robustness(
     names, levels = corruptions, severities  # lists without repeats (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
-    surgeon.robustness.check_corruption_args(names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c)
+    surgeon.evaluation.robustness.check_corruption_args(names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c)
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, size, model)
     with printed_warnings():
@@ -120,8 +86,8 @@ def robustness(
     res.model = label(model)
     out.print(_corruption_table(res, metric))
     if out_fig is not None:
-        fig = surgeon.plots.plot_corruptions(res, metric).figure
-        out.print(f"wrote {surgeon.plots.save_figure(fig, out_fig)}", highlight=False)
+        fig = surgeon.viz.plots.plot_corruptions(res, metric).figure
+        out.print(f"wrote {surgeon.viz.plots.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, res.to_dict())
     write_csv(csv_out, res.tidy())
     if res.interrupted:
@@ -159,7 +125,7 @@ def frequency_noise(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    freqs = surgeon.robustness.check_frequency_args(frequencies, eps=eps, width=width)  # a list (cli.ranges.LISTS)
+    freqs = surgeon.evaluation.robustness.check_frequency_args(frequencies, eps=eps, width=width)  # a list (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     table = Table(title=f"accuracy change (percentage points) under frequency-band noise, eps {eps:g}",
@@ -182,8 +148,8 @@ def frequency_noise(
             break
     out.print(table)
     if out_fig is not None:
-        fig = surgeon.plots.plot_frequency_noise(results).figure
-        out.print(f"wrote {surgeon.plots.save_figure(fig, out_fig)}", highlight=False)
+        fig = surgeon.viz.plots.plot_frequency_noise(results).figure
+        out.print(f"wrote {surgeon.viz.plots.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:

@@ -11,8 +11,7 @@ from rich.table import Table
 
 import surgeon
 
-from .common import (AddressOpt, BackendOpt, CsvOpt, ForceOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, check_outputs,
-                     err, out, printed_warnings, write_csv, write_json)
+from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, ForceOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, check_outputs, err, out, printed_warnings, write_csv, write_json
 
 
 def _msa(record: dict[str, Any]) -> str:
@@ -23,7 +22,7 @@ def _value(record: dict[str, Any]) -> str:
     if record["failed"]:
         return "-"
     metric = record["metric"]
-    metric_text = surgeon.plots.metric_text
+    metric_text = surgeon.viz.plots.metric_text
     spread = f" \u00b1 {metric_text(metric, record['std'])}" if len(record["runs"]) > 1 else ""
     return metric_text(metric, record["mean"]) + spread
 
@@ -103,7 +102,7 @@ def report(
     Example: surgeon report runs/digits --out buildup.png
     """
     check_outputs(chart, json_out, csv_out, force=force)
-    result = surgeon.search_report(folder, chart=chart)
+    result = surgeon.search.search_report(folder, chart=chart)
     out.print(_table(result.records))
     out.print(f"chart: {result.chart}", highlight=False)
     write_json(json_out, result.records)

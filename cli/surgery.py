@@ -9,12 +9,10 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from .common import (CsvOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PretrainedOpt,
-                     SeedOpt, WeightsOpt, check_outputs, human, load, out, parse_input_size, plural, select_blocks,
-                     write_csv, write_json)
-from .inspect import _kind, print_graph
+from surgeon.cli.common import CsvOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsOpt, check_outputs, human, load, out, parse_input_size, plural, select_blocks, write_csv, write_json
+from surgeon.cli.inspect import _kind, print_graph
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output .safetensors file (weights + provenance record)")]
 BlocksReqOpt = Annotated[str, typer.Option("--blocks", "-b", help="block selection: 'c3.b1', 'c3.b1,c4.b-1', 'c*.b-1', "
@@ -32,7 +30,7 @@ def _params(module) -> int:
     return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 
-def _side(g: surgeon.BlockGraph, path: str, module) -> tuple[str, str, str, str]:
+def _side(g: surgeon.blockgraph.BlockGraph, path: str, module) -> tuple[str, str, str, str]:
     """(address, kind, params, FLOPs) of the module at `path` in one graph: a removed block shows as
     identity with 0 parameters and FLOPs; a module that shares its graph block with others (an inserted
     smoothing layer) by its class name, FLOPs only where the block is that module alone."""
@@ -47,7 +45,7 @@ def _side(g: surgeon.BlockGraph, path: str, module) -> tuple[str, str, str, str]
     return address, _kind(block.kind), human(_params(module)), human(block.flops)
 
 
-def changes(before: surgeon.BlockGraph, after: surgeon.BlockGraph) -> list[tuple[str, ...]]:
+def changes(before: surgeon.blockgraph.BlockGraph, after: surgeon.blockgraph.BlockGraph) -> list[tuple[str, ...]]:
     """One row per block module that a pass removed, replaced, inserted or re-weighted, matched by module
     path (not by address, which shifts, nor by graph row, which may merge an identity into its neighbour):
     (address, path, kind before, kind after, params, FLOPs)."""
@@ -78,7 +76,7 @@ def latency_table(results) -> Table:
     return table
 
 
-def _diff_and_save(before: surgeon.BlockGraph, model, name: str, out_path: Path, force: bool) -> None:
+def _diff_and_save(before: surgeon.blockgraph.BlockGraph, model, name: str, out_path: Path, force: bool) -> None:
     """Print what changed (blocks, params, FLOPs), then write the file atomically."""
     after = surgeon.graph(model, input_size=before.input_size)
     rows = changes(before, after)
@@ -124,23 +122,23 @@ def alternate(
     The paper's CIFAR-100 Alter-ResNet-50: surgeon alternate resnetv2_50 --preset paper --cifar-stem
     --num-classes 100 --input-size 3,32,32 --window 4 --out alter50_c100.safetensors
     """
-    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
+    surgeon.core.files.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     model_kwargs: dict = {}
     if preset is not None:
-        if preset not in surgeon.ALTERNETS:
-            raise SurgeonError(f"unknown preset {preset!r}; presets: {', '.join(surgeon.ALTERNETS)}")
+        if preset not in surgeon.surgery.alternet.ALTERNETS:
+            raise SurgeonError(f"unknown preset {preset!r}; presets: {', '.join(surgeon.surgery.alternet.ALTERNETS)}")
         if stages is not None:
             raise SurgeonError("give either --stages or --preset, not both")
-        base, model_kwargs, preset_stages = surgeon.ALTERNETS[preset]
+        base, model_kwargs, preset_stages = surgeon.surgery.alternet.ALTERNETS[preset]
         if model != base:
             raise SurgeonError(f"preset {preset} is built on {base}; run: surgeon alternate {base} --preset {preset}")
         stages = ",".join(f"{k}={v}" for k, v in preset_stages.items())
-    counts = surgeon.passes.parse_stages(stages)
+    counts = surgeon.surgery.alternet.parse_stages(stages)
     size = parse_input_size(input_size)  # refused before the model is built
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, **model_kwargs)
     g = surgeon.graph(m, input_size=size)
     if cifar_stem:
-        m = surgeon.cifar_stem(g)
+        m = surgeon.surgery.alternet.cifar_stem(g)
         g = surgeon.graph(m, input_size=g.input_size)
     edited = surgeon.alternate(g, counts, heads=heads, window=window, dim_head=dim_head, drop_path=drop_path)
     _diff_and_save(g, edited, model, out_path, force)
@@ -156,7 +154,7 @@ def _edit_each(model: str, out_path: Path, force: bool, input_size: str | None, 
     """Load MODEL (`load_args`: weights, pretrained, num_classes, img_size, seed), apply
     `edit(model, module_path, input_size)` to each selected block (addressed by module path, so earlier
     edits cannot shift later addresses), print the change and save."""
-    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
+    surgeon.core.files.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     seed, size = load_args.pop("seed"), parse_input_size(input_size)  # a bad size refused before any work
     m = load(model, load_args.pop("weights"), load_args.pop("pretrained"), load_args.pop("num_classes"),
              load_args.pop("img_size"), seed=seed)

@@ -12,39 +12,12 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
-from .common import (
-    BlocksOpt,
-    CsvOpt,
-    DeviceOpt,
-    ForceOpt,
-    ImgSizeOpt,
-    InputSizeOpt,
-    JsonOpt,
-    ModelsArg,
-    NumClassesOpt,
-    PretrainedOpt,
-    SeedOpt,
-    WeightsListOpt,
-    WeightsOpt,
-    check_outputs,
-    input_size_used,
-    label,
-    load,
-    out,
-    parse_input_size,
-    printed_warnings,
-    resolve_device,
-    seed_everything,
-    select_blocks,
-    tidy_rows,
-    write_csv,
-    write_json,
-)
-from .curvature import BatchSizeOpt, DataOpt, OutOpt
-from .robustness import BatchesOpt
-from .surgery import _diff_and_save, latency_table
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, resolve_device, seed_everything, select_blocks, tidy_rows, write_csv, write_json
+from surgeon.cli.curvature import BatchSizeOpt, DataOpt, OutOpt
+from surgeon.cli.robustness import BatchesOpt
+from surgeon.cli.surgery import _diff_and_save, latency_table
 
 McDropoutOpt = Annotated[int, typer.Option("--mc-dropout", help="average the softmax over N stochastic passes (0: off)")]
 
@@ -98,7 +71,7 @@ def attack(
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
         used = input_size_used(m, size, name)
-        surgeon.metrics.check_mc_dropout(m, mc_dropout)
+        surgeon.evaluation.metrics.check_mc_dropout(m, mc_dropout)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
             res = surgeon.adversarial_robustness(m, loader, method, budgets, alpha=alpha, steps=steps,
@@ -120,7 +93,7 @@ def attack(
         table.add_row(r.model, f"{100 * r.clean['acc']:.1f}", *(f"{100 * a:.1f}" for a in r.accuracy))
     out.print(table)
     if out_fig is not None:
-        out.print(f"wrote {surgeon.plots.save_figure(surgeon.plots.plot_attack(results).figure, out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.plots.save_figure(surgeon.viz.plots.plot_attack(results).figure, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:
@@ -145,7 +118,7 @@ def ensemble(
 
     Example: surgeon ensemble a.safetensors b.safetensors --out ens.safetensors
     """
-    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
+    surgeon.core.files.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     size = parse_input_size(input_size)
     _check_weights(models, weights)
     seed_everything(seed)
@@ -211,7 +184,7 @@ def localize(
 
     Example: surgeon localize vit_tiny_patch16_224 --kernel 3 --out local.safetensors
     """
-    surgeon.io.check_output(out_path, overwrite=force)  # refuse a bad path before any work
+    surgeon.core.files.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     size = parse_input_size(input_size)
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed)
     g = surgeon.graph(m, input_size=size)
@@ -231,8 +204,8 @@ def trajectory(
 
     Example: surgeon trajectory r18.run vit.run --out traj.png
     """
-    from surgeon.plots import plot_trajectories, save_figure
-    from surgeon.trajectory import EXCLUDED, run_folder
+    from surgeon.viz.plots import plot_trajectories, save_figure
+    from surgeon.analysis.trajectory import EXCLUDED, run_folder
 
     check_outputs(out_fig, json_out, csv_out, force=force)
     folders: dict = {}
@@ -290,7 +263,7 @@ def stability(
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
     _check_weights(models, weights)
-    surgeon.stability.check_perturbations(names, cifar_p)
+    surgeon.evaluation.stability.check_perturbations(names, cifar_p)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
         used = input_size_used(m, size, name)
@@ -315,7 +288,7 @@ def stability(
                       f"{100 * r.mean_flip_probability:.1f}")
     out.print(table)
     if out_fig is not None:
-        from surgeon.plots import plot_stability, save_figure
+        from surgeon.viz.plots import plot_stability, save_figure
 
         out.print(f"wrote {save_figure(plot_stability(results).figure, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])

@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 import surgeon
-from surgeon.plots import plot_blocks
+from surgeon.viz.plots import plot_blocks
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -20,7 +20,7 @@ def main() -> None:
     DOCS.mkdir(exist_ok=True)
     base = surgeon.load_model("resnet50")
     alt = surgeon.alternate(base, "c2,c3")
-    spec, kwargs, stages = surgeon.ALTERNETS["paper"]
+    spec, kwargs, stages = surgeon.surgery.alternet.ALTERNETS["paper"]
     paper = surgeon.alternate(surgeon.load_model(spec, **kwargs), stages)
     rows = [("resnet50", base), ("resnet50 + alternate --stages c2,c3", alt),
             ("Alter-ResNet-50 (--preset paper: pre-act, blocks 3,4,6,4, MSAs 0,1,1,2)", paper)]

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 import surgeon
-from surgeon.training import run_dir_for
+from surgeon.training.loop import run_dir_for
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 SIZE = (3, 32, 32)

@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 from digits_models import CACHE, MODELS, SIZE, trained
 
 import surgeon
-from surgeon.plots import plot_attack, plot_stability, plot_trajectories, save_figure
-from surgeon.training import run_dir_for
+from surgeon.viz.plots import plot_attack, plot_stability, plot_trajectories, save_figure
+from surgeon.training.loop import run_dir_for
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EPS = [0.002, 0.005, 0.01, 0.02, 0.05]

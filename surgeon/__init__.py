@@ -13,57 +13,71 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
 from typing import Any
 
-from .version import __version__
+from surgeon import _compat
+from surgeon.core.version import __version__
 
+#: The public surface (``__all__``). Naming rule (docs/architecture.md, "Names"): a function that
+#: changes, makes or moves something is a verb (`load_model`, `alternate`, `save`, `train`, `compare`);
+#: a function that measures something is named for the quantity it returns, as `torch.linalg` does
+#: (`hessian_eigs`, `landscape`, `latency`, `graph`); `list_*` lists a registry; result types are
+#: nouns ending in ``Result`` and live in `surgeon.results`.
 _EXPORTS: dict[str, str] = {
-    "SurgeonError": "errors",
-    "KINDS": "graph", "Block": "graph", "BlockGraph": "graph", "feature_info_mismatch": "graph", "graph": "graph",
-    "load": "models", "load_weights": "io", "read_cfg": "io", "read_state_dict": "io",
-    "save": "io", "SurgeonCfg": "provenance", "Registry": "registry",
-    "default_input_size": "models", "input_size_of": "models", "resolve_input_size": "models", "load_model": "models",
-    "PRESETS": "passes", "ALTERNETS": "passes", "alternate": "passes", "cifar_stem": "passes", "insert": "passes", "remove": "passes",
-    "replace": "passes",
-    "hessian_density": "curvature", "hessian_eigs": "curvature", "hessian_spectrum": "curvature",
-    "hessian_trace": "curvature",
-    "landscape": "landscapes",
-    "executor": "executors",
-    "Evaluation": "evaluation", "evaluate": "evaluation",
-    "LesionResult": "lesions", "LesionRow": "lesions", "lesion_study": "lesions",
-    "RECIPES": "training", "Recipe": "training", "TrainResult": "training", "train": "training",
-    "training_recipe": "training",
-    "PROBES": "probes", "Fourier": "probes", "ProbeResults": "probes", "ProbeSession": "probes", "Stats": "probes",
-    "Variance": "probes", "probe": "probes",
-    "CorruptionResult": "robustness", "FrequencyNoiseResult": "robustness",
-    "corruption_robustness": "robustness", "frequency_noise_robustness": "robustness",
-    "Candidate": "search", "SearchResult": "search", "run_search": "search", "search_spec": "search",
-    "search_report": "search",
-    "AdversarialResult": "adversarial", "adversarial_robustness": "adversarial",
-    "Ensemble": "ensemble", "ensemble": "ensemble",
-    "LatencyResult": "latency", "latency": "latency",
-    "localize": "locality",
-    "TrajectoryResult": "trajectory", "trajectory": "trajectory",
-    "StabilityResult": "stability", "perturbation_stability": "stability",
-    "to_pandas": "tables",
-    "logits_of": "outputs", "LogitsOf": "outputs",
-    "Comparison": "compare", "compare": "compare", "read_comparison": "compare",
+    "SurgeonError": "core.errors",
+    # models: by name or file, saved with their provenance record
+    "load_model": "surgery.loading", "load": "surgery.loading", "save": "model.weights", "read_cfg": "model.weights",
+    "list_models": "surgery.loading",
+    # the block graph
+    "graph": "blockgraph",
+    # surgery
+    "alternate": "surgery.alternet", "replace": "surgery.passes", "remove": "surgery.passes", "insert": "surgery.passes",
+    "localize": "surgery.locality", "ensemble": "surgery.ensemble", "register_pass": "surgery.passes:register",
+    "list_passes": "surgery.passes",
+    # evaluation
+    "evaluate": "evaluation.evaluate", "corruption_robustness": "evaluation.robustness",
+    "frequency_noise_robustness": "evaluation.robustness", "adversarial_robustness": "evaluation.adversarial",
+    "perturbation_stability": "evaluation.stability", "latency": "evaluation.latency",
+    # analysis
+    "probe": "analysis.probes", "list_probes": "analysis.probes",
+    "hessian_eigs": "analysis.curvature", "hessian_spectrum": "analysis.curvature",
+    "hessian_trace": "analysis.curvature", "hessian_density": "analysis.curvature",
+    "landscape": "analysis.landscapes", "lesion_study": "analysis.lesions", "trajectory": "analysis.trajectory",
+    # training, searches, comparisons
+    "train": "training.loop", "run_search": "search", "compare": "comparison.compare",
+    "read_comparison": "comparison.compare",
+    "logits_of": "model.outputs",
 }
 
-#: renamed names (not in ``__all__``): the submodule's own ``__getattr__`` warns and points to the new one
-_DEPRECATED: dict[str, str] = {"read_recipe": "io", "search_recipe": "search", "SearchRecipe": "search"}
+#: Names that left the top level: still importable for one release, with a DeprecationWarning
+#: naming their new home (`surgeon._compat` owns every old name and module path).
+_MOVED: dict[str, str] = {
+    "KINDS": "blockgraph", "Block": "blockgraph", "BlockGraph": "blockgraph", "feature_info_mismatch": "blockgraph",
+    "load_weights": "model.weights", "read_state_dict": "model.weights", "SurgeonCfg": "model.provenance",
+    "Registry": "core.registry", "default_input_size": "model.sizes", "input_size_of": "model.sizes",
+    "resolve_input_size": "model.sizes", "PRESETS": "surgery.alternet:ALTERNETS", "ALTERNETS": "surgery.alternet",
+    "cifar_stem": "surgery.alternet", "executor": "parallel.executors", "Evaluation": "results:EvaluationResult",
+    "LesionResult": "results", "LesionRow": "analysis.lesions", "RECIPES": "training.loop", "Recipe": "training.loop",
+    "TrainResult": "results", "training_recipe": "training.loop", "PROBES": "analysis.probes",
+    "Fourier": "analysis.probes", "ProbeResult": "results:ProbeResult", "ProbeSession": "analysis.probes",
+    "Stats": "analysis.probes", "Variance": "analysis.probes", "CorruptionResult": "results",
+    "FrequencyNoiseResult": "results", "Candidate": "search", "SearchResult": "results", "search_spec": "search",
+    "search_report": "search", "AdversarialResult": "results", "Ensemble": "surgery.ensemble",
+    "LatencyResult": "results", "TrajectoryResult": "results", "StabilityResult": "results",
+    "to_pandas": "core.tables", "LogitsOf": "model.outputs", "Comparison": "results:ComparisonResult",
+    "read_recipe": "model.weights:_read_recipe", "search_recipe": "search:search_spec", "SearchRecipe": "search:SearchSpec",
+}
 
-#: submodules listed in ``__all__`` (every submodule also loads on attribute access)
-_SUBMODULES = ("data", "layers", "passes")
+#: subpackages and namespaces listed in ``__all__`` (every subpackage also loads on attribute access)
+_SUBMODULES = ("results", "data", "layers")
 
 __all__ = [*_EXPORTS, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
     """Import the submodule that defines `name` on first use, and keep the value."""
-    if name in _DEPRECATED:  # not kept: every use warns
-        return getattr(importlib.import_module(f".{_DEPRECATED[name]}", __name__), name)
+    if name in _MOVED:  # not kept: every use warns
+        return _compat.moved(f"{__name__}.{name}", _MOVED[name])
     if name in _EXPORTS:
         module, _, attr = _EXPORTS[name].partition(":")
         value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
@@ -84,14 +98,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-class _Package(types.ModuleType):
-    """The package's module type: loading a submodule binds it on the package, which must not hide
-    an exported name it shares (``surgeon.graph`` is the function, not the package ``surgeon/graph/``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _EXPORTS:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+_compat.install()

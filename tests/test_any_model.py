@@ -1,4 +1,4 @@
-"""Models that are not timm / torchvision: outputs that are not tensors (one rule, `surgeon.outputs`)."""
+"""Models that are not timm / torchvision: outputs that are not tensors (one rule, `surgeon.model.outputs`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
 
 @dataclass
@@ -85,5 +85,5 @@ def test_logits_that_cannot_be_found_fail_in_one_line(data):
     model = Wrapped(_net(), lambda t: {"scores": t})
     with pytest.raises(SurgeonError, match="LogitsOf"):
         surgeon.evaluate(model, data)
-    fixed = surgeon.LogitsOf(model, lambda o: o["scores"])
+    fixed = surgeon.model.outputs.LogitsOf(model, lambda o: o["scores"])
     assert surgeon.evaluate(fixed, data).to_dict() == surgeon.evaluate(model.net, data).to_dict()

@@ -1,6 +1,6 @@
-"""The architecture of surgeon: the import graph of its own modules has no cycle, counting the
-imports inside functions too (a function-level import hides a cycle, it does not remove it), and
-the library never picks a matplotlib backend (only the CLI does)."""
+"""The architecture of surgeon: the layers contract (import-linter, pyproject.toml) holds, no import
+by string hides an edge from it, and the library never picks a matplotlib backend (only the CLI
+does)."""
 
 from __future__ import annotations
 
@@ -23,90 +23,58 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _resolve(module: str, is_package: bool, level: int, target: str | None) -> str:
-    """The absolute name of ``from <level dots><target> import ...`` inside `module`."""
-    if level == 0:
-        return target or ""
-    base = module.split(".") if is_package else module.split(".")[:-1]
-    base = base[: len(base) - (level - 1)]
-    return ".".join(base + ([target] if target else []))
+def lint_imports(config: Path) -> int:
+    """import-linter's verdict on the contracts in `config` (0: all kept)."""
+    from importlinter.cli import lint_imports as run
+
+    return run(config_filename=str(config), no_cache=True)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> the surgeon modules it imports (module level and inside functions): for ``from X
-    import name`` the submodule X.name when it is one, else X; the parent packages of an imported
-    module too (importing a.b runs a/__init__ first), except the root package ``surgeon``, whose
-    names load lazily (PEP 562) and which imports nothing of its own at import time."""
-    mods = _modules()
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    for name, path in mods.items():
-        is_pkg = path.name == "__init__.py"
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = _resolve(name, is_pkg, node.level, node.module)
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
-            for t in targets:
-                while t and t not in mods:  # ``import surgeon.io as x`` / ``from surgeon.io import f``
-                    t = t.rpartition(".")[0]
-                implied = False  # a parent package the import runs first, rather than the target
-                while t and t != "surgeon":
-                    # a package that holds `name` is initialised before `name` runs, so reaching a
-                    # sibling through it is no cycle (importing names from the package itself is)
-                    if t != name and not (implied and name.startswith(t + ".")):
-                        graph[name].add(t)
-                    t, implied = t.rpartition(".")[0], True
-    return graph
+def test_the_layers_contract_is_kept():
+    """pyproject.toml's layers contract (docs/architecture.md, "Layers"): each subpackage imports
+    only the ones below it, at module level and inside functions (import-linter sees both)."""
+    assert lint_imports(ROOT / "pyproject.toml") == 0
 
 
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle as [a, b, ..., a], or None (depth-first search with colours)."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(m: str) -> list[str] | None:
-        state[m] = 1
-        stack.append(m)
-        for n in sorted(graph.get(m, ())):
-            if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
-            if n not in state and (found := visit(n)):
-                return found
-        stack.pop()
-        state[m] = 2
-        return None
-
-    for m in sorted(graph):
-        if m not in state and (found := visit(m)):
-            return found
-    return None
+def test_the_contract_fails_when_a_layer_imports_upwards(tmp_path):
+    """A check that can fail: the same contract with two layers swapped is broken."""
+    text = (ROOT / "pyproject.toml").read_text()
+    swapped = text.replace('    "model",\n    "parallel",\n    "core",', '    "core",\n    "parallel",\n    "model",')
+    assert swapped != text
+    (tmp_path / "pyproject.toml").write_text(swapped)
+    assert lint_imports(tmp_path / "pyproject.toml") != 0
 
 
-def test_no_import_cycle():
-    cycle = find_cycle(import_graph())
-    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+def string_imports() -> list[str]:
+    """``module: call`` for every import by string (``importlib.import_module``, ``__import__``) in
+    surgeon: import-linter cannot see them, so only the root's lazy names and `surgeon._compat`
+    (old names, which import the new modules they point to) may use them."""
+    out = []
+    for name, path in _modules().items():
+        if name in ("surgeon", "surgeon._compat"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = ast.unparse(node.func)
+                if func.endswith("import_module") or func == "__import__":
+                    out.append(f"{name}: {func}")
+    return out
 
 
-def test_the_cycle_finder_finds_a_hidden_cycle():
-    """The check can fail: a cycle through a function-level import is found."""
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set()}) is None
-    src = "def f():\n    from .io import load\n"
-    tree = ast.parse(src)
-    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert imports and _resolve("surgeon.models", False, imports[0].level, imports[0].module) == "surgeon.io"
+def test_no_import_by_string_dodges_the_contract():
+    assert string_imports() == []
 
 
-def test_graph_sees_function_level_imports():
-    g = import_graph()
-    assert "surgeon.graph" in g["surgeon.passes"]  # module level
-    assert "surgeon.provenance" in g["surgeon.io"]
-    assert g["surgeon.modelinfo"] <= {"surgeon.provenance", "surgeon.errors", "surgeon.version"}  # a leaf
-    # a sibling inside a package, reached without its (already running) package __init__
-    assert "surgeon.graph.block" in g["surgeon.graph.select"] and "surgeon.graph" not in g["surgeon.graph.select"]
-    assert "surgeon.graph" in g["surgeon.probes"]  # from outside, the package runs first
+def test_every_lazy_name_of_the_root_exists():
+    """The root's lazy names (`_EXPORTS`, `_MOVED`) point at modules and attributes that exist."""
+    import importlib
+
+    import surgeon
+
+    for table in (surgeon._EXPORTS, surgeon._MOVED):
+        for name, target in table.items():
+            module, _, attr = target.partition(":")
+            assert hasattr(importlib.import_module(f"surgeon.{module}"), attr or name), (name, target)
 
 
 def test_matplotlib_backend_chosen_only_by_the_cli():

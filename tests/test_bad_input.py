@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from surgeon import checks
+from surgeon.core import checks
 from surgeon.cli.main import command, main
 from surgeon.cli.ranges import range_of
 
@@ -99,7 +99,7 @@ def test_every_required_parameter_has_a_value():
 
 def test_every_numeric_option_has_a_range():
     missing = [f"{command} {flag}" for command, name, flag in NUMERIC if range_of(command, name) is None]
-    assert not missing, f"give these options a range in surgeon.checks.ARGS: {missing}"
+    assert not missing, f"give these options a range in surgeon.core.checks.ARGS: {missing}"
 
 
 @pytest.mark.parametrize("command, name, flag", NUMERIC, ids=[f"{c}{f}" for c, _, f in NUMERIC])
@@ -267,7 +267,7 @@ def test_every_count_has_an_upper_bound():
     maximum of its own, except the counts the data bounds (a loop stops at the end of the data)."""
     bounded_by_data = {"batches"}
     loose = [n for n, r in checks.ARGS.items() if r.kind is int and r.max is None and n not in bounded_by_data]
-    assert not loose, f"give these counts an upper bound (with its reason) in surgeon.checks.ARGS: {loose}"
+    assert not loose, f"give these counts an upper bound (with its reason) in surgeon.core.checks.ARGS: {loose}"
 
 
 @pytest.mark.parametrize("args, said", [
@@ -324,12 +324,12 @@ def _api_refusals():
         ("one-member ensemble", lambda: surgeon.ensemble([plain()]), "two or more members"),
         ("eps twice", lambda: surgeon.adversarial_robustness(plain(), [(x, y)], "fgsm", [0.01, 0.01]),
          "eps=0.01,0.01 gives 0.01 twice"),
-        ("corruption twice", lambda: surgeon.robustness.check_corruption_args(["fog", "fog"]), "gives fog twice"),
-        ("severity twice", lambda: surgeon.robustness.check_corruption_args(["fog"], [1, 1]), "gives 1 twice"),
-        ("band twice", lambda: surgeon.robustness.check_frequency_args([0.1, 0.1]), "gives 0.1 twice"),
-        ("perturbation twice", lambda: surgeon.stability.check_perturbations(["translate", "translate"]),
+        ("corruption twice", lambda: surgeon.evaluation.robustness.check_corruption_args(["fog", "fog"]), "gives fog twice"),
+        ("severity twice", lambda: surgeon.evaluation.robustness.check_corruption_args(["fog"], [1, 1]), "gives 1 twice"),
+        ("band twice", lambda: surgeon.evaluation.robustness.check_frequency_args([0.1, 0.1]), "gives 0.1 twice"),
+        ("perturbation twice", lambda: surgeon.evaluation.stability.check_perturbations(["translate", "translate"]),
          "gives translate twice"),
-        ("retries in process", lambda: surgeon.executor("local", retries=1), "no worker to die"),
+        ("retries in process", lambda: surgeon.parallel.executors.executor("local", retries=1), "no worker to die"),
         ("epochs 0", lambda: surgeon.train("test_resnet", "digits", recipe="digits", epochs=0), "epochs=0 is out of range"),
         ("PGD steps unbounded", lambda: surgeon.adversarial_robustness(plain(), [(x, y)], "pgd", [0.01], steps=10**6),
          "steps=1000000 is out of range"),
@@ -383,7 +383,7 @@ def test_localize_says_why_a_block_is_not_a_token_sequence():
     """Swin's attention runs on NHWC windows: the reason is its layout, not the kind it asks for (msa)."""
     from types import SimpleNamespace
 
-    from surgeon.locality import _not_local
+    from surgeon.surgery.locality import _not_local
 
     swin = SimpleNamespace(kind="msa", layout="NHWC", in_shape=(1, 7, 7, 96), grid=(7, 7))
     assert "NHWC feature maps" in _not_local(swin) and "msa" not in _not_local(swin)

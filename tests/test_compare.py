@@ -18,12 +18,12 @@ import pytest
 import torch
 
 import surgeon
-from surgeon import claims as C
-from surgeon.errors import SurgeonError
+from surgeon.comparison import claims as C
+from surgeon.core.errors import SurgeonError
 
 from conftest import invoke
 
-cmpmod = importlib.import_module("surgeon.compare")  # the module (surgeon.compare is the function)
+cmpmod = importlib.import_module("surgeon.comparison.compare")  # the module (surgeon.compare is the function)
 
 SIZE = (3, 32, 32)
 TINY = cmpmod.Settings(batch_size=16, probe_batches=1, hessian_k=1, hessian_batches=1, hessian_tol=1e-2,
@@ -66,7 +66,7 @@ def _probe(model, values, key):
 
 
 def _comparison(models, results, measures=cmpmod.MEASURES):
-    return cmpmod.Comparison({"measures": list(measures), "data": "x", "seed": 0}, models, results)
+    return cmpmod.ComparisonResult({"measures": list(measures), "data": "x", "seed": 0}, models, results)
 
 
 def _series(model, first, step_by_kind, reset=1.0):
@@ -207,7 +207,7 @@ def test_block_changes_skip_downsampling_and_other_grids():
 
 
 def test_aligned_positions_line_stages_up():
-    from surgeon.report import aligned_positions
+    from surgeon.viz.report import aligned_positions
 
     pos, spans = aligned_positions([_cnn(), _vit()])
     assert pos[0]["c2.b0"] == pos[1]["head"] - 3 + 0  # c2 starts right after the widest c1 (the ViT's 4 blocks)

@@ -22,10 +22,11 @@ from conftest import invoke
 from rich.table import Table
 
 import surgeon
-from surgeon import jsonio, tables
+from surgeon.core import jsonio
+from surgeon.core import tables
 from surgeon.cli import common
 from surgeon.cli.main import app
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,44 +144,44 @@ def _block_graph():
 
 def _examples() -> dict[type, object]:
     """A small instance of every result type (built directly: the rows are what is tested)."""
-    from surgeon.curvature import DensityResult, SpectrumResult, TraceResult
-    from surgeon.landscapes import LandscapeResult
-    from surgeon.lesions import LesionRow
-    from surgeon.probes import ActivationStats, FourierResult
+    from surgeon.analysis.curvature import DensityResult, SpectrumResult, TraceResult
+    from surgeon.analysis.landscapes import LandscapeResult
+    from surgeon.analysis.lesions import LesionRow
+    from surgeon.analysis.probes import ActivationStats, FourierResult
 
     g = _block_graph()
     metrics = {"acc": 0.5, "nll": 1.25, "ece": float("nan")}
-    ev = surgeon.Evaluation(metrics, {}, 16, 1)
+    ev = surgeon.results.EvaluationResult(metrics, {}, 16, 1)
     b = g.blocks[1]
-    lesion = surgeon.LesionResult("m", g, ev, [LesionRow(b.address, b.path, b.kind, b.stage, b.depth,
+    lesion = surgeon.results.LesionResult("m", g, ev, [LesionRow(b.address, b.path, b.kind, b.stage, b.depth,
                                                          {"acc": 0.25, "nll": 2.0, "ece": 0.1},
                                                          {"acc": -0.25, "nll": 0.75, "ece": float("nan")})], {})
     fourier = FourierResult(np.array([0.0, 1.0]), np.array([1.0, 0.5]), np.array([0.0, -0.5]))
     stats = ActivationStats(0.1, 1.0, 3.0, 0.0, 0, 100)
-    probe = surgeon.ProbeResults("m", g, [b], {b.address: {"fourier": fourier, "stats": stats, "variance": 2.0}}, 1, 8)
+    probe = surgeon.results.ProbeResult("m", g, [b], {b.address: {"fourier": fourier, "stats": stats, "variance": 2.0}}, 1, 8)
     spectrum = SpectrumResult("m", np.array([[3.0, 1.0]]), np.array([[1e-5, 2e-5]]), np.array([0.7]), "LM", 10)
     land = LandscapeResult("m", np.array([-1.0, 0.0, 1.0]), np.array([[1.0, 2.0, np.nan]] * 3),
                            np.full((3, 3), 0.1), {}, 0.5, 0.25)
-    corr = surgeon.CorruptionResult("m", "generated", ["fog"], [1, 2], {"acc": 0.9},
+    corr = surgeon.results.CorruptionResult("m", "generated", ["fog"], [1, 2], {"acc": 0.9},
                                     {"fog": {1: {"acc": 0.8}, 2: {"acc": 0.6}}}, 16)
-    freq = surgeon.FrequencyNoiseResult("m", [0.1, 0.9], [0.7, float("nan")], 0.8, 0.1, 0.2, 16)
-    search = surgeon.SearchResult(Path("runs/x"), [{"step": 0, "id": "base", "msa": {}, "metric": "val_acc",
+    freq = surgeon.results.FrequencyNoiseResult("m", [0.1, 0.9], [0.7, float("nan")], 0.8, 0.1, 0.2, 16)
+    search = surgeon.results.SearchResult(Path("runs/x"), [{"step": 0, "id": "base", "msa": {}, "metric": "val_acc",
                                                     "accepted": True, "runs": [{"seed": 0, "metrics": {"val_acc": 0.5}},
                                                                                {"seed": 1, "failed": "diverged"}]}])
-    from surgeon.latency import LatencyResult, LatencyRow
+    from surgeon.evaluation.latency import LatencyResult, LatencyRow
 
     latency = LatencyResult("m", "cpu", (3, 16, 16), 0, 2, 1, [LatencyRow(1, 2.5, 0.1, 400.0, None)])
-    adversarial = surgeon.AdversarialResult("m", "fgsm", [0.01], None, None, False, 1, {"acc": 0.9}, [{"acc": 0.5}], 8)
-    from surgeon.stability import StabilityResult
-    from surgeon.trajectory import TrajectoryResult
+    adversarial = surgeon.results.AdversarialResult("m", "fgsm", [0.01], None, None, False, 1, {"acc": 0.9}, [{"acc": 0.5}], 8)
+    from surgeon.evaluation.stability import StabilityResult
+    from surgeon.analysis.trajectory import TrajectoryResult
 
     stability = StabilityResult("m", "made on the fly (seed 0)", ["translate"], {"translate": 6},
                                 {"translate": {"consistency": 0.9, "cec": 0.05, "flip_probability": 0.1}}, 8)
     trajectory = TrajectoryResult("r", [0, 1, 2], [0.0, 1.5, 2.5], [0.0, 10.0, 0.0], 100, 4, [])
-    train = surgeon.TrainResult(None, surgeon.Recipe(), [{"epoch": 1, "lr": 1e-3, "train_loss": 0.5,
+    train = surgeon.results.TrainResult(None, surgeon.training.loop.Recipe(), [{"epoch": 1, "lr": 1e-3, "train_loss": 0.5,
                                                           "val_acc": float("nan")}])
-    comparison = surgeon.Comparison({"measures": ["lesions"]}, [{"label": "m", "spec": "test_resnet", "blocks": []}])
-    from surgeon.claims import ClaimResult
+    comparison = surgeon.results.ComparisonResult({"measures": ["lesions"]}, [{"label": "m", "spec": "test_resnet", "blocks": []}])
+    from surgeon.comparison.claims import ClaimResult
 
     claim = ClaimResult("flat", "MSAs flatten the loss landscape", "Fig. 4", "rule", "max |eigenvalue|", {"m": 1.5},
                         "holds")
@@ -211,8 +212,8 @@ def test_every_result_type_has_tidy_rows_csv_and_to_pandas(tmp_path):
         assert len(back) == len(rows)
         np.testing.assert_allclose(pandas.to_numeric(back["value"]).to_numpy(dtype=float),
                                    pandas.to_numeric(df["value"]).to_numpy(dtype=float), rtol=1e-15)
-    lesion = examples[surgeon.LesionResult].to_pandas()
-    assert set(lesion["block"].dropna()) == {examples[surgeon.LesionResult].rows[0].address}
+    lesion = examples[surgeon.results.LesionResult].to_pandas()
+    assert set(lesion["block"].dropna()) == {examples[surgeon.results.LesionResult].rows[0].address}
     assert lesion.loc[(lesion["block"].notna()) & (lesion["quantity"] == "acc"), "delta"].item() == -0.25
 
 
@@ -225,7 +226,7 @@ def _subclasses(cls):
 def test_to_pandas_without_pandas_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(SurgeonError, match=re.escape("pip install 'surgeon[tables]'")):
-        surgeon.Evaluation({"acc": 1.0}, {}, 1, 1).to_pandas()
+        surgeon.results.EvaluationResult({"acc": 1.0}, {}, 1, 1).to_pandas()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_json_writer_maps_nan_to_null_and_numpy_torch_to_python():
 
 
 def test_training_log_writes_null_not_nan(tmp_path):
-    from surgeon import training
+    from surgeon.training import loop as training
 
     training._write_logs(tmp_path, [{"epoch": 1, "train_loss": 0.5, "val_acc": float("nan")}])
     line = (tmp_path / "log.jsonl").read_text().strip()
@@ -257,7 +258,7 @@ def test_json_is_written_by_one_function_only():
         for i, line in enumerate(path.read_text().splitlines(), 1):
             if (re.search(r"\bjson\.dumps?\(", line) and "allow_nan=False" not in line) or "print_json(" in line:
                 found.append(f"{path.relative_to(ROOT)}:{i}")
-    assert not found, f"JSON written outside surgeon.jsonio: {found}"
+    assert not found, f"JSON written outside surgeon.core.jsonio: {found}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def test_shared_options_have_one_meaning_everywhere():
         assert "--seed" in _flags(commands()[name]), name
     for name in computes:
         assert "--device" in _flags(commands()[name]), name
-    assert surgeon.landscapes.landscape.__kwdefaults__["l2"] == common.L2_DEFAULT
+    assert surgeon.analysis.landscapes.landscape.__kwdefaults__["l2"] == common.L2_DEFAULT
 
 
 def test_seed_also_seeds_the_random_initialisation():
@@ -335,8 +336,8 @@ def test_cli_says_the_options_of_the_command():
 def test_cli_constants_agree_with_the_library():
     from surgeon.cli import robustness, train
 
-    assert robustness.FREQUENCIES_TEXT == ",".join(map(str, surgeon.robustness.FREQUENCIES))
-    assert set(train.RECIPE_NAMES) == set(surgeon.RECIPES)
+    assert robustness.FREQUENCIES_TEXT == ",".join(map(str, surgeon.evaluation.robustness.FREQUENCIES))
+    assert set(train.RECIPE_NAMES) == set(surgeon.training.loop.RECIPES)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,7 +404,7 @@ def test_help_starts_without_torch():
 
 def test_lazy_package_exports_everything_in_all():
     r = subprocess.run([sys.executable, "-c", "import surgeon, sys; print('torch' in sys.modules); "
-                        "[getattr(surgeon, n) for n in surgeon.__all__]; import surgeon.passes; "
+                        "[getattr(surgeon, n) for n in surgeon.__all__]; import surgeon.surgery.passes; "
                         "print(callable(surgeon.graph))"], capture_output=True, text=True)
     assert r.stdout.split() == ["False", "True"], r.stderr
 
@@ -419,7 +420,7 @@ def test_help_shows_no_bool_type_and_upper_case_arguments():
 
 
 def test_counts_are_pluralised():
-    from surgeon.text import plural
+    from surgeon.core.text import plural
 
     assert (plural(1, "stage"), plural(2, "stage"), plural(1, "MSA"), plural(3, "MSA"), plural(1, "batch"),
             plural(2, "batch")) == ("1 stage", "2 stages", "1 MSA", "3 MSAs", "1 batch", "2 batches")
@@ -431,13 +432,13 @@ def test_counts_are_pluralised():
 def test_downsampling_swatch_is_visible():
     from matplotlib.colors import to_rgba
 
-    fig, ax = surgeon.plots.plt.subplots()
+    fig, ax = surgeon.viz.plots.plt.subplots()
     blocks = [b for b in _block_graph().blocks if b.downsamples]
-    handles = surgeon.plots._shade(ax, blocks, 0.1)
+    handles = surgeon.viz.plots._shade(ax, blocks, 0.1)
     for h in handles:
         edge, face = to_rgba(h.get_edgecolor()), to_rgba(h.get_facecolor())
         assert h.get_linewidth() > 0 and edge[3] > 0 and sum(edge[:3]) < 2.0 and edge != face
-    surgeon.plots.plt.close(fig)
+    surgeon.viz.plots.plt.close(fig)
 
 
 _C = ("--num-classes", "10", "--input-size", "3,32,32", "--batches", "1", "--batch-size", "8")

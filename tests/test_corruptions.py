@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from surgeon.corruptions import CORRUPTIONS, band_mask, corrupt, frequency_noise, plasma_fractal
-from surgeon.errors import SurgeonError
+from surgeon.data.corruptions import CORRUPTIONS, band_mask, corrupt, frequency_noise, plasma_fractal
+from surgeon.core.errors import SurgeonError
 
 REFERENCE = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "motion_blur", "brightness",
              "contrast", "pixelate", "jpeg_compression", "fog"]

@@ -14,9 +14,9 @@ from torch.func import functional_call, hessian
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import surgeon
-from surgeon import curvature as C
-from surgeon import landscapes as L
-from surgeon.errors import SurgeonError
+from surgeon.analysis import curvature as C
+from surgeon.analysis import landscapes as L
+from surgeon.core.errors import SurgeonError
 
 
 class TinyAttention(nn.Module):

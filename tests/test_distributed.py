@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 import surgeon
-from surgeon import distributed
+from surgeon.parallel import distributed
 
 N = 9  # images: not divisible by the 2 processes, nor the batches of 2 (5 batches: 3 + 2)
 

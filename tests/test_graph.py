@@ -38,10 +38,10 @@ ZOO = [
     ("tv:densenet121", None, (3, 64, 64)),
 ]
 
-_cache: dict[str, tuple[nn.Module, surgeon.BlockGraph]] = {}
+_cache: dict[str, tuple[nn.Module, surgeon.blockgraph.BlockGraph]] = {}
 
 
-def built(spec: str) -> tuple[nn.Module, surgeon.BlockGraph]:
+def built(spec: str) -> tuple[nn.Module, surgeon.blockgraph.BlockGraph]:
     if spec not in _cache:
         _, img, size = next(z for z in ZOO if z[0] == spec)
         torch.manual_seed(0)
@@ -50,7 +50,7 @@ def built(spec: str) -> tuple[nn.Module, surgeon.BlockGraph]:
     return _cache[spec]
 
 
-def kinds(g: surgeon.BlockGraph, stage: str) -> list[str]:
+def kinds(g: surgeon.blockgraph.BlockGraph, stage: str) -> list[str]:
     return [b.kind for b in g.stages[stage]]
 
 
@@ -71,8 +71,8 @@ def test_exact_equivalence_and_state(spec):
     assert sum(blk.params for blk in g.blocks) == sum(p.numel() for p in model.parameters())
     assert g.blocks[0].address == "stem" and g.blocks[-1].address == "head"
     assert g.blocks[-1].out_shape == tuple(model(x[:1]).shape)
-    assert all(blk.kind in surgeon.KINDS for blk in g.blocks)
-    assert surgeon.feature_info_mismatch(g) is None
+    assert all(blk.kind in surgeon.blockgraph.KINDS for blk in g.blocks)
+    assert surgeon.blockgraph.feature_info_mismatch(g) is None
 
 
 def test_resnet_stages_follow_layers():
@@ -268,7 +268,7 @@ def test_graph_restores_shared_modules_and_attributes():
     ((1, 1000), (None, None, 0)),
 ])
 def test_layouts_are_read_from_shapes(shape, expected):
-    from surgeon.graph.layout import _spatial
+    from surgeon.blockgraph.layout import _spatial
 
     assert _spatial(shape, (224, 224), 1) == expected
 
@@ -328,14 +328,14 @@ def test_no_match_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2 and len(lines) == 1 and "no block matches kind:msa in resnet18" in lines[0], r.stderr
 
 
-def meta_graph(name: str, **kwargs) -> surgeon.BlockGraph:
+def meta_graph(name: str, **kwargs) -> surgeon.blockgraph.BlockGraph:
     """The graph of a timm model built on the meta device (shapes only: cheap at any size)."""
     with torch.device("meta"):
         model = surgeon.load_model(name, **kwargs)
     return surgeon.graph(model)
 
 
-def assert_labels_mean_what_they_say(g: surgeon.BlockGraph) -> None:
+def assert_labels_mean_what_they_say(g: surgeon.blockgraph.BlockGraph) -> None:
     """One head, last; no stage block outputs a pooled vector; no 0-parameter 'other' block."""
     assert [b.address for b in g.blocks if b.kind == "head"] == ["head"] and g.blocks[-1].kind == "head"
     assert all(len(b.out_shape) > 2 for b in g.blocks if b.stage is not None)
@@ -381,7 +381,7 @@ def test_condconv_blocks_are_conv_blocks():
     invariants walk found `efficientnet_cc_*` labelled mlp). Built on the meta device: labels only."""
     from timm.layers import CondConv2d
 
-    from surgeon.graph.kinds import is_conv
+    from surgeon.blockgraph.kinds import is_conv
 
     assert is_conv(CondConv2d(4, 8, 3)) and is_conv(nn.Conv2d(4, 8, 3)) and not is_conv(nn.MaxPool2d(3))
     with torch.device("meta"):

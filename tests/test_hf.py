@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.errors import SurgeonError
-from surgeon.outputs import LogitsOf, logits_of
+from surgeon.core.errors import SurgeonError
+from surgeon.model.outputs import LogitsOf, logits_of
 
 tf = pytest.importorskip("transformers")
 
@@ -36,7 +36,7 @@ def test_load_records_the_data_config_and_rebuilds_offline(vit_dir, tmp_path):
     with torch.no_grad():
         y = m(x)
         assert torch.equal(y, ref(x).logits)  # the directory's weights, the logits tensor
-    assert surgeon.input_size_of(m) == (3, 32, 32)  # no preprocessor_config.json: config.image_size
+    assert surgeon.model.sizes.input_size_of(m) == (3, 32, 32)  # no preprocessor_config.json: config.image_size
     assert m.pretrained_cfg["num_classes"] == 10 and len(m.pretrained_cfg["mean"]) == 3
     assert set(dict(m.named_parameters())) == set(dict(ref.named_parameters()))  # transformers' own paths
     f = surgeon.save(m, tmp_path / "vit.safetensors")
@@ -70,7 +70,7 @@ def test_without_transformers_one_line(monkeypatch, vit_dir):
 
 
 def test_core_does_not_import_transformers():
-    """No module of surgeon (and its CLI) imports transformers at module level: only surgeon.hf, inside functions."""
+    """No module of surgeon (and its CLI) imports transformers at module level: only surgeon.model.hf, inside functions."""
     import ast
     from pathlib import Path
 
@@ -112,7 +112,7 @@ def test_logits_not_found_one_line():
 
 
 def _hf(config):
-    from surgeon.hf import returning_logits
+    from surgeon.model.hf import returning_logits
 
     torch.manual_seed(0)
     return returning_logits(tf.AutoModelForImageClassification.from_config(config).eval(), {"input_size": [3, 32, 32]})

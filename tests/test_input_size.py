@@ -17,13 +17,13 @@ import torch
 from conftest import invoke
 
 import surgeon
-from surgeon.models import default_input_size, input_size_of, resolve_input_size
+from surgeon.model.sizes import default_input_size, input_size_of, resolve_input_size
 
 RECORDED = (3, 24, 24)  # the training size; resnet10t's own default is 176 px
 
 
 #: the digits recipe cut to one epoch (epochs=0 is refused: it would train the warmup epoch alone)
-ONE_EPOCH = surgeon.training_recipe("digits", warmup_epochs=0, epochs=1)
+ONE_EPOCH = surgeon.training.loop.training_recipe("digits", warmup_epochs=0, epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_api_consumers_use_the_recorded_size(trained):
 
 
 def test_an_edited_model_keeps_the_size_it_was_edited_at():
-    model = surgeon.cifar_stem(surgeon.load_model("resnet10t", num_classes=10), input_size=(3, 32, 32))
+    model = surgeon.surgery.alternet.cifar_stem(surgeon.load_model("resnet10t", num_classes=10), input_size=(3, 32, 32))
     assert resolve_input_size(model) == ((3, 32, 32), "edited")
     x, _ = next(iter(surgeon.data.loader("digits", model, batch_size=2)))
     assert tuple(x.shape[1:]) == (3, 32, 32)
@@ -92,7 +92,7 @@ def test_retraining_and_searching_a_file_use_its_size(trained, tmp_path):
     recipe = tmp_path / "s.toml"
     recipe.write_text(f'[model]\nname = "{trained}"\n[data]\ntrain = "digits"\n'
                       '[train]\nrecipe = "weak"\nepochs = 1\n[search]\nmetric = "acc"\n')  # weak: no size of its own
-    assert surgeon.search.Search(surgeon.search_spec(recipe)).input_size == RECORDED
+    assert surgeon.search.Search(surgeon.search.search_spec(recipe)).input_size == RECORDED
 
 
 def _commands(file: str, tmp: Path) -> dict[str, list[str]]:

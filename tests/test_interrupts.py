@@ -17,13 +17,13 @@ import pytest
 #: signal arrives while a partial output exists.
 SLOW_SAVE = """
 import sys, time
-import surgeon.io
-real = surgeon.io.save_file
+import surgeon.model.weights
+real = surgeon.model.weights.save_file
 def slow(tensors, path, metadata=None):
     real(tensors, path, metadata=metadata)
     print("writing", flush=True)
     time.sleep(60)
-surgeon.io.save_file = slow
+surgeon.model.weights.save_file = slow
 from surgeon.cli.main import main
 sys.argv = ["surgeon", *sys.argv[1:]]
 main()

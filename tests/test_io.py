@@ -44,7 +44,7 @@ def test_weights_round_trip(tmp_path, reference, layout, name):
     model = surgeon.load_model("resnet18", num_classes=10, weights=path)
     got = model.state_dict()
     assert all(torch.equal(got[k], v) for k, v in reference.state_dict().items())
-    assert surgeon.read_state_dict(path).keys() == reference.state_dict().keys()
+    assert surgeon.model.weights.read_state_dict(path).keys() == reference.state_dict().keys()
 
 
 def test_missing_and_unexpected_keys_are_reported(tmp_path, reference):
@@ -115,11 +115,11 @@ def test_fine_tuning_with_another_class_count_keeps_a_fresh_head(tmp_path, name,
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.json"
     with pytest.raises(RuntimeError):
-        with surgeon.io.atomic_path(target) as tmp:
+        with surgeon.core.files.atomic_path(target) as tmp:
             tmp.write_text("partial")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
-    with surgeon.io.atomic_path(target) as tmp:
+    with surgeon.core.files.atomic_path(target) as tmp:
         tmp.write_text("done")
     assert target.read_text() == "done" and list(tmp_path.iterdir()) == [target]
 
@@ -130,7 +130,7 @@ def test_atomic_outputs_get_the_mode_of_a_normal_file(tmp_path):
 
     umask = os.umask(0o022)
     try:
-        with surgeon.io.atomic_path(tmp_path / "fig.png") as tmp:
+        with surgeon.core.files.atomic_path(tmp_path / "fig.png") as tmp:
             tmp.write_bytes(b"x")
         (tmp_path / "plain.png").write_bytes(b"x")
         surgeon.save(surgeon.load_model("resnet18"), tmp_path / "model.safetensors")  # safetensors writes privately
@@ -156,15 +156,15 @@ def _not_a_file(tmp_path, what: str):
 def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
     """Every reader of a user-given file says what the path is, not that it does not exist
     (a FIFO would also block a reader that opened it)."""
-    import surgeon.data
-    import surgeon.io
+    import surgeon.data.datasets
+    import surgeon.model.weights
     from surgeon.search import search_spec
-    from surgeon.training import training_recipe
+    from surgeon.training.loop import training_recipe
 
     path = _not_a_file(tmp_path, what)
     readers = {
-        "weights": lambda p: surgeon.io.read_state_dict(p),
-        "surgeon file": lambda p: surgeon.io.read_cfg(p),
+        "weights": lambda p: surgeon.model.weights.read_state_dict(p),
+        "surgeon file": lambda p: surgeon.model.weights.read_cfg(p),
         "surgeon file as a model": lambda p: surgeon.load_model(str(p)),
         "training recipe": lambda p: training_recipe(str(p)),
         "search spec": lambda p: search_spec(p),
@@ -176,4 +176,4 @@ def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
             read(path)
         assert "does not exist" not in str(e.value) and "give a file" in str(e.value), name
     with pytest.raises(SurgeonError, match="does not exist"):
-        surgeon.io.check_input(tmp_path / "missing.pt", "weights file")
+        surgeon.core.files.check_input(tmp_path / "missing.pt", "weights file")

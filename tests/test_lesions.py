@@ -17,8 +17,8 @@ from PIL import Image
 from torch import nn
 
 import surgeon
-from surgeon.errors import SurgeonError
-from surgeon.plots import plot_lesions, plot_reliability, save_figure
+from surgeon.core.errors import SurgeonError
+from surgeon.viz.plots import plot_lesions, plot_reliability, save_figure
 
 SIZE = (3, 32, 32)
 

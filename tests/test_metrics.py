@@ -11,8 +11,8 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from surgeon.errors import SurgeonError
-from surgeon.metrics import Metrics, mc_dropout_probs, reliability
+from surgeon.core.errors import SurgeonError
+from surgeon.evaluation.metrics import Metrics, mc_dropout_probs, reliability
 
 # Five samples, K = 4; class 3 is never predicted nor present (so IoU leaves it out).
 # Columns: p, label, prediction, confidence c, bin (lo, hi], correct.

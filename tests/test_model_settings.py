@@ -10,7 +10,7 @@ import torch
 from conftest import invoke
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
 SIZE = (3, 24, 24)  # not the architecture's default: a wrong size shows
 
@@ -19,14 +19,14 @@ SIZE = (3, 24, 24)  # not the architecture's default: a wrong size shows
 def trained(tmp_path_factory):
     """A 10-class test_resnet trained (briefly) at 24 px: its file records that size."""
     path = tmp_path_factory.mktemp("m") / "r.safetensors"
-    recipe = surgeon.training_recipe("digits")
+    recipe = surgeon.training.loop.training_recipe("digits")
     surgeon.train("test_resnet", "digits", recipe=recipe, epochs=1, subset=0.05, input_size=SIZE, out=path)
     return path
 
 
 def test_a_file_given_as_weights_is_used_at_its_trained_size(trained):
     model = surgeon.load_model("test_resnet", num_classes=10, weights=trained)
-    assert surgeon.models.resolve_input_size(model) == (SIZE, "trained")
+    assert surgeon.model.sizes.resolve_input_size(model) == (SIZE, "trained")
     x, _ = next(iter(surgeon.data.loader("digits", model, batch_size=2)))
     assert tuple(x.shape[1:]) == SIZE
 
@@ -85,14 +85,14 @@ def grey():
 
 def test_a_grey_model_gets_grey_images(grey):
     model, data = grey
-    assert surgeon.models.input_size_of(model)[0] == 1  # its stem's channels, not pretrained_cfg's 3
+    assert surgeon.model.sizes.input_size_of(model)[0] == 1  # its stem's channels, not pretrained_cfg's 3
     x, _ = next(iter(data))
     rgb = surgeon.data.loader("digits", surgeon.load_model("test_resnet", num_classes=10), input_size=SIZE, batch_size=16)
     x3, _ = next(iter(rgb))
     assert x.shape[1] == 1 and x3.shape[1] == 3
-    mean, std = surgeon.robustness.pixel_normalisation(model, data)
+    mean, std = surgeon.evaluation.robustness.pixel_normalisation(model, data)
     assert len(mean) == len(std) == 1
-    m3, s3 = (torch.tensor(v).view(1, 3, 1, 1) for v in surgeon.robustness.pixel_normalisation(None, rgb))
+    m3, s3 = (torch.tensor(v).view(1, 3, 1, 1) for v in surgeon.evaluation.robustness.pixel_normalisation(None, rgb))
     pixels_grey, pixels_rgb = x[:, 0] * std[0] + mean[0], x3 * s3 + m3
     torch.testing.assert_close(pixels_grey, pixels_rgb.mean(1), atol=1e-5, rtol=0)  # the grey of the same pixels
 

@@ -14,9 +14,9 @@ def test_timm_and_torchvision_names():
     tv = surgeon.load_model("tv:resnet18", num_classes=7)
     assert type(tv).__module__.startswith("torchvision") and tv.fc.out_features == 7
     vit = surgeon.load_model("vit_tiny_patch16_224", img_size=64)
-    assert surgeon.default_input_size(vit) == (3, 64, 64)
-    assert surgeon.default_input_size(surgeon.load_model("tv:inception_v3", num_classes=3)) == (3, 299, 299)
-    assert surgeon.default_input_size(surgeon.load_model("mobilevit_xxs")) == (3, 256, 256)
+    assert surgeon.model.sizes.default_input_size(vit) == (3, 64, 64)
+    assert surgeon.model.sizes.default_input_size(surgeon.load_model("tv:inception_v3", num_classes=3)) == (3, 299, 299)
+    assert surgeon.model.sizes.default_input_size(surgeon.load_model("mobilevit_xxs")) == (3, 256, 256)
     # img_size is meaningless for a CNN: accepted and ignored
     assert surgeon.load_model("resnet18", img_size=64).fc.out_features == 1000
 

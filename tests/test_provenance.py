@@ -1,4 +1,4 @@
-"""The provenance record (`surgeon.provenance`): files of surgeon 0.1 still load, bit-identical."""
+"""The provenance record (`surgeon.model.provenance`): files of surgeon 0.1 still load, bit-identical."""
 
 from pathlib import Path
 
@@ -41,7 +41,7 @@ def test_surgeon01_file_loads_bit_identical():
 
 
 def test_surgeon01_record_is_read_into_the_dataclass():
-    cfg = surgeon.io.read_cfg(V01)
+    cfg = surgeon.model.weights.read_cfg(V01)
     assert cfg.spec == "test_resnet" and cfg.model_args["channels"] == [8, 16, 24, 32]
     assert [p["pass"] for p in cfg.passes] == ["alternate", "insert"]
     assert cfg.training["data"] == "digits" and cfg.version == "0.1.0"
@@ -53,7 +53,7 @@ def test_surgeon01_record_is_read_into_the_dataclass():
 def test_record_follows_build_passes_and_save(tmp_path):
     """load_model records the build, every pass appends itself, save/load keeps the record, and a
     re-saved file holds the same metadata layout as surgeon 0.1 wrote."""
-    from surgeon import provenance
+    from surgeon.model import provenance
 
     m = surgeon.load_model("test_resnet", num_classes=10)
     assert m.surgeon_cfg.base == {"spec": "test_resnet", "num_classes": 10, "img_size": None}
@@ -87,7 +87,7 @@ class Scale(nn.Module):
         return x * self.factor
 
 
-@surgeon.passes.register
+@surgeon.register_pass
 def scale_head_input(model, factor: float = 2.0):
     new = copy.deepcopy(model)
     new.fc = nn.Sequential(Scale(factor), new.fc)
@@ -125,7 +125,7 @@ def test_user_pass_is_recorded_saved_and_replayed_in_a_fresh_process(tmp_path, m
     m = surgeon.load_model("test_resnet", num_classes=5)
     e = user_passes.scale_head_input(m, factor=3.0)
     assert e.surgeon_cfg.passes[-1]["pass"] == "scale_head_input" and e.surgeon_cfg.passes[-1]["factor"] == 3.0
-    assert "scale_head_input" in surgeon.passes.PASSES and not hasattr(m.fc, "0")  # the input is untouched
+    assert "scale_head_input" in surgeon.surgery.passes.PASSES and not hasattr(m.fc, "0")  # the input is untouched
     surgeon.save(e, tmp_path / "u.safetensors")
     x = torch.randn(2, 3, 32, 32)
     threads = torch.get_num_threads()
@@ -145,7 +145,7 @@ def test_user_pass_is_recorded_saved_and_replayed_in_a_fresh_process(tmp_path, m
 
 
 def test_registry_suggests_and_registers():
-    from surgeon.registry import Registry
+    from surgeon.core.registry import Registry
 
     reg = Registry("widget", {"fourier": 1, "variance": 2})
 
@@ -160,21 +160,6 @@ def test_registry_suggests_and_registers():
     with pytest.raises(KeyError):  # mapping code still sees a KeyError
         reg["zzz"]
     assert reg.get("zzz", None) is None
-
-
-def test_old_names_warn_and_point_to_the_new_ones():
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert surgeon.passes.PRESETS is surgeon.passes.ALTERNETS
-        assert surgeon.training.PRESETS is surgeon.training.RECIPES
-        assert surgeon.passes.apply_recipe is surgeon.passes.apply_passes
-        assert surgeon.corruptions.PRESETS == surgeon.corruptions.CONSTANTS
-        assert callable(surgeon.read_recipe)  # the provenance record's 0.1 dict form: surgeon.read_cfg
-        assert surgeon.search_recipe is surgeon.search.search_spec  # a search spec, not a (training) recipe
-        assert surgeon.search.SearchRecipe is surgeon.search.SearchSpec
-    assert len(caught) == 7 and all(issubclass(w.category, DeprecationWarning) for w in caught)
 
 
 def test_norm_probe_matches_the_definition():

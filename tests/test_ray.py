@@ -21,8 +21,8 @@ import torch
 ray = pytest.importorskip("ray")
 
 import surgeon  # noqa: E402
-from surgeon.errors import SurgeonError  # noqa: E402
-from surgeon.executors import LocalExecutor, executor  # noqa: E402
+from surgeon.core.errors import SurgeonError  # noqa: E402
+from surgeon.parallel.executors import LocalExecutor, executor  # noqa: E402
 from surgeon.search import Job, _shared_folder, run_search  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

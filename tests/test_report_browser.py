@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from surgeon import claims as C
+from surgeon.comparison import claims as C
 
 from test_compare import _cnn, _comparison, _hessian, _landscape, _lesions, _noise, _probe, _series, _vit
 

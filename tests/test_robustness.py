@@ -20,14 +20,10 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 import surgeon
-from surgeon.corruptions import corrupt, frequency_noise
-from surgeon.errors import SurgeonError
-from surgeon.plots import plot_corruptions, plot_frequency_noise, save_figure
-from surgeon.robustness import (
-    corruption_robustness,
-    frequency_noise_robustness,
-    pixel_normalisation,
-)
+from surgeon.data.corruptions import corrupt, frequency_noise
+from surgeon.core.errors import SurgeonError
+from surgeon.viz.plots import plot_corruptions, plot_frequency_noise, save_figure
+from surgeon.evaluation.robustness import corruption_robustness, frequency_noise_robustness, pixel_normalisation
 from tests.test_cli import one_line_error
 from tests.test_cli import surgeon_process as surgeon_command
 
@@ -113,7 +109,7 @@ def test_normalisation_is_read_from_the_data(model):
 def test_deterministic_cells_and_means(model):
     loader = surgeon.data.loader("digits", model, input_size=SIZE, batch_size=16)
 
-    def run(names: list[str], seed: int = 0) -> surgeon.CorruptionResult:
+    def run(names: list[str], seed: int = 0) -> surgeon.results.CorruptionResult:
         return corruption_robustness(model, loader, names, (1, 4), batches=1, seed=seed)
 
     a, b = run(["gaussian_noise", "impulse_noise"]), run(["gaussian_noise", "impulse_noise"])

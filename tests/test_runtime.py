@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.runtime import BatchLoop, display_name, model_device, restored_modes
+from surgeon.model.runtime import BatchLoop, display_name, model_device, restored_modes
 
 
 def test_restored_modes_puts_every_flag_back_also_on_error():

@@ -16,17 +16,9 @@ from test_cli import one_line_error
 from test_cli import surgeon as surgeon_cli
 
 import surgeon
-from surgeon.errors import SurgeonError
-from surgeon.search import (
-    Job,
-    Search,
-    read_records,
-    run_search,
-    search_spec,
-    search_report,
-    train_candidate,
-)
-from surgeon.training import Diverged, run_dir_for, training_recipe
+from surgeon.core.errors import SurgeonError
+from surgeon.search import Job, Search, read_records, run_search, search_spec, search_report, train_candidate
+from surgeon.training.loop import Diverged, run_dir_for, training_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

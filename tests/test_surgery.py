@@ -67,7 +67,7 @@ def test_alternate_every_family_trains(spec, kwargs):
 
 
 def test_alternate_paper_layout_positions():
-    spec, kwargs, stages = surgeon.ALTERNETS["paper"]
+    spec, kwargs, stages = surgeon.surgery.alternet.ALTERNETS["paper"]
     model = surgeon.load_model(spec, **kwargs)
     alt = surgeon.alternate(model, stages, input_size=SIZE)
     g = surgeon.graph(alt, input_size=SIZE)
@@ -228,10 +228,10 @@ def _size(model: torch.nn.Module, input_size=(3, 32, 32)) -> tuple[float, float]
 def test_cifar_stem_gives_the_papers_cifar_sizes():
     """PAPER.md: pre-activation ResNet-50 on CIFAR-100 at 32 px: 23.7M parameters, 1.30 GMACs;
     Alter-ResNet-50 (blocks 3, 4, 6, 4, MSAs 0, 1, 1, 2, window 4): 33.0M, 1.51 GMACs."""
-    base = surgeon.cifar_stem(surgeon.load_model("resnetv2_50", num_classes=100), input_size=(3, 32, 32))
+    base = surgeon.surgery.alternet.cifar_stem(surgeon.load_model("resnetv2_50", num_classes=100), input_size=(3, 32, 32))
     params, gmacs = _size(base)
     assert params == pytest.approx(23.7, abs=0.05) and gmacs == pytest.approx(1.30, abs=0.005)
-    paper = surgeon.cifar_stem(surgeon.load_model("resnetv2_50", num_classes=100, layers=[3, 4, 6, 4]),
+    paper = surgeon.surgery.alternet.cifar_stem(surgeon.load_model("resnetv2_50", num_classes=100, layers=[3, 4, 6, 4]),
                                input_size=(3, 32, 32))
     g = surgeon.graph(paper, input_size=(3, 32, 32))
     assert [b.grid for b in (g.stages[s][-1] for s in ("c1", "c2", "c3", "c4"))] == [(32, 32), (16, 16), (8, 8), (4, 4)]
@@ -245,7 +245,7 @@ def test_cifar_stem_gives_the_papers_cifar_sizes():
 def test_cifar_stem_edits_only_the_stem_and_replays(tmp_path, name, conv, pool):
     model = surgeon.load_model(name, num_classes=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    edited = surgeon.cifar_stem(model, input_size=(3, 32, 32))
+    edited = surgeon.surgery.alternet.cifar_stem(model, input_size=(3, 32, 32))
     c = edited.get_submodule(conv)
     assert (c.kernel_size, c.stride, c.padding) == ((3, 3), (1, 1), (1, 1))
     assert isinstance(edited.get_submodule(pool), torch.nn.Identity)
@@ -257,7 +257,7 @@ def test_cifar_stem_edits_only_the_stem_and_replays(tmp_path, name, conv, pool):
     with torch.no_grad():
         assert torch.equal(surgeon.load(path)(x), edited.eval()(x))
     with pytest.raises(SurgeonError, match="already keeps the input's resolution"):
-        surgeon.cifar_stem(edited, input_size=(3, 32, 32))
+        surgeon.surgery.alternet.cifar_stem(edited, input_size=(3, 32, 32))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,18 +277,18 @@ EDITS = {
     "insert-widening": lambda g, b: surgeon.insert(g, after=b.address, module=lambda blk: nn.Conv2d(
         blk.out_shape[1], 2 * blk.out_shape[1], 1)),
     "alternate": lambda g, b: surgeon.alternate(g, {b.stage: 1}),
-    "cifar_stem": lambda g, b: surgeon.cifar_stem(g),
+    "cifar_stem": lambda g, b: surgeon.surgery.alternet.cifar_stem(g),
 }
 
 
-def _graph(name: str) -> surgeon.BlockGraph:
+def _graph(name: str) -> surgeon.blockgraph.BlockGraph:
     return surgeon.graph(surgeon.load_model(name, num_classes=10), input_size=SMALL)
 
 
 _GRAPHS = {name: _graph(name) for name in ("resnet10t", "resnet18")}
 
 
-def _shapes_by_path(model: nn.Module, g: surgeon.BlockGraph) -> dict[str, tuple]:
+def _shapes_by_path(model: nn.Module, g: surgeon.blockgraph.BlockGraph) -> dict[str, tuple]:
     """(input shape of its first module, output shape of its tap) of every block of `g` still in
     `model`, from forward hooks: a second, independent reading of what check_shapes checks."""
     seen, hooks = {}, []
@@ -369,15 +369,15 @@ def test_pass_arguments_are_range_checked(kwargs, fragment):
         with pytest.raises(SurgeonError, match=re.escape(fragment)):
             surgeon.replace(g, "c2.b1", "msa", **kwargs)
     with pytest.raises(SurgeonError, match=re.escape("kernel=2 is out of range; give an odd integer in [1, 15]")):
-        surgeon.cifar_stem(g, kernel=2)
+        surgeon.surgery.alternet.cifar_stem(g, kernel=2)
 
 
 def test_a_registered_pass_is_shape_checked_too():
-    """User passes (surgeon.passes.register) run the same check: a block that stops keeping its
+    """User passes (surgeon.register_pass) run the same check: a block that stops keeping its
     shape is named, although global pooling keeps the model's output shape."""
-    @surgeon.passes.register("test_halve_c2_b1")
+    @surgeon.register_pass("test_halve_c2_b1")
     def halve(model, *, input_size=None):
-        new = copy.deepcopy(model.model if isinstance(model, surgeon.BlockGraph) else model)
+        new = copy.deepcopy(model.model if isinstance(model, surgeon.blockgraph.BlockGraph) else model)
         new.layer2[1] = nn.AvgPool2d(2)
         return new
 
@@ -439,7 +439,7 @@ def test_inserted_smoothing_blurs_the_map_in_its_layout(name, kwargs, after, lay
 
 
 def _block(layout, grid=(4, 4), prefix=0, shape=(1, 8, 4, 4)):
-    return surgeon.Block(address="c1.b0", path="x", members=("x",), kind="conv", stage="c1", tap=("x", "out"),
+    return surgeon.blockgraph.Block(address="c1.b0", path="x", members=("x",), kind="conv", stage="c1", tap=("x", "out"),
                          in_shape=shape, out_shape=shape, layout=layout, grid=grid, prefix_tokens=prefix, params=0,
                          flops=0, downsamples=False)
 
@@ -450,7 +450,7 @@ def _block(layout, grid=(4, 4), prefix=0, shape=(1, 8, 4, 4)):
 def test_every_spatial_block_fits_or_refuses_every_layout(block_name, kwargs, layout):
     """Table: insertable 2-D blocks x layouts. NCHW as is, NHWC channels last, NLC through the
     token grid (same values as the NCHW module on the map), others refused in one line."""
-    from surgeon.passes import _for_layout
+    from surgeon.surgery.passes import _for_layout
 
     shapes = {"NCHW": (2, 8, 4, 4), "NHWC": (2, 4, 4, 8), "NLC": (2, 17, 8)}
     if layout not in shapes:

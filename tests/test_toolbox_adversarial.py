@@ -1,4 +1,4 @@
-"""FGSM / PGD (`surgeon.adversarial`) against a closed-form gradient, and the model left untouched."""
+"""FGSM / PGD (`surgeon.evaluation.adversarial`) against a closed-form gradient, and the model left untouched."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.adversarial import fgsm, pgd
-from surgeon.errors import SurgeonError
+from surgeon.evaluation.adversarial import fgsm, pgd
+from surgeon.core.errors import SurgeonError
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 

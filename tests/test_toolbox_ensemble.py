@@ -1,4 +1,4 @@
-"""Ensembles (`surgeon.ensemble`): the mean of the members' softmax, saved and loaded as one file."""
+"""Ensembles (`surgeon.surgery.ensemble`): the mean of the members' softmax, saved and loaded as one file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
 SIZE = (3, 32, 32)
 
@@ -63,8 +63,8 @@ def test_a_saved_ensemble_is_used_at_its_size(tmp_path):
     assert trained_at.input_size == SIZE
     path = surgeon.save(trained_at, tmp_path / "e.safetensors")
     back = surgeon.load(path)
-    assert surgeon.models.input_size_of(back) == SIZE and surgeon.read_cfg(path).input_size == (SIZE, "edited")
-    assert surgeon.models.input_size_of(surgeon.load(surgeon.save(ens, tmp_path / "f.safetensors"))) == SIZE
+    assert surgeon.model.sizes.input_size_of(back) == SIZE and surgeon.read_cfg(path).input_size == (SIZE, "edited")
+    assert surgeon.model.sizes.input_size_of(surgeon.load(surgeon.save(ens, tmp_path / "f.safetensors"))) == SIZE
 
 
 def test_saved_ensemble_loads_with_its_member_recipes(tmp_path):

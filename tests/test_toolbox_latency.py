@@ -1,4 +1,4 @@
-"""Latency (`surgeon.latency`): the table's numbers are consistent and the model is unchanged."""
+"""Latency (`surgeon.evaluation.latency`): the table's numbers are consistent and the model is unchanged."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
 
 def test_latency_rows_and_model_unchanged():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import surgeon
-from surgeon.errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 from surgeon.layers.local_attention import LocalAttention
 
 SIZE = (3, 32, 32)
@@ -75,7 +75,7 @@ def test_saved_and_replayed_like_other_passes(tmp_path):
 def test_bad_requests_are_one_line_errors():
     with pytest.raises(SurgeonError, match="odd"):
         surgeon.localize(_vit(), kernel=2)
-    with pytest.raises(SurgeonError, match="odd integer in"):  # the range table's rule (surgeon.checks.ARGS)
-        surgeon.cifar_stem(surgeon.load_model("test_resnet"), kernel=4)
+    with pytest.raises(SurgeonError, match="odd integer in"):  # the range table's rule (surgeon.core.checks.ARGS)
+        surgeon.surgery.alternet.cifar_stem(surgeon.load_model("test_resnet"), kernel=4)
     with pytest.raises(SurgeonError, match=r"c1\.b0 \(layer1\.0\) is a conv block, not attention"):  # why, not what
         surgeon.localize(surgeon.load_model("test_resnet"), "c1.b0", input_size=SIZE)

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.errors import SurgeonError
-from surgeon.stability import sequence
+from surgeon.core.errors import SurgeonError
+from surgeon.evaluation.stability import sequence
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # timm's defaults
 

@@ -1,4 +1,4 @@
-"""Trajectories (`surgeon.trajectory`, Fig. 1b) on hand-made snapshots against a direct computation."""
+"""Trajectories (`surgeon.analysis.trajectory`, Fig. 1b) on hand-made snapshots against a direct computation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.errors import SurgeonError
-from surgeon.trajectory import write_snapshot
+from surgeon.core.errors import SurgeonError
+from surgeon.analysis.trajectory import write_snapshot
 
 
 def _net() -> nn.Module:

@@ -21,9 +21,9 @@ from test_distributed import _free_port
 from test_cli import surgeon as surgeon_cli
 
 import surgeon
-from surgeon import training
-from surgeon.errors import SurgeonError
-from surgeon.training import RECIPES, Recipe, ShardedBatches, lr_at, training_recipe
+from surgeon.training import loop as training
+from surgeon.core.errors import SurgeonError
+from surgeon.training.loop import RECIPES, Recipe, ShardedBatches, lr_at, training_recipe
 
 SMALL = {"recipe": "digits", "epochs": 1, "subset": 0.25, "val": "none"}  # 2 epochs of 5 steps (360 images, batch 64)
 

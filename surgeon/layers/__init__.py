@@ -13,10 +13,10 @@ from typing import Any
 
 from torch import nn
 
-from ..registry import Registry
-from .msa import MSABlock, relative_position_index
-from .smoothing import SpatialSmoothing
-from .tokengrid import TokenGrid
+from surgeon.core.registry import Registry
+from surgeon.layers.msa import MSABlock, relative_position_index
+from surgeon.layers.smoothing import SpatialSmoothing
+from surgeon.layers.tokengrid import TokenGrid
 
 __all__ = ["LAYERS", "MSABlock", "SpatialSmoothing", "TokenGrid", "Zero", "create", "register", "registered",
            "relative_position_index"]

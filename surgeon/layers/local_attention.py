@@ -15,7 +15,7 @@ import inspect
 import torch
 from torch import nn
 
-from ..errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
 __all__ = ["LocalAttention", "local_bias"]
 

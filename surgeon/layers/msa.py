@@ -30,7 +30,7 @@ from timm.layers import DropPath
 from timm.layers.pos_embed_rel import gen_relative_position_index
 from torch import nn
 
-from .. import checks
+from surgeon.core import checks
 
 __all__ = ["MSABlock", "relative_position_index"]
 

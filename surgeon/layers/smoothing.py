@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checks
+from surgeon.core import checks
 
 __all__ = ["SpatialSmoothing"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import SurgeonError
+from surgeon.core.errors import SurgeonError
 
 __all__ = ["TokenGrid"]
 

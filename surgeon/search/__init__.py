@@ -17,11 +17,13 @@ resume, results.jsonl, the best model), `report` (`SearchResult`, the chart).
 
 import warnings
 
-from .engine import _shared_folder, run_search  # noqa: F401 - _shared_folder: tests/test_ray.py
-from .jobs import Candidate, Evaluator, Job, Setup, build_model, train_candidate
-from .spec import METRICS, SearchSpec, search_spec
-from .report import SearchResult, read_records, search_report
-from .rules import Search, Steps, buildup
+from surgeon.core.errors import SurgeonDeprecationWarning
+
+from surgeon.search.engine import _shared_folder, run_search  # noqa: F401 - _shared_folder: tests/test_ray.py
+from surgeon.search.jobs import Candidate, Evaluator, Job, Setup, build_model, train_candidate
+from surgeon.search.spec import METRICS, SearchSpec, search_spec
+from surgeon.search.report import SearchResult, read_records, search_report
+from surgeon.search.rules import Search, Steps, buildup
 
 __all__ = [
     "METRICS",
@@ -49,6 +51,6 @@ _RENAMED = {"search_recipe": "search_spec", "SearchRecipe": "SearchSpec"}
 def __getattr__(name: str):
     if name in _RENAMED:
         warnings.warn(f"surgeon.search.{name} is renamed {_RENAMED[name]} (a search spec; 'recipe' means a training "
-                      "recipe)", DeprecationWarning, stacklevel=2)
+                      "recipe)", SurgeonDeprecationWarning, stacklevel=2)
         return globals()[_RENAMED[name]]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,18 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import checks
-from ..errors import SurgeonError, first_line
-from ..executors import Executor, RayExecutor
-from ..executors import executor as make_executor
-from ..io import atomic_path, check_folder
-from ..jsonio import dumps
-from ..runfolder import check_spawn_safe, undo_on_failure
-from ..training import run_dir_for
-from .jobs import Candidate, Evaluator, Job, Setup, _Runner, _write_outcome, train_candidate
-from .spec import METRICS, SearchSpec, search_spec
-from .report import SearchResult, _chart, read_records
-from .rules import Search, Steps
+from surgeon.core import checks
+from surgeon.core.errors import SurgeonError, first_line
+from surgeon.parallel.executors import Executor, RayExecutor
+from surgeon.parallel.executors import executor as make_executor
+from surgeon.core.files import atomic_path, check_folder
+from surgeon.core.jsonio import dumps
+from surgeon.core.runfolder import check_spawn_safe, undo_on_failure
+from surgeon.training.loop import run_dir_for
+from surgeon.search.jobs import Candidate, Evaluator, Job, Setup, _Runner, _write_outcome, train_candidate
+from surgeon.search.spec import METRICS, SearchSpec, search_spec
+from surgeon.search.report import SearchResult, _chart, read_records
+from surgeon.search.rules import Search, Steps
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """The dotted keys whose values differ between two settings dicts."""

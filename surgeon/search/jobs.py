@@ -17,13 +17,14 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from ..errors import SurgeonError, first_line
-from ..executors import Executor, RayExecutor
-from ..io import atomic_path
-from ..io import save as save_model
-from ..jsonio import dumps
-from ..passes import apply_passes, cifar_stem
-from ..training import Diverged, Recipe, build_for_training, fixed_numerics, run_dir_for, train
+from surgeon.core.errors import SurgeonError, first_line
+from surgeon.parallel.executors import Executor, RayExecutor
+from surgeon.core.files import atomic_path
+from surgeon.model.weights import save as save_model
+from surgeon.core.jsonio import dumps
+from surgeon.surgery.alternet import cifar_stem
+from surgeon.surgery.passes import apply_passes
+from surgeon.training.loop import Diverged, Recipe, build_for_training, fixed_numerics, run_dir_for, train
 
 
 @dataclass(frozen=True)

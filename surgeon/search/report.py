@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import SurgeonError
-from ..io import check_folder
-from ..tables import Tabular
+from surgeon.core.errors import SurgeonError
+from surgeon.core.files import check_folder
+from surgeon.core.tables import Tabular
 
 
 @dataclass
@@ -52,7 +52,7 @@ def read_records(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _chart(records: list[dict[str, Any]], path: Path) -> Path:
-    from ..plots import plot_buildup, save_figure  # matplotlib: only when a chart is drawn
+    from surgeon.viz.plots import plot_buildup, save_figure  # matplotlib: only when a chart is drawn
 
     return save_figure(plot_buildup(records).figure, path)
 

@@ -8,19 +8,23 @@ import dataclasses
 import json
 import re
 import warnings
+
+from surgeon.core.errors import SurgeonDeprecationWarning
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from torch import nn
 
-from .. import data as sdata
-from .. import provenance
-from ..errors import SurgeonError
-from ..graph import BlockGraph, graph
-from ..jsonio import dumps
-from ..models import input_size_of, load_model
-from ..passes import alternate, apply_passes, cifar_stem
-from .jobs import Candidate
+from surgeon.data import datasets as sdata
+from surgeon.model import provenance
+from surgeon.core.errors import SurgeonError
+from surgeon.blockgraph import BlockGraph, graph
+from surgeon.core.jsonio import dumps
+from surgeon.model.sizes import input_size_of
+from surgeon.surgery.loading import load_model
+from surgeon.surgery.alternet import alternate, cifar_stem
+from surgeon.surgery.passes import apply_passes
+from surgeon.search.jobs import Candidate
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,80}"  # candidate names: they become folder names
 
@@ -75,7 +79,7 @@ class Search:
     @property
     def recipe(self) -> Any:
         """Deprecated: the search spec is `spec` (surgeon 0.1 called it the recipe)."""
-        warnings.warn("Search.recipe is renamed Search.spec", DeprecationWarning, stacklevel=2)
+        warnings.warn("Search.recipe is renamed Search.spec", SurgeonDeprecationWarning, stacklevel=2)
         return self.spec
     def conv_blocks(self, stage: str) -> int:
         """n: the conv blocks of `stage` in the base model."""

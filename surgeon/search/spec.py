@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SurgeonError, first_line
-from ..io import check_input
-from ..jsonio import dumps
-from ..recipe_check import Check, RecipeErrors, check_sections, field_checks
-from ..training import RECIPES as TRAIN_PRESETS
-from ..training import Recipe, default_val_spec, recipe_problems, training_recipe
-from .jobs import Setup
-from .rules import Search, Steps, buildup
+from surgeon.core.errors import SurgeonError, first_line
+from surgeon.core.files import check_input
+from surgeon.core.jsonio import dumps
+from surgeon.training.recipe_check import Check, RecipeErrors, check_sections, field_checks
+from surgeon.training.loop import RECIPES as TRAIN_PRESETS
+from surgeon.training.loop import Recipe, default_val_spec, recipe_problems, training_recipe
+from surgeon.search.jobs import Setup
+from surgeon.search.rules import Search, Steps, buildup
 
 #: Metrics a search can optimise: +1 higher is better, -1 lower is better.
 METRICS: dict[str, int] = {"acc": 1, "top5": 1, "nll": -1, "brier": -1, "ece": -1}

@@ -1,0 +1,274 @@
+"""Loss landscapes (paper Fig. 1a; Li et al., 2018): the objective on a 1-D line or a 2-D plane
+of random directions through the weights.
+
+    res = surgeon.landscape(model, loader, dims=2, grid=21, span=1.0, norm="filter", batches=4,
+                            save="landscape.json")     # resumable: finished points are kept on disk
+    res.loss, res.stderr                               # (grid, grid) arrays, NaN where not computed
+
+Directions are Gaussian over the whole state_dict, one tensor at a time, rescaled to the tensor's
+norm: per output filter (``norm="filter"``, Li et al.: the norm of each slice along dim 0) or the
+paper's code's way (``norm="dim0"``: norms taken along dim 0). Tensors with fewer than 2 dimensions
+(biases, norm parameters, BatchNorm statistics) and position-embedding / relative-position tables
+get zero direction. The point (a, b) is theta + a d1 + b d2, evaluated in eval mode through
+``functional_call`` (the model is never written) on the same frozen batches each time; its value is
+the mean objective over the batches, with the standard error across them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from surgeon.core import checks
+from surgeon.analysis.curvature import _batch, objective
+from surgeon.core.errors import SurgeonError
+from surgeon.model.outputs import logits_of
+from surgeon.parallel.executors import Executor
+from surgeon.core.files import atomic_path, check_input
+from surgeon.core.jsonio import dumps
+from surgeon.core.progress import progress as progress_bar
+from surgeon.model.runtime import analysis_mode, check_batch_labels, check_classifier, display_name, model_device
+from surgeon.core.tables import Tabular
+
+__all__ = ["LandscapeResult", "directions", "landscape", "EXCLUDED"]
+
+EXCLUDED = re.compile(r"pos_embed|rel_pos|relative_position|position_bias|pos_bias")
+NORMS = ("filter", "dim0")
+
+
+def directions(model: nn.Module, *, norm: str = "filter", seed: int = 0) -> dict[str, torch.Tensor]:
+    """One random direction: ``{state_dict name: tensor}`` for every floating tensor with at least
+    2 dimensions that is not a position table, Gaussian, rescaled to the weights' norms
+    (``filter``: each slice ``d[i]`` to ``||w[i]||``; ``dim0``: norms along dim 0)."""
+    checks.args(seed=seed)
+    if norm not in NORMS:
+        raise SurgeonError(f"unknown direction norm {norm!r}; use filter (Li et al.) or dim0 (the paper's code)")
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, w in model.state_dict().items():
+        if not w.is_floating_point() or w.dim() < 2 or EXCLUDED.search(name):
+            continue
+        d = torch.randn(w.shape, generator=g, dtype=torch.float64).to(w.device, w.dtype)
+        dims = tuple(range(1, w.dim())) if norm == "filter" else (0,)
+        scale = torch.linalg.vector_norm(w, dim=dims, keepdim=True) / (
+            torch.linalg.vector_norm(d, dim=dims, keepdim=True) + 1e-10)
+        out[name] = d * scale
+    if not out:
+        raise SurgeonError("the model has no tensor with 2 or more dimensions to move along")
+    return out
+
+
+@dataclass
+class LandscapeResult(Tabular):
+    """The objective over ``coords`` (1-D) or ``coords x coords`` (2-D; rows a, columns b).
+
+    ``seconds_per_point`` and ``eval_seconds`` (one plain forward pass over the same batches)
+    give the cost of a point relative to evaluation."""
+
+    model: str
+    coords: np.ndarray
+    loss: np.ndarray
+    stderr: np.ndarray
+    config: dict[str, Any]
+    seconds_per_point: float
+    eval_seconds: float
+    interrupted: bool = False
+    failed: dict[str, str] | None = None  # "(i, j)" -> why the point's task failed (left NaN)
+
+    @property
+    def done(self) -> int:
+        return int(np.isfinite(self.loss).sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        def listed(a: np.ndarray) -> Any:
+            return np.where(np.isfinite(a), a, None).tolist()
+
+        return {"model": self.model, "config": self.config, "coords": self.coords.tolist(), "loss": listed(self.loss),
+                "stderr": listed(self.stderr), "seconds_per_point": self.seconds_per_point,
+                "eval_seconds": self.eval_seconds, "interrupted": self.interrupted, "failed": self.failed or {}}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """One row per grid point and quantity (loss, stderr); ``a`` (and ``b`` in 2-D) its coordinates."""
+        rows = []
+        for index in np.ndindex(self.loss.shape):
+            ids = {"model": self.model, **{ax: float(self.coords[i]) for ax, i in zip("ab", index)}}
+            rows += [{**ids, "quantity": q, "value": float(a[index]) if np.isfinite(a[index]) else None}
+                     for q, a in (("loss", self.loss), ("stderr", self.stderr))]
+        return rows
+
+
+def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    loss, err = np.full(shape, np.nan), np.full(shape, np.nan)
+    if not path.exists():
+        return loss, err
+    check_input(path, "landscape file")
+    try:
+        saved = json.loads(path.read_text())
+        old = saved["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SurgeonError(f"{str(path)!r} is not a landscape file; pass another save= or delete it") from None
+    diff = [k for k in config if old.get(k) != config[k]]
+    if diff:
+        k = diff[0]
+        raise SurgeonError(f"{str(path)!r} holds a landscape with other settings ({k} {old.get(k)!r} here "
+                           f"{config[k]!r}); pass another save= or delete it")
+    loss[...] = np.array(saved["loss"], dtype=float)
+    err[...] = np.array(saved["stderr"], dtype=float)
+    return loss, err
+
+
+def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int = 21, span: float = 1.0,
+              norm: str = "filter", batches: int = 1, wd: float = 0.0, l2: str = "standard",
+              label_smoothing: float = 0.0, seed: int = 0, save: str | os.PathLike | None = None,
+              progress: bool = False, executor: Executor | None = None) -> LandscapeResult:
+    """Evaluate NLL (+ L2) on a `grid` (x `grid`) lattice over [-span, span] along `dims` random
+    directions, each point on the same `batches` batches of `data` (frozen on the first draw).
+    With `save`, every finished point is written there at once and a rerun resumes from it;
+    Ctrl-C returns the points done (``interrupted=True``).
+
+    `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): the rows of the grid (the
+    points of a 1-D profile) run as its tasks, the model, directions and batches shared once
+    (Ray's object store); a row whose worker died on every attempt is left NaN and named in
+    ``failed``. The values equal the serial ones (each task computes its points as this process)."""
+    checks.args(dims=dims, grid=grid, span=span, batches=batches, wd=wd, label_smoothing=label_smoothing, seed=seed)
+    if dims not in (1, 2):
+        raise SurgeonError(f"dims={dims}: a landscape is 1-D or 2-D")
+    if grid < 2 or span <= 0 or batches < 1:
+        raise SurgeonError(f"grid={grid}, span={span}, batches={batches}: use grid >= 2, span > 0, batches >= 1")
+    device = model_device(model)
+    frozen = [_batch(b, device) for b, _ in zip(data, range(batches))]
+    if not frozen:
+        raise SurgeonError("the data yielded no batches; check data=")
+    name = display_name(model)
+    config = {"model": name, "dims": dims, "grid": grid, "span": span, "norm": norm, "batches": len(frozen),
+              "batch_size": int(frozen[0][0].shape[0]), "wd": wd, "l2": l2, "label_smoothing": label_smoothing,
+              "seed": seed, "params": sum(p.numel() for p in model.parameters())}
+    first = directions(model, norm=norm, seed=seed)
+    keys = list(first)
+    dirs = [list(first.values())] + [list(directions(model, norm=norm, seed=seed + i).values()) for i in range(1, dims)]
+    check_classifier(model, data)
+    coords = np.linspace(-span, span, grid)
+    shape = (grid,) * dims
+    path = Path(save) if save is not None else None
+    loss, err = _resume(path, config, shape) if path else (np.full(shape, np.nan), np.full(shape, np.nan))
+    base = dict(model.state_dict(keep_vars=False))
+    params = dict(model.named_parameters())
+    todo = [ij for ij in np.ndindex(*shape) if not np.isfinite(loss[ij])]
+    interrupted = False
+    objective_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
+    failed: dict[str, str] = {}
+    with analysis_mode(model), torch.no_grad():
+        check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
+        eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
+        spent, computed = 0.0, 0
+        with progress_bar(progress, len(todo), "landscape") as advance:
+            try:
+                if executor is not None and not executor.in_process:
+                    def row_done(points: int) -> None:
+                        if path:
+                            _write(path, LandscapeResult(name, coords, loss, err, config, 0.0, 0.0))
+                        for _ in range(points):
+                            advance()
+
+                    spent, computed = _on_executor(executor, model, frozen, keys, dirs, coords, todo, dims,
+                                                   objective_kwargs, loss, err, failed, row_done)
+                for ij in todo if executor is None or executor.in_process else ():
+                    start = time.perf_counter()
+                    loss[ij], err[ij] = _point(model, base, params, keys, dirs, coords, ij, frozen, objective_kwargs)
+                    spent += time.perf_counter() - start
+                    computed += 1
+                    if path:
+                        _write(path, LandscapeResult(name, coords, loss, err, config, 0.0, 0.0))
+                    advance()
+            except KeyboardInterrupt:
+                interrupted = True
+                warnings.warn(f"interrupted: {int(np.isfinite(loss).sum())} of {loss.size} points done"
+                              + (f", kept in {path}" if path else ""), stacklevel=2)
+    if failed:
+        warnings.warn(f"{len(failed)} point(s) left NaN, their tasks failed: "
+                      + "; ".join(f"{k} {v}" for k, v in list(failed.items())[:3]), stacklevel=2)
+    res = LandscapeResult(name, coords, loss, err, config, spent / max(1, computed), eval_seconds, interrupted,
+                          failed or None)
+    if path:
+        _write(path, res)
+    return res
+
+
+def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], keys: list[str],
+           dirs: list[list[torch.Tensor]], coords: np.ndarray, ij: tuple[int, ...],
+           frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], kwargs: dict[str, Any]) -> tuple[float, float]:
+    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2)."""
+    shifted = torch._foreach_add([base[k] for k in keys], dirs[0], alpha=float(coords[ij[0]]))
+    if len(ij) == 2:
+        torch._foreach_add_(shifted, dirs[1], alpha=float(coords[ij[1]]))
+    moved = {**base, **dict(zip(keys, shifted))}
+    values = [float(objective(logits_of(functional_call(model, moved, (x,))), y, {k: moved[k] for k in params}, **kwargs))
+              for x, y in frozen]
+    mean = float(np.mean(values))
+    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], keys: list[str],
+              dirs: list[list[torch.Tensor]], coords: np.ndarray, points: list[tuple[int, ...]],
+              kwargs: dict[str, Any], threads: int | None) -> tuple[list[tuple[float, float]], float]:
+    """One task: the points of a row, each as `landscape` computes it in its own process."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    base = dict(model.state_dict(keep_vars=False))
+    params = [k for k, _ in model.named_parameters()]
+    with analysis_mode(model), torch.no_grad():
+        values = [_point(model, base, params, keys, dirs, coords, ij, frozen, kwargs) for ij in points]
+    return values, time.perf_counter() - start
+
+
+def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 keys: list[str], dirs: list[list[torch.Tensor]], coords: np.ndarray, todo: list[tuple[int, ...]],
+                 dims: int, kwargs: dict[str, Any], loss: np.ndarray, err: np.ndarray, failed: dict[str, str],
+                 finished: Callable[[int], None]) -> tuple[float, int]:
+    """The points `todo` as rows on `ex` (model, batches and directions put once); results are
+    written into `loss` / `err` as rows finish (`finished` after each); failed rows named."""
+    rows: dict[int, list[tuple[int, ...]]] = {}
+    for ij in todo:
+        rows.setdefault(ij[0] if dims == 2 else len(rows), []).append(ij)
+    groups = list(rows.values())
+    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
+    with ex:
+        shared = [ex.put(x) for x in (model, list(frozen), keys, dirs, coords)]
+        spent, computed = 0.0, 0
+        for i, out in ex.map(_row_task, [(*shared, points, kwargs, threads) for points in groups]):
+            if not out.ok:
+                failed.update({str(ij): out.failed for ij in groups[i]})
+                continue
+            values, seconds = out.value
+            for ij, (m, e) in zip(groups[i], values):
+                loss[ij], err[ij] = m, e
+            spent, computed = spent + seconds, computed + len(values)
+            finished(len(values))
+    return spent, computed
+
+
+def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Seconds of one plain forward pass over the frozen batches (the cost unit of a point)."""
+    start = time.perf_counter()
+    for x, _ in frozen:
+        float(logits_of(model(x)).sum())
+    return time.perf_counter() - start
+
+
+def _write(path: Path, res: LandscapeResult) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(dumps(res.to_dict()))

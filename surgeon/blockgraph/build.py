@@ -1,0 +1,145 @@
+"""The entry point `graph`: record, discover, group, number the stages, and trace the block module;
+the model's attributes (train/eval flags, caches) are put back as they were."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from surgeon.core.errors import SurgeonError, first_line
+from surgeon.model.sizes import input_size_of
+from surgeon.model.runtime import model_device
+from surgeon.blockgraph.block import Block
+from surgeon.blockgraph.blockgraph import BlockGraph
+from surgeon.blockgraph.discovery import _Atom, _Discovery
+from surgeon.blockgraph.fx import graph_module, symbolic_trace, tensor_leaves
+from surgeon.blockgraph.grouping import _group
+from surgeon.blockgraph.kinds import _kind
+from surgeon.blockgraph.layout import _spatial
+from surgeon.blockgraph.merges import _concrete_args
+from surgeon.blockgraph.record import _Call, _Recorder, _record
+
+
+def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> BlockGraph:
+    """Build the block graph of `model` (which is left exactly as it was).
+
+    Args:
+        model: any timm or torchvision classifier (or a model edited by surgeon).
+        input_size: (C, H, W) of one input; default: the size the model records (trained or
+            edited at, `surgeon.models.input_size_of`), else its own (timm's pretrained_cfg,
+            torchvision's weight transforms, else 3x224x224).
+    """
+    size = tuple(int(s) for s in (input_size or input_size_of(model)))
+    if len(size) != 3 or min(size) < 1:
+        raise SurgeonError(f"input size {size} is not C,H,W with positive sizes; e.g. input_size=3,224,224")
+    ref = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device, dtype = model_device(model), (ref.dtype if ref is not None and ref.is_floating_point() else torch.float32)
+    x = torch.randn(1, *size, device=device, dtype=dtype)
+    with _attributes_restored(model):  # train/eval flags, and attributes forwards and traces write
+        model.eval()
+        rec = _record(model, x)
+        atoms = _Discovery(model, rec).run()
+        blocks = _make_blocks(model, rec, atoms, size)
+        _check_resolution(model, blocks, size)
+        method, module, reason = _block_module(model, blocks, rec.calls[""])
+    return BlockGraph(model, module, method, blocks, size, reason)
+
+
+def _check_resolution(model: nn.Module, blocks: Sequence[Block], size: tuple[int, ...]) -> None:
+    """Refuse an input that the stem shrinks to one pixel: every body block then sees a 1 x 1 map,
+    and the stages, told apart by their map size, would merge into one (``3,2,2`` numbered a whole
+    ResNet as stage c1)."""
+    body = [b for b in blocks if b.stage is not None]
+    if tuple(size[1:]) != (1, 1) and body and all(b.grid == (1, 1) for b in body):
+        own = ",".join(map(str, input_size_of(model)))
+        raise SurgeonError(f"input {'x'.join(map(str, size))} is too small for this model: its maps are 1x1 from the "
+                           f"first block on, so its stages cannot be told apart; give a larger input, e.g. its own "
+                           f"input_size={own}")
+
+
+@contextmanager
+def _attributes_restored(model: nn.Module) -> Iterator[None]:
+    """Put back every plain attribute of every module as it was: the train/eval flags, and
+    whatever a forward or an FX trace writes (caches of masks or position biases, which would
+    otherwise keep meta tensors or proxies): analysis leaves the model as it was."""
+    saved = [(m, dict(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, before in saved:
+            now = vars(m)
+            for k in [k for k in now if k not in before]:
+                del now[k]
+            now.update((k, v) for k, v in before.items() if now.get(k) is not v)
+
+
+def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tuple[int, int, int]) -> list[Block]:
+    img_hw = (size[1], size[2])
+    prefix_hint = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    params_of = {n: p.numel() for n, p in model.named_parameters()}
+    raw = []
+    for role, group in _group(atoms, rec):
+        members = [m for a in group for m in a.members]
+        tap_path, tap_side = group[-1].tap
+        call = rec.calls[tap_path]
+        out = call.args if tap_side == "in" else call.output
+        out_shape = _first_shape(out)
+        in_shape = _first_shape(rec.calls[members[0]].args)
+        params = sum(p.numel() for m in members for p in model.get_submodule(m).parameters())
+        params += sum(params_of.get(e, 0) for a in group for e in a.extra)
+        flops = sum(rec.flops.per_module.get(m, 0) for m in members)
+        layout, grid, prefix = _spatial(out_shape, img_hw, prefix_hint)
+        in_layout, in_grid, _ = _spatial(in_shape, img_hw, prefix_hint)
+        downsamples = bool(grid and in_grid and grid[0] * grid[1] < in_grid[0] * in_grid[1])
+        merging = any(a.merging for a in group)
+        kind = role if role != "body" else _kind(model, members, merging, downsamples)
+        raw.append((role, members, kind, (tap_path, tap_side), in_shape, out_shape, layout, grid, prefix,
+                    params, flops, downsamples, len(group) == 1 and group[0].role == "half"))
+    blocks: list[Block] = []
+    stage, area, count = 0, None, 0
+    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half in raw:
+        if role == "body":
+            a = grid[0] * grid[1] if grid else None
+            if stage == 0 or (a is not None and area is not None and a < 0.75 * area):  # a real stride, not a
+                # "valid" convolution trimming a border (Inception 73 -> 71)
+                stage, count = stage + 1, 0
+            if a is not None and (area is None or a < area):
+                area = a
+            address, stage_name = f"c{stage}.b{count}", f"c{stage}"
+            count += 1
+        else:
+            address, stage_name = role, None
+        blocks.append(Block(address, _label(members, model, half), tuple(members), kind, stage_name, tap,
+                            in_shape, out_shape, layout, grid, prefix, params, flops, down))
+    for i, b in enumerate(blocks):
+        b.depth = i / max(len(blocks) - 1, 1)
+    return blocks
+
+
+def _label(members: Sequence[str], model: nn.Module, half: bool) -> str:
+    if len(members) == 1:
+        return members[0]
+    if half:
+        sizes = [sum(p.numel() for p in model.get_submodule(m).parameters()) for m in members]
+        return members[max(range(len(members)), key=sizes.__getitem__)]
+    return "+".join(members) if len(members) <= 4 else f"{members[0]}+...+{members[-1]}"
+
+
+def _first_shape(value: Any) -> tuple[int, ...]:
+    ts = tensor_leaves(value)
+    return tuple(ts[0].shape) if ts else ()
+
+
+def _block_module(model: nn.Module, blocks: list[Block], call: _Call) -> tuple[str, nn.Module, str | None]:
+    """Trace `model` with the blocks' modules as leaves; fall back to the model itself."""
+    leaves = {m for b in blocks for m in b.members}
+    try:
+        g = symbolic_trace(model, leaf=lambda m, q: q in leaves, concrete_args=_concrete_args(model, call))
+        return "fx", graph_module(model, g), None
+    except Exception as exc:  # noqa: BLE001 - FX raises many types; all mean "not traceable"
+        return "eager", model, f"{type(exc).__name__}: {first_line(exc, 200)}"

@@ -1,0 +1,211 @@
+"""Step 2 of discovery, over the model: walk the module tree from the root and cut it into atoms
+(plain layers, residual units, transformer halves) from the recorded calls and the merge analysis."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from surgeon.blockgraph.fx import _timm_registries, tensor_leaves
+from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, is_conv
+from surgeon.blockgraph.layout import _spatial
+from surgeon.blockgraph.merges import _Analysis, _analyze, _depends_on, _downstream_module, _shallow_trace
+from surgeon.blockgraph.record import _Call, _Recorder
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+@dataclass
+class _Atom:
+    role: str  # "layer" | "unit" | "half"
+    members: list[str]
+    tap: tuple[str, str]
+    parent: str  # path of the module whose chain produced this atom
+    merging: bool = False
+    in_container: bool = False
+    extra: list[str] = field(default_factory=list)  # direct parameters / buffers owned by the atom
+
+
+def _parent_of(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+def _main_layers(mod: nn.Module) -> int:
+    return sum(is_conv(m) or isinstance(m, nn.Linear) for m in mod.modules())
+
+
+class _Discovery:
+    def __init__(self, model: nn.Module, rec: _Recorder) -> None:
+        self.model = model
+        self.rec = rec
+        self._cache: dict[tuple, _Analysis] = {}
+
+    def run(self) -> list[_Atom]:
+        return self._visit("", self.model, is_root=True)
+
+    def _analysis(self, mod: nn.Module, call: _Call) -> _Analysis:
+        """`_analyze` of a one-level trace, shared by modules of the same class, children, settings
+        and call (the twelve blocks of a ViT are traced once)."""
+        simple = (bool, int, float, str, type(None))
+        lengths = self._tuple_lengths(mod, call)
+        key = (
+            tuple(sorted(lengths.items())),
+            type(mod),
+            tuple((n, type(c)) for n, c in mod.named_children()),
+            tuple(sorted((k, v) for k, v in vars(mod).items() if not k.startswith("_") and isinstance(v, simple))),
+            tuple(sorted((n, p.shape) for n, p in itertools.chain(mod.named_parameters(recurse=False),
+                                                                   mod.named_buffers(recurse=False)))),
+            repr(tree_map(lambda v: ("T", v.ndim) if isinstance(v, torch.Tensor) else v, (call.args, call.kwargs))),
+        )
+        try:
+            hash(key)
+        except TypeError:
+            return _analyze(_shallow_trace(mod, call, lengths))
+        if key not in self._cache:
+            self._cache[key] = _analyze(_shallow_trace(mod, call, lengths))
+        return self._cache[key]
+
+    def _tuple_lengths(self, mod: nn.Module, call: _Call) -> dict[str, int]:
+        """The children of `mod` whose recorded output is a tuple, with its length."""
+        path = next((p for p, c in self.rec.calls.items() if c is call), None)
+        if path is None:
+            return {}
+        out = {}
+        for name, _ in mod.named_children():
+            child = self.rec.calls.get(_join(path, name))
+            if child is not None and isinstance(child.output, tuple):
+                out[name] = len(child.output)
+        return out
+
+    def _first_call(self, path: str, mod: nn.Module) -> int | None:
+        """Call order of `mod`, or of its first-called descendant (a ModuleList is never called)."""
+        call = self.rec.calls.get(path)
+        if call is not None:
+            return call.order
+        orders = [self.rec.calls[p].order for p in (_join(path, n) for n, _ in mod.named_modules() if n)
+                  if p in self.rec.calls]
+        return min(orders) if orders else None
+
+    def _borrowed(self, path: str, parent: str) -> bool:
+        """True for a module registered under `parent` but called from elsewhere (a shared
+        positional encoding that blocks borrow, as in CoaT): it belongs to its callers."""
+        call = self.rec.calls.get(path)
+        return call is not None and bool(call.caller) and not (parent == call.caller or parent.startswith(call.caller + "."))
+
+    def _children(self, path: str, mod: nn.Module) -> list[tuple[str, nn.Module]]:
+        kids = [(_join(path, n), c, self._first_call(_join(path, n), c)) for n, c in mod.named_children()
+                if not self._borrowed(_join(path, n), path)
+                # a module never called itself (only its parts, via a method such as get_bias())
+                # computes a side input, not a step of the main path: unless it is a container
+                and (_join(path, n) in self.rec.calls or isinstance(c, _CONTAINERS))]
+        return [(k, c) for k, c, order in sorted((kc for kc in kids if kc[2] is not None), key=lambda kc: kc[2])]
+
+    def _direct_state(self, path: str, mod: nn.Module) -> list[str]:
+        return [_join(path, n) for n, _ in itertools.chain(mod.named_parameters(recurse=False),
+                                                           mod.named_buffers(recurse=False))]
+
+    def _single(self, role: str, path: str, merging: bool = False) -> _Atom:
+        parent = _parent_of(path)
+        parent_mod = self.model.get_submodule(parent)
+        return _Atom(role, [path], (path, "out"), parent, merging, isinstance(parent_mod, _CONTAINERS))
+
+    def _visit(self, path: str, mod: nn.Module, is_root: bool = False) -> list[_Atom]:
+        call = self.rec.calls.get(path)
+        kids = self._children(path, mod)
+        if not is_root and (not kids or (call is None and not isinstance(mod, _CONTAINERS))):
+            return [self._single("layer", path)]
+        builtin = type(mod).__module__.startswith("torch.nn") and not isinstance(mod, _CONTAINERS)
+        if not is_root and builtin:
+            return [self._single("layer", path)]
+        notrace = isinstance(mod, _timm_registries()[0])
+        if not is_root and notrace:  # timm's own leaves: a block if it holds several layers
+            return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+        if not is_root and call is not None:  # (an uncalled ModuleList is a plain sequence)
+            analysis = self._analysis(mod, call)
+            if analysis.merges:
+                return self._halves(path, analysis) or [self._single("unit", path, merging=True)]
+            shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
+            if shared:
+                return [self._single("unit", path)]  # reused children: one block
+            if analysis.graph is None and not isinstance(mod, _CONTAINERS):
+                return self._untraceable(path, kids)
+        atoms = [a for k, c in kids for a in self._visit(k, c)]
+        if atoms:
+            atoms[0].extra += self._direct_state(path, mod)
+        split = any(a.role == "half" or a.merging for a in atoms)
+        if split and not is_root and self._downsampling_module(path):
+            return [self._single("unit", path)]  # GC ViT's Downsample2d: a residual conv, then a strided one
+        if is_root or isinstance(mod, _CONTAINERS) or split:
+            return atoms
+        return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+
+    def _untraceable(self, path: str, kids: list[tuple[str, nn.Module]]) -> list[_Atom]:
+        """A module FX cannot trace one level deep (its forward branches on data, builds masks,
+        dispatches attention...): its children in call order when they hold residual units or
+        halves (a transformers encoder, a TinyViT stage), else one block."""
+        atoms = [a for k, c in kids for a in self._visit(k, c)]
+        if any(a.role == "half" or a.merging for a in atoms):
+            atoms[0].extra += self._direct_state(path, self.model.get_submodule(path))
+            return atoms
+        return [self._single("unit", path)]
+
+    def _downsampling_module(self, path: str) -> bool:
+        """A module named for downsampling (``downsample``, ``reduction``, ``merge``, ``pool``...)
+        whose output has fewer positions than its input: one step between stages."""
+        call = self.rec.calls.get(path)
+        if call is None or not _DOWNSAMPLE_NAMES.search(path.rsplit(".", 1)[-1]):
+            return False
+        ins, outs = tensor_leaves(call.args), tensor_leaves(call.output)
+        image = tensor_leaves(self.rec.calls[""].args)[0].shape[-2:]
+        if not (ins and outs):
+            return False
+        before, after = (_spatial(t.shape, (image[0], image[1]), 0)[1] for t in (ins[0], outs[0]))
+        return bool(before and after and after[0] * after[1] < before[0] * before[1])
+
+    def _halves(self, path: str, a: _Analysis) -> list[_Atom] | None:
+        """Split a module with consecutive residual adds into one atom per residual branch."""
+        adds = a.adds
+        if len(adds) < 2 or len(adds) != len(a.merges):
+            return None
+        for prev, nxt in itertools.pairwise(adds):
+            if not _depends_on(nxt, prev):
+                return None
+        order = {n: i for i, n in enumerate(a.graph.nodes)}
+        bounds = [order[n] for n in adds]
+        segments: list[list[str]] = [[] for _ in adds]
+        extras: list[list[str]] = [[] for _ in adds]
+        for n in a.graph.nodes:
+            if n.op not in ("call_module", "get_attr"):
+                continue
+            i = next((j for j, b in enumerate(bounds) if order[n] < b), len(bounds) - 1)
+            target = _join(path, n.target)
+            if n.op == "call_module":
+                if target not in self.rec.calls:  # a module shared with (and owned by) another place
+                    continue
+                if target not in segments[i]:
+                    segments[i].append(target)
+            else:
+                extras[i].append(target)
+        for seg, extra in zip(segments, extras):
+            if not extra and not any(p.numel() for m in seg for p in self.model.get_submodule(m).parameters()):
+                return None
+        taps: list[tuple[str, str]] = []
+        for node in adds[:-1]:
+            consumer = _downstream_module(node)
+            if consumer is None:
+                return None
+            taps.append((_join(path, consumer.target), "in"))
+        taps.append((path, "out"))
+        in_container = isinstance(self.model.get_submodule(_parent_of(path)), _CONTAINERS)
+        return [
+            _Atom("half", seg, tap, path, True, in_container, extra)
+            for seg, tap, extra in zip(segments, taps, extras)
+        ]

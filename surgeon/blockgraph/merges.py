@@ -1,0 +1,126 @@
+"""Step 2 of discovery, per module: a one-level FX trace (children as leaves) and the merge analysis
+that finds residual adds and concatenations of branches in it."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils._pytree import tree_map
+
+from surgeon.blockgraph.fx import symbolic_trace
+from surgeon.blockgraph.record import _Call
+
+_SHAPE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout"}
+_SHAPE_METHODS = {"size", "dim", "numel", "type", "get_device", "element_size", "stride"}
+_ADDS = {operator.add, operator.iadd, torch.add}
+_CATS = {torch.cat, torch.concat, torch.stack}
+
+
+@dataclass
+class _Analysis:
+    graph: fx.Graph | None
+    merges: list[fx.Node]
+    adds: list[fx.Node]
+
+
+def _concrete_args(mod: nn.Module, call: _Call) -> dict[str, Any] | None:
+    """FX concrete_args reproducing a recorded call: non-tensor arguments (``mask=None``, flags)
+    fixed to their values, tensors (also inside tuples) left as placeholders."""
+    sig = inspect.signature(mod.forward)
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
+        if call.kwargs or len(call.args) != 1:
+            raise TypeError("variadic forward called with several arguments")
+        return None
+    bound = sig.bind(*call.args, **call.kwargs)
+    bound.apply_defaults()
+    return {name: tree_map(lambda v: fx.PH if isinstance(v, torch.Tensor) else v, value)
+            for name, value in bound.arguments.items() if not isinstance(value, torch.Tensor)}
+
+
+def _shallow_trace(mod: nn.Module, call: _Call, lengths: dict[str, int] | None = None) -> fx.Graph | None:
+    """Trace `mod` with every submodule a leaf, arguments fixed to their recorded non-tensor values
+    (`lengths`: children returning tuples, by name, so their outputs can be unpacked)."""
+    try:
+        return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=_concrete_args(mod, call), lengths=lengths)
+    except Exception:  # noqa: BLE001 - any tracing failure means "treat this module from its type"
+        return None
+
+
+def _is_metadata(n: fx.Node) -> bool:
+    return (n.op == "call_function" and n.target is getattr and n.args[1] in _SHAPE_ATTRS) or (
+        n.op == "call_method" and n.target in _SHAPE_METHODS
+    )
+
+
+def _is_add(n: fx.Node) -> bool:
+    return (n.op == "call_function" and n.target in _ADDS) or (n.op == "call_method" and n.target in ("add", "add_"))
+
+
+def _is_merge_op(n: fx.Node) -> bool:
+    """Ops that join branches: sums (residual) and concatenations (dense / inception / fusion).
+    Gating products (squeeze-excitation) and attention matmuls are not merges."""
+    return _is_add(n) or (n.op == "call_function" and n.target in _CATS) or (
+        n.op == "call_method" and n.target in ("sub", "sub_")) or (n.op == "call_function" and n.target in (operator.sub, torch.sub))
+
+
+def _analyze(graph: fx.Graph | None) -> _Analysis:
+    """Find merges: sums or concatenations of tensors that derive from a common input along
+    different module paths (a residual add, a concatenation of branches; not two slices of one
+    tensor)."""
+    if graph is None:
+        return _Analysis(None, [], [])
+    sources: dict[fx.Node, frozenset[fx.Node]] = {}  # the inputs a tensor derives from
+    producers: dict[fx.Node, frozenset[fx.Node]] = {}  # the last module calls / inputs before it
+    merges = []
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            sources[n] = producers[n] = frozenset([n])
+            continue
+        if n.op in ("get_attr", "output") or _is_metadata(n):
+            continue
+        parents = [a for a in n.all_input_nodes if a in sources]
+        if not parents:
+            continue
+        sources[n] = frozenset().union(*(sources[a] for a in parents))
+        producers[n] = frozenset([n]) if n.op == "call_module" else frozenset().union(*(producers[a] for a in parents))
+        if _is_merge_op(n) and any(sources[a] & sources[b] and producers[a] != producers[b]
+                                   for a, b in itertools.combinations(parents, 2)):
+            merges.append(n)
+    return _Analysis(graph, merges, [n for n in merges if _is_add(n)])
+
+
+def _downstream_module(start: fx.Node) -> fx.Node | None:
+    """The first call_module node fed by `start` through non-module, non-merge ops."""
+    frontier, seen, found = [start], set(), []
+    while frontier:
+        n = frontier.pop()
+        for u in n.users:
+            if u in seen:
+                continue
+            seen.add(u)
+            if u.op == "call_module":
+                found.append(u)
+            elif u.op in ("call_function", "call_method") and not _is_metadata(u):
+                frontier.append(u)
+    if not found:
+        return None
+    order = {n: i for i, n in enumerate(start.graph.nodes)}
+    return min(found, key=order.__getitem__)
+
+
+def _depends_on(node: fx.Node, ancestor: fx.Node) -> bool:
+    stack, seen = list(node.all_input_nodes), set()
+    while stack:
+        n = stack.pop()
+        if n is ancestor:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return False

@@ -1,0 +1,467 @@
+"""Compare models with all of the paper's measures, on the same batches and seeds, resumably.
+
+    cmp = surgeon.compare(["r18.safetensors", "vit.safetensors"], "digits", out="report/", quick=True)
+    cmp.claims()                        # the paper's claims, each with its measured quantity and verdict
+    cmp.results["r18"]["fourier"]       # each measure as the JSON of its result type
+    cmp = surgeon.read_comparison("report/")    # read back from report/results.json
+
+Measures (`MEASURES`), each an existing analysis run unchanged on every model:
+
+- ``fourier`` / ``variance``: `surgeon.probe` on every block (Fig. 2a, 8 / Fig. 9), test split;
+- ``hessian``: `surgeon.hessian_spectrum`, the top-k (largest magnitude, the paper's) eigenvalues
+  per training mini-batch, and the most negative one (``which="SA"``, k = 1) per batch (Fig. 1c, 4);
+- ``landscape``: `surgeon.landscape` on two filter-normalised random directions (Fig. 1a);
+- ``frequency_noise``: `surgeon.frequency_noise_robustness` (Fig. 2b), test split;
+- ``lesions``: `surgeon.lesion_study` of every block (Fig. 10), test split.
+
+Every model reads the same data: one loader per model from the same spec, seed and batch size
+(clean images; the test split for probes, noise and lesions, the shuffled training split, drawn
+with `seed`, for the Hessian and the landscape), each at the model's own input size. Every random
+draw (start vectors, directions, noise) is seeded with `seed`.
+
+Persistence: with `out`, each finished (model, measure) is written at once to ``out/results.json``
+(a temp file and a rename, so a kill leaves the previous file whole). ``resume=True`` reads it back
+and skips the finished pairs; a file written with other models, data, measures or sizes is refused.
+A landscape also keeps its finished points in ``out/partial/`` while it runs, so a killed landscape
+continues from its last point. An interrupted measure (Ctrl-C) is not stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from surgeon.core.errors import SurgeonError
+from surgeon.core.files import atomic_path, check_input
+from surgeon.core.jsonio import dumps
+from surgeon.core.tables import Tabular
+
+__all__ = ["MEASURES", "Settings", "PAPER", "QUICK", "ComparisonResult", "compare", "read_comparison"]
+
+MEASURES = ("fourier", "variance", "hessian", "landscape", "frequency_noise", "lesions")
+FORMAT = "surgeon-compare"
+VERSION = 1
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of the measures. `PAPER` follows PAPER.md where the paper fixes a size (top-5
+    eigenvalues, a 21 x 21 landscape on [-1, 1], bands 0.1 .. 0.9 pi); `QUICK` finishes in a few
+    minutes on a laptop CPU. ``None`` batches: all the data."""
+
+    batch_size: int = 64
+    probe_batches: int | None = 16
+    hessian_k: int = 5
+    hessian_batches: int = 10
+    hessian_tol: float = 1e-4
+    hessian_max_iter: int | None = None  # Lanczos steps per solve (None: curvature's default)
+    landscape_grid: int = 21
+    landscape_span: float = 1.0
+    landscape_batches: int = 4
+    frequencies: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    noise_eps: float = 0.1
+    noise_batches: int | None = None
+    lesion_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        from surgeon.core import checks
+
+        checks.args(batch_size=self.batch_size, k=self.hessian_k, tol=self.hessian_tol, grid=self.landscape_grid,
+                    span=self.landscape_span, eps=self.noise_eps)
+        for name in ("hessian_max_iter", "probe_batches", "hessian_batches", "landscape_batches", "noise_batches", "lesion_batches"):
+            n = getattr(self, name)
+            if n is not None and (not isinstance(n, int) or n < 1):
+                raise SurgeonError(f"{name}={n!r} must be a positive integer (or None: all the data)")
+        if self.landscape_grid < 2:
+            raise SurgeonError(f"landscape_grid={self.landscape_grid} must be at least 2")
+
+
+PAPER = Settings()
+QUICK = Settings(batch_size=32, probe_batches=2, hessian_k=3, hessian_batches=1, hessian_tol=1e-2,
+                 hessian_max_iter=16,
+                 landscape_grid=5, landscape_batches=1, frequencies=(0.1, 0.3, 0.5, 0.7, 0.9), noise_batches=4,
+                 lesion_batches=4)
+
+
+# ----------------------------------------------------------------------------------------------
+# The comparison
+
+
+@dataclass
+class ComparisonResult(Tabular):
+    """What `compare` measured: ``models`` (one dict per model: label, spec, input size, classes
+    and its blocks), ``results[label][measure]`` (the JSON form of the measure's result type),
+    ``seconds[label][measure]``, the ``config`` it ran with and, when persisted, its ``path``."""
+
+    config: dict[str, Any]
+    models: list[dict[str, Any]]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    path: Path | None = None
+    interrupted: bool = False
+
+    @property
+    def labels(self) -> list[str]:
+        return [m["label"] for m in self.models]
+
+    @property
+    def measures(self) -> list[str]:
+        return list(self.config["measures"])
+
+    def model(self, label: str) -> dict[str, Any]:
+        for m in self.models:
+            if m["label"] == label:
+                return m
+        raise SurgeonError(f"no model {label!r} in this comparison; models: {', '.join(self.labels)}")
+
+    def done(self, label: str, measure: str) -> bool:
+        return measure in self.results.get(label, {})
+
+    def claims(self) -> list[Any]:
+        """The paper's claims with the measured quantities and verdicts (`surgeon.claims`)."""
+        from surgeon.comparison.claims import evaluate_claims
+
+        return evaluate_claims(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "config": self.config, "models": self.models,
+                "results": self.results, "seconds": self.seconds, "interrupted": self.interrupted}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: one per claim and model (claim, figure, model, quantity, value, verdict)."""
+        rows = []
+        for c in self.claims():
+            for label in self.labels:  # a model the claim could not measure: its row with no value
+                rows.append({"claim": c.id, "figure": c.figure, "model": label, "quantity": c.quantity,
+                             "value": c.values.get(label), "verdict": c.verdict})
+        return rows
+
+    def report(self, out: str | os.PathLike) -> Path:
+        """Write the HTML report, figures and CSV tables into the folder `out` (`surgeon.report`)."""
+        from surgeon.viz.report import write_report
+
+        return write_report(self, out)
+
+    def _repr_html_(self) -> str:
+        from surgeon.viz.report import comparison_html
+
+        return comparison_html(self, figures=False)
+
+
+def read_comparison(path: str | os.PathLike) -> ComparisonResult:
+    """A `ComparisonResult` read back from a report folder or its ``results.json``."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / RESULTS
+    check_input(p, "comparison file", "give the folder surgeon compare wrote (it holds results.json)")
+    try:
+        saved = json.loads(p.read_text())
+        ok = saved.get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise SurgeonError(f"{str(p)!r} is not a results.json written by surgeon compare; give its report folder")
+    if saved.get("version") != VERSION:
+        raise SurgeonError(f"{str(p)!r} has comparison format version {saved.get('version')}, this surgeon reads "
+                           f"{VERSION}; run surgeon compare again")
+    return ComparisonResult(saved["config"], saved["models"], saved.get("results", {}), saved.get("seconds", {}), p,
+                      bool(saved.get("interrupted", False)))
+
+
+def _write(cmp: ComparisonResult) -> None:
+    if cmp.path is None:
+        return
+    with atomic_path(cmp.path) as tmp:
+        tmp.write_text(dumps(cmp.to_dict(), indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Measures: each one existing analysis, its result as JSON
+
+
+@dataclass
+class _Context:
+    """What every measure of one model reads: the model, its input size and the shared settings."""
+
+    model: Any
+    input_size: tuple[int, int, int]
+    data: Any
+    settings: Settings
+    seed: int
+    progress: bool
+    executor: Any
+    partial: Path | None
+    label: str
+
+    def loader(self, train: bool) -> Any:
+        from surgeon.data import datasets as data
+
+        return data.loader(self.data, self.model, batch_size=self.settings.batch_size, input_size=self.input_size,
+                           train=train, shuffle=train, seed=self.seed)
+
+
+def _probe(name: str) -> Callable[[_Context], dict[str, Any]]:
+    def run(ctx: _Context) -> dict[str, Any]:
+        from surgeon.analysis.probes import probe
+
+        res = probe(ctx.model, ctx.loader(False), (name,), "*", batches=ctx.settings.probe_batches,
+                    progress=ctx.progress)
+        return _checked(res, res.to_dict())
+
+    return run
+
+
+def _hessian(ctx: _Context) -> dict[str, Any]:
+    from surgeon.analysis.curvature import hessian_spectrum
+
+    s = ctx.settings
+    common = dict(batches=s.hessian_batches, tol=s.hessian_tol, max_iter=s.hessian_max_iter, seed=ctx.seed,
+                  progress=ctx.progress, executor=ctx.executor)
+    lm = hessian_spectrum(ctx.model, ctx.loader(True), s.hessian_k, which="LM", **common)
+    if lm.interrupted:
+        raise KeyboardInterrupt
+    sa = hessian_spectrum(ctx.model, ctx.loader(True), 1, which="SA", **common)
+    return _checked(sa, {"lm": lm.to_dict(), "sa": sa.to_dict()})
+
+
+def _landscape(ctx: _Context) -> dict[str, Any]:
+    from surgeon.analysis.landscapes import landscape
+
+    s = ctx.settings
+    save = None
+    if ctx.partial is not None:
+        ctx.partial.mkdir(parents=True, exist_ok=True)
+        save = ctx.partial / f"landscape-{_slug(ctx.label)}.json"
+    res = landscape(ctx.model, ctx.loader(True), grid=s.landscape_grid, span=s.landscape_span,
+                    batches=s.landscape_batches, seed=ctx.seed, save=save, progress=ctx.progress,
+                    executor=ctx.executor)
+    return _checked(res, res.to_dict())
+
+
+def _frequency_noise(ctx: _Context) -> dict[str, Any]:
+    from surgeon.evaluation.robustness import frequency_noise_robustness
+
+    s = ctx.settings
+    res = frequency_noise_robustness(ctx.model, ctx.loader(False), s.frequencies, eps=s.noise_eps,
+                                     batches=s.noise_batches, seed=ctx.seed, progress=ctx.progress,
+                                     executor=ctx.executor)
+    return _checked(res, res.to_dict())
+
+
+def _lesions(ctx: _Context) -> dict[str, Any]:
+    from surgeon.analysis.lesions import lesion_study
+
+    res = lesion_study(ctx.model, ctx.loader(False), "*", batches=ctx.settings.lesion_batches,
+                       input_size=ctx.input_size, progress=ctx.progress)
+    return _checked(res, res.to_dict())
+
+
+def _checked(res: Any, value: dict[str, Any]) -> dict[str, Any]:
+    """`value`, unless the analysis was cut short by Ctrl-C: a partial measure is not stored."""
+    if getattr(res, "interrupted", False):
+        raise KeyboardInterrupt
+    return value
+
+
+#: measure name -> function of a `_Context` returning the measure's JSON (the result's ``to_dict``)
+RUNNERS: dict[str, Callable[[_Context], dict[str, Any]]] = {
+    "fourier": _probe("fourier"), "variance": _probe("variance"), "hessian": _hessian, "landscape": _landscape,
+    "frequency_noise": _frequency_noise, "lesions": _lesions,
+}
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def check_measures(measures: Iterable[str] | None) -> list[str]:
+    """The measures to run, in `MEASURES` order; an unknown name is refused with the known ones."""
+    if measures is None:
+        return list(MEASURES)
+    chosen = [m.strip() for m in measures if m.strip()]
+    from surgeon.core.errors import closest
+
+    for m in chosen:
+        if m not in MEASURES:
+            near = closest(m, MEASURES)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise SurgeonError(f"unknown measure {m!r}; {hint}measures: {', '.join(MEASURES)}")
+    if not chosen:
+        raise SurgeonError(f"no measure given; measures: {', '.join(MEASURES)}")
+    return [m for m in MEASURES if m in chosen]
+
+
+def _labels(models: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
+    from surgeon.model.runtime import display_name
+
+    if labels is None:
+        labels = [Path(m).stem if isinstance(m, (str, os.PathLike)) and str(m).endswith(".safetensors")
+                  else (str(m) if isinstance(m, (str, os.PathLike)) else display_name(m)) for m in models]
+    labels = list(labels)
+    if len(labels) != len(models):
+        raise SurgeonError(f"{len(labels)} labels for {len(models)} models; give one label per model")
+    seen: dict[str, int] = {}
+    unique = []
+    for lab in labels:  # the same model twice (two files of one name): number them
+        seen[lab] = seen.get(lab, 0) + 1
+        unique.append(lab if seen[lab] == 1 else f"{lab} ({seen[lab]})")
+    return unique
+
+
+def _model_info(label: str, spec: str, model: Any, size: tuple[int, int, int]) -> dict[str, Any]:
+    """The model's entry in results.json: its blocks (kind, stage, depth, grid, params, FLOPs)."""
+    from surgeon.blockgraph import graph
+
+    g = graph(model, input_size=size)
+    blocks = [{"address": b.address, "kind": b.kind, "stage": b.stage, "depth": b.depth,
+               "downsamples": b.downsamples, "grid": list(b.grid) if b.grid else None, "params": b.params,
+               "flops": b.flops} for b in g.blocks]
+    classes = int(g.blocks[-1].out_shape[-1]) if g.blocks and g.blocks[-1].out_shape else None
+    return {"label": label, "spec": spec, "input_size": list(size), "num_classes": classes,
+            "params": sum(p.numel() for p in model.parameters()), "blocks": blocks}
+
+
+def _load(spec: Any, num_classes: int | None, seed: int) -> tuple[str, Any]:
+    import torch
+
+    from surgeon.surgery.loading import load_model
+    from surgeon.model.runtime import display_name
+
+    if isinstance(spec, (str, os.PathLike)):
+        torch.manual_seed(seed)  # a random-init model is the same on every run (and on resume)
+        return str(spec), load_model(str(spec), num_classes=num_classes)
+    if isinstance(spec, torch.nn.Module):
+        return display_name(spec), spec
+    raise SurgeonError(f"a model must be a name, a surgeon file or an nn.Module, not {type(spec).__name__}")
+
+
+def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str | os.PathLike | None = None, *,
+            measures: Iterable[str] | None = None, quick: bool = False, settings: Settings | None = None,
+            labels: Sequence[str] | None = None, num_classes: int | None = None,
+            input_size: Sequence[int] | None = None, seed: int = 0,
+            resume: bool = False, overwrite: bool = False, executor: Any = None, progress: bool = False,
+            on_done: Callable[[str, str, float], None] | None = None) -> ComparisonResult:
+    """Run the paper's `measures` on every model on the same batches and seeds.
+
+    Args:
+        models: two or more model names, surgeon files (anything `surgeon.load_model` takes) or
+            modules; a module is used as it is (never changed: each analysis restores it).
+        data: a labelled data spec (`surgeon.data.loader`): ``digits``, ``cifar10:ROOT``, a folder.
+        out: a folder for ``results.json``, written after every finished (model, measure).
+        measures: a subset of `MEASURES` (default: all).
+        quick: the sizes of `QUICK` (a few minutes on a laptop CPU) instead of `PAPER`'s.
+        settings: explicit sizes (a `Settings`); overrides `quick`.
+        labels: one name per model in tables and figures (default: the name or the file's stem).
+        num_classes: classifier size for models built from a name (their default otherwise).
+        input_size: (C, H, W) for every model (default: each model's own, `surgeon.models.resolve_input_size`).
+        seed: of the random-init models built from names, the data order and every random draw.
+        resume: continue from ``out/results.json``, skipping the finished (model, measure) pairs.
+        overwrite: start afresh even when ``out/results.json`` exists.
+        executor: a `surgeon.executor` for the sweeps that have tasks (Hessian batches, landscape
+            rows, noise bands).
+        progress: progress bars on every long step.
+        on_done: called with (label, measure, seconds) after each finished measure.
+
+    Returns:
+        The `ComparisonResult`; ``interrupted=True`` when Ctrl-C stopped it (the finished pairs are
+        kept in results.json).
+    """
+    from surgeon.core import checks
+    from surgeon.model.sizes import resolve_input_size
+
+    checks.args(seed=seed, num_classes=num_classes)
+    if len(models) < 1:
+        raise SurgeonError("no model given; compare two or more, e.g. resnet18 vit_tiny_patch16_224")
+    chosen = check_measures(measures)
+    settings = settings or (QUICK if quick else PAPER)
+    names = _labels(models, labels)
+    path = _results_path(out, resume, overwrite)
+    config = {"models": [str(m) if isinstance(m, (str, os.PathLike)) else None for m in models], "labels": names,
+              "data": str(data), "measures": chosen, "settings": _plain_settings(settings), "seed": seed,
+              "num_classes": num_classes, "input_size": list(input_size) if input_size is not None else None}
+    previous = _previous(path, config) if resume and path is not None and path.exists() else None
+    cmp = ComparisonResult(config, [], dict(previous.results) if previous else {},
+                     dict(previous.seconds) if previous else {}, path)
+    partial = path.parent / "partial" if path is not None else None
+    for label, spec in zip(names, models):
+        spec_name, model = _load(spec, num_classes, seed)
+        size = resolve_input_size(model, input_size).size
+        cmp.models.append(_model_info(label, spec_name, model, size))
+        _write(cmp)
+        ctx = _Context(model, size, data, settings, seed, progress, executor, partial, label)
+        for measure in chosen:
+            if cmp.done(label, measure):
+                continue
+            start = time.perf_counter()
+            try:
+                value = RUNNERS[measure](ctx)
+            except KeyboardInterrupt:
+                cmp.interrupted = True
+                warnings.warn(f"interrupted during {measure} of {label}; finished measures are kept"
+                              + (f" in {path} (rerun with resume)" if path else ""), stacklevel=2)
+                return cmp
+            seconds = time.perf_counter() - start
+            cmp.results.setdefault(label, {})[measure] = value
+            cmp.seconds.setdefault(label, {})[measure] = seconds
+            _write(cmp)
+            if on_done is not None:
+                on_done(label, measure, seconds)
+    return cmp
+
+
+def _plain_settings(s: Settings) -> dict[str, Any]:
+    d = asdict(s)
+    d["frequencies"] = list(d["frequencies"])
+    return d
+
+
+def _results_path(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> Path | None:
+    """``out/results.json``; an existing one without `resume` or `overwrite` is refused before any work."""
+    if out is None:
+        if resume:
+            raise SurgeonError("resume=True needs out= (the folder holding results.json)")
+        return None
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SurgeonError(f"out={str(folder)!r} is a file; give a folder for the report")
+    if not folder.parent.exists():
+        raise SurgeonError(f"the folder above out={str(folder)!r} does not exist; create it first")
+    path = folder / RESULTS
+    if path.exists() and not (resume or overwrite):
+        raise SurgeonError(f"{str(path)!r} exists; pass resume=True to continue it or overwrite=True to start afresh")
+    if resume and overwrite:
+        raise SurgeonError("give resume=True or overwrite=True, not both")
+    folder.mkdir(exist_ok=True)
+    if overwrite and path.exists():
+        path.unlink()
+        partial = folder / "partial"
+        for f in partial.glob("*.json") if partial.is_dir() else ():
+            f.unlink()
+    return path
+
+
+def _previous(path: Path, config: dict[str, Any]) -> ComparisonResult:
+    """The comparison in `path`, refused when it ran with another configuration."""
+    prev = read_comparison(path)
+    diff = [k for k in config if prev.config.get(k) != config[k]]
+    if diff:
+        k = diff[0]
+        raise SurgeonError(f"{str(path)!r} was written with other {k} ({prev.config.get(k)!r}, here {config[k]!r}); "
+                           f"rerun with the same arguments, or overwrite=True to start afresh")
+    return prev
+
+
+def with_settings(base: Settings, **changes: Any) -> Settings:
+    """`base` with some sizes changed (checked)."""
+    return replace(base, **changes)
