@@ -11,7 +11,7 @@ Conventions (a new command reuses these definitions rather than making its own):
   ``result.tidy()``). With ``--json -`` or ``--csv -`` the tables go to stderr, the data to stdout.
 
 This module must not import torch (``surgeon --help`` stays fast): reach the library through the
-lazy ``surgeon`` package inside functions (``surgeon.viz.plots.save_figure``...).
+lazy ``surgeon`` package inside functions (``surgeon.viz.save_figure``...).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def check_outputs(figure: Path | None = None, json_out: Path | None = None, csv_
     """Refuse bad output paths before any work: a wrong suffix, a missing folder, or an existing file
     without --force (`files`: more (path, suffixes) pairs). ``-`` for --json / --csv is stdout: the
     tables then go to stderr, so stdout holds the data alone."""
-    wanted = [(figure, surgeon.viz.plots.figure_formats()) if figure is not None else (None, ()),
+    wanted = [(figure, surgeon.viz.figure_formats()) if figure is not None else (None, ()),
               (json_out, (".json",)), (csv_out, (".csv",)), *files]
     if json_out == STDOUT and csv_out == STDOUT:
         raise SurgeonError("--json - and --csv - both ask for stdout; write one of them to a file")

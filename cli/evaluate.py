@@ -79,7 +79,7 @@ def evaluate(
         table.add_row(col, _value(k, ev.metrics[k]))
     out.print(table)
     if reliability is not None:
-        out.print(f"wrote {surgeon.viz.plots.save_figure(surgeon.viz.plots.plot_reliability(ev, [name]), reliability)}",
+        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_reliability(ev, [name]), reliability)}",
                   highlight=False)
     write_json(json_out, {"model": name, "data": data, "split": "test", "mc_dropout": mc_dropout, "nll_mode": nll,
                            **ev.to_dict()})
@@ -155,7 +155,7 @@ def lesion_study(
         if res.interrupted:
             break
     if out_fig is not None:
-        out.print(f"wrote {surgeon.viz.plots.save_figure(surgeon.viz.plots.plot_lesions(results), out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_lesions(results), out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:

@@ -91,7 +91,7 @@ def probe(
         if res.interrupted:
             break
     if out_fig is not None:
-        path = surgeon.viz.plots.save_figure(surgeon.viz.plots.probe_figure(results, kind), out_fig)
+        path = surgeon.viz.save_figure(surgeon.viz.probe_figure(results, kind), out_fig)
         out.print(f"wrote {path}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))

@@ -23,8 +23,8 @@ BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N 
 
 def _corruption_table(res: surgeon.results.CorruptionResult, metric: str) -> Table:
     """Rows: corruptions, then the mean per severity; columns: severities, then the mean."""
-    metric_text = surgeon.viz.plots.metric_text
-    unit = " (%)" if metric in surgeon.viz.plots.PERCENT_METRICS else ""
+    metric_text = surgeon.viz.metric_text
+    unit = " (%)" if metric in surgeon.viz.PERCENT_METRICS else ""
     table = Table(title=f"{res.model}: {metric}{unit} under corruption, {res.source}; clean "
                         f"{metric_text(metric, res.clean[metric])} on {res.samples} images", title_justify="left")
     table.add_column("corruption")
@@ -86,8 +86,8 @@ def robustness(
     res.model = label(model)
     out.print(_corruption_table(res, metric))
     if out_fig is not None:
-        fig = surgeon.viz.plots.plot_corruptions(res, metric).figure
-        out.print(f"wrote {surgeon.viz.plots.save_figure(fig, out_fig)}", highlight=False)
+        fig = surgeon.viz.plot_corruptions(res, metric).figure
+        out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, res.to_dict())
     write_csv(csv_out, res.tidy())
     if res.interrupted:
@@ -148,8 +148,8 @@ def frequency_noise(
             break
     out.print(table)
     if out_fig is not None:
-        fig = surgeon.viz.plots.plot_frequency_noise(results).figure
-        out.print(f"wrote {surgeon.viz.plots.save_figure(fig, out_fig)}", highlight=False)
+        fig = surgeon.viz.plot_frequency_noise(results).figure
+        out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:

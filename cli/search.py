@@ -22,7 +22,7 @@ def _value(record: dict[str, Any]) -> str:
     if record["failed"]:
         return "-"
     metric = record["metric"]
-    metric_text = surgeon.viz.plots.metric_text
+    metric_text = surgeon.viz.metric_text
     spread = f" \u00b1 {metric_text(metric, record['std'])}" if len(record["runs"]) > 1 else ""
     return metric_text(metric, record["mean"]) + spread
 

@@ -93,7 +93,7 @@ def attack(
         table.add_row(r.model, f"{100 * r.clean['acc']:.1f}", *(f"{100 * a:.1f}" for a in r.accuracy))
     out.print(table)
     if out_fig is not None:
-        out.print(f"wrote {surgeon.viz.plots.save_figure(surgeon.viz.plots.plot_attack(results).figure, out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_attack(results).figure, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))
     if results[-1].interrupted:
@@ -204,7 +204,7 @@ def trajectory(
 
     Example: surgeon trajectory r18.run vit.run --out traj.png
     """
-    from surgeon.viz.plots import plot_trajectories, save_figure
+    from surgeon.viz import plot_trajectories, save_figure
     from surgeon.analysis.trajectory import EXCLUDED, run_folder
 
     check_outputs(out_fig, json_out, csv_out, force=force)
@@ -288,7 +288,7 @@ def stability(
                       f"{100 * r.mean_flip_probability:.1f}")
     out.print(table)
     if out_fig is not None:
-        from surgeon.viz.plots import plot_stability, save_figure
+        from surgeon.viz import plot_stability, save_figure
 
         out.print(f"wrote {save_figure(plot_stability(results).figure, out_fig)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])

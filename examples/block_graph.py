@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 import surgeon
-from surgeon.viz.plots import plot_blocks
+from surgeon.viz import plot_blocks
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from digits_models import MODELS, SIZE, trained
 
 import surgeon
-from surgeon.viz.plots import plot_density, plot_landscape, plot_spectrum, save_figure
+from surgeon.viz import plot_density, plot_landscape, plot_spectrum, save_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

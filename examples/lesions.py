@@ -18,7 +18,7 @@ from pathlib import Path
 from digits_models import MODELS, SIZE, trained
 
 import surgeon
-from surgeon.viz.plots import plot_lesions, plot_reliability, save_figure
+from surgeon.viz import plot_lesions, plot_reliability, save_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 import surgeon
-from surgeon.viz.plots import probe_figure, save_figure
+from surgeon.viz import probe_figure, save_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 from digits_models import MODELS, SIZE, trained
 
 import surgeon
-from surgeon.viz.plots import plot_corruptions, plot_frequency_noise, save_figure
+from surgeon.viz import plot_corruptions, plot_frequency_noise, save_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import surgeon
-from surgeon.viz.plots import plot_buildup, save_figure
+from surgeon.viz import plot_buildup, save_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 

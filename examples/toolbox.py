@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 from digits_models import CACHE, MODELS, SIZE, trained
 
 import surgeon
-from surgeon.viz.plots import plot_attack, plot_stability, plot_trajectories, save_figure
+from surgeon.viz import plot_attack, plot_stability, plot_trajectories, save_figure
 from surgeon.training.loop import run_dir_for
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

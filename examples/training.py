@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from digits_models import MODELS, trained
 
-from surgeon.viz.plots import save_figure
+from surgeon.viz import save_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

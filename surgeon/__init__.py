@@ -12,7 +12,6 @@ load on first attribute access too.
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 from surgeon import _compat

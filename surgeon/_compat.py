@@ -53,8 +53,8 @@ OLD_MODULES: dict[str, tuple[str, ...]] = {
     "surgeon.lesions": ('surgeon.analysis.lesions',),
     "surgeon.trajectory": ('surgeon.analysis.trajectory',),
     "surgeon.recipe_check": ('surgeon.training.recipe_check',),
-    "surgeon.plots": ('surgeon.viz.plots',),
-    "surgeon.report": ('surgeon.viz.report',),
+    "surgeon.plots": ('surgeon.viz',),
+    "surgeon.report": ('surgeon.comparison.report',),
     "surgeon.compare": ('surgeon.comparison.compare',),
     "surgeon.claims": ('surgeon.comparison.claims',),
 }

@@ -207,7 +207,7 @@ def test_block_changes_skip_downsampling_and_other_grids():
 
 
 def test_aligned_positions_line_stages_up():
-    from surgeon.viz.report import aligned_positions
+    from surgeon.comparison.report import aligned_positions
 
     pos, spans = aligned_positions([_cnn(), _vit()])
     assert pos[0]["c2.b0"] == pos[1]["head"] - 3 + 0  # c2 starts right after the widest c1 (the ViT's 4 blocks)

@@ -144,7 +144,7 @@ def _block_graph():
 
 def _examples() -> dict[type, object]:
     """A small instance of every result type (built directly: the rows are what is tested)."""
-    from surgeon.analysis.curvature import DensityResult, SpectrumResult, TraceResult
+    from surgeon.analysis.curvature import DensityResult, EigResult, SpectrumResult, TraceResult
     from surgeon.analysis.landscapes import LandscapeResult
     from surgeon.analysis.lesions import LesionRow
     from surgeon.analysis.probes import ActivationStats, FourierResult
@@ -165,7 +165,7 @@ def _examples() -> dict[type, object]:
     corr = surgeon.results.CorruptionResult("m", "generated", ["fog"], [1, 2], {"acc": 0.9},
                                     {"fog": {1: {"acc": 0.8}, 2: {"acc": 0.6}}}, 16)
     freq = surgeon.results.FrequencyNoiseResult("m", [0.1, 0.9], [0.7, float("nan")], 0.8, 0.1, 0.2, 16)
-    search = surgeon.results.SearchResult(Path("runs/x"), [{"step": 0, "id": "base", "msa": {}, "metric": "val_acc",
+    search = surgeon.results.SearchResult(Path("runs/x"), [{"step": 0, "id": "base", "msa": {}, "metric": "val_acc", "mean": 0.5, "failed": False,
                                                     "accepted": True, "runs": [{"seed": 0, "metrics": {"val_acc": 0.5}},
                                                                                {"seed": 1, "failed": "diverged"}]}])
     from surgeon.evaluation.latency import LatencyResult, LatencyRow
@@ -180,7 +180,8 @@ def _examples() -> dict[type, object]:
     trajectory = TrajectoryResult("r", [0, 1, 2], [0.0, 1.5, 2.5], [0.0, 10.0, 0.0], 100, 4, [])
     train = surgeon.results.TrainResult(None, surgeon.training.loop.Recipe(), [{"epoch": 1, "lr": 1e-3, "train_loss": 0.5,
                                                           "val_acc": float("nan")}])
-    comparison = surgeon.results.ComparisonResult({"measures": ["lesions"]}, [{"label": "m", "spec": "test_resnet", "blocks": []}])
+    comparison = surgeon.results.ComparisonResult({"measures": ["lesions"]}, [{"label": "m", "spec": "test_resnet", "blocks": [],
+                                                                                          "input_size": [3, 16, 16], "params": 1000}])
     from surgeon.comparison.claims import ClaimResult
 
     claim = ClaimResult("flat", "MSAs flatten the loss landscape", "Fig. 4", "rule", "max |eigenvalue|", {"m": 1.5},
@@ -188,7 +189,8 @@ def _examples() -> dict[type, object]:
     return {type(x): x for x in (ev, lesion, probe, spectrum, TraceResult(12.5, 0.5, 30, "hutch++"), comparison, claim,
                                   DensityResult(np.array([0.0, 1.0]), np.array([0.5, 0.5]), np.zeros((1, 2)),
                                                 np.zeros((1, 2)), 0.1, 10), land, corr, freq, search, train, g, latency, adversarial,
-                                  stability, trajectory, fourier)}
+                                  stability, trajectory, fourier,
+                                  EigResult(np.array([3.0, -1.0]), np.array([1e-6, 2e-6]), 30, 12, "lanczos", "LM", True))}
 
 
 def test_every_result_type_has_tidy_rows_csv_and_to_pandas(tmp_path):
@@ -199,7 +201,7 @@ def test_every_result_type_has_tidy_rows_csv_and_to_pandas(tmp_path):
     kinds = {c for c in _subclasses(tables.Tabular)}
     assert kinds <= set(examples), f"no example for {sorted(c.__name__ for c in kinds - set(examples))}"
     results = {v for m in list(sys.modules) if m.startswith("surgeon.") for k, v in vars(sys.modules[m]).items()
-               if isinstance(v, type) and k.endswith("Result") and v.__module__ == m and k != "EigResult"}
+               if isinstance(v, type) and k.endswith("Result") and v.__module__ == m}
     assert results <= kinds, f"result types without tidy rows: {sorted(c.__name__ for c in results - kinds)}"
     for kind, result in examples.items():
         rows = result.tidy()

@@ -18,7 +18,7 @@ from torch import nn
 
 import surgeon
 from surgeon.core.errors import SurgeonError
-from surgeon.viz.plots import plot_lesions, plot_reliability, save_figure
+from surgeon.viz import plot_lesions, plot_reliability, save_figure
 
 SIZE = (3, 32, 32)
 

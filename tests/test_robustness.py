@@ -22,7 +22,7 @@ from torchvision import transforms as T
 import surgeon
 from surgeon.data.corruptions import corrupt, frequency_noise
 from surgeon.core.errors import SurgeonError
-from surgeon.viz.plots import plot_corruptions, plot_frequency_noise, save_figure
+from surgeon.viz import plot_corruptions, plot_frequency_noise, save_figure
 from surgeon.evaluation.robustness import corruption_robustness, frequency_noise_robustness, pixel_normalisation
 from tests.test_cli import one_line_error
 from tests.test_cli import surgeon_process as surgeon_command

@@ -40,6 +40,7 @@ from torch.func import functional_call, grad, jvp
 
 from surgeon.core import checks
 from surgeon.parallel import distributed
+from surgeon.core.numerics import density_on_grid
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.model.outputs import logits_of
 from surgeon.parallel.executors import Executor
@@ -210,7 +211,7 @@ class HessianOperator:
 
 
 @dataclass
-class EigResult:
+class EigResult(Tabular):
     """Eigenpairs of a Hessian: `eigenvalues` in the order asked for (``LM``: by decreasing
     magnitude; ``LA``: decreasing; ``SA``: increasing), relative `residuals`
     ||Hv - lambda v|| / |lambda|, the number of Hessian-vector products `hvps` (the residual
@@ -231,6 +232,17 @@ class EigResult:
                 "loss": self.loss,
                 "iterations": self.iterations, "method": self.method, "which": self.which,
                 "converged": self.converged}
+
+    def tidy(self) -> list[dict[str, Any]]:
+        """Tidy rows: eigenvalue index x (eigenvalue, residual)."""
+        return [row for i, (lam, res) in enumerate(zip(self.eigenvalues, self.residuals))
+                for row in quantity_rows({"index": i, "which": self.which}, {"eigenvalue": lam, "residual": res})]
+
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.plot_rows(self.tidy(), title=f"Hessian eigenvalues ({self.which})")
 
 
 def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
@@ -388,6 +400,12 @@ class TraceResult(Tabular):
     def tidy(self) -> list[dict[str, Any]]:
         return quantity_rows({"method": self.method}, {"trace": self.value, "stderr": self.stderr})
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.plot_rows(self.tidy(), title=f"Hessian trace ({self.method})")
+
 
 def _rademacher(n: int, m: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -437,6 +455,12 @@ class DensityResult(Tabular):
         """One row per grid point: the eigenvalue and its density."""
         return [{"eigenvalue": float(x), "quantity": "density", "value": float(d)} for x, d in zip(self.grid, self.density)]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.figure_of(plots.plot_density(self))
+
 
 def slq(op: HessianOperator, vectors: int = 3, steps: int = 30, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stochastic Lanczos quadrature: for each Rademacher start vector, `steps` Lanczos steps;
@@ -451,18 +475,6 @@ def slq(op: HessianOperator, vectors: int = 3, steps: int = 30, *, seed: int = 0
         nodes.append(np.pad(theta, (0, pad), constant_values=theta[-1]))
         weights.append(np.pad(s[0] ** 2, (0, pad)))
     return np.array(nodes), np.array(weights)
-
-
-def density_on_grid(nodes: np.ndarray, weights: np.ndarray, *, points: int = 400, sigma: float | None = None,
-                    grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Gaussian-smoothed density of quadrature nodes / weights, averaged over start vectors."""
-    lo, hi = float(nodes.min()), float(nodes.max())
-    span = max(hi - lo, 1e-12)
-    sigma = sigma or 0.01 * span
-    grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, points) if grid is None else grid
-    kern = np.exp(-0.5 * ((grid[:, None] - nodes.reshape(1, -1)) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
-    dens = kern @ weights.reshape(-1) / len(nodes)
-    return grid, dens, sigma
 
 
 # ----------------------------------------------------------------------------------------------
@@ -558,6 +570,12 @@ class SpectrumResult(Tabular):
             rows += [{"model": self.model, "batch": b, "rank": i, "quantity": "eigenvalue", "value": float(v),
                       "residual": float(r)} for i, (v, r) in enumerate(zip(vals, res))]
         return rows
+
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.figure_of(plots.plot_spectrum([self]))
 
 
 def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batches: int = 10, which: str = "LM",

@@ -109,6 +109,12 @@ class LandscapeResult(Tabular):
                      for q, a in (("loss", self.loss), ("stderr", self.stderr))]
         return rows
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.plot_landscape(self)
+
 
 def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     loss, err = np.full(shape, np.nan), np.full(shape, np.nan)

@@ -99,6 +99,12 @@ class LesionResult(Tabular):
             rows += [{**ids, "quantity": k, "value": v, "delta": delta.get(k)} for k, v in plain(r.metrics).items()]
         return rows
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        return viz.plot_lesions(self)
+
 
 def lesion_study(model: nn.Module | BlockGraph, data: Iterable[Any], blocks: str = "*", *,
                  batches: int | None = None, input_size: tuple[int, int, int] | None = None,

@@ -50,6 +50,7 @@ from torch import nn
 
 from surgeon.core import checks
 from surgeon.parallel import distributed
+from surgeon.core.text import format_omega
 from surgeon.core.errors import SurgeonError
 from surgeon.blockgraph import Block, BlockGraph, graph
 from surgeon.blockgraph.fx import tensor_leaves
@@ -238,18 +239,11 @@ class FourierResult(Tabular):
                  "quantity": q, "value": float(getattr(self, q)[i])}
                 for i, f in enumerate(self.freq) for q in ("logamp", "dlogamp")]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
 
-def format_omega(omega: float) -> str:
-    """A frequency in units of pi as text: 0, pi/2, 3pi/4, pi, 0.667pi (denominators up to 16)."""
-    from fractions import Fraction
-
-    f = Fraction(omega).limit_denominator(16)
-    if abs(float(f) - omega) > 1e-9:
-        return f"{omega:.3g}\u03c0"
-    if f == 0:
-        return "0"
-    num = "" if f.numerator == 1 else str(f.numerator)
-    return f"{num}\u03c0" + ("" if f.denominator == 1 else f"/{f.denominator}")
+        return plots.plot_rows(self.tidy(), x="omega", title="Fourier: log amplitude by frequency")
 
 
 @PROBES.register
@@ -539,6 +533,13 @@ class ProbeResult(Tabular):
             groups.setdefault((u.probe, u.reason), []).append(u.block.address)
         parts = [f"{probe} not measured on {', '.join(addrs)} ({reason})" for (probe, reason), addrs in groups.items()]
         return f"{self.model}: " + "; ".join(parts)
+
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        measured = self.probes or list(dict.fromkeys(k for v in self.values.values() for k in v))
+        return plots.probe_figure([self], next((p for p in ("fourier", "variance") if p in measured), measured[0]))
 
 
 # ----------------------------------------------------------------------------------------------

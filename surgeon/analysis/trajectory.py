@@ -94,6 +94,12 @@ class TrajectoryResult(Tabular):
         return [{"run": self.run, "epoch": e, "quantity": q, "value": v}
                 for e, r, a in zip(self.epochs, self.radii, self.angles) for q, v in (("radius", r), ("angle", a))]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        return viz.plot_trajectories([self])
+
 
 def run_folder(run: str | os.PathLike) -> Path:
     """The run folder of `run` (a run folder, or the model file beside it: ``r18.safetensors`` ->

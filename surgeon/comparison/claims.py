@@ -57,6 +57,12 @@ class ClaimResult(Tabular):
         return [{"claim": self.id, "figure": self.figure, "quantity": self.quantity, "model": label, "value": value,
                  "verdict": self.verdict} for label, value in self.values.items()]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.plot_rows(self.tidy(), title=self.id)
+
 
 @dataclass
 class Claim:

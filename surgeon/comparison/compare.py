@@ -145,14 +145,20 @@ class ComparisonResult(Tabular):
 
     def report(self, out: str | os.PathLike) -> Path:
         """Write the HTML report, figures and CSV tables into the folder `out` (`surgeon.report`)."""
-        from surgeon.viz.report import write_report
+        from surgeon.comparison.report import write_report
 
         return write_report(self, out)
 
     def _repr_html_(self) -> str:
-        from surgeon.viz.report import comparison_html
+        from surgeon.comparison.report import comparison_html
 
         return comparison_html(self, figures=False)
+
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.plot_rows(self.tidy(), title="comparison")
 
 
 def read_comparison(path: str | os.PathLike) -> ComparisonResult:

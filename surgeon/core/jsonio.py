@@ -22,7 +22,7 @@ def plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, str, int)):
         return obj
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return float(obj) if math.isfinite(obj) else None  # float(): numpy.float64 is a float too
     if isinstance(obj, Mapping):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):

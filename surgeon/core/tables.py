@@ -10,6 +10,8 @@ pandas is imported only inside `to_pandas`.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import html
 import io
 import math
 import os
@@ -18,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from surgeon.core.errors import SurgeonError
-from surgeon.core.files import atomic_path
+from surgeon.core.files import check_output, write_json, write_text
 from surgeon.core.jsonio import plain
 
-__all__ = ["Tabular", "columns", "csv_text", "quantity_rows", "to_pandas", "write_csv"]
+__all__ = ["Tabular", "columns", "csv_text", "html_table", "quantity_rows", "to_pandas", "write_csv"]
 
 
 def quantity_rows(ids: Mapping[str, Any], values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -63,23 +65,84 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
     """Write `rows` as CSV through a temp file and a rename."""
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        tmp.write_text(csv_text(rows))
-    return target
+    return write_text(path, csv_text(rows))
 
 
 class Tabular:
-    """Mixin for result objects: ``tidy()`` (defined by each result), ``to_pandas()`` and ``to_csv(path)``."""
+    """The one result interface, mixed into every result type (`surgeon.results`).
+
+    Each result defines ``tidy()`` (rows: identifying columns, then ``quantity`` and ``value``) and
+    ``plot()`` (a matplotlib Figure, drawn by `surgeon.viz`); the rest is shared: ``to_dict()``
+    (its fields as plain JSON values; models and tensors left out), ``to_pandas()``,
+    ``save(path)`` (``.json``: ``to_dict()``; ``.csv``: ``tidy()``; an existing file only with
+    ``overwrite=True``, the convention of `surgeon.save`), ``to_csv(path)`` and ``_repr_html_``
+    (a table in a notebook)."""
 
     def tidy(self) -> list[dict[str, Any]]:
         """Tidy rows: identifying columns, then ``quantity`` and ``value``."""
         raise NotImplementedError
 
+    def plot(self):
+        """The result's figure (a `matplotlib.figure.Figure`)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result's fields as plain JSON values (nested results by their own ``to_dict``;
+        models, tensors and other objects that are not data are left out)."""
+        return {name: _plain_field(value) for name, value in _fields(self).items() if _is_data(value)}
+
     def to_pandas(self):
         """The result as a tidy `pandas.DataFrame` (needs ``pip install 'surgeon[tables]'``)."""
         return to_pandas(self.tidy())
 
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write ``tidy()`` as CSV through a temp file and a rename."""
-        return write_csv(path, self.tidy())
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the result to `path`, by its suffix: ``.json`` (``to_dict()``, strict JSON) or
+        ``.csv`` (``tidy()``); atomically, and over an existing file only with ``overwrite=True``."""
+        target = check_output(path, overwrite=overwrite, suffixes=(".json", ".csv"))
+        if target.suffix.lower() == ".json":
+            return write_json(target, self.to_dict())
+        return write_text(target, csv_text(self.tidy()))
+
+    def to_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write ``tidy()`` as CSV (``save`` with a ``.csv`` path)."""
+        return self.save(Path(path).with_suffix(".csv") if Path(path).suffix.lower() != ".csv" else path,
+                         overwrite=overwrite)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the result's name and its first tidy rows as an HTML table."""
+        rows = self.tidy()
+        return html_table(rows[:_HTML_ROWS], caption=f"{type(self).__name__}: {len(rows)} rows"
+                          + (f" (first {_HTML_ROWS})" if len(rows) > _HTML_ROWS else ""))
+
+
+_HTML_ROWS = 20
+
+
+def _fields(result: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(result):
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    return dict(vars(result))
+
+
+def _is_data(value: Any) -> bool:
+    """Whether a field is data to write: not a model, a tensor of weights or a callable."""
+    return not (hasattr(value, "state_dict") or hasattr(value, "requires_grad") or callable(value))
+
+
+def _plain_field(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return plain(to_dict())
+    if isinstance(value, (list, tuple)) and value and callable(getattr(value[0], "to_dict", None)):
+        return [plain(v.to_dict()) for v in value]
+    return plain(value)
+
+
+def html_table(rows: list[dict[str, Any]], caption: str = "") -> str:
+    """`rows` as an HTML table (escaped; missing values empty)."""
+    cols = columns(rows)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(_cell(r.get(c))))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

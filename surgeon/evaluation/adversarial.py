@@ -81,6 +81,12 @@ class AdversarialResult(Tabular):
         return [{"model": self.model, "attack": self.attack, "eps": e, "quantity": k, "value": v}
                 for e, cell in ((0.0, self.clean), *zip(self.eps, self.metrics)) for k, v in plain(cell).items()]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        return viz.figure_of(viz.plot_attack([self]))
+
 
 @contextmanager
 def frozen(model: nn.Module, n_ff: int = 1) -> Iterator[None]:

@@ -52,6 +52,14 @@ class EvaluationResult(Tabular):
         """One row per metric (undefined values as None)."""
         return quantity_rows({}, self.metrics)
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        if not self.reliability:  # no confidence bins (an empty evaluation): the metrics themselves
+            return viz.plot_rows(self.tidy(), title="evaluation")
+        return viz.plot_reliability(self)
+
 
 #: A metrics dict for JSON, undefined values (NaN) as None: `surgeon.jsonio.plain` (the old name).
 nan_to_none = plain

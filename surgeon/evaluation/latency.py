@@ -67,6 +67,12 @@ class LatencyResult(Tabular):
                  "value": getattr(r, q)} for r in self.rows for q in ("ms_mean", "ms_std", "images_per_s",
                                                                        "peak_memory_mib")]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.plot_rows(self.tidy(), x="batch_size", title=f"latency on {self.device}")
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

@@ -137,6 +137,12 @@ class CorruptionResult(Tabular):
                          for k, v in plain(cell).items()]
         return rows
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        return viz.figure_of(viz.plot_corruptions(self))
+
 
 @dataclass
 class FrequencyNoiseResult(Tabular):
@@ -171,6 +177,12 @@ class FrequencyNoiseResult(Tabular):
             rows += [{"model": self.model, "frequency": f, "quantity": q, "value": plain(v)}
                      for q, v in (("accuracy", a), ("change", c))]
         return rows
+
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        return viz.figure_of(viz.plot_frequency_noise(self))
 
 
 # ----------------------------------------------------------------------------------------------

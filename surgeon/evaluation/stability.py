@@ -95,6 +95,12 @@ class StabilityResult(Tabular):
         return rows + [{**ids, "perturbation": None, "frames": None, "quantity": "mean_flip_probability",
                         "value": plain(self.mean_flip_probability)}]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        return viz.figure_of(viz.plot_stability([self]))
+
 
 def stability_metrics(probs: torch.Tensor, noise: bool) -> dict[str, torch.Tensor]:
     """Per-image sums over frame pairs of the module docstring's quantities, for probs (B, T, K):

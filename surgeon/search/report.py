@@ -39,6 +39,12 @@ class SearchResult(Tabular):
                          for k, v in run.get("metrics", {r["metric"]: None}).items()]
         return rows
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon import viz
+
+        return viz.figure_of(viz.plot_buildup(self.records))
+
 
 def read_records(out: str | os.PathLike) -> list[dict[str, Any]]:
     """The records in ``OUT/results.jsonl`` ([] when it does not exist yet)."""
@@ -52,7 +58,7 @@ def read_records(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _chart(records: list[dict[str, Any]], path: Path) -> Path:
-    from surgeon.viz.plots import plot_buildup, save_figure  # matplotlib: only when a chart is drawn
+    from surgeon.viz import plot_buildup, save_figure  # matplotlib: only when a chart is drawn
 
     return save_figure(plot_buildup(records).figure, path)
 

@@ -340,6 +340,12 @@ class TrainResult(Tabular):
         return [{"epoch": row["epoch"], "quantity": k, "value": v} for row in self.history for k, v in row.items()
                 if k != "epoch"]
 
+    def plot(self):
+        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
+        from surgeon.viz import plots
+
+        return plots.plot_rows(self.tidy(), x="epoch", title="training")
+
 
 def _run_started(run_dir: Path) -> bool:
     """Whether a run folder holds work worth resuming: a checkpoint."""

@@ -101,7 +101,7 @@ def _blocks_figure(cmp: Any) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from surgeon.viz.plots import KIND_COLORS
+    from surgeon.viz import KIND_COLORS
 
     pos, spans = aligned_positions(cmp.models)
     n = len(cmp.models)
@@ -171,7 +171,7 @@ def _hessian_figure(cmp: Any) -> Any:
     import matplotlib.pyplot as plt
 
     from surgeon.analysis.curvature import SpectrumResult
-    from surgeon.viz.plots import plot_spectrum
+    from surgeon.viz import plot_spectrum
 
     spectra = []
     for m in cmp.models:
@@ -214,7 +214,7 @@ def _landscape_figure(cmp: Any) -> Any:
 def _noise_figure(cmp: Any) -> Any:
     import matplotlib.pyplot as plt
 
-    from surgeon.viz.plots import plot_frequency_noise
+    from surgeon.viz import plot_frequency_noise
     from surgeon.evaluation.robustness import FrequencyNoiseResult
 
     res = []
