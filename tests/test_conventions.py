@@ -165,7 +165,7 @@ def _examples() -> dict[type, object]:
     corr = surgeon.results.CorruptionResult("m", "generated", ["fog"], [1, 2], {"acc": 0.9},
                                     {"fog": {1: {"acc": 0.8}, 2: {"acc": 0.6}}}, 16)
     freq = surgeon.results.FrequencyNoiseResult("m", [0.1, 0.9], [0.7, float("nan")], 0.8, 0.1, 0.2, 16)
-    search = surgeon.results.SearchResult(Path("runs/x"), [{"step": 0, "id": "base", "msa": {}, "metric": "val_acc", "mean": 0.5, "failed": False,
+    search = surgeon.results.SearchResult(Path("runs/x"), [{"step": 0, "id": "base", "msa": {}, "metric": "val_acc", "mean": 0.5, "std": 0.0, "failed": False, "name": "base",
                                                     "accepted": True, "runs": [{"seed": 0, "metrics": {"val_acc": 0.5}},
                                                                                {"seed": 1, "failed": "diverged"}]}])
     from surgeon.evaluation.latency import LatencyResult, LatencyRow
