@@ -37,7 +37,7 @@ from surgeon.analysis.curvature import _batch, objective
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
 from surgeon.parallel.executors import Executor
-from surgeon.core.files import atomic_path, check_input
+from surgeon.core.files import check_input, write_text
 from surgeon.core.jsonio import dumps
 from surgeon.core.progress import progress as progress_bar
 from surgeon.model.runtime import analysis_mode, check_batch_labels, check_classifier, display_name, model_device
@@ -276,5 +276,4 @@ def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Ten
 
 
 def _write(path: Path, res: LandscapeResult) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(dumps(res.to_dict()))
+    write_text(path, dumps(res.to_dict()))

@@ -15,7 +15,7 @@ from surgeon.core import checks
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.parallel.executors import Executor, RayExecutor
 from surgeon.parallel.executors import executor as make_executor
-from surgeon.core.files import atomic_path, check_folder
+from surgeon.core.files import atomic_path, check_folder, write_text
 from surgeon.core.jsonio import dumps
 from surgeon.core.runfolder import check_spawn_safe, undo_on_failure
 from surgeon.training.loop import run_dir_for
@@ -63,12 +63,11 @@ def _create_folder(out: Path, spec: SearchSpec, setup: Setup) -> None:
     except OSError as exc:
         raise SurgeonError(f"cannot create {out} ({first_line(exc, 80)}); choose another out=") from None
     copy = "spec" + spec.path.suffix
-    (out / copy).write_text(spec.text)
+    write_text(out / copy, spec.text)
     lines = ["# the training recipe of every candidate: surgeon train MODEL --recipe train.toml"]
     lines += [f"{k} = {dumps('none' if v is None else v)}" for k, v in setup.train.to_dict().items()]
-    (out / "train.toml").write_text("\n".join(lines) + "\n")
-    with atomic_path(out / "search.json") as tmp:
-        tmp.write_text(dumps({"spec": str(spec.path), "copy": copy, "sha256": spec.digest,
+    write_text(out / "train.toml", "\n".join(lines) + "\n")
+    write_text(out / "search.json", dumps({"spec": str(spec.path), "copy": copy, "sha256": spec.digest,
                               "input_size": list(setup.train.input_size or ()), "threads": setup.threads,
                               "deterministic": setup.deterministic, "settings": spec.settings},
                              indent=1, default=str))
@@ -89,8 +88,7 @@ class _Engine:
         while candidates is not None:
             sent = self.step(step, self._checked(candidates))
             self.records += sent
-            with atomic_path(self.out / "results.jsonl") as tmp:
-                tmp.write_text("".join(dumps(r) + "\n" for r in self.records))
+            write_text(self.out / "results.jsonl", "".join(dumps(r) + "\n" for r in self.records))
             for record in sent:
                 if self.on_record is not None:
                     self.on_record(record)

@@ -19,7 +19,7 @@ from torch import nn
 
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.parallel.executors import Executor, RayExecutor
-from surgeon.core.files import atomic_path
+from surgeon.core.files import write_text
 from surgeon.model.weights import save as save_model
 from surgeon.core.jsonio import dumps
 from surgeon.surgery.alternet import cifar_stem
@@ -144,8 +144,7 @@ def _task(evaluator: Evaluator, job: Job) -> dict[str, Any]:
 
 
 def _write_outcome(job: Job, outcome: dict[str, Any]) -> None:
-    with atomic_path(job.out.with_suffix(".json")) as tmp:
-        tmp.write_text(dumps(outcome))
+    write_text(job.out.with_suffix(".json"), dumps(outcome))
 
 
 class _Runner:
