@@ -214,8 +214,8 @@ def test_out_of_range_label_raises_in_compute(bad):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"num_classes": 0}, "num_classes=0 must be at least 1"),
-    ({"num_classes": 3, "bins": 0}, "bins=0 must be at least 1"),
+    ({"num_classes": 0}, r"num_classes=0 is out of range; give an integer in \[1, "),
+    ({"num_classes": 3, "bins": 0}, r"bins=0 is out of range; give an integer in \[1, "),
     ({"num_classes": 3, "nll": "mean"}, "nll='mean' is not a mode; choose from sample, batch"),
 ])
 def test_bad_arguments(kwargs, match):

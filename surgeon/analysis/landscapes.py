@@ -150,10 +150,6 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     (Ray's object store); a row whose worker died on every attempt is left NaN and named in
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
     checks.args(dims=dims, grid=grid, span=span, batches=batches, wd=wd, label_smoothing=label_smoothing, seed=seed)
-    if dims not in (1, 2):
-        raise SurgeonError(f"dims={dims}: a landscape is 1-D or 2-D")
-    if grid < 2 or span <= 0 or batches < 1:
-        raise SurgeonError(f"grid={grid}, span={span}, batches={batches}: use grid >= 2, span > 0, batches >= 1")
     device = model_device(model)
     frozen = [_batch(b, device) for b, _ in zip(data, range(batches))]
     if not frozen:

@@ -84,10 +84,6 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
         progress: show a progress bar (rich).
     """
     checks.args(batches=batches, mc_dropout=mc_dropout, bins=bins)
-    if batches is not None and batches < 1:
-        raise SurgeonError(f"batches={batches} must be at least 1")
-    if mc_dropout < 0:
-        raise SurgeonError(f"mc_dropout={mc_dropout} must be 0 (off) or a number of passes")
     check_mc_dropout(model, mc_dropout)
     if nll not in NLL_MODES:
         raise SurgeonError(f"nll={nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")

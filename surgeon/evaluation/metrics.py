@@ -26,6 +26,7 @@ from timm.layers import DropBlock2d, DropPath
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from surgeon.core import checks
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
 from surgeon.model.runtime import accumulator_dtype, restored_modes
@@ -67,10 +68,7 @@ class Metrics:
     """
 
     def __init__(self, num_classes: int, *, bins: int = 10, nll: str = "sample"):
-        if num_classes < 1:
-            raise SurgeonError(f"num_classes={num_classes} must be at least 1")
-        if bins < 1:
-            raise SurgeonError(f"bins={bins} must be at least 1")
+        checks.args(num_classes=num_classes, bins=bins)
         if nll not in NLL_MODES:
             raise SurgeonError(f"nll={nll!r} is not a mode; choose from {', '.join(NLL_MODES)}")
         self.num_classes, self.bins, self.nll = num_classes, bins, nll
