@@ -36,7 +36,7 @@ from surgeon.core import checks
 from surgeon.analysis.curvature import _batch, objective
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
-from surgeon.parallel.executors import Executor
+from surgeon.parallel.executors import Executor, fan_out
 from surgeon.core.files import check_input, write_text
 from surgeon.core.jsonio import dumps
 from surgeon.core.progress import progress as progress_bar
@@ -225,10 +225,8 @@ def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str
 
 def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], keys: list[str],
               dirs: list[list[torch.Tensor]], coords: np.ndarray, points: list[tuple[int, ...]],
-              kwargs: dict[str, Any], threads: int | None) -> tuple[list[tuple[float, float]], float]:
+              kwargs: dict[str, Any]) -> tuple[list[tuple[float, float]], float]:
     """One task: the points of a row, each as `landscape` computes it in its own process."""
-    if threads is not None:
-        torch.set_num_threads(threads)
     start = time.perf_counter()
     base = dict(model.state_dict(keep_vars=False))
     params = [k for k, _ in model.named_parameters()]
@@ -247,11 +245,10 @@ def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Te
     for ij in todo:
         rows.setdefault(ij[0] if dims == 2 else len(rows), []).append(ij)
     groups = list(rows.values())
-    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
     with ex:
-        shared = [ex.put(x) for x in (model, list(frozen), keys, dirs, coords)]
         spent, computed = 0.0, 0
-        for i, out in ex.map(_row_task, [(*shared, points, kwargs, threads) for points in groups]):
+        shared = (model, list(frozen), keys, dirs, coords)
+        for i, out in fan_out(ex, _row_task, shared, [(points, kwargs) for points in groups]):
             if not out.ok:
                 failed.update({str(ij): out.failed for ij in groups[i]})
                 continue

@@ -17,8 +17,9 @@ never retried (``retry_exceptions=False``): it propagates to the caller, who dec
 turns `surgeon.training.Diverged` into a failed candidate inside the task already). Leaving the
 ``with`` block on an error or Ctrl-C cancels the tasks still pending or running.
 
-Each task's numerics do not depend on the engine or on how many tasks run at once: the callers'
-task functions set what they need (e.g. torch threads) inside the task.
+Each task's numerics do not depend on the engine or on how many tasks run at once: analyses fan
+out through `fan_out`, which runs every task with the executor's threads per task and restores
+them after.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, Self
 
 from surgeon.core.errors import SurgeonError, first_line
 
-__all__ = ["BACKENDS", "Executor", "LocalExecutor", "Outcome", "RayExecutor", "executor"]
+__all__ = ["BACKENDS", "Executor", "LocalExecutor", "Outcome", "RayExecutor", "executor", "fan_out"]
 
 BACKENDS = ("local", "ray")
 _RAY_HINT = "install the extra: pip install 'surgeon[ray]' (or pip install 'ray>=2.9')"
@@ -78,6 +79,32 @@ class Executor:
     def in_process(self) -> bool:
         """Whether the tasks run in this very process (progress bars and closures are fine)."""
         return False
+
+    @property
+    def threads_per_task(self) -> int:
+        """torch threads each task runs with: the CPUs a job reserves (Ray's ``job_cpus``), else 1."""
+        return max(1, int(getattr(self, "job_cpus", 1) or 1))
+
+
+def fan_out(ex: Executor, fn: Callable[..., Any], shared: tuple[Any, ...],
+            tasks: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, Outcome]]:
+    """The one fan-out of an analysis: ``fn(*shared, *task)`` for every task on `ex` (entered by
+    the caller), the `shared` objects (a model, frozen batches) put once, each task run with
+    ``ex.threads_per_task`` torch threads, restored after it, so a task computes what it would
+    in this process whatever the engine. Yields ``(index, Outcome)`` as tasks finish."""
+    refs = tuple(ex.put(x) for x in shared)
+    yield from ex.map(_with_threads, [(fn, ex.threads_per_task, refs, task) for task in tasks])
+
+
+def _with_threads(fn: Callable[..., Any], threads: int, shared: tuple[Any, ...], task: tuple[Any, ...]) -> Any:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(*shared, *task)
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------------------------
