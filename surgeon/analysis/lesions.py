@@ -136,52 +136,61 @@ def lesion_study(model: nn.Module | BlockGraph, data: Iterable[Any], blocks: str
     if isinstance(data, Iterator):
         raise SurgeonError("a lesion study reads the data once per block: pass a re-iterable source "
                            "(a DataLoader or a list of batches), not an iterator")
-    if batches is not None and batches < 1:
-        raise SurgeonError(f"batches={batches} must be at least 1")
-    if isinstance(model, BlockGraph):
-        g, model = model, model.model
-        if input_size is not None and tuple(input_size) != g.input_size:
-            g = graph(model, input_size=input_size)
-    else:
-        if input_size is None:
-            first = next((b for b in data if b is not None), None)
-            if first is None:
-                raise SurgeonError("the data yielded no batch to evaluate; check data= (and subset=)")
-            input_size = tuple(first[0].shape[1:])
-        g = graph(model, input_size=input_size)
+    g = _graph_of(model, data, input_size)
     selected = g.select(blocks)
-    name = display_name(model)
-    intact: EvaluationResult | None = None
-    rows: list[LesionRow] = []
-    skipped: dict[str, str] = {}
-    interrupted = False
     with progress_bar(progress, len(selected) + 1, "lesion study") as advance:
-        try:
-            for b in selected:
-                try:
-                    lesioned = remove(g, b.address)
-                except SurgeonError as exc:
-                    skipped[b.address] = str(exc)
-                    advance()
-                    continue
-                if intact is None:  # only once some block can be lesioned
-                    intact = evaluate(model, data, batches=batches)
-                    advance()
-                    if intact.interrupted:
-                        raise KeyboardInterrupt
-                ev = evaluate(lesioned, data, batches=batches)
-                del lesioned
-                if ev.interrupted:  # a partial evaluation is no row
-                    raise KeyboardInterrupt
-                rows.append(LesionRow(b.address, b.path, b.kind, b.stage, b.depth, ev.metrics,
-                                      {k: v - intact.metrics[k] for k, v in ev.metrics.items()}))
-                advance()
-        except KeyboardInterrupt:
-            if intact is None or intact.interrupted:
-                raise
-            interrupted = True
-            warnings.warn(f"interrupted: the lesion study covers the first {len(rows)} blocks", stacklevel=2)
+        intact, rows, skipped, interrupted = _lesion_rows(g, selected, data, batches, advance)
     if intact is None:
         reasons = "; ".join(f"{a}: {r}" for a, r in skipped.items())
         raise SurgeonError(f"no block of the selection {blocks!r} can be lesioned ({reasons})")
-    return LesionResult(name, g, intact, rows, skipped, interrupted)
+    return LesionResult(display_name(g.model), g, intact, rows, skipped, interrupted)
+
+
+def _graph_of(model: nn.Module | BlockGraph, data: Iterable[Any], input_size: tuple[int, int, int] | None) -> BlockGraph:
+    """The block graph to lesion: the given one (rebuilt only at another `input_size`), else the
+    model's at `input_size` or at the size of the data's images."""
+    if isinstance(model, BlockGraph):
+        if input_size is not None and tuple(input_size) != model.input_size:
+            return graph(model.model, input_size=input_size)
+        return model
+    if input_size is None:
+        first = next((b for b in data if b is not None), None)
+        if first is None:
+            raise SurgeonError("the data yielded no batch to evaluate; check data= (and subset=)")
+        input_size = tuple(first[0].shape[1:])
+    return graph(model, input_size=input_size)
+
+
+def _lesion_rows(g: BlockGraph, selected: list, data: Iterable[Any], batches: int | None,
+                 advance) -> tuple[EvaluationResult | None, list[LesionRow], dict[str, str], bool]:
+    """The intact evaluation (once some block can be lesioned), one row per lesioned block, the
+    blocks skipped with their reason, and whether Ctrl-C ended the study (whole rows kept)."""
+    intact: EvaluationResult | None = None
+    rows: list[LesionRow] = []
+    skipped: dict[str, str] = {}
+    try:
+        for b in selected:
+            try:
+                lesioned = remove(g, b.address)
+            except SurgeonError as exc:
+                skipped[b.address] = str(exc)
+                advance()
+                continue
+            if intact is None:
+                intact = evaluate(g.model, data, batches=batches)
+                advance()
+                if intact.interrupted:
+                    raise KeyboardInterrupt
+            ev = evaluate(lesioned, data, batches=batches)
+            del lesioned
+            if ev.interrupted:  # a partial evaluation is no row
+                raise KeyboardInterrupt
+            rows.append(LesionRow(b.address, b.path, b.kind, b.stage, b.depth, ev.metrics,
+                                  {k: v - intact.metrics[k] for k, v in ev.metrics.items()}))
+            advance()
+    except KeyboardInterrupt:
+        if intact is None or intact.interrupted:
+            raise
+        warnings.warn(f"interrupted: the lesion study covers the first {len(rows)} blocks", stacklevel=3)
+        return intact, rows, skipped, True
+    return intact, rows, skipped, False
