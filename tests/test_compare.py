@@ -362,8 +362,28 @@ def test_bad_input_is_refused_before_any_work(kwargs, match):
 def test_settings_are_range_checked():
     with pytest.raises(SurgeonError, match="probe_batches"):
         cmpmod.Settings(probe_batches=0)
+    with pytest.raises(SurgeonError, match="hessian_batch_size"):
+        cmpmod.Settings(hessian_batch_size=0)
     with pytest.raises(SurgeonError):
         cmpmod.Settings(hessian_k=0)
+
+
+def test_the_hessian_reads_batches_of_its_own_size(models, monkeypatch):
+    """hessian_batch_size sets the Hessian's mini-batches (both solves); None keeps batch_size."""
+    sizes = []
+    real = cmpmod._Context.loader
+
+    def spy(self, train, batch_size=None):
+        loader = real(self, train, batch_size)
+        sizes.append((train, next(iter(loader))[0].shape[0]))
+        return loader
+
+    monkeypatch.setattr(cmpmod._Context, "loader", spy)
+    for settings, n in ((cmpmod.with_settings(TINY, hessian_batch_size=8), 8), (TINY, TINY.batch_size)):
+        sizes.clear()
+        cmpmod.RUNNERS["hessian"](cmpmod._Context(models[0], SIZE, "digits", settings, 0, False, None, None, "cnn"))
+        assert sizes == [(True, n), (True, n)]
+    assert cmpmod.QUICK.hessian_batch_size < cmpmod.QUICK.batch_size and cmpmod.PAPER.hessian_batch_size is None
 
 
 # ----------------------------------------------------------------------------------------------
