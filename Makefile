@@ -39,6 +39,7 @@ figures: $(STAMP)
 	$(BIN)/python examples/robustness.py
 	$(BIN)/python examples/lesions.py
 	OMP_NUM_THREADS=1 $(BIN)/python examples/search.py
+	$(BIN)/python examples/compare_digits.py   # trains three models (cached), then surgeon compare: docs/compare-digits/
 
 bench-graph: $(STAMP)
 	$(BIN)/python bench/graph_coverage.py --models resnet50,vit_base_patch16_224 --repeat 5 --out bench/out/speed.jsonl

@@ -55,6 +55,15 @@ def _vit(label="vit"):
     return {"label": label, "spec": label, "input_size": [3, 8, 8], "num_classes": 10, "params": 1, "blocks": blocks}
 
 
+def _alternet(label="alt"):
+    """stem, c1 (two convs, an MSA at its end), c2 (a downsampling conv, a conv, an MSA at its end), head."""
+    blocks = [_block("stem", "stem", None, down=True), _block("c1.b0", "conv", "c1"), _block("c1.b1", "conv", "c1"),
+              _block("c1.b2", "msa", "c1"), _block("c2.b0", "conv", "c2", (2, 2), True),
+              _block("c2.b1", "conv", "c2", (2, 2)), _block("c2.b2", "msa", "c2", (2, 2)),
+              _block("head", "head", None, None)]
+    return {"label": label, "spec": label, "input_size": [3, 8, 8], "num_classes": 10, "params": 1, "blocks": blocks}
+
+
 def _probe(model, values, key):
     """A probe's JSON with `values[address]` (Fourier: the Delta log amplitude at pi)."""
     out = []
@@ -91,8 +100,8 @@ def _fourier_case(msa_step, conv_step):
         "vit": {"fourier": _probe(vit, _series(vit, -3.0, {"msa": msa_step, "mlp": 0.1}), "fourier")}})
 
 
-def _variance_case(msa_factor, other_factor, reset=None):
-    cnn, vit = _cnn(), _vit()
+def _variance_case(msa_factor, other_factor, reset=None, models=None):
+    models = models or [_cnn(), _vit()]
 
     def mult(model, factors, reset):
         vals, v = {}, 1.0
@@ -101,9 +110,8 @@ def _variance_case(msa_factor, other_factor, reset=None):
             vals[b["address"]] = v
         return vals
 
-    return _comparison([cnn, vit], {
-        "cnn": {"variance": _probe(cnn, mult(cnn, {"conv": other_factor}, reset), "variance")},
-        "vit": {"variance": _probe(vit, mult(vit, {"msa": msa_factor, "mlp": other_factor}, None), "variance")}})
+    factors = {"conv": other_factor, "mlp": other_factor, "msa": msa_factor}
+    return _comparison(models, {m["label"]: {"variance": _probe(m, mult(m, factors, reset), "variance")} for m in models})
 
 
 def _hessian(lm, sa):
@@ -134,12 +142,21 @@ def _lesions(model, nll, acc=0.9):
     return {"lesions": {"intact": {"metrics": {"acc": acc}}, "rows": rows}}
 
 
-def _lesion_case(last_wins, acc=0.9):
-    cnn, vit = _cnn(), _vit()
-    hi, lo = (2.0, 0.5) if last_wins else (0.5, 2.0)
-    return _comparison([cnn, vit], {
-        "cnn": _lesions(cnn, {"c1.b0": lo, "c1.b1": hi, "c2.b1": lo, "c2.b2": hi}, acc),
-        "vit": _lesions(vit, {"c1.b0": lo, "c1.b1": lo, "c1.b2": lo, "c1.b3": hi}, acc)})
+def _lesion_case(end_msa_wins, acc=0.9, models=None):
+    """Lesions where the MSA at the end of each stage raises the NLL most (or least). The CNN's
+    stages do the opposite (their first block matters most, the paper's ResNet): the claim is
+    about MSAs, so they must not count either way."""
+    hi, lo = (2.0, 0.5) if end_msa_wins else (0.1, 1.0)
+    out = {}
+    for m in models or [_cnn(), _vit(), _alternet()]:
+        nll = {}
+        for blocks in C._stages(m).values():
+            end = C._end_msa(blocks)
+            removable = [b for b in blocks if not b["downsamples"]]
+            for i, b in enumerate(removable):
+                nll[b["address"]] = (hi if b is end else lo) if end is not None else (2.0 if i == 0 else 0.5)
+        out[m["label"]] = (m, _lesions(m, nll, acc))
+    return _comparison([m for m, _ in out.values()], {lab: r for lab, (_, r) in out.items()})
 
 
 CASES = [  # (claim id, constructed comparison, expected verdict)
@@ -152,6 +169,10 @@ CASES = [  # (claim id, constructed comparison, expected verdict)
     ("variance", _variance_case(2.0, 2.0), C.FAILS),
     ("series-of-models", _variance_case(0.5, 2.0, reset=0.1), C.HOLDS),
     ("series-of-models", _variance_case(0.5, 0.5, reset=100.0), C.FAILS),
+    # an MSA at a stage's end cuts the variance below the stage's first block: the drop at its end
+    ("series-of-models", _variance_case(0.1, 2.0, reset=1.0, models=[_alternet()]), C.HOLDS),
+    # variance that only grows through the network builds up in every stage but never drops
+    ("series-of-models", _variance_case(2.0, 2.0, reset=None, models=[_cnn(), _alternet()]), C.FAILS),
     ("series-of-models", _comparison([_vit()], {"vit": {"variance": _probe(_vit(), {"c1.b0": 1.0, "c1.b1": 2.0}, "variance")}}),
      C.UNMEASURABLE),
     ("flat-hessian", _hessian_case([[500.0, 300.0]], [[-1.0]], [[20.0, -10.0]], [[-15.0]]), C.HOLDS),
@@ -169,9 +190,10 @@ CASES = [  # (claim id, constructed comparison, expected verdict)
                                                        "vit": _noise(0.9, [-0.2, -0.1, -0.01, 0.0])}), C.FAILS),
     ("noise-frequency", _comparison([_cnn(), _vit()], {"cnn": _noise(0.1, [0.0, -0.01, -0.1, -0.2]),
                                                        "vit": _noise(0.1, [-0.2, -0.1, -0.01, 0.0])}), C.UNMEASURABLE),
-    ("stage-end-lesions", _lesion_case(True), C.HOLDS),
-    ("stage-end-lesions", _lesion_case(False), C.FAILS),
-    ("stage-end-lesions", _lesion_case(True, acc=0.1), C.UNMEASURABLE),
+    ("stage-end-msa", _lesion_case(True), C.HOLDS),
+    ("stage-end-msa", _lesion_case(False), C.FAILS),
+    ("stage-end-msa", _lesion_case(True, acc=0.1), C.UNMEASURABLE),
+    ("stage-end-msa", _lesion_case(True, models=[_cnn()]), C.UNMEASURABLE),  # no MSA: conv stages do not count
 ]
 
 
@@ -195,6 +217,30 @@ def test_a_claim_whose_measure_did_not_run_is_not_measurable():
     cmp = _comparison([_cnn(), _vit()], {}, measures=("variance",))
     res = {r.id: r for r in cmp.claims()}
     assert res["flat-hessian"].verdict == C.UNMEASURABLE and "hessian" in res["flat-hessian"].reason
+
+
+@pytest.mark.parametrize("kinds,end", [
+    (["conv", "conv", "msa"], 2),                 # AlterNet: the stage's last block
+    (["msa", "mlp", "msa", "mlp"], 2),            # transformer: the last MSA-MLP pair
+    (["conv", "msa", "conv"], None),              # a conv after the last MSA: not at the end
+    (["msa", "mlp", "conv", "mlp"], None),
+    (["conv", "conv"], None),                     # no MSA
+    (["mlp"], None),
+])
+def test_the_msa_at_the_end_of_a_stage(kinds, end):
+    blocks = [_block(f"c1.b{i}", k, "c1") for i, k in enumerate(kinds)]
+    got = C._end_msa(blocks)
+    assert (None if got is None else blocks.index(got)) == end
+
+
+def test_stage_end_msa_compares_with_the_median_of_the_other_blocks():
+    """One AlterNet stage c1 (conv, conv, MSA at its end): the MSA's NLL increase of 1.0 against
+    the others' 0.5 and 3.0 (median 1.75) does not count, against 0.5 and 0.9 it does."""
+    alt = _alternet()
+    for others, verdict in (((0.5, 3.0), C.FAILS), ((0.5, 0.9), C.HOLDS)):
+        nll = {"c1.b0": others[0], "c1.b1": others[1], "c1.b2": 1.0}
+        res = {r.id: r for r in _comparison([alt], {"alt": _lesions(alt, nll)}).claims()}["stage-end-msa"]
+        assert res.verdict == verdict and res.reason == f"{int(verdict == C.HOLDS)} of 1 stages"
 
 
 def test_block_changes_skip_downsampling_and_other_grids():
@@ -316,8 +362,28 @@ def test_bad_input_is_refused_before_any_work(kwargs, match):
 def test_settings_are_range_checked():
     with pytest.raises(SurgeonError, match="probe_batches"):
         cmpmod.Settings(probe_batches=0)
+    with pytest.raises(SurgeonError, match="hessian_batch_size"):
+        cmpmod.Settings(hessian_batch_size=0)
     with pytest.raises(SurgeonError):
         cmpmod.Settings(hessian_k=0)
+
+
+def test_the_hessian_reads_batches_of_its_own_size(models, monkeypatch):
+    """hessian_batch_size sets the Hessian's mini-batches (both solves); None keeps batch_size."""
+    sizes = []
+    real = cmpmod._Context.loader
+
+    def spy(self, train, batch_size=None):
+        loader = real(self, train, batch_size)
+        sizes.append((train, next(iter(loader))[0].shape[0]))
+        return loader
+
+    monkeypatch.setattr(cmpmod._Context, "loader", spy)
+    for settings, n in ((cmpmod.with_settings(TINY, hessian_batch_size=8), 8), (TINY, TINY.batch_size)):
+        sizes.clear()
+        cmpmod.RUNNERS["hessian"](cmpmod._Context(models[0], SIZE, "digits", settings, 0, False, None, None, "cnn"))
+        assert sizes == [(True, n), (True, n)]
+    assert cmpmod.QUICK.hessian_batch_size < cmpmod.QUICK.batch_size and cmpmod.PAPER.hessian_batch_size is None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def _report(tmp_path):
         "vit": {"fourier": _probe(vit, _series(vit, -3.0, {"msa": -0.5, "mlp": 0.1}), "fourier"),
                 "variance": _probe(vit, _series(vit, 1.0, {"msa": -0.1, "mlp": 0.3}), "variance"),
                 **_hessian([[20.0, -10.0]], [[-15.0]]), **_landscape(1.0), **_noise(0.9, [-0.2, -0.1, -0.01, 0.0]),
-                **_lesions(vit, {"c1.b0": 0.5, "c1.b1": 0.5, "c1.b2": 0.5, "c1.b3": 2.0})},
+                **_lesions(vit, {"c1.b0": 0.5, "c1.b1": 0.5, "c1.b2": 2.0, "c1.b3": 0.5})},  # its last MSA matters most
     }
     return _comparison([cnn, vit], results).report(tmp_path / "report")
 

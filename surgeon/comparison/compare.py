@@ -15,7 +15,7 @@ Measures (`MEASURES`), each an existing analysis run unchanged on every model:
 - ``lesions``: `surgeon.lesion_study` of every block (Fig. 10), test split.
 
 Every model reads the same data: one loader per model from the same spec, seed and batch size
-(clean images; the test split for probes, noise and lesions, the shuffled training split, drawn
+(``hessian_batch_size`` for the Hessian where set; clean images; the test split for probes, noise and lesions, the shuffled training split, drawn
 with `seed`, for the Hessian and the landscape), each at the model's own input size. Every random
 draw (start vectors, directions, noise) is seeded with `seed`.
 
@@ -57,6 +57,7 @@ class Settings:
     minutes on a laptop CPU. ``None`` batches: all the data."""
 
     batch_size: int = 64
+    hessian_batch_size: int | None = None  # the Hessian's mini-batches (None: batch_size)
     probe_batches: int | None = 16
     hessian_k: int = 5
     hessian_batches: int = 10
@@ -75,7 +76,7 @@ class Settings:
 
         checks.args(batch_size=self.batch_size, k=self.hessian_k, tol=self.hessian_tol, grid=self.landscape_grid,
                     span=self.landscape_span, eps=self.noise_eps)
-        for name in ("hessian_max_iter", "probe_batches", "hessian_batches", "landscape_batches", "noise_batches", "lesion_batches"):
+        for name in ("hessian_batch_size", "hessian_max_iter", "probe_batches", "hessian_batches", "landscape_batches", "noise_batches", "lesion_batches"):
             n = getattr(self, name)
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise SurgeonError(f"{name}={n!r} must be a positive integer (or None: all the data)")
@@ -84,7 +85,7 @@ class Settings:
 
 
 PAPER = Settings()
-QUICK = Settings(batch_size=32, probe_batches=2, hessian_k=3, hessian_batches=1, hessian_tol=1e-2,
+QUICK = Settings(batch_size=32, hessian_batch_size=16, probe_batches=2, hessian_k=3, hessian_batches=1, hessian_tol=1e-2,
                  hessian_max_iter=16,
                  landscape_grid=5, landscape_batches=1, frequencies=(0.1, 0.3, 0.5, 0.7, 0.9), noise_batches=4,
                  lesion_batches=4)
@@ -206,10 +207,12 @@ class _Context:
     partial: Path | None
     label: str
 
-    def loader(self, train: bool) -> Any:
+    def loader(self, train: bool, batch_size: int | None = None) -> Any:
+        """The data at the model's input size: the shuffled training split (drawn with `seed`) or
+        the test split, in batches of `batch_size` (default: the settings' ``batch_size``)."""
         from surgeon.data import datasets as data
 
-        return data.loader(self.data, self.model, batch_size=self.settings.batch_size, input_size=self.input_size,
+        return data.loader(self.data, self.model, batch_size=batch_size or self.settings.batch_size, input_size=self.input_size,
                            train=train, shuffle=train, seed=self.seed)
 
 
@@ -230,10 +233,10 @@ def _hessian(ctx: _Context) -> dict[str, Any]:
     s = ctx.settings
     common = dict(batches=s.hessian_batches, tol=s.hessian_tol, max_iter=s.hessian_max_iter, seed=ctx.seed,
                   progress=ctx.progress, executor=ctx.executor)
-    lm = hessian_spectrum(ctx.model, ctx.loader(True), s.hessian_k, which="LM", **common)
+    lm = hessian_spectrum(ctx.model, ctx.loader(True, s.hessian_batch_size), s.hessian_k, which="LM", **common)
     if lm.interrupted:
         raise KeyboardInterrupt
-    sa = hessian_spectrum(ctx.model, ctx.loader(True), 1, which="SA", **common)
+    sa = hessian_spectrum(ctx.model, ctx.loader(True, s.hessian_batch_size), 1, which="SA", **common)
     return _checked(sa, {"lm": lm.to_dict(), "sa": sa.to_dict()})
 
 

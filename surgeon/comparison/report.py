@@ -28,7 +28,7 @@ _CAPTIONS = {
     "blocks": "Block graphs side by side, blocks coloured by kind, stages aligned.",
     "fourier": "Delta log amplitude at pi per block (Fig. 8): lower is more low-pass.",
     "variance": "Feature-map variance per block (Fig. 9).",
-    "lesions": "NLL increase when each block in turn is removed (Fig. 10b).",
+    "lesions": "NLL increase when each block in turn is removed (Fig. 10).",
     "hessian": "Top-k Hessian eigenvalues per mini-batch, pooled (Fig. 1c, 4).",
     "landscape": "Loss along the first random direction through the weights, the second at 0 (Fig. 1a).",
     "frequency_noise": "Accuracy change under frequency-band noise (Fig. 2b).",
