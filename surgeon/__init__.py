@@ -12,6 +12,7 @@ load on first attribute access too.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 from surgeon import _compat
@@ -97,4 +98,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-_compat.install()
+_compat.install(sys.modules[__name__])

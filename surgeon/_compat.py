@@ -116,7 +116,20 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         _warn(module.__name__, " and ".join(OLD_MODULES[module.__name__]))
 
 
-def install() -> None:
-    """Answer the old module paths (once per process)."""
+class _Package(types.ModuleType):
+    """The package's module type while old paths exist: importing an old module path binds it on the
+    package, which must not hide the public function of the same name (0.1's module
+    ``surgeon.ensemble`` and the function ``surgeon.ensemble``; ``latency``, ``trajectory``,
+    ``compare`` likewise)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, _OldModule):
+            return
+        super().__setattr__(name, value)
+
+
+def install(package: types.ModuleType) -> None:
+    """Answer the old module paths (once per process) without letting them hide `package`'s names."""
+    package.__class__ = _Package
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.append(_Finder())

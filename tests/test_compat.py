@@ -62,3 +62,11 @@ def test_every_public_name_and_submodule_resolves_without_a_warning(recwarn):
     for name in surgeon.__all__:
         getattr(surgeon, name)
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in surgeon.__all__ if f"surgeon.{n}" in _compat.OLD_MODULES))
+def test_an_old_module_path_never_hides_the_public_function_of_its_name(name):
+    sys.modules.pop(f"surgeon.{name}", None)
+    with pytest.warns(SurgeonDeprecationWarning):
+        importlib.import_module(f"surgeon.{name}")
+    assert callable(getattr(surgeon, name)) and getattr(surgeon, name).__module__.startswith("surgeon.")

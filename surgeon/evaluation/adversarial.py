@@ -23,7 +23,7 @@ are its train / eval flags (eval, or MC dropout's dropout-only train mode), also
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,6 +186,14 @@ def _predict(model: nn.Module, z: torch.Tensor, n_ff: int) -> torch.Tensor:
         return _log_probs(model, z, n_ff)
 
 
+def _attack_fn(attack: str, *, alpha: float, steps: int, random_start: bool, **shared: Any) -> Callable[..., torch.Tensor]:
+    """``fn(model, x, y, eps, generator)``: FGSM (the generator unused) or PGD with its settings."""
+    if attack == "fgsm":
+        return lambda model, x, y, e, g: fgsm(model, x, y, e, **shared)
+    return lambda model, x, y, e, g: pgd(model, x, y, e, alpha=alpha, steps=steps, random_start=random_start,
+                                         generator=g, **shared)
+
+
 def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = "fgsm",
                            eps: Sequence[float] | None = None, *, alpha: float = 2 / 255, steps: int = 40,
                            random_start: bool = True, n_ff: int = 1, batches: int | None = None, seed: int = 0,
@@ -219,6 +227,8 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     samples = 0
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
 
+    attack_batch = _attack_fn(attack, alpha=alpha, steps=steps, random_start=random_start, mean=mean, std=std, n_ff=n_ff)
+
     def step(batch: Any) -> bool:
         nonlocal clean, rows, samples
         if batch is None:
@@ -228,11 +238,7 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
         x = (z * s + m).clamp(0, 1)
         outs = [_predict(model, z, n_ff)]
         for e, g in zip(eps, gens):
-            if attack == "fgsm":
-                adv = fgsm(model, x, y, e, mean=mean, std=std, n_ff=n_ff)
-            else:
-                adv = pgd(model, x, y, e, alpha=alpha, steps=steps, random_start=random_start, generator=g,
-                          mean=mean, std=std, n_ff=n_ff)
+            adv = attack_batch(model, x, y, e, g)
             outs.append(_predict(model, (adv - m) / s, n_ff))
         if clean is None:
             clean, rows = Metrics(outs[0].shape[1]), [Metrics(outs[0].shape[1]) for _ in eps]

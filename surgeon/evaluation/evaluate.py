@@ -92,25 +92,15 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     device = model_device(model)
     metrics: Metrics | None = None
     samples = 0
-    if distributed.active():  # under torchrun: this rank's batches of the first `batches`
-        data = distributed.shard_batches(data)
-        batches = None if batches is None else -(-(batches - distributed.rank()) // distributed.world())
-        if batches == 0:  # fewer batches than ranks: this one has none
-            data, batches = [], None
+    data, batches = _this_rank(data, batches)
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
 
     def step(batch: Any) -> bool:
         nonlocal metrics, samples
         if batch is None:  # every file of the batch failed to decode (warned by the loader)
             return False
-        x = batch[0].to(device, non_blocking=True)
-        y = batch[1].to(device, non_blocking=True)
-        if transform is not None:
-            x = transform(x)
-        if mc_dropout:
-            out, probs = mc_dropout_probs(model, x, mc_dropout), True
-        else:
-            out, probs = logits_of(model(x)), False
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        out, probs = _outputs(model, x if transform is None else transform(x), mc_dropout)
         if metrics is None:
             metrics = Metrics(out.shape[1], bins=bins, nll=nll)
         metrics.update(out, y, probs=probs)
@@ -126,6 +116,22 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     if metrics is None:
         raise SurgeonError("the data yielded no batch to evaluate; check data= (and subset=)")
     return EvaluationResult(metrics.compute(), reliability(metrics), samples, metrics.batches, interrupted)
+
+
+def _this_rank(data: Iterable[Any], batches: int | None) -> tuple[Iterable[Any], int | None]:
+    """Under torchrun: this rank's share of the first `batches` batches; else the data as given."""
+    if not distributed.active():
+        return data, batches
+    data = distributed.shard_batches(data)
+    batches = None if batches is None else -(-(batches - distributed.rank()) // distributed.world())
+    return ([], None) if batches == 0 else (data, batches)  # fewer batches than ranks: this one has none
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, mc_dropout: int) -> tuple[torch.Tensor, bool]:
+    """(logits, False), or with MC dropout (the mean softmax of `mc_dropout` passes, True)."""
+    if mc_dropout:
+        return mc_dropout_probs(model, x, mc_dropout), True
+    return logits_of(model(x)), False
 
 
 def _all_reduce(metrics: Metrics | None, device: torch.device, bins: int, nll: str) -> Metrics | None:

@@ -201,6 +201,20 @@ def _frame_probs(model: nn.Module, frames: torch.Tensor, mean: torch.Tensor, std
     return probs.view(b, t, -1)
 
 
+def _sequences(model: nn.Module, data: Iterable[Any] | None, cifar_p: str | os.PathLike | None,
+               perturbations: Sequence[str] | None, seed: int) -> tuple[dict[str, Any], str, dict[str, int], tuple]:
+    """Where the sequences come from: the CIFAR-10-P arrays (pixels: the model's own mean / std)
+    or the data's batches (made on the fly; their declared normalisation); the source's name, the
+    frames per type, and (mean, std)."""
+    if cifar_p is not None:
+        arrays = _cifar_p(cifar_p, perturbations)
+        frames = {n: int(a.shape[1]) for n, a in arrays.items()}
+        return arrays, f"CIFAR-10-P files in {cifar_p}", frames, model_normalisation(model)
+    names = check_perturbations(perturbations)
+    frames = {n: FRAMES.get(n, 6) for n in names}
+    return {}, f"made on the fly (seed {seed})", frames, pixel_normalisation(model, data)
+
+
 def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, perturbations: Sequence[str] | None = None,
                            *, cifar_p: str | os.PathLike | None = None, batch_size: int = 32,
                            input_size: Sequence[int] | None = None, mc_dropout: int = 0, batches: int | None = None,
@@ -227,16 +241,8 @@ def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, 
     device = model_device(model)
     # the loader's batches are sized for the model already; the files' frames are resized to it
     size = input_size_of(model, input_size) if cifar_p is not None or input_size is not None else None
-    if cifar_p is not None:
-        arrays = _cifar_p(cifar_p, perturbations)
-        names, source = list(arrays), f"CIFAR-10-P files in {cifar_p}"
-        frames = {n: int(a.shape[1]) for n, a in arrays.items()}
-        m, s = model_normalisation(model)  # the files hold pixels: the model's own preprocessing
-    else:
-        names = check_perturbations(perturbations)
-        source = f"made on the fly (seed {seed})"
-        frames = {n: FRAMES.get(n, 6) for n in names}
-        m, s = pixel_normalisation(model, data)
+    arrays, source, frames, (m, s) = _sequences(model, data, cifar_p, perturbations, seed)
+    names = list(frames)
     mean = torch.tensor(m, device=device).view(1, -1, 1, 1)
     std = torch.tensor(s, device=device).view(1, -1, 1, 1)
     sums, samples, interrupted = _Sums(), 0, False
