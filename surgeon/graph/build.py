@@ -97,14 +97,15 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
         in_layout, in_grid, _ = _spatial(in_shape, img_hw, prefix_hint)
         downsamples = bool(grid and in_grid and grid[0] * grid[1] < in_grid[0] * in_grid[1])
         merging = any(a.merging for a in group)
-        kind = role if role != "body" else _kind(model, members, merging, downsamples)
+        half = len(group) == 1 and group[0].role == "half"
+        kind = role if role != "body" else _body_kind(model, members, merging, downsamples, half)
         raw.append((role, members, kind, (tap_path, tap_side), in_shape, out_shape, layout, grid, prefix,
-                    params, flops, downsamples, len(group) == 1 and group[0].role == "half"))
+                    params, flops, downsamples, half, all(a.side for a in group)))
     blocks: list[Block] = []
     stage, area, count = 0, None, 0
-    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half in raw:
+    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half, side in raw:
         if role == "body":
-            a = grid[0] * grid[1] if grid else None
+            a = grid[0] * grid[1] if grid and not side else None  # a side input's map sets no stage
             if stage == 0 or (a is not None and area is not None and a < 0.75 * area):  # a real stride, not a
                 # "valid" convolution trimming a border (Inception 73 -> 71)
                 stage, count = stage + 1, 0
@@ -119,6 +120,16 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
     for i, b in enumerate(blocks):
         b.depth = i / max(len(blocks) - 1, 1)
     return blocks
+
+
+def _body_kind(model: nn.Module, members: Sequence[str], merging: bool, downsamples: bool, half: bool) -> str:
+    """`kinds._kind` of a body block; a residual half with a small spatial conv beside its MLP
+    (TinyViT's ``local_conv`` before ``mlp``) is the kind of its largest member."""
+    kind = _kind(model, members, merging, downsamples)
+    if half and kind == "conv" and len(members) > 1:
+        largest = max(members, key=lambda m: sum(p.numel() for p in model.get_submodule(m).parameters()))
+        return _kind(model, [largest], merging, downsamples)
+    return kind
 
 
 def _label(members: Sequence[str], model: nn.Module, half: bool) -> str:
