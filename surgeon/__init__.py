@@ -21,6 +21,7 @@ from .version import __version__
 _EXPORTS: dict[str, str] = {
     "SurgeonError": "errors",
     "KINDS": "graph", "Block": "graph", "BlockGraph": "graph", "feature_info_mismatch": "graph", "graph": "graph",
+    "create_feature_extractor": "graph",
     "load": "models", "load_weights": "io", "read_cfg": "io", "read_state_dict": "io",
     "save": "io", "SurgeonCfg": "provenance", "Registry": "registry",
     "default_input_size": "models", "input_size_of": "models", "resolve_input_size": "models", "load_model": "models",

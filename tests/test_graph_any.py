@@ -207,3 +207,79 @@ def test_vit_on_multihead_attention():
     assert _kinds(g) == ["stem"] + ["msa", "mlp"] * 3 + ["head"]
     assert g["c1.b1"].tap == ("layers.0", "out") and g["c1.b0"].tap == ("layers.0.norm2", "in")
     _exact(m, g)
+
+
+class Opaque(nn.Module):
+    """A CNN no rule cuts into blocks (no residual, no containers): its convs are layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c, self.d = nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        for conv in (self.a, self.b, self.c, self.d):
+            x = torch.relu(conv(x))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("declare", ["list", "function", "attribute"])
+def test_declared_blocks_drive_everything(declare):
+    torch.manual_seed(0)
+    m = Opaque().eval()
+    paths = ["b", "c", "d"]
+    if declare == "attribute":
+        m.surgeon_blocks = paths
+        g = surgeon.graph(m, input_size=SIZE)
+    else:
+        g = surgeon.graph(m, input_size=SIZE, blocks=paths if declare == "list" else
+                          (lambda path, mod: isinstance(mod, nn.Conv2d) and path != "a"))
+    assert [(b.address, b.members, b.tap) for b in g.blocks] == [
+        ("stem", ("a",), ("a", "out")), ("c1.b0", ("b",), ("b", "out")), ("c2.b0", ("c",), ("c", "out")),
+        ("c2.b1", ("d",), ("d", "out")), ("head", ("fc",), ("fc", "out"))]
+    _exact(m, g)
+    x = torch.randn(2, *SIZE)  # downstream: a feature extractor built from the declaration
+    feats = surgeon.create_feature_extractor(m, "c*.b-1", input_size=SIZE, declared=None if declare == "attribute"
+                                             else paths)(x)
+    with torch.no_grad():
+        assert torch.equal(feats["c2.b1"], m.d(torch.relu(m.c(torch.relu(m.b(torch.relu(m.a(x))))))))
+
+
+@pytest.mark.parametrize("bad,fragment", [(["nope"], "not a module"), (["b", "b.weight"], "not a module"),
+                                          ("b", "one string"), ([], "no block declared")])
+def test_bad_declarations_are_one_line(bad, fragment):
+    with pytest.raises(surgeon.SurgeonError, match=fragment) as err:
+        surgeon.graph(Opaque(), input_size=SIZE, blocks=bad)
+    assert "\n" not in str(err.value)
+
+
+def test_feature_extractor_matches_torchvision():
+    """The last block of every stage of torchvision's ResNet-18 is its layerN output: the same
+    tensors as torchvision's own create_feature_extractor."""
+    from torchvision.models import resnet18
+    from torchvision.models.feature_extraction import create_feature_extractor as tv_extractor
+
+    torch.manual_seed(0)
+    m = resnet18(num_classes=10).eval()
+    ours = surgeon.create_feature_extractor(m, {f"c{i}.b-1": f"layer{i}" for i in range(1, 5)}, input_size=SIZE)
+    theirs = tv_extractor(m, return_nodes=[f"layer{i}" for i in range(1, 5)])
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(surgeon.SurgeonError, match="valid"):
+        surgeon.create_feature_extractor(m, "c9", input_size=SIZE)
+
+
+def test_feature_extractor_on_hf_swin_reads_the_residual_halves():
+    config = tf.SwinConfig(image_size=32, patch_size=2, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4,
+                           num_labels=10)
+    m = _hf(tf.SwinForImageClassification, config)
+    fx = surgeon.create_feature_extractor(m, "kind:mlp", input_size=SIZE)
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        feats = fx(x)
+        hidden = m.swin(x, output_hidden_states=True).reshaped_hidden_states  # per stage, after its blocks
+    assert list(feats) == ["c1.b1", "c2.b2", "c2.b4"]
+    assert torch.equal(feats["c2.b4"], hidden[2].flatten(2).transpose(1, 2))

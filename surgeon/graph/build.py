@@ -16,6 +16,7 @@ from ..modelinfo import input_size_of
 from ..runtime import model_device
 from .block import Block
 from .blockgraph import BlockGraph
+from .declared import ATTRIBUTE, Declared, declared_atoms
 from .discovery import _Atom, _Discovery
 from .fx import graph_module, symbolic_trace, tensor_leaves
 from .grouping import _group
@@ -25,15 +26,21 @@ from .merges import _concrete_args
 from .record import _Call, _Recorder, _record
 
 
-def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> BlockGraph:
+def graph(model: nn.Module, *, input_size: Sequence[int] | None = None, blocks: Declared | None = None) -> BlockGraph:
     """Build the block graph of `model` (which is left exactly as it was).
 
     Args:
-        model: any timm or torchvision classifier (or a model edited by surgeon).
+        model: any timm / torchvision / transformers classifier or user-written module (or a
+            model edited by surgeon).
         input_size: (C, H, W) of one input; default: the size the model records (trained or
             edited at, `surgeon.models.input_size_of`), else its own (timm's pretrained_cfg,
             torchvision's weight transforms, else 3x224x224).
+        blocks: declared blocks, for a model no rule understands: module paths, or a function
+            ``(path, module) -> bool``; default: ``model.surgeon_blocks`` when the model has it,
+            else the rules (`surgeon.graph.declared`).
     """
+    if blocks is None:
+        blocks = getattr(model, ATTRIBUTE, None)
     size = tuple(int(s) for s in (input_size or input_size_of(model)))
     if len(size) != 3 or min(size) < 1:
         raise SurgeonError(f"input size {size} is not C,H,W with positive sizes; e.g. input_size=3,224,224")
@@ -43,7 +50,7 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
     with _attributes_restored(model):  # train/eval flags, and attributes forwards and traces write
         model.eval()
         rec = _record(model, x)
-        atoms = _Discovery(model, rec).run()
+        atoms = _Discovery(model, rec).run() if blocks is None else declared_atoms(model, rec, blocks)
         blocks = _make_blocks(model, rec, atoms, size)
         _check_resolution(model, blocks, size)
         method, module, reason = _block_module(model, blocks, rec.calls[""])
