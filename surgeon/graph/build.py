@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from .grouping import _group
 from .kinds import _kind
 from .layout import _spatial
 from .merges import _concrete_args
-from .record import _Call, _Recorder, _record
+from .record import _Call, _on_meta, _Recorder, _record
 
 
 def graph(model: nn.Module, *, input_size: Sequence[int] | None = None, blocks: Declared | None = None) -> BlockGraph:
@@ -53,7 +53,8 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None, blocks: 
         atoms = _Discovery(model, rec).run() if blocks is None else declared_atoms(model, rec, blocks)
         blocks = _make_blocks(model, rec, atoms, size)
         _check_resolution(model, blocks, size)
-        method, module, reason = _block_module(model, blocks, rec.calls[""])
+        verify = type(model).__module__.split(".")[0] not in ("timm", "torchvision")  # theirs: the bench's
+        method, module, reason = _block_module(model, blocks, rec.calls[""], x if verify else None)
     return BlockGraph(model, module, method, blocks, size, reason)
 
 
@@ -153,11 +154,20 @@ def _first_shape(value: Any) -> tuple[int, ...]:
     return tuple(ts[0].shape) if ts else ()
 
 
-def _block_module(model: nn.Module, blocks: list[Block], call: _Call) -> tuple[str, nn.Module, str | None]:
-    """Trace `model` with the blocks' modules as leaves; fall back to the model itself."""
+def _block_module(model: nn.Module, blocks: list[Block], call: _Call,
+                  x: torch.Tensor | None) -> tuple[str, nn.Module, str | None]:
+    """Trace `model` with the blocks' modules as leaves and, given the input `x`, run the result once
+    (on the meta device when the recording ran there): a trace that took a branch this input does
+    not take (a None specialised away: transformers' Hiera) fails there. Fall back to the model
+    itself. (timm / torchvision traces are checked for exactness by bench/graph_coverage.py.)"""
     leaves = {m for b in blocks for m in b.members}
     try:
         g = symbolic_trace(model, leaf=lambda m, q: q in leaves, concrete_args=_concrete_args(model, call))
-        return "fx", graph_module(model, g), None
+        gm = graph_module(model, g)
+        meta = any(t.device.type == "meta" for t in tensor_leaves(call.args))
+        if x is not None:
+            with torch.no_grad(), (_on_meta(gm) if meta else nullcontext()):
+                gm(torch.empty_like(x, device="meta") if meta else x)
+        return "fx", gm, None
     except Exception as exc:  # noqa: BLE001 - FX raises many types; all mean "not traceable"
         return "eager", model, f"{type(exc).__name__}: {first_line(exc, 200)}"

@@ -49,6 +49,9 @@ class _Discovery:
         self.model = model
         self.rec = rec
         self._cache: dict[tuple, _Analysis] = {}
+        # timm / torchvision keep the order of lists of their first walk (their addresses are
+        # stable); a few interleave lists (Twins' pos_block, HRNet) and would be renumbered
+        self._historical = type(model).__module__.split(".")[0] in ("timm", "torchvision")
 
     def run(self) -> list[_Atom]:
         return self._visit("", self.model, is_root=True)
@@ -146,11 +149,21 @@ class _Discovery:
         if atoms:
             atoms[0].extra += self._direct_state(path, mod)
         split = any(a.role == "half" or a.merging for a in atoms)
-        if split and not is_root and self._downsampling_module(path):
+        if split and not is_root and self._downsampling_module(path) and not self._backbone(mod):
             return [self._single("unit", path)]  # GC ViT's Downsample2d: a residual conv, then a strided one
-        if is_root or isinstance(mod, _CONTAINERS) or split:
+        if is_root or isinstance(mod, _CONTAINERS) or split or self._backbone(mod):
             return atoms
         return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+
+    def _backbone(self, mod: nn.Module) -> bool:
+        """A module that reads the model's input and holds over half its parameters is the network
+        itself (transformers' base model under its classifier: MobileNetV1), not one block."""
+        if not hasattr(self, "_total"):
+            self._total = sum(p.numel() for p in self.model.parameters())
+        call = next((c for p, c in self.rec.calls.items() if p and self.model.get_submodule(p) is mod), None)
+        image = tensor_leaves(self.rec.calls[""].args)[:1]
+        reads_input = call is not None and image and any(t is image[0] for t in tensor_leaves(call.args)[:1])
+        return bool(reads_input) and 2 * sum(p.numel() for p in mod.parameters()) > self._total > 0
 
     def _untraceable(self, path: str, kids: list[tuple[str, nn.Module]]) -> list[_Atom]:
         """A module FX cannot trace one level deep (its forward branches on data, builds masks,
@@ -221,6 +234,8 @@ class _Discovery:
         children off the main stream are marked `side`."""
         per_kid = [(k, self._visit(k, c)) for k, c in kids]
         graph = analysis.graph if analysis is not None else None
+        if sum(isinstance(c, _CONTAINERS) and k not in self.rec.calls for k, c in kids) >= 2 and not self._historical:
+            return self._in_call_order([a for _, atoms in per_kid for a in atoms])
         if graph is None:
             return [a for _, atoms in per_kid for a in atoms]
         per_kid = self._parent_units(path, analysis, per_kid)
@@ -232,6 +247,11 @@ class _Discovery:
                 for a in atoms:
                     a.side = True
         return [a for _, atoms in per_kid for a in atoms]
+
+    def _in_call_order(self, atoms: list[_Atom]) -> list[_Atom]:
+        """Atoms of lists called in turn (PoolFormer: ``patch_embeddings[i]``, then ``block[i]``),
+        in call order: by the last first-call among each atom's members."""
+        return sorted(atoms, key=lambda a: max(self.rec.calls[m].order for m in a.members))
 
     def _parent_units(self, path: str, a: _Analysis,
                       per_kid: list[tuple[str, list[_Atom]]]) -> list[tuple[str, list[_Atom]]]:

@@ -69,7 +69,9 @@ def _is_metadata(n: fx.Node) -> bool:
 
 
 def _is_add(n: fx.Node) -> bool:
-    return (n.op == "call_function" and n.target in _ADDS) or (n.op == "call_method" and n.target in ("add", "add_"))
+    """A sum of tensors (``(out,) + rest``, a tuple concatenation, is none)."""
+    return ((n.op == "call_function" and n.target in _ADDS) or (n.op == "call_method" and n.target in ("add", "add_"))) \
+        and not any(isinstance(a, (tuple, list)) for a in n.args)
 
 
 def _is_merge_op(n: fx.Node) -> bool:
