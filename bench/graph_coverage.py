@@ -353,7 +353,11 @@ def check_hf(name: str, time_limit: int) -> dict:
         t0 = time.perf_counter()
         model, cfg, level, x = _build_hf(name)
         row.update(params=sum(p.numel() for p in model.parameters()), shrink=level, input_size=list(x.shape[1:]))
-        g = surgeon.graph(model, input_size=tuple(x.shape[1:]))
+        try:
+            g = surgeon.graph(model, input_size=tuple(x.shape[1:]))
+        except surgeon.SurgeonError as exc:  # the graph's one-line refusal: no rule understands it
+            row.update(status="refused", error=first_line(exc, 200))
+            return row
         row.update(blocks=len(g.blocks), stages=len(g.stages), method=g.method, graph_s=round(time.perf_counter() - t0, 2))
         with torch.no_grad():
             row["exact"] = _same(model(x), g.module(x))
@@ -464,7 +468,8 @@ def report_hf(rows: list[dict]) -> str:
              "| class | shrink | blocks / stages | msa, mlp / layers | result |", "|---|---|---|---|---|"]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"| `{r['model']}` | | | | not built: {r.get('error')} |")
+            what = "refused" if r.get("status") == "refused" else "not built"
+            lines.append(f"| `{r['model']}` | | | | {what}: {r.get('error')} |")
             continue
         want, msa, mlp = r["halves"]
         result = "; ".join(f"{k}: {v}" for k, v in r["invariants"].items()) or "pass"

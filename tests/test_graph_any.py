@@ -283,3 +283,66 @@ def test_feature_extractor_on_hf_swin_reads_the_residual_halves():
         hidden = m.swin(x, output_hidden_states=True).reshaped_hidden_states  # per stage, after its blocks
     assert list(feats) == ["c1.b1", "c2.b2", "c2.b4"]
     assert torch.equal(feats["c2.b4"], hidden[2].flatten(2).transpose(1, 2))
+
+
+class Output(nn.Module):
+    """The MLP's last layer and the residual sum, in a child (transformers' ``CvtOutput``)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(2 * d, d)
+
+    def forward(self, hidden, input_tensor):
+        return self.dense(hidden) + input_tensor
+
+
+class ChildSumLayer(Layer):
+    def __init__(self, d: int) -> None:
+        super().__init__(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU())
+        self.output = Output(d)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return self.output(self.mlp(self.norm2(x)), x)
+
+
+def test_residual_sum_written_in_a_child_splits_the_layer():
+    torch.manual_seed(0)
+    m = MHAViT().eval()
+    m.layers = nn.ModuleList(ChildSumLayer(16) for _ in range(3))
+    g = surgeon.graph(m, input_size=SIZE)
+    assert _kinds(g) == ["stem"] + ["msa", "mlp"] * 3 + ["head"]
+    assert g["c1.b1"].members == ("layers.0.norm2", "layers.0.mlp", "layers.0.output")
+    _exact(m, g)
+
+
+class CrossLayer(Layer):
+    def forward(self, q, x):
+        q = q + self.attn(self.norm1(q), x, x, need_weights=False)[0]
+        return q + self.mlp(self.norm2(q))
+
+
+class CrossAttentionDecoder(nn.Module):
+    """Logits decoded by a residual cross-attention layer from a learned query (Perceiver's way):
+    its last block is an MLP half, no classifier head."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 8, 8)
+        self.layers = nn.ModuleList(Layer(d) for _ in range(2))
+        self.query = nn.Parameter(torch.zeros(1, 1, d))
+        self.decoder = CrossLayer(d)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        for layer in self.layers:
+            x = layer(x)
+        return self.decoder(self.query.expand(len(x), -1, -1), x)[:, 0]
+
+
+def test_a_classifier_without_a_head_is_refused_in_one_line():
+    with pytest.raises(surgeon.SurgeonError, match="declare its blocks") as err:
+        surgeon.graph(CrossAttentionDecoder().eval(), input_size=SIZE)
+    assert "\n" not in str(err.value)

@@ -54,6 +54,8 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None, blocks: 
         blocks = _make_blocks(model, rec, atoms, size)
         _check_resolution(model, blocks, size)
         verify = type(model).__module__.split(".")[0] not in ("timm", "torchvision")  # theirs: the bench's
+        if verify:
+            _check_head(model, blocks, rec)
         method, module, reason = _block_module(model, blocks, rec.calls[""], x if verify else None)
     return BlockGraph(model, module, method, blocks, size, reason)
 
@@ -68,6 +70,16 @@ def _check_resolution(model: nn.Module, blocks: Sequence[Block], size: tuple[int
         raise SurgeonError(f"input {'x'.join(map(str, size))} is too small for this model: its maps are 1x1 from the "
                            f"first block on, so its stages cannot be told apart; give a larger input, e.g. its own "
                            f"input_size={own}")
+
+
+def _check_head(model: nn.Module, blocks: Sequence[Block], rec: _Recorder) -> None:
+    """Refuse a classifier (one vector per sample out) whose head no rule finds (transformers'
+    Perceiver decodes its logits by cross-attention): a graph without its head would be wrong.
+    (timm / torchvision models are checked by bench/graph_coverage.py's invariants instead.)"""
+    out = tensor_leaves(rec.calls[""].output)
+    if blocks and blocks[-1].address != "head" and out and out[0].ndim == 2:
+        raise SurgeonError(f"cannot tell the head of {type(model).__name__} (its last block {blocks[-1].path} is no "
+                           "classifier head); declare its blocks: surgeon.graph(model, blocks=[module paths])")
 
 
 @contextmanager

@@ -13,8 +13,8 @@ from torch.utils._pytree import tree_map
 from .fx import _timm_registries, tensor_leaves
 from .kinds import _DOWNSAMPLE_NAMES, is_conv
 from .layout import _spatial
-from .merges import (_Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _shallow_trace,
-                     _side_modules)
+from .merges import (_Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs,
+                     _returns_sum_of_inputs, _shallow_trace, _side_modules)
 from .record import _Call, _Recorder
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -74,10 +74,33 @@ class _Discovery:
         try:
             hash(key)
         except TypeError:
-            return _analyze(_shallow_trace(mod, call, lengths, run))
+            return self._with_child_sums(mod, call, _analyze(_shallow_trace(mod, call, lengths, run)))
         if key not in self._cache:
-            self._cache[key] = _analyze(_shallow_trace(mod, call, lengths, run))
+            self._cache[key] = self._with_child_sums(mod, call, _analyze(_shallow_trace(mod, call, lengths, run)))
         return self._cache[key]
+
+    def _with_child_sums(self, mod: nn.Module, call: _Call, a: _Analysis) -> _Analysis:
+        """A residual sum written one level down: a child called with the stream and a branch
+        (``self.output(mlp_out, hidden_states)``) that returns the sum of what it makes of its
+        two inputs (transformers' ``CvtOutput``: ``dense(x) + input_tensor``) is a sum of this
+        module's graph too, so the layer splits into its two halves."""
+        if a.graph is None or not a.adds:
+            return a
+        path = next((p for p, c in self.rec.calls.items() if c is call), None)
+        found = []
+        for n in a.graph.nodes:
+            if n.op != "call_module" or len(n.all_input_nodes) != 2 or path is None:
+                continue
+            if not _merging_inputs(n) or a.adds[-1] not in n.all_input_nodes:
+                continue
+            child = self.rec.calls.get(_join(path, n.target))
+            if child is not None and _returns_sum_of_inputs(self._analysis(mod.get_submodule(n.target), child)):
+                found.append(n)
+        if not found:
+            return a
+        order = {n: i for i, n in enumerate(a.graph.nodes)}
+        merges = sorted(a.merges + found, key=order.__getitem__)
+        return _Analysis(a.graph, merges, sorted(a.adds + found, key=order.__getitem__))
 
     def _tuple_lengths(self, mod: nn.Module, call: _Call) -> dict[str, int]:
         """The children of `mod` whose recorded output is a tuple, with its length."""

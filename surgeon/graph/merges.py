@@ -107,6 +107,24 @@ def _analyze(graph: fx.Graph | None) -> _Analysis:
     return _Analysis(graph, merges, [n for n in merges if _is_add(n)])
 
 
+def _merging_inputs(n: fx.Node) -> bool:
+    """`n` takes two values that derive from a common input along different module paths."""
+    a, b = n.all_input_nodes[:2]
+    return a is not b and bool((_ancestors(a) | {a}) & (_ancestors(b) | {b}))
+
+
+def _returns_sum_of_inputs(a: _Analysis) -> bool:
+    """The graph's output is a sum of two values derived from different inputs (``dense(x) + y``)."""
+    if a.graph is None:
+        return False
+    out = next((n for n in a.graph.nodes if n.op == "output"), None)
+    first = out.all_input_nodes[:1] if out is not None else []
+    if not first or not _is_add(first[0]) or len(first[0].all_input_nodes) != 2:
+        return False
+    inputs = [{m for m in _ancestors(x) | {x} if m.op == "placeholder"} for x in first[0].all_input_nodes]
+    return bool(inputs[0] and inputs[1] and inputs[0] != inputs[1])
+
+
 def _downstream_module(start: fx.Node) -> fx.Node | None:
     """The first call_module node fed by `start` through non-module, non-merge ops."""
     frontier, seen, found = [start], set(), []
