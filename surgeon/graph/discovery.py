@@ -179,14 +179,14 @@ class _Discovery:
         return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
 
     def _backbone(self, mod: nn.Module) -> bool:
-        """A module that reads the model's input and holds over half its parameters is the network
-        itself (transformers' base model under its classifier: MobileNetV1), not one block."""
+        """A chain that holds over half the model's parameters and outputs a map, not pooled
+        vectors, is the network itself (transformers' base model under its classifier:
+        MobileNetV1; EfficientNet's encoder), not one block (a big head, pooled, stays one)."""
         if not hasattr(self, "_total"):
             self._total = sum(p.numel() for p in self.model.parameters())
         call = next((c for p, c in self.rec.calls.items() if p and self.model.get_submodule(p) is mod), None)
-        image = tensor_leaves(self.rec.calls[""].args)[:1]
-        reads_input = call is not None and image and any(t is image[0] for t in tensor_leaves(call.args)[:1])
-        return bool(reads_input) and 2 * sum(p.numel() for p in mod.parameters()) > self._total > 0
+        out = tensor_leaves(call.output)[:1] if call is not None else []
+        return bool(out) and out[0].ndim > 2 and 2 * sum(p.numel() for p in mod.parameters()) > self._total > 0
 
     def _untraceable(self, path: str, kids: list[tuple[str, nn.Module]]) -> list[_Atom]:
         """A module FX cannot trace one level deep (its forward branches on data, builds masks,
