@@ -28,9 +28,9 @@ smallest of each name prefix and of each timm module) instead of every model:
 from its config with the defaults shrunk (`hf_config`: widths, depths, layers and the image size made
 small; less shrinking when a class refuses it), random init, offline; besides the invariants below
 it checks exactness (`torch.equal` of the model and `g.module`) and ``halves``: as many ``msa`` and
-as many MLP halves (``mlp`` blocks, or ``conv`` ones right after an ``msa`` block: an MLP with a
-depthwise conv inside) as the config has transformer layers (``num_hidden_layers``, or the sum of
-``depths`` of a hierarchical model; not checked for a model without attention):
+as many MLP halves (``mlp`` or ``conv`` blocks right after an ``msa`` block: ``conv`` is an MLP
+with a depthwise conv inside) as the config has transformer layers (``num_hidden_layers``, or the
+sum of ``depths`` / ``n_attn_blocks``; not checked for a model without attention):
 
     OMP_NUM_THREADS=1 nice -n 10 python bench/graph_coverage.py --hf --out bench/out/hf.jsonl
     python bench/graph_coverage.py --report bench/out/hf.jsonl
@@ -299,7 +299,7 @@ def _shrink(cfg, level: int) -> None:
 def _layers(cfg) -> int | None:
     """Transformer layers the config asks for: ``num_hidden_layers`` or the sum of ``depths``."""
     cfg = getattr(cfg, "vision_config", None) or cfg
-    depths = getattr(cfg, "depths", None) or getattr(cfg, "depth", None)
+    depths = getattr(cfg, "depths", None) or getattr(cfg, "depth", None) or getattr(cfg, "n_attn_blocks", None)
     if isinstance(depths, (list, tuple)):
         return sum(int(d) for d in depths)
     n = getattr(cfg, "num_hidden_layers", None)
@@ -307,10 +307,10 @@ def _layers(cfg) -> int | None:
 
 
 def _second_halves(g: surgeon.BlockGraph) -> int:
-    """The MLP halves: ``mlp`` blocks, and ``conv`` ones right after an ``msa`` block of the same
-    stage (an MLP with a depthwise conv inside, SegFormer's / PVTv2's Mix-FFN)."""
-    return sum(b.kind == "mlp" or (b.kind == "conv" and i and g.blocks[i - 1].kind == "msa"
-                                   and g.blocks[i - 1].stage == b.stage) for i, b in enumerate(g.blocks))
+    """The MLP halves: ``mlp`` blocks right after an ``msa`` block of the same stage, or ``conv``
+    ones (an MLP with a depthwise conv inside, SegFormer's / PVTv2's Mix-FFN)."""
+    return sum(b.kind in ("mlp", "conv") and i > 0 and g.blocks[i - 1].kind == "msa" and g.blocks[i - 1].stage == b.stage
+               for i, b in enumerate(g.blocks))
 
 
 def hf_names() -> list[str]:
