@@ -159,7 +159,9 @@ class _Discovery:
             # blocks), else a block if it holds several layers
             halves = self._halves(path, self._analysis(mod, call, run=True)) if call is not None else None
             return halves or [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
-        analysis = self._analysis(mod, call) if call is not None else None
+        # the root's own graph only finds residual sums written there (user-written nets): timm's
+        # and torchvision's roots have none, and are not traced a second time
+        analysis = self._analysis(mod, call) if call is not None and not (is_root and self._historical) else None
         if not is_root and analysis is not None:  # (an uncalled ModuleList is a plain sequence)
             if analysis.merges:
                 return self._halves(path, analysis) or [self._single("unit", path, merging=True)]
