@@ -258,7 +258,9 @@ def test_feature_extractor_matches_torchvision():
     """The last block of every stage of torchvision's ResNet-18 is its layerN output: the same
     tensors as torchvision's own create_feature_extractor."""
     from torchvision.models import resnet18
-    from torchvision.models.feature_extraction import create_feature_extractor as tv_extractor
+    from torchvision.models.feature_extraction import (
+        create_feature_extractor as tv_extractor,
+    )
 
     torch.manual_seed(0)
     m = resnet18(num_classes=10).eval()

@@ -13,7 +13,6 @@ runs between blocks: blocks of their own). Stages, kinds, selection and g.module
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 from torch import nn
 
@@ -21,7 +20,7 @@ from ..errors import SurgeonError
 from .discovery import _Atom, _Discovery, _parent_of
 
 #: what `graph(blocks=...)` and ``model.surgeon_blocks`` take
-Declared = Union[Sequence[str], Callable[[str, nn.Module], bool]]
+Declared = Sequence[str] | Callable[[str, nn.Module], bool]
 
 ATTRIBUTE = "surgeon_blocks"
 

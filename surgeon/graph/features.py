@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import SurgeonError
-from .build import graph as block_graph
 from .blockgraph import BlockGraph
+from .build import graph as block_graph
 from .declared import Declared
 
 
