@@ -24,6 +24,17 @@ smallest of each name prefix and of each timm module) instead of every model:
     OMP_NUM_THREADS=1 python bench/graph_coverage.py --invariants --out bench/out/inv.jsonl
     python bench/graph_coverage.py --report bench/out/inv.jsonl
 
+`--hf` walks every class transformers maps for ``AutoModelForImageClassification``, each built
+from its config with the defaults shrunk (`hf_config`: widths, depths, layers and the image size made
+small; less shrinking when a class refuses it), random init, offline; besides the invariants below
+it checks exactness (`torch.equal` of the model and `g.module`) and ``halves``: as many ``msa`` and
+as many MLP halves (``mlp`` or ``conv`` blocks right after an ``msa`` block: ``conv`` is an MLP
+with a depthwise conv inside) as the config has transformer layers (``num_hidden_layers``, or the
+sum of ``depths`` / ``n_attn_blocks``; not checked for a model without attention):
+
+    OMP_NUM_THREADS=1 nice -n 10 python bench/graph_coverage.py --hf --out bench/out/hf.jsonl
+    python bench/graph_coverage.py --report bench/out/hf.jsonl
+
 Invariants (`invariant_failures`): ``head`` (a classifier has exactly one head block, the last;
 an encoder with ``num_classes == 0`` and no pooling, e.g. ``qwen3_vit_*_enc``, may have none),
 ``merged`` (no block holds several transformer blocks: members under two indices of one container
@@ -66,6 +77,8 @@ def _param_count(name: str) -> int:
 def _names(args: argparse.Namespace) -> list[str]:
     if args.models:
         return args.models.split(",")
+    if args.hf:
+        return hf_names()
     import timm
     import torchvision.models as tvm
 
@@ -247,6 +260,127 @@ def check(name: str, max_params: float, repeat: int = 1) -> dict:
     return row
 
 
+_SHRINK = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+           "embed_dim": 32, "image_size": 64, "projection_dim": 32, "mlp_dim": 64, "num_heads": 2,
+           "hidden_dim": 32, "dim": 32, "neck_hidden_sizes": None, "num_latents": 16, "d_latents": 32}
+
+
+def hf_config(model_type: str, level: int):
+    """The default config of `model_type`, shrunk by `level` (2: widths, depths, layers, image
+    size; 1: depths and layers only; 0: as it is), sub-configs (``vision_config``) alike."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model(model_type)
+    _shrink(cfg, level)
+    cfg.num_labels = 10
+    return cfg
+
+
+def _shrink(cfg, level: int) -> None:
+    for key, value in list(vars(cfg).items()):
+        if hasattr(value, "to_dict") and hasattr(value, "model_type"):
+            _shrink(value, level)
+        elif level == 0 or isinstance(value, bool):
+            continue
+        elif key in ("depths", "depth") and isinstance(value, (list, tuple)):
+            setattr(cfg, key, [min(int(d), 2) for d in value])
+        elif key == "num_hidden_layers" and isinstance(value, int):
+            setattr(cfg, key, min(value, 2))
+        elif level < 2:
+            continue
+        elif key in ("hidden_sizes", "embed_dim", "embed_dims", "hidden_dims") and isinstance(value, (list, tuple)):
+            setattr(cfg, key, [16 * 2 ** i for i in range(len(value))])
+        elif key in ("num_heads", "num_attention_heads") and isinstance(value, (list, tuple)):
+            setattr(cfg, key, [min(int(h), 2) for h in value])
+        elif key in _SHRINK and _SHRINK[key] is not None and isinstance(value, int):
+            setattr(cfg, key, min(value, _SHRINK[key]))
+
+
+def _layers(cfg) -> int | None:
+    """Transformer layers the config asks for: ``num_hidden_layers`` or the sum of ``depths``."""
+    cfg = getattr(cfg, "vision_config", None) or cfg
+    depths = getattr(cfg, "depths", None) or getattr(cfg, "depth", None) or getattr(cfg, "n_attn_blocks", None)
+    if isinstance(depths, (list, tuple)):
+        return sum(int(d) for d in depths)
+    n = getattr(cfg, "num_hidden_layers", None)
+    return int(n) if isinstance(n, int) else None
+
+
+def _second_halves(g: surgeon.BlockGraph) -> int:
+    """The MLP halves: ``mlp`` blocks right after an ``msa`` block of the same stage, or ``conv``
+    ones (an MLP with a depthwise conv inside, SegFormer's / PVTv2's Mix-FFN)."""
+    return sum(b.kind in ("mlp", "conv") and i > 0 and g.blocks[i - 1].kind == "msa" and g.blocks[i - 1].stage == b.stage
+               for i, b in enumerate(g.blocks))
+
+
+def hf_names() -> list[str]:
+    """``model_type:ClassName`` of every class mapped for AutoModelForImageClassification."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES as M
+
+    return [f"{t}:{c}" for t, cs in M.items() for c in ((cs,) if isinstance(cs, str) else cs)]
+
+
+def _build_hf(name: str):
+    import transformers
+
+    from surgeon.model.hf import returning_logits
+
+    model_type, cls_name = name.split(":")
+    cls = getattr(transformers, cls_name)
+    errors = []
+    for level in (2, 1, 0):
+        try:
+            cfg = hf_config(model_type, level)
+            size = getattr(getattr(cfg, "vision_config", None) or cfg, "image_size", 224)
+            size = int(size[0] if isinstance(size, (list, tuple)) else size)
+            torch.manual_seed(0)
+            model = cls(cfg).eval()
+            x = torch.randn(1, 3, size, size)
+            with torch.no_grad():
+                model(x)
+            return returning_logits(model, {"input_size": [3, size, size]}), cfg, level, x
+        except Exception as exc:  # noqa: BLE001 - try less shrinking, report the last reason
+            errors.append(f"{type(exc).__name__}: {first_line(exc, 120)}")
+    raise RuntimeError(f"cannot build: {errors[-1]}")
+
+
+def check_hf(name: str, time_limit: int) -> dict:
+    """Build `name` (``model_type:Class``) from a shrunk config, its graph, exactness and invariants."""
+    row: dict = {"model": name, "mode": "hf"}
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(time_limit)
+    try:
+        t0 = time.perf_counter()
+        model, cfg, level, x = _build_hf(name)
+        row.update(params=sum(p.numel() for p in model.parameters()), shrink=level, input_size=list(x.shape[1:]))
+        try:
+            g = surgeon.graph(model, input_size=tuple(x.shape[1:]))
+        except surgeon.SurgeonError as exc:  # the graph's one-line refusal: no rule understands it
+            row.update(status="refused", error=first_line(exc, 200))
+            return row
+        row.update(blocks=len(g.blocks), stages=len(g.stages), method=g.method, graph_s=round(time.perf_counter() - t0, 2))
+        with torch.no_grad():
+            row["exact"] = _same(model(x), g.module(x))
+        bad = invariant_failures(g)
+        if not row["exact"]:
+            bad["exact"] = "g.module's output differs from the model's"
+        attention = any(_is_attention(m) for m in model.modules())
+        want = (_layers(cfg) or 0) if attention else 0
+        got = (len(g.select("kind:msa")), _second_halves(g))
+        row["halves"] = [want, *got]
+        if attention and got != (want, want):
+            bad["halves"] = f"{got[0]} msa + {got[1]} mlp blocks for {want} transformer layers"
+        row["invariants"] = bad
+        row["status"] = "ok"
+    except _Timeout:
+        row.update(status="timeout", error=f"over {time_limit} s")
+    except Exception as exc:  # noqa: BLE001 - a benchmark records every failure and goes on
+        row.update(status="error", error=f"{type(exc).__name__}: {first_line(exc, 200)}")
+    finally:
+        signal.alarm(0)
+    return row
+
+
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -261,7 +395,8 @@ def run(args: argparse.Namespace) -> None:
         task = progress.add_task("graph coverage", total=len(names))
         for name in names:
             progress.update(task, description=name[:40])
-            row = (check_invariants(name, args.max_params, args.time_limit) if args.invariants
+            row = (check_hf(name, args.time_limit) if args.hf
+                   else check_invariants(name, args.max_params, args.time_limit) if args.invariants
                    else check(name, args.max_params, args.repeat))
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -274,6 +409,8 @@ def report(path: str) -> str:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     last = {r["model"]: r for r in rows}  # later lines (reruns) win
     rows = [r for r in last.values() if r.get("status") != "skipped-size"]
+    if any(r.get("mode") == "hf" for r in rows):
+        return report_hf(rows)
     if any(r.get("mode") == "invariants" for r in rows):
         return report_invariants(rows)
     lines = []
@@ -324,6 +461,23 @@ def report_invariants(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report_hf(rows: list[dict]) -> str:
+    """One line per transformers class: passing, or the invariants it fails and why."""
+    ok = [r for r in rows if r.get("status") == "ok" and not r["invariants"]]
+    lines = [f"Classes: {len(rows)}; passing every check: {len(ok)}.", "",
+             "| class | shrink | blocks / stages | msa, mlp / layers | result |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            what = "refused" if r.get("status") == "refused" else "not built"
+            lines.append(f"| `{r['model']}` | | | | {what}: {r.get('error')} |")
+            continue
+        want, msa, mlp = r["halves"]
+        result = "; ".join(f"{k}: {v}" for k, v in r["invariants"].items()) or "pass"
+        lines.append(f"| `{r['model']}` | {r['shrink']} | {r['blocks']} / {r['stages']} | {msa}, {mlp} / {want} | "
+                     f"{result} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help="comma-separated names instead of the full walk")
@@ -335,6 +489,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="median of N creations / graph builds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--invariants", action="store_true", help="check the labels' invariants (meta device) instead")
+    p.add_argument("--hf", action="store_true", help="every transformers image classifier, from shrunk configs")
     p.add_argument("--sample", action="store_true", help="one timm model per family (name prefix, module)")
     p.add_argument("--time-limit", type=int, default=120, help="seconds per model in --invariants mode")
     p.add_argument("--out", default="bench/out/coverage.jsonl")

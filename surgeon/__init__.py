@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "load_model": "surgery.loading", "load": "surgery.loading", "save": "model.weights", "read_cfg": "model.weights",
     "list_models": "surgery.loading",
     # the block graph
-    "graph": "blockgraph",
+    "graph": "blockgraph", "create_feature_extractor": "blockgraph",
     # surgery
     "alternate": "surgery.alternet", "replace": "surgery.passes", "remove": "surgery.passes", "insert": "surgery.passes",
     "localize": "surgery.locality", "ensemble": "surgery.ensemble", "register_pass": "surgery.passes:register",

@@ -84,20 +84,27 @@ def test_core_does_not_import_transformers():
 
 
 def test_hessian_top2_matches_dense_reference(vit_dir):
-    """Top-2 Hessian eigenvalues of the NLL w.r.t. the classifier (330 parameters) vs torch's dense Hessian."""
+    """Top-2 Hessian eigenvalues of the NLL w.r.t. the head block (the final layernorm and the
+    classifier: 394 parameters) vs torch's dense Hessian."""
     m = surgeon.load_model(f"hf:{vit_dir}")
     torch.manual_seed(1)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    assert surgeon.graph(m)["head"].members == ("vit.layernorm", "classifier")
     got = surgeon.hessian_eigs(m, (x, y), k=2, blocks="head").eigenvalues
-    w, b = m.classifier.weight.detach(), m.classifier.bias.detach()
+    norm, fc = m.vit.layernorm, m.classifier
+    params = [t.detach() for t in (norm.weight, norm.bias, fc.weight, fc.bias)]
+    seen = {}
+    hook = norm.register_forward_pre_hook(lambda mod, a: seen.setdefault("h", a[0]))
     with torch.no_grad():
-        feats = m.vit(x).last_hidden_state[:, 0]  # ViT's classifier reads the CLS token
+        m(x)
+    hook.remove()
 
     def nll(flat):
-        wf, bf = flat[: w.numel()].view_as(w), flat[w.numel():]
-        return nn.functional.cross_entropy(feats @ wf.T + bf, y)
+        parts = [p.view_as(t) for p, t in zip(flat.split([t.numel() for t in params]), params)]
+        tokens = nn.functional.layer_norm(seen["h"], norm.normalized_shape, parts[0], parts[1], norm.eps)
+        return nn.functional.cross_entropy(tokens[:, 0] @ parts[2].T + parts[3], y)  # the CLS token
 
-    dense = torch.autograd.functional.hessian(nll, torch.cat([w.flatten(), b]).double().float())
+    dense = torch.autograd.functional.hessian(nll, torch.cat([t.flatten() for t in params]))
     ref = torch.linalg.eigvalsh(dense.double()).abs().sort(descending=True).values[:2]
     assert torch.allclose(torch.as_tensor(got, dtype=torch.float64)[:2].abs(), ref, rtol=1e-3, atol=1e-6)
 

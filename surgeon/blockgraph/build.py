@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -16,24 +16,31 @@ from surgeon.model.sizes import input_size_of
 from surgeon.model.runtime import model_device
 from surgeon.blockgraph.block import Block
 from surgeon.blockgraph.blockgraph import BlockGraph
+from surgeon.blockgraph.declared import ATTRIBUTE, Declared, declared_atoms
 from surgeon.blockgraph.discovery import _Atom, _Discovery
 from surgeon.blockgraph.fx import graph_module, symbolic_trace, tensor_leaves
 from surgeon.blockgraph.grouping import _group
 from surgeon.blockgraph.kinds import _kind
 from surgeon.blockgraph.layout import _spatial
 from surgeon.blockgraph.merges import _concrete_args
-from surgeon.blockgraph.record import _Call, _Recorder, _record
+from surgeon.blockgraph.record import _Call, _on_meta, _Recorder, _record
 
 
-def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> BlockGraph:
+def graph(model: nn.Module, *, input_size: Sequence[int] | None = None, blocks: Declared | None = None) -> BlockGraph:
     """Build the block graph of `model` (which is left exactly as it was).
 
     Args:
-        model: any timm or torchvision classifier (or a model edited by surgeon).
+        model: any timm / torchvision / transformers classifier or user-written module (or a
+            model edited by surgeon).
         input_size: (C, H, W) of one input; default: the size the model records (trained or
             edited at, `surgeon.models.input_size_of`), else its own (timm's pretrained_cfg,
             torchvision's weight transforms, else 3x224x224).
+        blocks: declared blocks, for a model no rule understands: module paths, or a function
+            ``(path, module) -> bool``; default: ``model.surgeon_blocks`` when the model has it,
+            else the rules (`surgeon.blockgraph.declared`).
     """
+    if blocks is None:
+        blocks = getattr(model, ATTRIBUTE, None)
     size = tuple(int(s) for s in (input_size or input_size_of(model)))
     if len(size) != 3 or min(size) < 1:
         raise SurgeonError(f"input size {size} is not C,H,W with positive sizes; e.g. input_size=3,224,224")
@@ -43,10 +50,13 @@ def graph(model: nn.Module, *, input_size: Sequence[int] | None = None) -> Block
     with _attributes_restored(model):  # train/eval flags, and attributes forwards and traces write
         model.eval()
         rec = _record(model, x)
-        atoms = _Discovery(model, rec).run()
+        atoms = _Discovery(model, rec).run() if blocks is None else declared_atoms(model, rec, blocks)
         blocks = _make_blocks(model, rec, atoms, size)
         _check_resolution(model, blocks, size)
-        method, module, reason = _block_module(model, blocks, rec.calls[""])
+        verify = type(model).__module__.split(".")[0] not in ("timm", "torchvision")  # theirs: the bench's
+        if verify:
+            _check_head(model, blocks, rec)
+        method, module, reason = _block_module(model, blocks, rec.calls[""], x if verify else None)
     return BlockGraph(model, module, method, blocks, size, reason)
 
 
@@ -60,6 +70,16 @@ def _check_resolution(model: nn.Module, blocks: Sequence[Block], size: tuple[int
         raise SurgeonError(f"input {'x'.join(map(str, size))} is too small for this model: its maps are 1x1 from the "
                            f"first block on, so its stages cannot be told apart; give a larger input, e.g. its own "
                            f"input_size={own}")
+
+
+def _check_head(model: nn.Module, blocks: Sequence[Block], rec: _Recorder) -> None:
+    """Refuse a classifier (one vector per sample out) whose head no rule finds (transformers'
+    Perceiver decodes its logits by cross-attention): a graph without its head would be wrong.
+    (timm / torchvision models are checked by bench/graph_coverage.py's invariants instead.)"""
+    out = tensor_leaves(rec.calls[""].output)
+    if blocks and blocks[-1].address != "head" and out and out[0].ndim == 2:
+        raise SurgeonError(f"cannot tell the head of {type(model).__name__} (its last block {blocks[-1].path} is no "
+                           "classifier head); declare its blocks: surgeon.graph(model, blocks=[module paths])")
 
 
 @contextmanager
@@ -97,14 +117,15 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
         in_layout, in_grid, _ = _spatial(in_shape, img_hw, prefix_hint)
         downsamples = bool(grid and in_grid and grid[0] * grid[1] < in_grid[0] * in_grid[1])
         merging = any(a.merging for a in group)
-        kind = role if role != "body" else _kind(model, members, merging, downsamples)
+        half = len(group) == 1 and group[0].role == "half"
+        kind = role if role != "body" else _body_kind(model, members, merging, downsamples, half)
         raw.append((role, members, kind, (tap_path, tap_side), in_shape, out_shape, layout, grid, prefix,
-                    params, flops, downsamples, len(group) == 1 and group[0].role == "half"))
+                    params, flops, downsamples, half, all(a.side for a in group)))
     blocks: list[Block] = []
     stage, area, count = 0, None, 0
-    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half in raw:
+    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half, side in raw:
         if role == "body":
-            a = grid[0] * grid[1] if grid else None
+            a = grid[0] * grid[1] if grid and not side else None  # a side input's map sets no stage
             if stage == 0 or (a is not None and area is not None and a < 0.75 * area):  # a real stride, not a
                 # "valid" convolution trimming a border (Inception 73 -> 71)
                 stage, count = stage + 1, 0
@@ -121,6 +142,16 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
     return blocks
 
 
+def _body_kind(model: nn.Module, members: Sequence[str], merging: bool, downsamples: bool, half: bool) -> str:
+    """`kinds._kind` of a body block; a residual half with a small spatial conv beside its MLP
+    (TinyViT's ``local_conv`` before ``mlp``) is the kind of its largest member."""
+    kind = _kind(model, members, merging, downsamples)
+    if half and kind == "conv" and len(members) > 1:
+        largest = max(members, key=lambda m: sum(p.numel() for p in model.get_submodule(m).parameters()))
+        return _kind(model, [largest], merging, downsamples)
+    return kind
+
+
 def _label(members: Sequence[str], model: nn.Module, half: bool) -> str:
     if len(members) == 1:
         return members[0]
@@ -135,11 +166,20 @@ def _first_shape(value: Any) -> tuple[int, ...]:
     return tuple(ts[0].shape) if ts else ()
 
 
-def _block_module(model: nn.Module, blocks: list[Block], call: _Call) -> tuple[str, nn.Module, str | None]:
-    """Trace `model` with the blocks' modules as leaves; fall back to the model itself."""
+def _block_module(model: nn.Module, blocks: list[Block], call: _Call,
+                  x: torch.Tensor | None) -> tuple[str, nn.Module, str | None]:
+    """Trace `model` with the blocks' modules as leaves and, given the input `x`, run the result once
+    (on the meta device when the recording ran there): a trace that took a branch this input does
+    not take (a None specialised away: transformers' Hiera) fails there. Fall back to the model
+    itself. (timm / torchvision traces are checked for exactness by bench/graph_coverage.py.)"""
     leaves = {m for b in blocks for m in b.members}
     try:
         g = symbolic_trace(model, leaf=lambda m, q: q in leaves, concrete_args=_concrete_args(model, call))
-        return "fx", graph_module(model, g), None
+        gm = graph_module(model, g)
+        meta = any(t.device.type == "meta" for t in tensor_leaves(call.args))
+        if x is not None:
+            with torch.no_grad(), (_on_meta(gm) if meta else nullcontext()):
+                gm(torch.empty_like(x, device="meta") if meta else x)
+        return "fx", gm, None
     except Exception as exc:  # noqa: BLE001 - FX raises many types; all mean "not traceable"
         return "eager", model, f"{type(exc).__name__}: {first_line(exc, 200)}"

@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_map
 from surgeon.blockgraph.fx import _timm_registries, tensor_leaves
 from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, is_conv
 from surgeon.blockgraph.layout import _spatial
-from surgeon.blockgraph.merges import _Analysis, _analyze, _depends_on, _downstream_module, _shallow_trace
+from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _returns_sum_of_inputs, _shallow_trace, _side_modules
 from surgeon.blockgraph.record import _Call, _Recorder
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -28,6 +28,7 @@ class _Atom:
     merging: bool = False
     in_container: bool = False
     extra: list[str] = field(default_factory=list)  # direct parameters / buffers owned by the atom
+    side: bool = False  # computes a side input off the main stream (it does not set the stages)
 
 
 def _parent_of(path: str) -> str:
@@ -47,16 +48,20 @@ class _Discovery:
         self.model = model
         self.rec = rec
         self._cache: dict[tuple, _Analysis] = {}
+        # timm / torchvision keep the order of lists of their first walk (their addresses are
+        # stable); a few interleave lists (Twins' pos_block, HRNet) and would be renumbered
+        self._historical = type(model).__module__.split(".")[0] in ("timm", "torchvision")
 
     def run(self) -> list[_Atom]:
         return self._visit("", self.model, is_root=True)
 
-    def _analysis(self, mod: nn.Module, call: _Call) -> _Analysis:
-        """`_analyze` of a one-level trace, shared by modules of the same class, children, settings
-        and call (the twelve blocks of a ViT are traced once)."""
+    def _analysis(self, mod: nn.Module, call: _Call, run: bool = False) -> _Analysis:
+        """`_analyze` of a one-level trace (`run`: of a run, `capture`), shared by modules of the
+        same class, children, settings and call (the twelve blocks of a ViT are traced once)."""
         simple = (bool, int, float, str, type(None))
         lengths = self._tuple_lengths(mod, call)
         key = (
+            run,
             tuple(sorted(lengths.items())),
             type(mod),
             tuple((n, type(c)) for n, c in mod.named_children()),
@@ -68,10 +73,33 @@ class _Discovery:
         try:
             hash(key)
         except TypeError:
-            return _analyze(_shallow_trace(mod, call, lengths))
+            return self._with_child_sums(mod, call, _analyze(_shallow_trace(mod, call, lengths, run)))
         if key not in self._cache:
-            self._cache[key] = _analyze(_shallow_trace(mod, call, lengths))
+            self._cache[key] = self._with_child_sums(mod, call, _analyze(_shallow_trace(mod, call, lengths, run)))
         return self._cache[key]
+
+    def _with_child_sums(self, mod: nn.Module, call: _Call, a: _Analysis) -> _Analysis:
+        """A residual sum written one level down: a child called with the stream and a branch
+        (``self.output(mlp_out, hidden_states)``) that returns the sum of what it makes of its
+        two inputs (transformers' ``CvtOutput``: ``dense(x) + input_tensor``) is a sum of this
+        module's graph too, so the layer splits into its two halves."""
+        if a.graph is None or not a.adds:
+            return a
+        path = next((p for p, c in self.rec.calls.items() if c is call), None)
+        found = []
+        for n in a.graph.nodes:
+            if n.op != "call_module" or len(n.all_input_nodes) != 2 or path is None:
+                continue
+            if not _merging_inputs(n) or a.adds[-1] not in n.all_input_nodes:
+                continue
+            child = self.rec.calls.get(_join(path, n.target))
+            if child is not None and _returns_sum_of_inputs(self._analysis(mod.get_submodule(n.target), child)):
+                found.append(n)
+        if not found:
+            return a
+        order = {n: i for i, n in enumerate(a.graph.nodes)}
+        merges = sorted(a.merges + found, key=order.__getitem__)
+        return _Analysis(a.graph, merges, sorted(a.adds + found, key=order.__getitem__))
 
     def _tuple_lengths(self, mod: nn.Module, call: _Call) -> dict[str, int]:
         """The children of `mod` whose recorded output is a tuple, with its length."""
@@ -126,10 +154,14 @@ class _Discovery:
         if not is_root and builtin:
             return [self._single("layer", path)]
         notrace = isinstance(mod, _timm_registries()[0])
-        if not is_root and notrace:  # timm's own leaves: a block if it holds several layers
-            return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
-        if not is_root and call is not None:  # (an uncalled ModuleList is a plain sequence)
-            analysis = self._analysis(mod, call)
+        if not is_root and notrace:  # timm's own leaves: its halves when a run finds them (TinyViT's
+            # blocks), else a block if it holds several layers
+            halves = self._halves(path, self._analysis(mod, call, run=True)) if call is not None else None
+            return halves or [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+        # the root's own graph only finds residual sums written there (user-written nets): timm's
+        # and torchvision's roots have none, and are not traced a second time
+        analysis = self._analysis(mod, call) if call is not None and not (is_root and self._historical) else None
+        if not is_root and analysis is not None:  # (an uncalled ModuleList is a plain sequence)
             if analysis.merges:
                 return self._halves(path, analysis) or [self._single("unit", path, merging=True)]
             shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
@@ -137,21 +169,31 @@ class _Discovery:
                 return [self._single("unit", path)]  # reused children: one block
             if analysis.graph is None and not isinstance(mod, _CONTAINERS):
                 return self._untraceable(path, kids)
-        atoms = [a for k, c in kids for a in self._visit(k, c)]
+        atoms = self._descend(path, kids, analysis)
         if atoms:
             atoms[0].extra += self._direct_state(path, mod)
         split = any(a.role == "half" or a.merging for a in atoms)
-        if split and not is_root and self._downsampling_module(path):
+        if split and not is_root and self._downsampling_module(path) and not self._backbone(mod):
             return [self._single("unit", path)]  # GC ViT's Downsample2d: a residual conv, then a strided one
-        if is_root or isinstance(mod, _CONTAINERS) or split:
+        if is_root or isinstance(mod, _CONTAINERS) or split or self._backbone(mod):
             return atoms
         return [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+
+    def _backbone(self, mod: nn.Module) -> bool:
+        """A chain that holds over half the model's parameters and outputs a map, not pooled
+        vectors, is the network itself (transformers' base model under its classifier:
+        MobileNetV1; EfficientNet's encoder), not one block (a big head, pooled, stays one)."""
+        if not hasattr(self, "_total"):
+            self._total = sum(p.numel() for p in self.model.parameters())
+        call = next((c for p, c in self.rec.calls.items() if p and self.model.get_submodule(p) is mod), None)
+        out = tensor_leaves(call.output)[:1] if call is not None else []
+        return bool(out) and out[0].ndim > 2 and 2 * sum(p.numel() for p in mod.parameters()) > self._total > 0
 
     def _untraceable(self, path: str, kids: list[tuple[str, nn.Module]]) -> list[_Atom]:
         """A module FX cannot trace one level deep (its forward branches on data, builds masks,
         dispatches attention...): its children in call order when they hold residual units or
         halves (a transformers encoder, a TinyViT stage), else one block."""
-        atoms = [a for k, c in kids for a in self._visit(k, c)]
+        atoms = self._descend(path, kids, None)
         if any(a.role == "half" or a.merging for a in atoms):
             atoms[0].extra += self._direct_state(path, self.model.get_submodule(path))
             return atoms
@@ -209,3 +251,78 @@ class _Discovery:
             _Atom("half", seg, tap, path, True, in_container, extra)
             for seg, tap, extra in zip(segments, taps, extras)
         ]
+
+    def _descend(self, path: str, kids: list[tuple[str, nn.Module]], analysis: _Analysis | None) -> list[_Atom]:
+        """The atoms of `path`'s children in call order. With its one-level graph: residual sums
+        written here around whole children become units (`_parent_units`), and the atoms of
+        children off the main stream are marked `side`."""
+        per_kid = [(k, self._visit(k, c)) for k, c in kids]
+        graph = analysis.graph if analysis is not None else None
+        if sum(isinstance(c, _CONTAINERS) and k not in self.rec.calls for k, c in kids) >= 2 and not self._historical:
+            return self._in_call_order([a for _, atoms in per_kid for a in atoms])
+        if graph is None:
+            return [a for _, atoms in per_kid for a in atoms]
+        per_kid = self._parent_units(path, analysis, per_kid)
+        side = _side_modules(graph, lambda t: type(self.model.get_submodule(_join(path, t))))
+        main = {_join(path, n.target.split(".")[0]) for n in graph.nodes
+                if n.op == "call_module" and n.target not in side}
+        for k, atoms in per_kid:
+            if k not in main and any(_join(path, t.split(".")[0]) == k for t in side):
+                for a in atoms:
+                    a.side = True
+        return [a for _, atoms in per_kid for a in atoms]
+
+    def _in_call_order(self, atoms: list[_Atom]) -> list[_Atom]:
+        """Atoms of lists called in turn (PoolFormer: ``patch_embeddings[i]``, then ``block[i]``),
+        in call order: by the last first-call among each atom's members."""
+        return sorted(atoms, key=lambda a: max(self.rec.calls[m].order for m in a.members))
+
+    def _parent_units(self, path: str, a: _Analysis,
+                      per_kid: list[tuple[str, list[_Atom]]]) -> list[tuple[str, list[_Atom]]]:
+        """A residual sum written in `path`'s forward around whole children (``x = relu(x +
+        self.block1(x))``, a projection shortcut ``self.body(x) + self.short(x)``): the children on
+        its branch become one unit, read where the sum is next read at its own shape (the input of
+        the next module call) or, for the module's last sum, at its output. A branch of children
+        that are split already, are called more than once or hold no parameters stays as it is;
+        when one sum cannot be read, no unit is made here."""
+        index = {k: i for i, (k, _) in enumerate(per_kid)}
+        units: dict[int, _Atom] = {}
+        for add in a.adds:
+            paths = list(dict.fromkeys(_join(path, n.target) for n in _branch_modules(add)))
+            if not paths or any(p not in index for p in paths):
+                continue
+            atoms = [x for p in paths for x in per_kid[index[p]][1]]
+            if (any(x.role == "half" or x.merging or index[p] in units for p in paths for x in per_kid[index[p]][1])
+                    or any(self.rec.calls[p].count != self.rec.calls[path].count for p in paths)
+                    or not any(True for p in paths for _ in self.model.get_submodule(p).parameters())):
+                continue
+            tap = self._sum_tap(path, add, paths[-1])
+            if tap is None:  # a sum no module reads (pooled by a function right away): the children
+                return per_kid  # stay as they are, rather than leave that one unit to the head
+            unit = _Atom("unit", sorted(paths, key=index.__getitem__), tap, path, True,
+                         extra=[e for x in atoms for e in x.extra])
+            for p in paths:
+                units[index[p]] = unit
+        out: list[tuple[str, list[_Atom]]] = []
+        for i, (k, atoms) in enumerate(per_kid):
+            if i not in units:
+                out.append((k, atoms))
+            elif not out or out[-1][1] != [units[i]]:
+                out.append((k, [units[i]]))
+        return out
+
+    def _sum_tap(self, path: str, add, last: str) -> tuple[str, str] | None:
+        """Where the residual sum `add` of `path`'s graph can be read: the input of the next module
+        call it feeds when that input has the branch output's shape (``relu(x + block(x))`` read
+        by the next block), else `path`'s own output when that is the sum; None otherwise."""
+        shape = [tuple(t.shape) for t in tensor_leaves(self.rec.calls[last].output)[:1]]
+        consumer = _downstream_module(add)
+        if consumer is not None:
+            target = _join(path, consumer.target)
+            call = self.rec.calls.get(target)
+            seen = [tuple(t.shape) for t in tensor_leaves(call.args)[:1]] if call is not None else []
+            return (target, "in") if seen and seen == shape and call.count == 1 else None
+        out = [n for n in add.graph.nodes if n.op == "output"]
+        if path and out and add in out[0].all_input_nodes[:1]:
+            return (path, "out")
+        return None

@@ -13,6 +13,7 @@ import torch
 from torch import fx, nn
 from torch.utils._pytree import tree_map
 
+from surgeon.blockgraph.capture import capture
 from surgeon.blockgraph.fx import symbolic_trace
 from surgeon.blockgraph.record import _Call
 
@@ -43,12 +44,21 @@ def _concrete_args(mod: nn.Module, call: _Call) -> dict[str, Any] | None:
             for name, value in bound.arguments.items() if not isinstance(value, torch.Tensor)}
 
 
-def _shallow_trace(mod: nn.Module, call: _Call, lengths: dict[str, int] | None = None) -> fx.Graph | None:
+def _shallow_trace(mod: nn.Module, call: _Call, lengths: dict[str, int] | None = None,
+                   run: bool = False) -> fx.Graph | None:
     """Trace `mod` with every submodule a leaf, arguments fixed to their recorded non-tensor values
-    (`lengths`: children returning tuples, by name, so their outputs can be unpacked)."""
+    (`lengths`: children returning tuples, by name, so their outputs can be unpacked); when FX
+    cannot trace it (or `run`: a module marked not to be traced), run it on its recorded call
+    (`capture.capture`); None when that fails too."""
+    if not run:
+        try:
+            return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=_concrete_args(mod, call),
+                                  lengths=lengths)
+        except Exception:  # noqa: BLE001 - FX cannot trace it: run it instead
+            pass
     try:
-        return symbolic_trace(mod, leaf=lambda m, q: q != "", concrete_args=_concrete_args(mod, call), lengths=lengths)
-    except Exception:  # noqa: BLE001 - any tracing failure means "treat this module from its type"
+        return capture(mod, call)
+    except Exception:  # noqa: BLE001 - nor run it alone: "treat this module from its type"
         return None
 
 
@@ -59,7 +69,9 @@ def _is_metadata(n: fx.Node) -> bool:
 
 
 def _is_add(n: fx.Node) -> bool:
-    return (n.op == "call_function" and n.target in _ADDS) or (n.op == "call_method" and n.target in ("add", "add_"))
+    """A sum of tensors (``(out,) + rest``, a tuple concatenation, is none)."""
+    return ((n.op == "call_function" and n.target in _ADDS) or (n.op == "call_method" and n.target in ("add", "add_"))) \
+        and not any(isinstance(a, (tuple, list)) for a in n.args)
 
 
 def _is_merge_op(n: fx.Node) -> bool:
@@ -95,6 +107,24 @@ def _analyze(graph: fx.Graph | None) -> _Analysis:
     return _Analysis(graph, merges, [n for n in merges if _is_add(n)])
 
 
+def _merging_inputs(n: fx.Node) -> bool:
+    """`n` takes two values that derive from a common input along different module paths."""
+    a, b = n.all_input_nodes[:2]
+    return a is not b and bool((_ancestors(a) | {a}) & (_ancestors(b) | {b}))
+
+
+def _returns_sum_of_inputs(a: _Analysis) -> bool:
+    """The graph's output is a sum of two values derived from different inputs (``dense(x) + y``)."""
+    if a.graph is None:
+        return False
+    out = next((n for n in a.graph.nodes if n.op == "output"), None)
+    first = out.all_input_nodes[:1] if out is not None else []
+    if not first or not _is_add(first[0]) or len(first[0].all_input_nodes) != 2:
+        return False
+    inputs = [{m for m in _ancestors(x) | {x} if m.op == "placeholder"} for x in first[0].all_input_nodes]
+    return bool(inputs[0] and inputs[1] and inputs[0] != inputs[1])
+
+
 def _downstream_module(start: fx.Node) -> fx.Node | None:
     """The first call_module node fed by `start` through non-module, non-merge ops."""
     frontier, seen, found = [start], set(), []
@@ -124,3 +154,62 @@ def _depends_on(node: fx.Node, ancestor: fx.Node) -> bool:
             seen.add(n)
             stack.extend(n.all_input_nodes)
     return False
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    stack, seen = list(node.all_input_nodes), set()
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
+
+
+def _branch_modules(add: fx.Node) -> list[fx.Node]:
+    """The module calls on the residual branch of the sum `add`: those it derives from that come
+    after its fork (the last node both summands derive from; ``x`` in ``x + block(x)``), in graph
+    order; [] when the summands share no fork."""
+    if len(add.all_input_nodes) != 2:
+        return []
+    a, b = add.all_input_nodes
+    order = {n: i for i, n in enumerate(add.graph.nodes)}
+    common = (_ancestors(a) | {a}) & (_ancestors(b) | {b})
+    if not common:
+        return []
+    fork = max(common, key=order.__getitem__)
+    before = _ancestors(fork) | {fork}
+    return sorted((n for n in _ancestors(add) - before if n.op == "call_module"), key=order.__getitem__)
+
+
+def _side_modules(graph: fx.Graph, class_of) -> set[str]:
+    """Targets of the module calls that compute a side input: a value handed, beside the main
+    stream, as a later argument to two or more calls of modules of one class (GC ViT's global
+    query, given to every block of its stage), or only to other side modules (the generator
+    before its norm). `class_of(target)` is the class of the module called."""
+    side: set[fx.Node] = set()
+    for n in reversed([n for n in graph.nodes if n.op == "call_module"]):
+        later, first, direct = _consumers(n)
+        if direct or any(u not in side for u in first):
+            continue
+        if (len(later) >= 2 and len({class_of(u.target) for u in later}) == 1) or (first and not later):
+            side.add(n)
+    return {n.target for n in side}
+
+
+def _consumers(start: fx.Node) -> tuple[list[fx.Node], list[fx.Node], bool]:
+    """The module calls that read `start`'s output through other ops: those reading it as a later
+    argument, those reading it as their first, and whether it reaches the graph output directly."""
+    later, first, direct = [], [], False
+    frontier, seen = [start], {start}
+    while frontier:
+        n = frontier.pop()
+        for u in n.users:
+            if u.op == "output":
+                direct = True
+            elif u.op == "call_module":
+                (first if u.all_input_nodes[:1] == [n] else later).append(u)
+            elif u not in seen and not _is_metadata(u):
+                seen.add(u)
+                frontier.append(u)
+    return later, first, direct

@@ -1,0 +1,350 @@
+"""The block graph of models FX cannot trace whole (transformers' ViT, DeiT, Swin, MobileViT; timm's
+TinyViT, GC ViT) and of user-written modules: block counts against the config, exactness, taps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import surgeon
+
+tf = pytest.importorskip("transformers")
+
+SIZE = (3, 32, 32)
+VIT = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32,
+           patch_size=8, num_labels=10)
+
+
+def _hf(cls, config) -> nn.Module:
+    from surgeon.model.hf import returning_logits
+
+    torch.manual_seed(0)
+    return returning_logits(cls(config).eval(), {"input_size": list(SIZE)})
+
+
+def _kinds(g: surgeon.BlockGraph) -> list[str]:
+    return [b.kind for b in g.blocks]
+
+
+def _exact(m: nn.Module, g: surgeon.BlockGraph) -> None:
+    x = torch.randn(2, *g.input_size)
+    with torch.no_grad():
+        assert torch.equal(g.module(x), m(x))
+    assert sum(b.params for b in g.blocks) == sum(p.numel() for p in m.parameters())
+
+
+PLAIN = [("vit", tf.ViTForImageClassification, tf.ViTConfig(**VIT)),
+         ("deit", tf.DeiTForImageClassification, tf.DeiTConfig(**VIT))]
+
+
+@pytest.mark.parametrize("name,cls,config", PLAIN, ids=[p[0] for p in PLAIN])
+def test_plain_vits_have_two_halves_per_layer(name, cls, config):
+    m = _hf(cls, config)
+    g = surgeon.graph(m, input_size=SIZE)
+    assert list(g.stages) == ["c1"]
+    assert _kinds(g) == ["stem"] + ["msa", "mlp"] * config.num_hidden_layers + ["head"]
+    assert [b.path.split(".")[2] for b in g.stages["c1"]] == [str(i) for i in range(3) for _ in "ab"]
+    assert "classifier" in g["head"].members
+    _exact(m, g)
+
+
+def test_vit_attention_half_is_the_residual_sum():
+    """c1.b0 is e + dropout(attention(layernorm_before(e))), e the embeddings: computed from the
+    model's own modules and read where the graph's tap says."""
+    m = _hf(tf.ViTForImageClassification, tf.ViTConfig(**VIT))
+    g = surgeon.graph(m, input_size=SIZE)
+    layer = m.vit.layers[0]
+    path, side = g["c1.b0"].tap
+    assert side == "in"
+    x = torch.randn(1, *SIZE)
+    seen = {}
+    h = m.get_submodule(path).register_forward_pre_hook(lambda mod, a: seen.setdefault("x", a[0]))
+    with torch.no_grad():
+        m(x)
+        h.remove()
+        e = m.vit.embeddings(x)
+        expected = e + layer.dropout(layer.attention(layer.layernorm_before(e))[0])
+    assert torch.allclose(seen["x"], expected, atol=1e-6)
+
+
+def test_swin_halves_in_stages_where_resolution_drops():
+    config = tf.SwinConfig(image_size=32, patch_size=2, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4,
+                           num_labels=10)
+    m = _hf(tf.SwinForImageClassification, config)
+    g = surgeon.graph(m, input_size=SIZE)
+    assert [_kinds_of(g, s) for s in g.stages] == [["msa", "mlp"], ["downsample"] + ["msa", "mlp"] * 2]
+    assert g.stages["c2"][-1].grid == (8, 8) and g.stages["c1"][0].grid == (16, 16)
+    assert g.blocks[-1].kind == "head" and "classifier" in g.blocks[-1].members
+    _exact(m, g)
+
+
+def _kinds_of(g: surgeon.BlockGraph, stage: str) -> list[str]:
+    return [b.kind for b in g.stages[stage]]
+
+
+def test_mobilevit_one_msa_block_per_fusion_block_as_in_timm():
+    """A MobileViT block ends in a fusion (a concatenation of its input and its transformer's
+    output), so it is one unit, as timm's `mobilevit_*` are."""
+    config = tf.MobileViTConfig(image_size=32, num_labels=10, hidden_sizes=[16, 24, 32],
+                                neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32])
+    m = _hf(tf.MobileViTForImageClassification, config)
+    g = surgeon.graph(m, input_size=SIZE)
+    msa = [b.path for b in g.select("kind:msa")]
+    assert msa == [f"mobilevit.encoder.layer.{i}" for i in (2, 3, 4)]
+    assert g.blocks[-1].kind == "head"
+    _exact(m, g)
+
+
+def test_tiny_vit_one_pair_per_attention_layer():
+    """timm's TinyViT marks its blocks not traceable: running them finds their two halves."""
+    with torch.device("meta"):
+        m = surgeon.load_model("tiny_vit_5m_224")
+    g = surgeon.graph(m)
+    layers = sum(len(s.blocks) for s in m.stages[1:])
+    assert len(g.select("kind:msa")) == len(g.select("kind:mlp")) == layers == 10
+    assert [len(g.stages[s]) for s in g.stages][1:] == [1 + 2 * len(s.blocks) for s in m.stages[1:]]
+
+
+def test_gc_vit_side_input_sets_no_stage():
+    """GC ViT's global query generator (pooled down beside the tokens) leaves the stages to the
+    tokens: one stage per timm stage."""
+    with torch.device("meta"):
+        m = surgeon.load_model("gcvit_xxtiny")
+    g = surgeon.graph(m)
+    assert len(g.stages) == len(m.stages)
+    for i, s in enumerate(g.stages.values()):
+        assert {b.path.split(".")[1] for b in s} == {str(i)}
+    assert surgeon.feature_info_mismatch(g) is None
+
+
+def _unit(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                         nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+
+
+class ParentResNet(nn.Module):
+    """Residual adds written in the parent's forward, around plain Sequentials."""
+
+    def __init__(self, n: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block1, self.block2 = _unit(8, 8), _unit(8, 8)
+        self.down = nn.Conv2d(8, 16, 1, stride=2)
+        self.block3, self.block4 = _unit(16, 16), _unit(16, 16)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(16, n)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = F.relu(x + self.block1(x))
+        x = F.relu(x + self.block2(x))
+        x = self.down(x)
+        x = F.relu(x + self.block3(x))
+        x = F.relu(x + self.block4(x))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_residual_adds_in_the_parent_make_units():
+    torch.manual_seed(0)
+    m = ParentResNet().eval()
+    g = surgeon.graph(m, input_size=SIZE)
+    assert [(b.address, b.members, b.kind) for b in g.blocks[1:-1]] == [
+        ("c1.b0", ("block1",), "conv"), ("c1.b1", ("block2",), "conv"), ("c2.b0", ("down",), "downsample"),
+        ("c2.b1", ("block3",), "conv"), ("c2.b2", ("block4",), "conv")]
+    assert g["c2.b2"].tap == ("pool", "in")
+    x = torch.randn(1, *SIZE)
+    with torch.no_grad():  # the unit's output is relu(x + block4(x)), x the output of block3's unit
+        h = m.stem(x)
+        for b in (m.block1, m.block2):
+            h = F.relu(h + b(h))
+        h = m.down(h)
+        h = F.relu(h + m.block3(h))
+        want = F.relu(h + m.block4(h))
+    seen = {}
+    hook = m.pool.register_forward_pre_hook(lambda mod, a: seen.setdefault("x", a[0]))
+    with torch.no_grad():
+        m(x)
+    hook.remove()
+    assert torch.allclose(seen["x"], want, atol=1e-6)
+    assert g.method == "fx"
+    _exact(m, g)
+
+
+class Layer(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(d), nn.MultiheadAttention(d, 2, batch_first=True)
+        self.norm2, self.mlp = nn.LayerNorm(d), nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class MHAViT(nn.Module):
+    def __init__(self, d: int = 16, depth: int = 3, n: int = 10) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 8, 8)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos = nn.Parameter(torch.zeros(1, 17, d))
+        self.layers = nn.ModuleList(Layer(d) for _ in range(depth))
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, n)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1) + self.pos
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+def test_vit_on_multihead_attention():
+    torch.manual_seed(0)
+    m = MHAViT().eval()
+    g = surgeon.graph(m, input_size=SIZE)
+    assert _kinds(g) == ["stem"] + ["msa", "mlp"] * 3 + ["head"]
+    assert g["c1.b1"].tap == ("layers.0", "out") and g["c1.b0"].tap == ("layers.0.norm2", "in")
+    _exact(m, g)
+
+
+class Opaque(nn.Module):
+    """A CNN no rule cuts into blocks (no residual, no containers): its convs are layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c, self.d = nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        for conv in (self.a, self.b, self.c, self.d):
+            x = torch.relu(conv(x))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("declare", ["list", "function", "attribute"])
+def test_declared_blocks_drive_everything(declare):
+    torch.manual_seed(0)
+    m = Opaque().eval()
+    paths = ["b", "c", "d"]
+    if declare == "attribute":
+        m.surgeon_blocks = paths
+        g = surgeon.graph(m, input_size=SIZE)
+    else:
+        g = surgeon.graph(m, input_size=SIZE, blocks=paths if declare == "list" else
+                          (lambda path, mod: isinstance(mod, nn.Conv2d) and path != "a"))
+    assert [(b.address, b.members, b.tap) for b in g.blocks] == [
+        ("stem", ("a",), ("a", "out")), ("c1.b0", ("b",), ("b", "out")), ("c2.b0", ("c",), ("c", "out")),
+        ("c2.b1", ("d",), ("d", "out")), ("head", ("fc",), ("fc", "out"))]
+    _exact(m, g)
+    x = torch.randn(2, *SIZE)  # downstream: a feature extractor built from the declaration
+    feats = surgeon.create_feature_extractor(m, "c*.b-1", input_size=SIZE, declared=None if declare == "attribute"
+                                             else paths)(x)
+    with torch.no_grad():
+        assert torch.equal(feats["c2.b1"], m.d(torch.relu(m.c(torch.relu(m.b(torch.relu(m.a(x))))))))
+
+
+@pytest.mark.parametrize("bad,fragment", [(["nope"], "not a module"), (["b", "b.weight"], "not a module"),
+                                          ("b", "one string"), ([], "no block declared")])
+def test_bad_declarations_are_one_line(bad, fragment):
+    with pytest.raises(surgeon.SurgeonError, match=fragment) as err:
+        surgeon.graph(Opaque(), input_size=SIZE, blocks=bad)
+    assert "\n" not in str(err.value)
+
+
+def test_feature_extractor_matches_torchvision():
+    """The last block of every stage of torchvision's ResNet-18 is its layerN output: the same
+    tensors as torchvision's own create_feature_extractor."""
+    from torchvision.models import resnet18
+    from torchvision.models.feature_extraction import (
+        create_feature_extractor as tv_extractor,
+    )
+
+    torch.manual_seed(0)
+    m = resnet18(num_classes=10).eval()
+    ours = surgeon.create_feature_extractor(m, {f"c{i}.b-1": f"layer{i}" for i in range(1, 5)}, input_size=SIZE)
+    theirs = tv_extractor(m, return_nodes=[f"layer{i}" for i in range(1, 5)])
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(surgeon.SurgeonError, match="valid"):
+        surgeon.create_feature_extractor(m, "c9", input_size=SIZE)
+
+
+def test_feature_extractor_on_hf_swin_reads_the_residual_halves():
+    config = tf.SwinConfig(image_size=32, patch_size=2, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4,
+                           num_labels=10)
+    m = _hf(tf.SwinForImageClassification, config)
+    fx = surgeon.create_feature_extractor(m, "kind:mlp", input_size=SIZE)
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        feats = fx(x)
+        hidden = m.swin(x, output_hidden_states=True).reshaped_hidden_states  # per stage, after its blocks
+    assert list(feats) == ["c1.b1", "c2.b2", "c2.b4"]
+    assert torch.equal(feats["c2.b4"], hidden[2].flatten(2).transpose(1, 2))
+
+
+class Output(nn.Module):
+    """The MLP's last layer and the residual sum, in a child (transformers' ``CvtOutput``)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(2 * d, d)
+
+    def forward(self, hidden, input_tensor):
+        return self.dense(hidden) + input_tensor
+
+
+class ChildSumLayer(Layer):
+    def __init__(self, d: int) -> None:
+        super().__init__(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU())
+        self.output = Output(d)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return self.output(self.mlp(self.norm2(x)), x)
+
+
+def test_residual_sum_written_in_a_child_splits_the_layer():
+    torch.manual_seed(0)
+    m = MHAViT().eval()
+    m.layers = nn.ModuleList(ChildSumLayer(16) for _ in range(3))
+    g = surgeon.graph(m, input_size=SIZE)
+    assert _kinds(g) == ["stem"] + ["msa", "mlp"] * 3 + ["head"]
+    assert g["c1.b1"].members == ("layers.0.norm2", "layers.0.mlp", "layers.0.output")
+    _exact(m, g)
+
+
+class CrossLayer(Layer):
+    def forward(self, q, x):
+        q = q + self.attn(self.norm1(q), x, x, need_weights=False)[0]
+        return q + self.mlp(self.norm2(q))
+
+
+class CrossAttentionDecoder(nn.Module):
+    """Logits decoded by a residual cross-attention layer from a learned query (Perceiver's way):
+    its last block is an MLP half, no classifier head."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 8, 8)
+        self.layers = nn.ModuleList(Layer(d) for _ in range(2))
+        self.query = nn.Parameter(torch.zeros(1, 1, d))
+        self.decoder = CrossLayer(d)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        for layer in self.layers:
+            x = layer(x)
+        return self.decoder(self.query.expand(len(x), -1, -1), x)[:, 0]
+
+
+def test_a_classifier_without_a_head_is_refused_in_one_line():
+    with pytest.raises(surgeon.SurgeonError, match="declare its blocks") as err:
+        surgeon.graph(CrossAttentionDecoder().eval(), input_size=SIZE)
+    assert "\n" not in str(err.value)
