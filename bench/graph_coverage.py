@@ -306,7 +306,7 @@ def _layers(cfg) -> int | None:
     return int(n) if isinstance(n, int) else None
 
 
-def _second_halves(g: surgeon.BlockGraph) -> int:
+def _second_halves(g: surgeon.blockgraph.BlockGraph) -> int:
     """The MLP halves: ``mlp`` blocks right after an ``msa`` block of the same stage, or ``conv``
     ones (an MLP with a depthwise conv inside, SegFormer's / PVTv2's Mix-FFN)."""
     return sum(b.kind in ("mlp", "conv") and i > 0 and g.blocks[i - 1].kind == "msa" and g.blocks[i - 1].stage == b.stage

@@ -24,11 +24,11 @@ def _hf(cls, config) -> nn.Module:
     return returning_logits(cls(config).eval(), {"input_size": list(SIZE)})
 
 
-def _kinds(g: surgeon.BlockGraph) -> list[str]:
+def _kinds(g: surgeon.blockgraph.BlockGraph) -> list[str]:
     return [b.kind for b in g.blocks]
 
 
-def _exact(m: nn.Module, g: surgeon.BlockGraph) -> None:
+def _exact(m: nn.Module, g: surgeon.blockgraph.BlockGraph) -> None:
     x = torch.randn(2, *g.input_size)
     with torch.no_grad():
         assert torch.equal(g.module(x), m(x))
@@ -80,7 +80,7 @@ def test_swin_halves_in_stages_where_resolution_drops():
     _exact(m, g)
 
 
-def _kinds_of(g: surgeon.BlockGraph, stage: str) -> list[str]:
+def _kinds_of(g: surgeon.blockgraph.BlockGraph, stage: str) -> list[str]:
     return [b.kind for b in g.stages[stage]]
 
 
@@ -116,7 +116,7 @@ def test_gc_vit_side_input_sets_no_stage():
     assert len(g.stages) == len(m.stages)
     for i, s in enumerate(g.stages.values()):
         assert {b.path.split(".")[1] for b in s} == {str(i)}
-    assert surgeon.feature_info_mismatch(g) is None
+    assert surgeon.blockgraph.feature_info_mismatch(g) is None
 
 
 def _unit(c_in: int, c_out: int) -> nn.Sequential:

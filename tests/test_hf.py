@@ -12,7 +12,7 @@ from torch import nn
 
 import surgeon
 from surgeon.core.errors import SurgeonError
-from surgeon.model.outputs import LogitsOf, logits_of
+from surgeon.model.outputs import LogitsOf
 
 tf = pytest.importorskip("transformers")
 
