@@ -37,6 +37,8 @@ from torch import nn
 
 import surgeon
 from surgeon.analysis import curvature as C
+from surgeon.analysis import hessian as hess
+from surgeon.analysis import eigensolvers as eigsolve
 
 
 def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -76,10 +78,10 @@ def pyhessian_top5(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], t
 def residuals(model: nn.Module, batch: Any, values: np.ndarray, vectors: list[list[torch.Tensor]]) -> np.ndarray:
     """||Hv - lambda v|| / |lambda| with surgeon's operator, for eigenvectors given per parameter."""
     with C.analysis_mode(model):
-        op = C.HessianOperator(model, batch, C.selected_parameters(model))
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model))
         flat = torch.stack([torch.cat([t.reshape(-1) for t in v]) for v in vectors])
         flat = flat / flat.norm(dim=1, keepdim=True)
-        return C._residuals(op, flat, values)
+        return eigsolve._residuals(op, flat, values)
 
 
 def hvp_over_gradient(model: nn.Module, batch: Any, repeat: int) -> dict[str, float]:
@@ -94,9 +96,9 @@ def hvp_over_gradient(model: nn.Module, batch: Any, repeat: int) -> dict[str, fl
     t_grad, _ = median_time(gradient, repeat)
     model.zero_grad(set_to_none=True)
     out = {"gradient_s": t_grad}
-    for mode in C.MODES:
+    for mode in hess.MODES:
         with C.analysis_mode(model):
-            op = C.HessianOperator(model, batch, C.selected_parameters(model), mode=mode)
+            op = hess.HessianOperator(model, batch, hess.selected_parameters(model), mode=mode)
             v = torch.randn(op.n)
             op(v)
             t, _ = median_time(lambda: op(v), repeat)

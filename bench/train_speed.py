@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import surgeon
-from surgeon.training.loop import lr_at, training_recipe
+from surgeon.training.recipe import lr_at, training_recipe
 
 SIZE = (3, 32, 32)
 

@@ -74,7 +74,7 @@ def probe(
         raise SurgeonError(f"--exact applies to the fourier probe only, not {kind}; drop --exact")
     if full and kind != "fourier":
         raise SurgeonError(f"--full applies to the fourier probe only, not {kind}; drop --full")
-    spec = surgeon.analysis.probes.Fourier(full=full, exact=exact) if kind == "fourier" else kind
+    spec = surgeon.analysis.reductions.Fourier(full=full, exact=exact) if kind == "fourier" else kind
     results = []
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)

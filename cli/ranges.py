@@ -53,10 +53,10 @@ def _metrics() -> Sequence[str]:
 #: torch), by "command.name" or by name for every command.
 CHOICES: dict[str, Callable[[], Sequence[str]]] = {
     "attack.method": lambda: surgeon.evaluation.adversarial.ATTACKS,
-    "probe.kind": lambda: surgeon.analysis.probes.PROBES.names(),
-    "hessian.which": lambda: surgeon.analysis.curvature.WHICH,
+    "probe.kind": lambda: surgeon.analysis.reductions.PROBES.names(),
+    "hessian.which": lambda: surgeon.analysis.eigensolvers.WHICH,
     "hessian.method": lambda: surgeon.analysis.curvature.SOLVERS,
-    "l2": lambda: surgeon.analysis.curvature.L2_TERMS,
+    "l2": lambda: surgeon.analysis.hessian.L2_TERMS,
     "landscape.norm": lambda: surgeon.analysis.landscapes.NORMS,
     "eval.nll": lambda: surgeon.evaluation.metrics.NLL_MODES,
     "robustness.preset": lambda: tuple(surgeon.data.corruptions.CONSTANTS),

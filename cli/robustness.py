@@ -15,7 +15,7 @@ from surgeon.core.errors import SurgeonError
 from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, JobCpusOpt, JobGpusOpt, RetriesOpt, executor_from, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, tidy_rows, write_csv, write_json
 from surgeon.cli.curvature import BatchSizeOpt, DataOpt, JsonOpt, OutOpt
 
-#: the default band centres: surgeon.evaluation.robustness.FREQUENCIES, written out so that help needs no torch (a test
+#: the default band centres: surgeon.evaluation.frequency_noise.FREQUENCIES, written out so that help needs no torch (a test
 #: checks they agree)
 FREQUENCIES_TEXT = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches per cell (default: all the data)")]
@@ -125,7 +125,7 @@ def frequency_noise(
     """
     if weights and len(weights) != len(models):
         raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-    freqs = surgeon.evaluation.robustness.check_frequency_args(frequencies, eps=eps, width=width)  # a list (cli.ranges.LISTS)
+    freqs = surgeon.evaluation.frequency_noise.check_frequency_args(frequencies, eps=eps, width=width)  # a list (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     table = Table(title=f"accuracy change (percentage points) under frequency-band noise, eps {eps:g}",

@@ -13,7 +13,7 @@ import surgeon
 
 from surgeon.cli.common import DeviceOpt, ForceOpt, ImgSizeOpt, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsOpt, out, parse_input_size, printed_warnings
 
-#: the preset training recipes, surgeon.training.loop.RECIPES (written out so that help needs no torch; a test checks
+#: the preset training recipes, surgeon.training.recipe.RECIPES (written out so that help needs no torch; a test checks
 #: they agree)
 RECIPE_NAMES = ("strong", "strong-imagenet", "weak", "digits")
 

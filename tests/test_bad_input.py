@@ -326,7 +326,7 @@ def _api_refusals():
          "eps=0.01,0.01 gives 0.01 twice"),
         ("corruption twice", lambda: surgeon.evaluation.robustness.check_corruption_args(["fog", "fog"]), "gives fog twice"),
         ("severity twice", lambda: surgeon.evaluation.robustness.check_corruption_args(["fog"], [1, 1]), "gives 1 twice"),
-        ("band twice", lambda: surgeon.evaluation.robustness.check_frequency_args([0.1, 0.1]), "gives 0.1 twice"),
+        ("band twice", lambda: surgeon.evaluation.frequency_noise.check_frequency_args([0.1, 0.1]), "gives 0.1 twice"),
         ("perturbation twice", lambda: surgeon.evaluation.stability.check_perturbations(["translate", "translate"]),
          "gives translate twice"),
         ("retries in process", lambda: surgeon.parallel.executors.executor("local", retries=1), "no worker to die"),

@@ -47,7 +47,7 @@ def test_a_renamed_attribute_warns_and_is_the_new_one(old):
 
 def test_old_names_kept_by_their_packages_warn_too():
     with pytest.warns(SurgeonDeprecationWarning):
-        assert surgeon.training.PRESETS is surgeon.training.loop.RECIPES
+        assert surgeon.training.PRESETS is surgeon.training.recipe.RECIPES
     with pytest.warns(SurgeonDeprecationWarning):
         assert surgeon.search.SearchRecipe is surgeon.search.SearchSpec
 

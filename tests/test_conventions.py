@@ -144,10 +144,11 @@ def _block_graph():
 
 def _examples() -> dict[type, object]:
     """A small instance of every result type (built directly: the rows are what is tested)."""
-    from surgeon.analysis.curvature import DensityResult, EigResult, SpectrumResult, TraceResult
+    from surgeon.analysis.curvature import DensityResult, SpectrumResult, TraceResult
+    from surgeon.analysis.eigensolvers import EigResult
     from surgeon.analysis.landscapes import LandscapeResult
     from surgeon.analysis.lesions import LesionRow
-    from surgeon.analysis.probes import ActivationStats, FourierResult
+    from surgeon.analysis.reductions import ActivationStats, FourierResult
 
     g = _block_graph()
     metrics = {"acc": 0.5, "nll": 1.25, "ece": float("nan")}
@@ -178,7 +179,7 @@ def _examples() -> dict[type, object]:
     stability = StabilityResult("m", "made on the fly (seed 0)", ["translate"], {"translate": 6},
                                 {"translate": {"consistency": 0.9, "cec": 0.05, "flip_probability": 0.1}}, 8)
     trajectory = TrajectoryResult("r", [0, 1, 2], [0.0, 1.5, 2.5], [0.0, 10.0, 0.0], 100, 4, [])
-    train = surgeon.results.TrainResult(None, surgeon.training.loop.Recipe(), [{"epoch": 1, "lr": 1e-3, "train_loss": 0.5,
+    train = surgeon.results.TrainResult(None, surgeon.training.recipe.Recipe(), [{"epoch": 1, "lr": 1e-3, "train_loss": 0.5,
                                                           "val_acc": float("nan")}])
     comparison = surgeon.results.ComparisonResult({"measures": ["lesions"]}, [{"label": "m", "spec": "test_resnet", "blocks": [],
                                                                                           "input_size": [3, 16, 16], "params": 1000}])
@@ -243,9 +244,9 @@ def test_json_writer_maps_nan_to_null_and_numpy_torch_to_python():
 
 
 def test_training_log_writes_null_not_nan(tmp_path):
-    from surgeon.training import loop as training
+    from surgeon.training import checkpoints
 
-    training._write_logs(tmp_path, [{"epoch": 1, "train_loss": 0.5, "val_acc": float("nan")}])
+    checkpoints._write_logs(tmp_path, [{"epoch": 1, "train_loss": 0.5, "val_acc": float("nan")}])
     line = (tmp_path / "log.jsonl").read_text().strip()
     assert json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c}"))["val_acc"] is None
 
@@ -338,8 +339,8 @@ def test_cli_says_the_options_of_the_command():
 def test_cli_constants_agree_with_the_library():
     from surgeon.cli import robustness, train
 
-    assert robustness.FREQUENCIES_TEXT == ",".join(map(str, surgeon.evaluation.robustness.FREQUENCIES))
-    assert set(train.RECIPE_NAMES) == set(surgeon.training.loop.RECIPES)
+    assert robustness.FREQUENCIES_TEXT == ",".join(map(str, surgeon.evaluation.frequency_noise.FREQUENCIES))
+    assert set(train.RECIPE_NAMES) == set(surgeon.training.recipe.RECIPES)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import surgeon
 from surgeon.analysis import curvature as C
+from surgeon.analysis import hessian as hess
 from surgeon.analysis import landscapes as L
 from surgeon.core.errors import SurgeonError
 
@@ -81,7 +82,7 @@ def dense(model, batch, names=None, wd=0.0, l2="standard"):
 
     def f(flat):
         p = {k: t.view(params[k].shape) for k, t, in zip(params, flat.split(sizes))}
-        return C.objective(functional_call(model, {**rest, **p}, (x,)), y, p, wd=wd, l2=l2)
+        return hess.objective(functional_call(model, {**rest, **p}, (x,)), y, p, wd=wd, l2=l2)
 
     training = model.training
     model.eval()
@@ -102,13 +103,13 @@ def unchanged(before, model):
     return all(torch.equal(sd[k], v) for k, v in before[0].items()) and flags == before[1]
 
 
-@pytest.mark.parametrize("mode", C.MODES)
+@pytest.mark.parametrize("mode", hess.MODES)
 @pytest.mark.parametrize("name", NETS)
 def test_hvp_matches_dense(name, mode):
     model, batch = setup(name)
     H = dense(model, batch)
     with C.analysis_mode(model):
-        op = C.HessianOperator(model, batch, C.selected_parameters(model), mode=mode)
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model), mode=mode)
         v = torch.randn(op.n, dtype=torch.float64)
         np.testing.assert_allclose(op(v).numpy(), H @ v.numpy(), rtol=1e-6, atol=1e-10)
     assert op.n == H.shape[0]
@@ -144,7 +145,7 @@ def test_trace_within_three_standard_errors(method):
 def test_hutchpp_is_exact_for_low_rank():
     model, batch = setup("mlp")
     with C.analysis_mode(model):
-        op = C.HessianOperator(model, batch, C.selected_parameters(model))
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model))
         t = C.hutchpp(op, matvecs=3 * op.n)  # the sketch spans the whole space
     assert t.value == pytest.approx(np.trace(dense(model, batch)), rel=1e-8)
 
@@ -173,7 +174,7 @@ def test_paper_l2_hessian_matches_dense():
     model, batch = setup("mlp")
     H = dense(model, batch, wd=0.05, l2="paper")
     with C.analysis_mode(model):
-        op = C.HessianOperator(model, batch, C.selected_parameters(model), wd=0.05, l2="paper")
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model), wd=0.05, l2="paper")
         v = torch.randn(op.n, dtype=torch.float64)
         np.testing.assert_allclose(op(v).numpy(), H @ v.numpy(), rtol=1e-6, atol=1e-10)
 
@@ -182,7 +183,7 @@ def test_block_hessian_is_the_principal_submatrix():
     torch.manual_seed(0)
     model = residual().double()
     batch = (torch.randn(16, 3, 2, 2, dtype=torch.float64), torch.randint(0, 3, (16,)))
-    names = list(C.selected_parameters(model, "c1.b0"))
+    names = list(hess.selected_parameters(model, "c1.b0"))
     assert names == ["2.conv.weight", "2.conv.bias"]
     sub = np.linalg.eigvalsh(dense(model, batch, names=set(names)))
     r = surgeon.hessian_eigs(model, batch, k=3, which="LA", blocks="c1.b0")
@@ -323,10 +324,10 @@ def test_forward_over_reverse_falls_back_where_forward_ad_is_missing():
     model = Net().double()
     batch = (torch.randn(8, 3, 2, 2, dtype=torch.float64), torch.randint(0, 3, (8,)))
     with C.analysis_mode(model):
-        op = C.HessianOperator(model, batch, C.selected_parameters(model), mode="forward-over-reverse")
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model), mode="forward-over-reverse")
         v = torch.randn(op.n, dtype=torch.float64)
         with pytest.warns(UserWarning, match="using double backward"):
             hv = op(v)
-        ref = C.HessianOperator(model, batch, C.selected_parameters(model))(v)
+        ref = hess.HessianOperator(model, batch, hess.selected_parameters(model))(v)
     assert op.mode == "double-backward" and op.calls == 1
     torch.testing.assert_close(hv, ref)

@@ -14,7 +14,7 @@ import surgeon
 from surgeon.core.errors import SurgeonError
 from surgeon.model.sizes import input_size_of
 from surgeon.search import run_search, search_spec
-from surgeon.training.loop import fixed_numerics
+from surgeon.training.sampling import fixed_numerics
 
 # One real step of a build-up search: the baseline, two seeds, trained for one epoch on a tenth of digits.
 RECIPE = """\

@@ -23,7 +23,7 @@ RECORDED = (3, 24, 24)  # the training size; resnet10t's own default is 176 px
 
 
 #: the digits recipe cut to one epoch (epochs=0 is refused: it would train the warmup epoch alone)
-ONE_EPOCH = surgeon.training.loop.training_recipe("digits", warmup_epochs=0, epochs=1)
+ONE_EPOCH = surgeon.training.recipe.training_recipe("digits", warmup_epochs=0, epochs=1)
 
 
 @pytest.fixture(scope="module")

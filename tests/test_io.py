@@ -159,7 +159,7 @@ def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
     import surgeon.data.datasets
     import surgeon.model.weights
     from surgeon.search import search_spec
-    from surgeon.training.loop import training_recipe
+    from surgeon.training.recipe import training_recipe
 
     path = _not_a_file(tmp_path, what)
     readers = {

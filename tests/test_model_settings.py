@@ -19,7 +19,7 @@ SIZE = (3, 24, 24)  # not the architecture's default: a wrong size shows
 def trained(tmp_path_factory):
     """A 10-class test_resnet trained (briefly) at 24 px: its file records that size."""
     path = tmp_path_factory.mktemp("m") / "r.safetensors"
-    recipe = surgeon.training.loop.training_recipe("digits")
+    recipe = surgeon.training.recipe.training_recipe("digits")
     surgeon.train("test_resnet", "digits", recipe=recipe, epochs=1, subset=0.05, input_size=SIZE, out=path)
     return path
 
@@ -90,9 +90,9 @@ def test_a_grey_model_gets_grey_images(grey):
     rgb = surgeon.data.loader("digits", surgeon.load_model("test_resnet", num_classes=10), input_size=SIZE, batch_size=16)
     x3, _ = next(iter(rgb))
     assert x.shape[1] == 1 and x3.shape[1] == 3
-    mean, std = surgeon.evaluation.robustness.pixel_normalisation(model, data)
+    mean, std = surgeon.evaluation.pixels.pixel_normalisation(model, data)
     assert len(mean) == len(std) == 1
-    m3, s3 = (torch.tensor(v).view(1, 3, 1, 1) for v in surgeon.evaluation.robustness.pixel_normalisation(None, rgb))
+    m3, s3 = (torch.tensor(v).view(1, 3, 1, 1) for v in surgeon.evaluation.pixels.pixel_normalisation(None, rgb))
     pixels_grey, pixels_rgb = x[:, 0] * std[0] + mean[0], x3 * s3 + m3
     torch.testing.assert_close(pixels_grey, pixels_rgb.mean(1), atol=1e-5, rtol=0)  # the grey of the same pixels
 

@@ -108,7 +108,7 @@ def test_probes_equal_naive_reference(name, kwargs, size):
 def test_streaming_equals_all_at_once():
     model = timm.create_model("resnet18").eval()
     xs = [torch.randn(n, 3, 64, 64) for n in (1, 4, 2)]
-    probes = (surgeon.analysis.probes.Fourier(full=True), "variance", "stats")
+    probes = (surgeon.analysis.reductions.Fourier(full=True), "variance", "stats")
     streamed = surgeon.probe(model, xs, probes)
     whole = surgeon.probe(model, torch.cat(xs), probes)
     assert streamed.batches == 3 and whole.batches == 1 and streamed.samples == whole.samples == 7
@@ -124,7 +124,7 @@ def test_streaming_equals_all_at_once():
 
 def test_full_map_diagonal_and_radial_agree_with_the_diagonal():
     model = timm.create_model("resnet18").eval()
-    res = surgeon.probe(model, torch.randn(2, 3, 64, 64), surgeon.analysis.probes.Fourier(full=True), "c*")
+    res = surgeon.probe(model, torch.randn(2, 3, 64, 64), surgeon.analysis.reductions.Fourier(full=True), "c*")
     for b in res.blocks:
         r = res[b.address]["fourier"]
         h, w = r.map.shape
@@ -343,7 +343,7 @@ def test_hooks_never_sync_with_the_host(monkeypatch):
     x = torch.randn(2, 3, 64, 64)
     with Watch() as plain, torch.no_grad():
         model(x)
-    with surgeon.analysis.probes.ProbeSession(model, (surgeon.analysis.probes.Fourier(full=True), "variance", "stats"), input_size=(3, 64, 64)) as s:
+    with surgeon.analysis.probes.ProbeSession(model, (surgeon.analysis.reductions.Fourier(full=True), "variance", "stats"), input_size=(3, 64, 64)) as s:
         calls = []
         for name in ("cpu", "numpy", "tolist", "item"):
             def spy(self, *a, _n=name, _f=getattr(torch.Tensor, name), **k):
@@ -409,7 +409,7 @@ def test_fourier_conventions_on_a_plane_wave_sum(exact):
     n = 8
     s = (torch.arange(n)[:, None] + torch.arange(n)[None, :]).double()
     m = sum(a * torch.cos(2 * math.pi * j * s / n) for j, a in enumerate(_AMPS)).float()
-    res = surgeon.probe(_planted(m), torch.randn(2, 3, n, n), surgeon.analysis.probes.Fourier(exact=exact), "stem")
+    res = surgeon.probe(_planted(m), torch.randn(2, 3, n, n), surgeon.analysis.reductions.Fourier(exact=exact), "stem")
     r = res["stem"]["fourier"]
     truth = _closed_form_logamp(n)
     k = 5 if exact else 4  # exact: entries 0..N/2 (Nyquist included); notebook: 0..N/2-1
@@ -428,7 +428,7 @@ def test_true_frequencies_at_every_map_size(exact):
     """The resnet18 of the reproducer at 32 px: 8x8, 4x4, 2x2 and 1x1 maps. The notebook's last
     entry is at 3pi/4, pi/2 and 0; the exact one at pi; the 1x1 maps are listed, with the reason."""
     model = timm.create_model("resnet18", num_classes=10).eval()
-    res = surgeon.probe(model, torch.randn(2, 3, 32, 32), surgeon.analysis.probes.Fourier(exact=exact))
+    res = surgeon.probe(model, torch.randn(2, 3, 32, 32), surgeon.analysis.reductions.Fourier(exact=exact))
     last = {8: 0.75, 4: 0.5, 2: 0.0}
     for b in res.blocks:
         r = res[b.address]["fourier"]
@@ -450,7 +450,7 @@ def test_omega_on_non_square_maps():
     """A 4x6 map: entry k is at (2k/4, 2k/6) pi; exact keeps k = 0..2 (min side / 2)."""
     model = timm.create_model("resnet18", num_classes=10).eval()
     for exact, k in ((False, 2), (True, 3)):
-        r = surgeon.probe(model, torch.randn(1, 3, 32, 48), surgeon.analysis.probes.Fourier(exact=exact), "c2.b-1")["c2.b-1"]["fourier"]
+        r = surgeon.probe(model, torch.randn(1, 3, 32, 48), surgeon.analysis.reductions.Fourier(exact=exact), "c2.b-1")["c2.b-1"]["fourier"]
         np.testing.assert_allclose(r.omega, 2 * np.arange(k) / 4)
         np.testing.assert_allclose(r.omega_w, 2 * np.arange(k) / 6)
 

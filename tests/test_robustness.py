@@ -23,7 +23,9 @@ import surgeon
 from surgeon.data.corruptions import corrupt, frequency_noise
 from surgeon.core.errors import SurgeonError
 from surgeon.viz import plot_corruptions, plot_frequency_noise, save_figure
-from surgeon.evaluation.robustness import corruption_robustness, frequency_noise_robustness, pixel_normalisation
+from surgeon.evaluation.frequency_noise import frequency_noise_robustness
+from surgeon.evaluation.pixels import pixel_normalisation
+from surgeon.evaluation.robustness import corruption_robustness
 from tests.test_cli import one_line_error
 from tests.test_cli import surgeon_process as surgeon_command
 

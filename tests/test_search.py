@@ -18,7 +18,8 @@ from test_cli import surgeon as surgeon_cli
 import surgeon
 from surgeon.core.errors import SurgeonError
 from surgeon.search import Job, Search, read_records, run_search, search_spec, search_report, train_candidate
-from surgeon.training.loop import Diverged, run_dir_for, training_recipe
+from surgeon.training.loop import Diverged, run_dir_for
+from surgeon.training.recipe import training_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

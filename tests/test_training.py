@@ -23,7 +23,9 @@ from test_cli import surgeon as surgeon_cli
 import surgeon
 from surgeon.training import loop as training
 from surgeon.core.errors import SurgeonError
-from surgeon.training.loop import RECIPES, Recipe, ShardedBatches, lr_at, training_recipe
+from surgeon.training.recipe import RECIPES, Recipe, lr_at, training_recipe
+from surgeon.training.sampling import ShardedBatches
+from surgeon.training.setup import build_for_training
 
 SMALL = {"recipe": "digits", "epochs": 1, "subset": 0.25, "val": "none"}  # 2 epochs of 5 steps (360 images, batch 64)
 
@@ -320,10 +322,10 @@ def test_labels_out_of_range_are_refused_before_training():
 
 def test_stochastic_depth_where_the_constructor_takes_it():
     r = training_recipe("strong")
-    net = training.build_for_training("resnet10t", r, 10)
+    net = build_for_training("resnet10t", r, 10)
     assert any(type(m).__name__ == "DropPath" and m.drop_prob == pytest.approx(0.1) for m in net.modules())
     with pytest.warns(UserWarning, match="no stochastic depth"):
-        plain = training.build_for_training("tv:resnet18", r, 10)
+        plain = build_for_training("tv:resnet18", r, 10)
     assert plain.fc.out_features == 10
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from surgeon.core import checks
-from surgeon.analysis.curvature import _batch, objective
+from surgeon.analysis.hessian import _batch, objective
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
 from surgeon.parallel.executors import Executor, fan_out

@@ -13,7 +13,7 @@ passes) and L(x, y) = -log p_y(x) its NLL, for pixels x in [0, 1]:
 - PGD: x_0 = clip_[0, 1](x + U(-eps, eps)) (``random_start``) or x; then ``steps`` times
   x_{i+1} = clip_[0, 1](clip_[x - eps, x + eps](x_i + alpha * sign(grad_x L(x_i, y)))).
 
-The attacks act on pixels, before normalisation, as the corruptions do (`surgeon.robustness`):
+The attacks act on pixels, before normalisation, as the corruptions do (`surgeon.evaluation.pixels`):
 each normalised batch z is taken to pixels x = z std + mean, attacked, and normalised again.
 Gradients never reach the model: its parameters are set to ``requires_grad=False`` during the
 attack (so no ``.grad`` appears, and a backward costs no weight gradients), then restored, as
@@ -37,7 +37,7 @@ from surgeon.model.outputs import logits_of
 from surgeon.core.jsonio import plain
 from surgeon.evaluation.metrics import STOCHASTIC, Metrics, check_mc_dropout
 from surgeon.core.progress import progress as progress_bar
-from surgeon.evaluation.robustness import pixel_normalisation
+from surgeon.evaluation.pixels import pixel_normalisation
 from surgeon.model.runtime import BatchLoop, check_classifier, check_labels, display_name, model_device, restored_modes
 from surgeon.core.tables import Tabular
 
@@ -203,7 +203,7 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     Args:
         model: a classifier; left exactly as it was (flags, ``requires_grad``, no ``.grad``).
         data: labelled batches normalised for the model (`surgeon.data.loader`); the attack acts on
-            their pixels (`surgeon.robustness.pixel_normalisation`).
+            their pixels (`surgeon.evaluation.pixels.pixel_normalisation`).
         attack: ``fgsm`` or ``pgd``.
         eps: pixel budgets in [0, 1], one metrics row each; default the original's (0.007 / 0.3).
         alpha, steps, random_start: PGD's step size, number of steps and random start.

@@ -1,24 +1,14 @@
-"""Robustness of a classifier: the corruption benchmarks CIFAR-10-C / CIFAR-100-C / ImageNet-C
-(PAPER.md, "Corruption robustness") and the frequency-band noise of Park & Kim, Fig. 2b.
+"""Corruption robustness of a classifier: the corruption benchmarks CIFAR-10-C / CIFAR-100-C /
+ImageNet-C (PAPER.md, "Corruption robustness"), corrupted on the fly or read from the released files.
 
     loader = surgeon.data.loader("digits", model)
     res = corruption_robustness(model, loader, ["gaussian_noise", "fog"])    # corrupted on the fly
     res = corruption_robustness(model, loader, cifar_c="~/data/CIFAR-10-C")  # the released files
     res.clean["acc"], res.grid("acc"), res.per_corruption("nll"), res.mean("ece")
-    fn = frequency_noise_robustness(model, loader)                          # Fig. 2b
-    fn.change                           # noisy minus clean accuracy at f = 0.1 pi .. 0.9 pi
 
-Pixels: corruptions and frequency noise act on images in [0, 1], before normalisation, while the
-loaders of `surgeon.data` normalise with the model's mean / std. Every corrupted batch is therefore
-taken back to pixels on the device, x = z * std + mean, corrupted, and normalised again,
-z' = (x' - mean) / std. The mean / std are read from the ``Normalize`` step of the loader's
-transform (none: the batches are pixels already); batches of a plain iterable are taken to be
-normalised with the model's own timm data config, as `surgeon.data.loader` does.
-
-Randomness: every (corruption, severity) cell and every frequency restarts a `torch.Generator` on
-the model's device from `seed`, so a cell's value does not depend on which other cells were asked
-for, and one seed gives the same numbers on a given device. The wrapping adds no host sync;
-motion blur and JPEG compression read back to the host by their nature (`surgeon.corruptions`).
+The corruptions act on pixels (`surgeon.evaluation.pixels`); every (corruption, severity) is one
+cell restarting its generator from `seed` (`surgeon.evaluation.cells`). The frequency-band noise of
+Park & Kim, Fig. 2b, is `surgeon.evaluation.frequency_noise`.
 
 The model is never changed: `surgeon.evaluate` runs it in eval mode under no_grad and restores its
 train / eval flags, also on error.
@@ -28,43 +18,37 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from collections.abc import Iterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from surgeon.core import checks
-from surgeon.data.corruptions import CORRUPTIONS, corrupt, frequency_noise
-from surgeon.data.datasets import ArrayImages, _Gray, eval_transform, loader
+from surgeon.data.corruptions import CORRUPTIONS, corrupt
+from surgeon.data.datasets import ArrayImages, eval_transform, loader
 from surgeon.core.errors import SurgeonError, first_line
-from surgeon.evaluation.evaluate import EvaluationResult, evaluate
 from surgeon.core.files import check_folder
 from surgeon.core.jsonio import plain
 from surgeon.parallel.executors import Executor
-from surgeon.core.progress import progress as progress_bar
-from surgeon.model.runtime import display_name, model_device
+from surgeon.model.runtime import display_name
 from surgeon.core.tables import Tabular
+from surgeon.evaluation.cells import _generator, _run
+from surgeon.evaluation.pixels import _PROBE, _data_transform, _in_pixels
+# kept for surgeon.comparison until it imports them from surgeon.evaluation.frequency_noise
+from surgeon.evaluation.frequency_noise import FrequencyNoiseResult, frequency_noise_robustness  # noqa: F401
 
-__all__ = ["BENCHMARK", "FREQUENCIES", "SEVERITIES", "CorruptionResult", "FrequencyNoiseResult",
-           "corruption_robustness", "frequency_noise_robustness", "pixel_normalisation"]
+
+__all__ = ["BENCHMARK", "SEVERITIES", "CorruptionResult", "corruption_robustness"]
+
 
 BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
              "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
              "jpeg_compression")  # the 15 corruptions of CIFAR-10-C / ImageNet-C, in the release's order
 SEVERITIES = (1, 2, 3, 4, 5)
-FREQUENCIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # Fig. 2b, fractions of pi
-
-_PROBE = torch.zeros(1, 3, 2, 2)  # a tiny batch on which `corrupt` at severity 0 validates a name
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
 
 
 def _nanmean(values: Iterable[float]) -> float:
@@ -144,121 +128,6 @@ class CorruptionResult(Tabular):
         return viz.figure_of(viz.plot_corruptions(self))
 
 
-@dataclass
-class FrequencyNoiseResult(Tabular):
-    """Fig. 2b for one model: ``accuracy[i]`` at the band centred on ``frequencies[i]`` (fractions
-    of pi; NaN when not measured) and the ``clean`` accuracy; ``change`` = accuracy - clean."""
-
-    model: str
-    frequencies: list[float]
-    accuracy: list[float]
-    clean: float
-    eps: float
-    width: float
-    samples: int
-    interrupted: bool = False
-
-    @property
-    def change(self) -> list[float]:
-        """Accuracy change per frequency: acc(x + band-limited noise) - acc(x)."""
-        return [a - self.clean for a in self.accuracy]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (NaN written as null)."""
-        return {"model": self.model, "frequencies": self.frequencies, "eps": self.eps, "width": self.width,
-                "clean": plain(self.clean), "accuracy": [plain(a) for a in self.accuracy],
-                "change": [plain(c) for c in self.change], "samples": self.samples,
-                "interrupted": self.interrupted}
-
-    def tidy(self) -> list[dict[str, Any]]:
-        """Tidy rows: model x frequency (None: clean data) x quantity (accuracy, change)."""
-        rows = [{"model": self.model, "frequency": None, "quantity": "accuracy", "value": plain(self.clean)}]
-        for f, a, c in zip(self.frequencies, self.accuracy, self.change):
-            rows += [{"model": self.model, "frequency": f, "quantity": q, "value": plain(v)}
-                     for q, v in (("accuracy", a), ("change", c))]
-        return rows
-
-    def plot(self):
-        """The result's figure (a matplotlib Figure; `surgeon.viz`)."""
-        from surgeon import viz
-
-        return viz.figure_of(viz.plot_frequency_noise(self))
-
-
-# ----------------------------------------------------------------------------------------------
-# Pixels in, normalised images out
-
-
-def _data_transform(data: Any) -> Callable | None:
-    """The per-image transform of a loader's dataset (`surgeon.data` datasets keep it), if any."""
-    return getattr(getattr(data, "dataset", None), "transform", None)
-
-
-def _steps(transform: Any) -> Iterator[Any]:
-    """The steps of a transform, nested ``Compose``s flattened."""
-    for step in getattr(transform, "transforms", [transform]):
-        if hasattr(step, "transforms"):
-            yield from _steps(step)
-        else:
-            yield step
-
-
-def pixel_normalisation(model: nn.Module, data: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel with which the batches of `data` were normalised: what
-    `surgeon.data.normalised` declares, else those of the ``Normalize`` step of the loader's
-    transform (one channel when it ends in grey), else (0, 1) when its transform has none. A plain
-    iterable that says nothing is refused: an assumed normalisation would scale every eps wrongly."""
-    from torchvision.transforms import Normalize
-
-    declared = getattr(data, "normalisation", None)
-    if declared is not None:
-        return tuple(map(float, declared[0])), tuple(map(float, declared[1]))
-    transform = _data_transform(data)
-    if transform is None:
-        raise SurgeonError("the batches do not say how their pixels were normalised: wrap them, "
-                           "surgeon.data.normalised(data, mean=..., std=...) (mean=(0, 0, 0), std=(1, 1, 1) for "
-                           "pixels in [0, 1]), or use surgeon.data.loader")
-    steps = list(_steps(transform))
-    channels = 1 if any(isinstance(step, _Gray) for step in steps) else 3  # grey: equal values on all three
-    for step in steps:
-        if isinstance(step, Normalize):
-            mean, std = (np.broadcast_to(np.atleast_1d(v).astype(float), 3)[:channels] for v in (step.mean, step.std))
-            return tuple(mean.tolist()), tuple(std.tolist())
-    return (0.0,) * channels, (1.0,) * channels
-
-
-def model_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the model's own preprocessing (timm data config), one value per input channel."""
-    from timm.data import resolve_model_data_config
-
-    from surgeon.model.sizes import input_size_of
-
-    cfg, channels = resolve_model_data_config(model), input_size_of(model)[0]
-    mean, std = (np.atleast_1d(cfg[k]).astype(float) for k in ("mean", "std"))
-    if len(mean) != channels:
-        mean, std = np.full(channels, mean.mean()), np.full(channels, std.mean())
-    return tuple(mean.tolist()), tuple(std.tolist())
-
-
-def _in_pixels(fn: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
-               data: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The device-side transform z -> (fn(z std + mean) - mean) / std: `fn` sees the pixels in
-    [0, 1] of the normalised batch z."""
-    mean, std = pixel_normalisation(model, data)
-    device = model_device(model)
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    return lambda z: (fn(z * s + m) - m) / s
-
-
-def _generator(model: nn.Module, seed: int) -> torch.Generator:
-    return torch.Generator(device=model_device(model)).manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------------------------
-# The released benchmark files
-
-
 def _root(path: str | os.PathLike, what: str, layout: str) -> Path:
     return check_folder(path, f"{what} folder", f"point {layout} at the extracted release")
 
@@ -333,73 +202,11 @@ def _imagenet_c(path: str | os.PathLike, names: Sequence[str], severities: Seque
     return lambda name, severity: root / name / str(severity)
 
 
-# ----------------------------------------------------------------------------------------------
-# Runs
-
-
 def _check_severities(severities: Sequence[int]) -> list[int]:
     bad = [s for s in severities if not isinstance(s, (int, np.integer)) or not 1 <= s <= 5]
     if bad or not severities:
         raise SurgeonError(f"severities {list(severities)} must be integers from 1 to 5; e.g. severities=1,3,5")
     return checks.distinct("severities", [int(s) for s in severities])
-
-
-def _run(model: nn.Module, cells: dict[Any, Callable[[], dict[str, Any]]], batches: int | None, progress: bool,
-         label: str, executor: Executor | None = None) -> tuple[dict[Any, EvaluationResult], bool]:
-    """`evaluate` every cell in order; a cell is a function returning evaluate's ``data`` and
-    ``transform``. Stops at Ctrl-C, dropping the cell it cut (partial cells would not compare);
-    returns the evaluations and whether it was interrupted. Nothing done yet: Ctrl-C propagates.
-    With an `executor` (`surgeon.executor("ray")`) every cell is one task."""
-    if executor is not None and not executor.in_process:
-        return _run_tasks(executor, model, cells, batches, progress, label)
-    done: dict[Any, EvaluationResult] = {}
-    with progress_bar(progress, len(cells), label) as advance:
-        for key, cell in cells.items():
-            try:
-                ev = evaluate(model, batches=batches, **cell())
-            except KeyboardInterrupt:
-                if not done:
-                    raise
-                return done, True
-            if ev.interrupted:
-                if not done:
-                    raise KeyboardInterrupt
-                return done, True
-            done[key] = ev
-            advance()
-    return done, False
-
-
-def _cell_task(model: nn.Module, cell: Callable[[], dict[str, Any]], batches: int | None, threads: int) -> EvaluationResult:
-    torch.set_num_threads(threads)
-    return evaluate(model, batches=batches, **cell())
-
-
-def _run_tasks(ex: Executor, model: nn.Module, cells: dict[Any, Callable[[], dict[str, Any]]], batches: int | None,
-               progress: bool, label: str) -> tuple[dict[Any, EvaluationResult], bool]:
-    """`_run` with the cells as tasks on `ex`; a cell whose worker died on every attempt is left
-    out with a warning naming it; Ctrl-C cancels the tasks and keeps the cells done."""
-    keys = list(cells)
-    done: dict[Any, EvaluationResult] = {}
-    failed: dict[Any, str] = {}
-    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
-    try:
-        with ex, progress_bar(progress, len(cells), label) as advance:
-            shared = ex.put(model)
-            for i, out in ex.map(_cell_task, [(shared, cells[k], batches, threads) for k in keys]):
-                if out.ok:
-                    done[keys[i]] = out.value
-                else:
-                    failed[keys[i]] = out.failed
-                advance()
-    except KeyboardInterrupt:
-        if not done:
-            raise
-        return {k: done[k] for k in keys if k in done}, True
-    if failed:
-        warnings.warn(f"{len(failed)} cell(s) left out, their tasks failed: "
-                      + "; ".join(f"{k}: {why}" for k, why in list(failed.items())[:3]), stacklevel=3)
-    return {k: done[k] for k in keys if k in done}, False
 
 
 def _corrupted_cell(model: nn.Module, data: Iterable[Any], name: str, severity: int, preset: str,
@@ -454,21 +261,6 @@ def check_corruption_args(corruptions: Sequence[str] | None = None, severities: 
     return names, severities
 
 
-def check_frequency_args(frequencies: Sequence[float] = FREQUENCIES, *, eps: float = 0.1,
-                         width: float = 0.2) -> list[float]:
-    """Check `frequency_noise_robustness`'s band arguments (each frequency in [0, 1], eps, width)
-    before any work; return the frequencies as floats."""
-    checks.args(eps=eps, width=width)
-    for f in frequencies:
-        checks.check_float("frequency", f, min=0.0, max=1.0)
-    freqs = checks.distinct("frequencies", [float(f) for f in frequencies])
-    if not freqs:
-        raise SurgeonError("no frequency asked for; e.g. frequencies=0.1,0.5,0.9")
-    for f in freqs:
-        frequency_noise(_PROBE, f, eps, width, generator=torch.Generator().manual_seed(0))
-    return freqs
-
-
 def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Sequence[str] | None = None,
                           severities: Sequence[int] = SEVERITIES, *, preset: str = "auto",
                           cifar_c: str | os.PathLike | None = None, imagenet_c: str | os.PathLike | None = None,
@@ -511,41 +303,3 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
     clean = done["clean"]
     return CorruptionResult(display_name(model), source, names, severities, clean.metrics, grid, clean.samples,
                             interrupted)
-
-
-def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencies: Sequence[float] = FREQUENCIES,
-                               *, eps: float = 0.1, width: float = 0.2, batches: int | None = None, seed: int = 0,
-                               progress: bool = False, executor: Executor | None = None) -> FrequencyNoiseResult:
-    """Park & Kim, Fig. 2b: the accuracy change acc(x + n_f) - acc(x) when the images x (pixels in
-    [0, 1]) get the noise n_f = Re(IFFT2(band_f * FFT2(eps * sign(N(0, 1))))) of the square
-    frequency ring f - width .. f + width (fractions of pi; `surgeon.corruptions.frequency_noise`),
-    for each f in `frequencies`. The paper's reading: on ImageNet ResNet-50 loses most at high
-    frequencies, ViT-Ti at low ones.
-
-    Args:
-        model: a classifier; left unchanged.
-        data: labelled clean batches, normalised for the model (`surgeon.data.loader`).
-        frequencies: band centres in [0, 1] (fractions of pi).
-        eps: the noise amplitude before filtering; width: the band's half-width.
-        batches: per frequency (and for the clean data), stop after this many batches.
-        seed: of the noise, restarted for each frequency.
-        progress: one progress bar over the frequencies.
-        executor: run every frequency as one task of this `surgeon.executor`.
-    """
-    checks.args(batches=batches, seed=seed)
-    freqs = check_frequency_args(frequencies, eps=eps, width=width)
-
-    def noisy(f: float) -> Callable[[], dict[str, Any]]:
-        def cell() -> dict[str, Any]:
-            g = _generator(model, seed)
-            return {"data": data, "transform": _in_pixels(lambda x: frequency_noise(x, f, eps, width, g), model, data)}
-
-        return cell
-
-    cells: dict[Any, Callable[[], dict[str, Any]]] = {"clean": lambda: {"data": data}}
-    cells.update({i: noisy(f) for i, f in enumerate(freqs)})
-    done, interrupted = _run(model, cells, batches, progress, "frequency noise", executor)
-    accuracy = [done[i].metrics["acc"] if i in done else math.nan for i in range(len(freqs))]
-    clean = done["clean"]
-    return FrequencyNoiseResult(display_name(model), freqs, accuracy, clean.metrics["acc"], eps, width,
-                                clean.samples, interrupted)

@@ -21,7 +21,7 @@ batch at a time, resized to the model's input size when they differ), or made on
 any labelled data (labels unused): ``translate`` shifts the image by t px in frame t (reflected
 border), and a corruption of `surgeon.corruptions` grows in severity, frame t at severity t
 (T = 6: the clean image and severities 1..5). Frames are pixels in [0, 1], normalised for the
-model as `surgeon.robustness` does. The model is left as it was (eval mode, no gradients, flags
+model as `surgeon.evaluation.pixels` does. The model is left as it was (eval mode, no gradients, flags
 restored, also on error).
 """
 
@@ -48,7 +48,8 @@ from surgeon.core.jsonio import plain
 from surgeon.evaluation.metrics import check_mc_dropout, mc_dropout_probs
 from surgeon.model.sizes import input_size_of
 from surgeon.core.progress import progress as progress_bar
-from surgeon.evaluation.robustness import _npy, model_normalisation, pixel_normalisation
+from surgeon.evaluation.pixels import model_normalisation, pixel_normalisation
+from surgeon.evaluation.robustness import _npy
 from surgeon.model.runtime import display_name, model_device, restored_modes
 from surgeon.core.tables import Tabular
 

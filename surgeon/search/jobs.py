@@ -24,7 +24,10 @@ from surgeon.model.weights import save as save_model
 from surgeon.core.jsonio import dumps
 from surgeon.surgery.alternet import cifar_stem
 from surgeon.surgery.passes import apply_passes
-from surgeon.training.loop import Diverged, Recipe, build_for_training, fixed_numerics, run_dir_for, train
+from surgeon.training.loop import Diverged, run_dir_for, train
+from surgeon.training.recipe import Recipe
+from surgeon.training.sampling import fixed_numerics
+from surgeon.training.setup import build_for_training
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from surgeon.core.errors import SurgeonError, first_line
 from surgeon.core.files import check_input
 from surgeon.core.jsonio import dumps
 from surgeon.training.recipe_check import Check, RecipeErrors, check_sections, field_checks
-from surgeon.training.loop import RECIPES as TRAIN_PRESETS
-from surgeon.training.loop import Recipe, default_val_spec, recipe_problems, training_recipe
+from surgeon.training.recipe import RECIPES as TRAIN_PRESETS
+from surgeon.training.recipe import Recipe, recipe_problems, training_recipe
+from surgeon.training.setup import default_val_spec
 from surgeon.search.jobs import Setup
 from surgeon.search.rules import Search, Steps, buildup
 

@@ -23,7 +23,8 @@ from surgeon.core.registry import Registry
 from surgeon.core.text import plural
 from surgeon.blockgraph import BlockGraph
 from surgeon.model.runtime import model_device
-from surgeon.surgery.passes import PASSES, _finish, _msa_shape, _set_module, _shapes_of, _start
+from surgeon.surgery.passes import PASSES, _finish, _set_module, _start
+from surgeon.surgery.shapes import _msa_shape, _shapes_of
 
 __all__ = ["alternate", "cifar_stem", "parse_stages", "ALTERNETS"]
 

@@ -18,7 +18,8 @@ from surgeon.viz.plots import _shade, as_list
 if TYPE_CHECKING:  # figures read results by their fields; the analyses sit above this layer
     from surgeon.analysis.lesions import LesionResult
     from surgeon.evaluation.evaluate import EvaluationResult
-    from surgeon.evaluation.robustness import CorruptionResult, FrequencyNoiseResult
+    from surgeon.evaluation.frequency_noise import FrequencyNoiseResult
+    from surgeon.evaluation.robustness import CorruptionResult
 
 __all__ = []
 

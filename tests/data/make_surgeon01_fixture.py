@@ -26,7 +26,7 @@ with torch.no_grad():  # non-trivial BN statistics and weights
             b.uniform_(0.5, 1.5)
         elif name.endswith("running_mean"):
             b.normal_(0, 0.1)
-model._surgeon_training = {"recipe": surgeon.training.loop.RECIPES["digits"].to_dict(), "data": "digits", "subset": None, "seed": 0,
+model._surgeon_training = {"recipe": surgeon.training.recipe.RECIPES["digits"].to_dict(), "data": "digits", "subset": None, "seed": 0,
                            "epochs_done": 1, "final": {"epoch": 1, "train_loss": 2.0, "val_acc": 0.5}}
 surgeon.save(model, HERE / "surgeon01_alternet.safetensors", overwrite=True)
 x = torch.randn(2, *SIZE, generator=torch.Generator().manual_seed(1))

@@ -1,0 +1,165 @@
+"""Shapes a pass must keep: `check_shapes` (the one check every pass runs, with one forward at batch
+size 1), what an edited module must keep (`_shapes_of`), and the shape of an MSA block that fits in
+place of a conv block (`_msa_shape`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from surgeon.core.errors import SurgeonError, first_line
+from surgeon.blockgraph import Block, BlockGraph
+from surgeon.model.runtime import model_device, restored_modes
+
+__all__ = ["check_shapes"]
+
+
+_POST_ACTIVATION = ("Bottleneck", "BasicBlock")  # residual blocks ending in act(x + f(x))
+
+
+def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, tuple, tuple]], *,
+                 spatial: bool = True) -> None:
+    """The one shape check every pass runs: a forward of `new` at batch size 1 must give
+
+    1. each edited module (``edited[path] = (label, in_shape, out_shape)``) the shapes of what it
+       replaces (an inserted module: the shape of the map it is inserted into, in and out);
+    2. every block of the original graph `g` whose module is still there its input and output
+       shapes (with ``spatial=False``, only its channels: the stem pass changes resolutions);
+    3. the model's output shape.
+
+    Else a one-line `SurgeonError` names the block and both shapes. `new` is left as it was.
+    """
+    hooks, seen = [], {}
+
+    def record(key: str, side: str):
+        def hook(mod, args, output=None):
+            value = args if side == "in" else output
+            seen.setdefault((key, side), _first_shape(value))
+        return hook
+
+    def watch(path: str, key: str, sides: tuple[str, ...]) -> None:
+        try:
+            mod = new.get_submodule(path)
+        except AttributeError:
+            return  # the pass removed or renamed this module: its neighbours' shapes are checked instead
+        if "in" in sides:
+            hooks.append(mod.register_forward_pre_hook(record(key, "in")))
+        if "out" in sides:
+            hooks.append(mod.register_forward_hook(record(key, "out")))
+
+    for path in edited:
+        watch(path, "edit:" + path, ("in", "out"))
+    for b in g.blocks:
+        watch(b.members[0], "block:" + b.address, ("in",))
+        watch(b.tap[0], "block:" + b.address, (b.tap[1],))
+    try:
+        after, failure = _run_once(new, g), None
+    except SurgeonError as exc:  # the shapes seen before the failure may name the block that caused it
+        after, failure = None, exc
+    finally:
+        for h in hooks:
+            h.remove()
+    for path, (label, want_in, want_out) in edited.items():
+        got_in, got_out = seen.get(("edit:" + path, "in")), seen.get(("edit:" + path, "out"))
+        if got_in is not None and got_out is not None and (got_in, got_out) != (tuple(want_in), tuple(want_out)):
+            raise SurgeonError(f"{label} must map {_dims(want_in)} to {_dims(want_out)}, but the new module maps "
+                               f"{_dims(got_in)} to {_dims(got_out)}; give a module that keeps both shapes")
+    for b in g.blocks:
+        got = [seen.get(("block:" + b.address, side)) for side in ("in", b.tap[1])]
+        want = [b.in_shape, b.out_shape]
+        if not spatial:
+            got = [(1, _channels(s, b.layout)) if s and len(s) > 1 else s for s in got]
+            want = [(1, _channels(s, b.layout)) if len(s) > 1 else s for s in want]
+        if any(x is not None and tuple(x) != tuple(y) for x, y in zip(got, want)):
+            shown = [_dims(x) if x is not None else "?" for x in got]
+            raise SurgeonError(f"the edit changes {b.address} ({b.path}) from {_dims(b.in_shape)} -> {_dims(b.out_shape)} "
+                               f"to {shown[0]} -> {shown[1]}; a pass must keep every block's shapes")
+    if failure is not None:  # name the edited module or block the forward failed in
+        entered = [(label, seen[("edit:" + path, "in")]) for path, (label, _, _) in edited.items()
+                   if ("edit:" + path, "in") in seen and ("edit:" + path, "out") not in seen]
+        entered += [(f"{b.address} ({b.path})", seen[("block:" + b.address, "in")]) for b in reversed(g.blocks)
+                    if ("block:" + b.address, "in") in seen and ("block:" + b.address, b.tap[1]) not in seen]
+        if entered:
+            raise SurgeonError(f"{entered[0][0]} fails on its input {_dims(entered[0][1])}: {failure}")
+        raise failure
+    expected = g.blocks[-1].out_shape
+    if tuple(after.shape) != tuple(expected):
+        raise SurgeonError(f"the edit changed the output shape from {list(expected)} to {list(after.shape)}")
+
+
+def _shapes_of(original: nn.Module, g: BlockGraph, path: str, block: Block | None) -> dict[str, tuple[str, tuple, tuple]]:
+    """What the module at `path` must keep for `check_shapes`: the block's shapes when it is the
+    whole block, else (a module inside a block) the module's own shapes in the original model."""
+    if block is not None:
+        whole = block.members == (path,) and block.tap == (path, "out")
+        return {path: (f"{block.address} ({path})", block.in_shape, block.out_shape)} if whole else {}
+    seen: dict[str, tuple | None] = {}
+    mod = original.get_submodule(path)
+    def keep(side: str, value: Any) -> None:  # returns None: a hook's return value would replace the tensors
+        seen.setdefault(side, _first_shape(value))
+
+    hooks = [mod.register_forward_pre_hook(lambda m, a: keep("in", a)),
+             mod.register_forward_hook(lambda m, a, y: keep("out", y))]
+    try:
+        _run_once(original, g)
+    finally:
+        for h in hooks:
+            h.remove()
+    if seen.get("in") is None or seen.get("out") is None:
+        return {}
+    return {path: (f"module {path}", seen["in"], seen["out"])}
+
+
+def _run_once(new: nn.Module, g: BlockGraph) -> torch.Tensor:
+    """One forward at batch size 1 in eval mode without gradients; every module's mode restored."""
+    x = torch.randn(1, *g.input_size, device=model_device(new))
+    try:
+        with restored_modes(new, "eval"), torch.no_grad():
+            return new(x)
+    except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
+        raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
+
+
+def _first_shape(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return next((s for s in map(_first_shape, value) if s is not None), None)
+    return None
+
+
+def _dims(shape) -> str:
+    """(1, 128, 28, 28) -> '[128, 28, 28]' (without the batch dimension)."""
+    return str(list(shape[1:])) if isinstance(shape, tuple) and len(shape) > 1 else str(shape)
+
+
+def _channels(shape: tuple[int, ...], layout: str | None) -> int:
+    return shape[-1] if layout == "NHWC" else shape[1]
+
+
+def _grid(shape: tuple[int, ...], layout: str | None) -> tuple[int, int] | None:
+    if layout == "NHWC":
+        return tuple(shape[1:3])
+    return tuple(shape[2:4]) if layout == "NCHW" else None
+
+
+def _bottleneck_width(module: nn.Module) -> int | None:
+    conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.out_channels if conv is not None else None
+
+
+def _msa_shape(model: nn.Module, block: Block) -> dict[str, Any]:
+    """MSABlock arguments that fit in place of `block`: channels, bottleneck width, layout, form."""
+    if block.layout not in ("NCHW", "NHWC"):
+        raise SurgeonError(f"{block.address} has no 2-D feature map ({block.layout}); an MSA block replaces conv blocks")
+    if _grid(block.in_shape, block.layout) != _grid(block.out_shape, block.layout):
+        raise SurgeonError(f"{block.address} ({block.path}) maps {_dims(block.in_shape)} to {_dims(block.out_shape)}: it "
+                           "downsamples, and an MSA block keeps the resolution; replace a stride-1 block of the stage")
+    target = model.get_submodule(block.path)
+    c, c_out = _channels(block.in_shape, block.layout), _channels(block.out_shape, block.layout)
+    return {"in_channels": c, "out_channels": c_out, "width": _bottleneck_width(target) or c,
+            "channels_last": block.layout == "NHWC", "preact": type(target).__name__ not in _POST_ACTIVATION}
