@@ -27,7 +27,7 @@ from torch import nn
 from surgeon.core import checks
 from surgeon.core.numerics import density_on_grid
 from surgeon.core.errors import SurgeonError
-from surgeon.parallel.executors import Executor
+from surgeon.parallel.executors import Executor, fan_out
 from surgeon.core.progress import progress as progress_bar
 from surgeon.model.runtime import BatchLoop, analysis_mode, check_classifier, display_name
 from surgeon.core.tables import Tabular, quantity_rows
@@ -272,10 +272,9 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     return SpectrumResult(name, np.array(rows), np.array(res), np.array(losses), which, hvps, interrupted)
 
 
-def _spectrum_task(model: nn.Module, batch: Any, k: int, which: str, blocks: Any, kwargs: dict[str, Any],
-                   threads: int) -> tuple[Any, ...]:
+def _spectrum_task(model: nn.Module, batch: Any, k: int, which: str, blocks: Any,
+                   kwargs: dict[str, Any]) -> tuple[Any, ...]:
     """One batch's solve as a task: (eigenvalues, residuals, loss, hvps), or ("nonfinite", why)."""
-    torch.set_num_threads(threads)
     try:
         r = hessian_eigs(model, batch, k, which, blocks, **kwargs)
     except NonFiniteLoss as exc:
@@ -289,10 +288,8 @@ def _spectrum_tasks(ex: Executor, model: nn.Module, data: Iterable[Any], k: int,
     frozen = [b for b, _ in zip(data, range(batches))]
     done: dict[int, tuple[Any, ...]] = {}
     failed: dict[int, str] = {}
-    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
     with ex:
-        shared = ex.put(model)
-        for i, out in ex.map(_spectrum_task, [(shared, b, k, which, blocks, kwargs, threads) for b in frozen]):
+        for i, out in fan_out(ex, _spectrum_task, (model,), [(b, k, which, blocks, kwargs) for b in frozen]):
             if not out.ok:
                 failed[i] = out.failed
             elif isinstance(out.value[0], str):  # ("nonfinite", why)

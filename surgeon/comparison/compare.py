@@ -255,7 +255,7 @@ def _landscape(ctx: _Context) -> dict[str, Any]:
 
 
 def _frequency_noise(ctx: _Context) -> dict[str, Any]:
-    from surgeon.evaluation.robustness import frequency_noise_robustness
+    from surgeon.evaluation.frequency_noise import frequency_noise_robustness
 
     s = ctx.settings
     res = frequency_noise_robustness(ctx.model, ctx.loader(False), s.frequencies, eps=s.noise_eps,

@@ -215,7 +215,7 @@ def _noise_figure(cmp: Any) -> Any:
     import matplotlib.pyplot as plt
 
     from surgeon.viz import plot_frequency_noise
-    from surgeon.evaluation.robustness import FrequencyNoiseResult
+    from surgeon.evaluation.frequency_noise import FrequencyNoiseResult
 
     res = []
     for m in cmp.models:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from surgeon.evaluation.evaluate import EvaluationResult, evaluate
-from surgeon.parallel.executors import Executor
+from surgeon.parallel.executors import Executor, fan_out
 from surgeon.core.progress import progress as progress_bar
 from surgeon.model.runtime import model_device
 
@@ -52,8 +52,7 @@ def _run(model: nn.Module, cells: dict[Any, Callable[[], dict[str, Any]]], batch
     return done, False
 
 
-def _cell_task(model: nn.Module, cell: Callable[[], dict[str, Any]], batches: int | None, threads: int) -> EvaluationResult:
-    torch.set_num_threads(threads)
+def _cell_task(model: nn.Module, cell: Callable[[], dict[str, Any]], batches: int | None) -> EvaluationResult:
     return evaluate(model, batches=batches, **cell())
 
 
@@ -64,11 +63,9 @@ def _run_tasks(ex: Executor, model: nn.Module, cells: dict[Any, Callable[[], dic
     keys = list(cells)
     done: dict[Any, EvaluationResult] = {}
     failed: dict[Any, str] = {}
-    threads = max(1, int(getattr(ex, "job_cpus", 1) or 1))
     try:
         with ex, progress_bar(progress, len(cells), label) as advance:
-            shared = ex.put(model)
-            for i, out in ex.map(_cell_task, [(shared, cells[k], batches, threads) for k in keys]):
+            for i, out in fan_out(ex, _cell_task, (model,), [(cells[k], batches) for k in keys]):
                 if out.ok:
                     done[keys[i]] = out.value
                 else:

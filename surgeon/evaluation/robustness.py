@@ -38,8 +38,6 @@ from surgeon.model.runtime import display_name
 from surgeon.core.tables import Tabular
 from surgeon.evaluation.cells import _generator, _run
 from surgeon.evaluation.pixels import _PROBE, _data_transform, _in_pixels
-# kept for surgeon.comparison until it imports them from surgeon.evaluation.frequency_noise
-from surgeon.evaluation.frequency_noise import FrequencyNoiseResult, frequency_noise_robustness  # noqa: F401
 
 
 __all__ = ["BENCHMARK", "SEVERITIES", "CorruptionResult", "corruption_robustness"]

@@ -64,8 +64,19 @@ def _finish(original: nn.Module, new: nn.Module, g: BlockGraph, entry: dict | No
 
 
 def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    model.get_submodule(parent).add_module(name, module)
+    """Put `module` at `path`. Its new submodules take the mode of the module they replace (of the
+    parent for an insertion), so an edited eval model stays in eval mode everywhere: a block built
+    in train mode inside an eval model would normalise with batch statistics. Submodules already
+    in the model (a block wrapped with an inserted one) keep their own flags."""
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path)
+    old = getattr(parent, name, None)
+    mode = old.training if isinstance(old, nn.Module) else parent.training
+    present = {id(m) for m in model.modules()}
+    for m in module.modules():
+        if id(m) not in present:
+            m.training = mode
+    parent.add_module(name, module)
 
 
 def _is_module_path(model: nn.Module, path: str) -> bool:

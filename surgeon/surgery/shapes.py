@@ -13,6 +13,7 @@ from torch import nn
 
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.blockgraph import Block, BlockGraph
+from surgeon.model.outputs import logits_of
 from surgeon.model.runtime import model_device, restored_modes
 
 __all__ = ["check_shapes"]
@@ -119,9 +120,10 @@ def _run_once(new: nn.Module, g: BlockGraph) -> torch.Tensor:
     x = torch.randn(1, *g.input_size, device=model_device(new))
     try:
         with restored_modes(new, "eval"), torch.no_grad():
-            return new(x)
+            out = new(x)
     except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
         raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
+    return logits_of(out)  # the output's logits, whatever its type (a transformers ModelOutput, a tuple)
 
 
 def _first_shape(value: Any) -> tuple[int, ...] | None:
