@@ -30,3 +30,26 @@ def test_threads_per_task_follow_the_cpus_a_job_reserves():
     ex = LocalExecutor(workers=1)
     ex.job_cpus = 3  # what a Ray executor records
     assert ex.threads_per_task == 3
+
+
+class _Ref:
+    def __init__(self, obj):
+        self.obj = obj
+
+
+class _RayLike(LocalExecutor):
+    """Shares objects by reference and resolves only top-level arguments, as Ray does."""
+
+    def put(self, obj):
+        return _Ref(obj)
+
+    def map(self, fn, items):
+        resolved = [tuple(a.obj if isinstance(a, _Ref) else a for a in item) for item in items]
+        yield from super().map(fn, resolved)
+
+
+def test_fan_out_hands_shared_objects_as_top_level_arguments():
+    """Ray resolves an object reference only where it is a task's own argument, not inside a tuple."""
+    with _RayLike(workers=1) as ex:
+        outs = dict(fan_out(ex, _task, (3, 1), [(x,) for x in range(3)]))
+    assert [outs[i].value[0] for i in range(3)] == [1, 4, 7]

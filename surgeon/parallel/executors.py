@@ -92,17 +92,17 @@ def fan_out(ex: Executor, fn: Callable[..., Any], shared: tuple[Any, ...],
     the caller), the `shared` objects (a model, frozen batches) put once, each task run with
     ``ex.threads_per_task`` torch threads, restored after it, so a task computes what it would
     in this process whatever the engine. Yields ``(index, Outcome)`` as tasks finish."""
-    refs = tuple(ex.put(x) for x in shared)
-    yield from ex.map(_with_threads, [(fn, ex.threads_per_task, refs, task) for task in tasks])
+    refs = tuple(ex.put(x) for x in shared)  # top-level arguments: Ray resolves only those
+    yield from ex.map(_with_threads, [(fn, ex.threads_per_task, *refs, *task) for task in tasks])
 
 
-def _with_threads(fn: Callable[..., Any], threads: int, shared: tuple[Any, ...], task: tuple[Any, ...]) -> Any:
+def _with_threads(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return fn(*shared, *task)
+        return fn(*args)
     finally:
         torch.set_num_threads(before)
 
