@@ -113,8 +113,8 @@ def _check_option(command: str, name: str, flag: str, value: Any) -> Any:
     choices = choices_of(command, name)
     if choices is not None and isinstance(value, str):
         check_choice(flag, value, choices())
-    if name in DATA and isinstance(value, str):
-        surgeon.data.check_spec(value, name)  # says name=...: main() writes the flag
+    if name in DATA and isinstance(value, str) and not (name == "val" and value.strip().lower() == "none"):
+        surgeon.data.check_spec(value, name)  # says name=...: main() writes the flag ("--val none": no validation)
     rule = range_of(command, name)
     if rule is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
         checks.check(flag, value, rule)

@@ -397,3 +397,13 @@ def test_cli_unknown_recipe_key_names_it(tmp_path):
     f.write_text('base = "digits"\nwarmup = 2\n')
     res = surgeon_cli("train", "resnet10t", "--recipe", str(f), "--out", str(tmp_path / "m.safetensors"))
     one_line_error(res, "r.toml (line 2): unknown key 'warmup'; did you mean warmup_epochs?")
+
+
+def test_val_none_passes_the_cli_checks_and_a_missing_folder_does_not():
+    """``--val none`` (no validation, as the option's help says) is not a data spec to check; the
+    slow-tier DDP test was the only one using it, so the options check refused it unnoticed."""
+    from surgeon.cli.ranges import _check_option
+
+    assert _check_option("train", "val", "--val", "none") == "none"
+    with pytest.raises(surgeon.SurgeonError):
+        _check_option("train", "val", "--val", "no/such/folder")
