@@ -32,4 +32,8 @@ def test_a_pass_keeps_every_module_in_the_model_s_mode(name, train):
 
 
 def test_the_table_covers_every_built_in_pass():
-    assert set(PASSES) == set(surgeon.list_passes())
+    """Every pass surgeon defines (tests may register their own in the same process)."""
+    from surgeon.surgery.passes import PASSES as REGISTERED
+
+    built_in = {n for n in surgeon.list_passes() if REGISTERED[n].__module__.startswith("surgeon.")}
+    assert set(PASSES) == built_in
