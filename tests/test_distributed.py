@@ -71,7 +71,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> tuple[dict, dict]:
     out = tmp_path_factory.mktemp("dist") / "rank0.pt"
-    mp.spawn(_rank, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    for attempt in (1, 2):  # a rank aborting in gloo's teardown (SIGABRT, seen twice in the full parallel suite
+        try:               # of a fresh clone, never alone) is retried once on a new port; results are compared below
+            mp.spawn(_rank, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+            break
+        except mp.ProcessExitedException:
+            if attempt == 2:
+                raise
     threads = torch.get_num_threads()
     try:
         one = analyse()
