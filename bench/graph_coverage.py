@@ -51,6 +51,7 @@ import argparse
 import json
 import re
 import signal
+from contextlib import contextmanager
 import statistics
 import sys
 import time
@@ -185,12 +186,26 @@ def _alarm(signum, frame):  # noqa: ANN001 - signal handler protocol
     raise _Timeout
 
 
-def check_invariants(name: str, max_params: float, time_limit: int) -> dict:
-    """Build `name` on the meta device (random init, no weights), its graph, and its invariants."""
-    row: dict = {"model": name, "mode": "invariants"}
+@contextmanager
+def _recorded(row: dict, time_limit: int):
+    """Run the block under a `time_limit` alarm; a timeout or any failure is recorded in `row`
+    (status and error) instead of raised: a benchmark records every failure and goes on."""
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(time_limit)
     try:
+        yield
+    except _Timeout:
+        row.update(status="timeout", error=f"over {time_limit} s")
+    except Exception as exc:  # noqa: BLE001
+        row.update(status="error", error=f"{type(exc).__name__}: {first_line(exc, 200)}")
+    finally:
+        signal.alarm(0)
+
+
+def check_invariants(name: str, max_params: float, time_limit: int) -> dict:
+    """Build `name` on the meta device (random init, no weights), its graph, and its invariants."""
+    row: dict = {"model": name, "mode": "invariants"}
+    with _recorded(row, time_limit):
         t0 = time.perf_counter()
         if not name.startswith("tv:"):
             row["params"] = _param_count(name)
@@ -203,12 +218,6 @@ def check_invariants(name: str, max_params: float, time_limit: int) -> dict:
         row.update(blocks=len(g.blocks), method=g.method, graph_s=round(time.perf_counter() - t0, 2))
         row["invariants"] = invariant_failures(g)
         row["status"] = "ok"
-    except _Timeout:
-        row.update(status="timeout", error=f"over {time_limit} s")
-    except Exception as exc:  # noqa: BLE001 - a benchmark records every failure and goes on
-        row.update(status="error", error=f"{type(exc).__name__}: {first_line(exc, 200)}")
-    finally:
-        signal.alarm(0)
     return row
 
 
@@ -347,9 +356,7 @@ def _build_hf(name: str):
 def check_hf(name: str, time_limit: int) -> dict:
     """Build `name` (``model_type:Class``) from a shrunk config, its graph, exactness and invariants."""
     row: dict = {"model": name, "mode": "hf"}
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(time_limit)
-    try:
+    with _recorded(row, time_limit):
         t0 = time.perf_counter()
         model, cfg, level, x = _build_hf(name)
         row.update(params=sum(p.numel() for p in model.parameters()), shrink=level, input_size=list(x.shape[1:]))
@@ -372,12 +379,6 @@ def check_hf(name: str, time_limit: int) -> dict:
             bad["halves"] = f"{got[0]} msa + {got[1]} mlp blocks for {want} transformer layers"
         row["invariants"] = bad
         row["status"] = "ok"
-    except _Timeout:
-        row.update(status="timeout", error=f"over {time_limit} s")
-    except Exception as exc:  # noqa: BLE001 - a benchmark records every failure and goes on
-        row.update(status="error", error=f"{type(exc).__name__}: {first_line(exc, 200)}")
-    finally:
-        signal.alarm(0)
     return row
 
 

@@ -104,9 +104,9 @@ class Tabular:
         return write_text(target, csv_text(self.tidy()))
 
     def to_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write ``tidy()`` as CSV (``save`` with a ``.csv`` path)."""
-        return self.save(Path(path).with_suffix(".csv") if Path(path).suffix.lower() != ".csv" else path,
-                         overwrite=overwrite)
+        """Write ``tidy()`` as CSV to `path` (``save`` of a ``.csv`` path; another suffix is refused,
+        never renamed)."""
+        return write_text(check_output(path, overwrite=overwrite, suffixes=(".csv",)), csv_text(self.tidy()))
 
     def _repr_html_(self) -> str:
         """A notebook's view: the result's name and its first tidy rows as an HTML table."""
