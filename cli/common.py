@@ -181,6 +181,12 @@ def load(model: str, weights: Path | None, pretrained: bool, num_classes: int | 
     return m.to(resolve_device(device))
 
 
+def check_weights(models: Sequence[str], weights: Sequence[Path] | None) -> None:
+    """One ``--weights`` per model, in order, or none at all."""
+    if weights and len(weights) != len(models):
+        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+
+
 def resolve_device(device: str | None):
     """The torch device of --device (None: CUDA when present, else the CPU), refused in one line if unusable."""
     import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -10,9 +11,8 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import L2_DEFAULT, AddressOpt, BackendOpt, BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, executor_from, L2Opt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, write_csv, write_json
+from surgeon.cli.common import L2_DEFAULT, AddressOpt, BackendOpt, BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, executor_from, L2Opt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_blocks, check_outputs, check_weights, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, write_csv, write_json
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="images per mini-batch")]
@@ -72,8 +72,7 @@ def hessian(
 
     Example: surgeon hessian resnet18 --num-classes 10 --input-size 3,32,32 --out spectrum.png
     """
-    if weights and len(weights) != len(models):
-        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    check_weights(models, weights)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     spectra, extras = [], []
@@ -87,34 +86,53 @@ def hessian(
                                             wd=wd, l2=l2, seed=seed, progress=True,
                                             executor=executor_from(backend, address, job_cpus, job_gpus, retries))
         spec.model = label(name)
-        table = Table(title=f"{spec.model}: top-{top_k} ({which}) Hessian eigenvalues", title_justify="left")
-        for col in ("batch", "loss", "eigenvalues", "max residual"):
-            table.add_column(col, justify="left" if col == "eigenvalues" else "right")
-        for b, (vals, res, loss) in enumerate(zip(spec.eigenvalues, spec.residuals, spec.losses)):
-            table.add_row(str(b), f"{loss:.4f}", "  ".join(f"{v:+.4g}" for v in vals), f"{res.max():.1e}")
-        out.print(table)
-        out.print(f"{spec.hvps} Hessian-vector products", highlight=False)
-        extra: dict[str, Any] = {}
-        if trace or density:
-            first = next(iter(_batches(m, data, batch_size, used, augment, seed)))
-            if trace:
-                t = surgeon.hessian_trace(m, first, blocks, matvecs=matvecs, wd=wd, l2=l2, seed=seed)
-                out.print(f"trace (Hutch++, {t.hvps} products): {t.value:.6g} +- {t.stderr:.2g}", highlight=False)
-                extra["trace"] = t
-            if density:
-                extra["density"] = surgeon.hessian_density(m, first, blocks, wd=wd, l2=l2, seed=seed)
+        _print_spectrum(spec, top_k, which)
+        extras.append(_first_batch_extras(m, lambda: next(iter(_batches(m, data, batch_size, used, augment, seed))),
+                                          blocks, trace=trace, density=density, matvecs=matvecs, seed=seed, wd=wd, l2=l2))
         spectra.append(spec)
-        extras.append(extra)
         if spec.interrupted:
             break
+    _write_spectra(spectra, extras, out_fig, json_out, csv_out)
+    if spectra[-1].interrupted:
+        sys.exit(130)
+
+
+def _print_spectrum(spec: Any, top_k: int, which: str) -> None:
+    """The spectrum as a table: per batch its loss, eigenvalues and largest residual; then the cost."""
+    table = Table(title=f"{spec.model}: top-{top_k} ({which}) Hessian eigenvalues", title_justify="left")
+    for col in ("batch", "loss", "eigenvalues", "max residual"):
+        table.add_column(col, justify="left" if col == "eigenvalues" else "right")
+    for b, (vals, res, loss) in enumerate(zip(spec.eigenvalues, spec.residuals, spec.losses)):
+        table.add_row(str(b), f"{loss:.4f}", "  ".join(f"{v:+.4g}" for v in vals), f"{res.max():.1e}")
+    out.print(table)
+    out.print(f"{spec.hvps} Hessian-vector products", highlight=False)
+
+
+def _write_spectra(spectra: list[Any], extras: list[dict[str, Any]], out_fig: Path | None, json_out: Path | None,
+                   csv_out: Path | None) -> None:
+    """The figure (spectra, with the densities where computed), the JSON (each spectrum's dict with
+    its extras by name) and the tidy CSV rows (each extra's rows tagged with the model)."""
     if out_fig is not None:
         fig = surgeon.viz.spectrum_figure(spectra, [e.get("density") for e in extras])
         out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig)}", highlight=False)
     write_json(json_out, [{**s.to_dict(), **{k: v.to_dict() for k, v in e.items()}} for s, e in zip(spectra, extras)])
     write_csv(csv_out, [row for s, e in zip(spectra, extras)
                         for row in (*s.tidy(), *({"model": s.model, **r} for v in e.values() for r in v.tidy()))])
-    if spectra[-1].interrupted:
-        sys.exit(130)
+
+
+def _first_batch_extras(m: Any, first_batch: Callable[[], Any], blocks: str, *, trace: bool, density: bool,
+                        matvecs: int, seed: int, **loss: Any) -> dict[str, Any]:
+    """``--trace`` (Hutch++, printed) and ``--density`` (SLQ) on the first batch, by name; the
+    batch is drawn (`first_batch`) only when one of them is asked."""
+    extra: dict[str, Any] = {}
+    first = first_batch() if trace or density else None
+    if trace:
+        t = surgeon.hessian_trace(m, first, blocks, matvecs=matvecs, seed=seed, **loss)
+        out.print(f"trace (Hutch++, {t.hvps} products): {t.value:.6g} +- {t.stderr:.2g}", highlight=False)
+        extra["trace"] = t
+    if density:
+        extra["density"] = surgeon.hessian_density(m, first, blocks, seed=seed, **loss)
+    return extra
 
 
 def landscape(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,7 +14,7 @@ from rich.table import Table
 import surgeon
 from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, resolve_device, seed_everything, select_blocks, tidy_rows, write_csv, write_json
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, check_weights, input_size_used, label, load, out, parse_input_size, printed_warnings, resolve_device, seed_everything, select_blocks, tidy_rows, write_csv, write_json
 from surgeon.cli.curvature import BatchSizeOpt, DataOpt, OutOpt
 from surgeon.cli.robustness import BatchesOpt
 from surgeon.cli.surgery import _diff_and_save, latency_table
@@ -22,16 +22,11 @@ from surgeon.cli.surgery import _diff_and_save, latency_table
 McDropoutOpt = Annotated[int, typer.Option("--mc-dropout", help="average the softmax over N stochastic passes (0: off)")]
 
 
-def _check_weights(models: list[str], weights: list[Path] | None) -> None:
-    if weights and len(weights) != len(models):
-        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
-
-
 def _models(models: list[str], weights: list[Path] | None, pretrained: bool, num_classes: int | None,
             img_size: int | None, seed: int | None = None, device: str | None = "cpu"):
     """Load each model in turn (one at a time: a list of big models need not fit in memory), each
     initialised with `seed` (as in every command: one name, one random-init model) and moved to `device`."""
-    _check_weights(models, weights)
+    check_weights(models, weights)
     for i, name in enumerate(models):
         yield name, load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed,
                          device=device)
@@ -67,7 +62,7 @@ def attack(
     budgets = eps  # a list without repeats (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
-    _check_weights(models, weights)
+    check_weights(models, weights)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
         used = input_size_used(m, size, name)
@@ -81,6 +76,17 @@ def attack(
         results.append(res)
         if res.interrupted:
             break
+    _print_attack(results)
+    if out_fig is not None:
+        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_attack(results).figure, out_fig)}", highlight=False)
+    write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
+    if results[-1].interrupted:
+        sys.exit(130)
+
+
+def _print_attack(results: list[Any]) -> None:
+    """The accuracy (%) of every model, clean and per eps, titled with the attack's settings."""
     r0 = results[0]
     table = Table(title=f"accuracy (%) under {r0.attack.upper()}" + (f", {r0.steps} steps of {r0.alpha:.4g}"
                   + (", random start" if r0.random_start else "") if r0.attack == "pgd" else "")
@@ -92,12 +98,6 @@ def attack(
     for r in results:
         table.add_row(r.model, f"{100 * r.clean['acc']:.1f}", *(f"{100 * a:.1f}" for a in r.accuracy))
     out.print(table)
-    if out_fig is not None:
-        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_attack(results).figure, out_fig)}", highlight=False)
-    write_json(json_out, [r.to_dict() for r in results])
-    write_csv(csv_out, tidy_rows(results))
-    if results[-1].interrupted:
-        sys.exit(130)
 
 
 def ensemble(
@@ -120,7 +120,7 @@ def ensemble(
     """
     surgeon.core.files.check_output(out_path, overwrite=force)  # refuse a bad path before any work
     size = parse_input_size(input_size)
-    _check_weights(models, weights)
+    check_weights(models, weights)
     seed_everything(seed)
     members = [m for _, m in _models(models, weights, pretrained, num_classes, img_size)]
     ens = surgeon.ensemble(members, input_size=size, sources=[n if n.endswith(".safetensors") else None for n in models])
@@ -153,7 +153,7 @@ def latency(
     """
     check_outputs(None, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
-    _check_weights(models, weights)
+    check_weights(models, weights)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, device=device):
         res = surgeon.latency(m, batch_size=batch_size, input_size=size, repeats=repeats, warmup=warmup,
@@ -262,7 +262,7 @@ def stability(
     names = perturbations  # a list without repeats (cli.ranges.LISTS), or None
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
-    _check_weights(models, weights)
+    check_weights(models, weights)
     surgeon.evaluation.stability.check_perturbations(names, cifar_p)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):

@@ -87,7 +87,7 @@ def test_matplotlib_backend_chosen_only_by_the_cli():
                 assert not (isinstance(owner, ast.Name) and owner.id == "matplotlib"), f"{name} calls matplotlib.use"
 
 
-def long_functions(limit: int = 80) -> list[str]:
+def long_functions(limit: int = 60) -> list[str]:
     """``module.function (N lines)`` for every function of surgeon and cli/ longer than `limit`
     lines (decorators excluded, docstring included), nested functions and methods too."""
     out = []
@@ -100,9 +100,30 @@ def long_functions(limit: int = 80) -> list[str]:
     return out
 
 
+#: functions over the limit that are being rewritten elsewhere (drop the name when the rewrite lands)
+BEING_REWRITTEN = {"surgeon.surgery.shapes.check_shapes"}
+
+
 def test_functions_are_short():
-    assert long_functions() == []
+    """No function of surgeon or cli/ over 60 lines (issue 19: split by meaning, a helper per step)."""
+    assert [f for f in long_functions() if f.split(" (")[0] not in BEING_REWRITTEN] == []
     assert long_functions(limit=5)  # the walk sees functions at all (a check that can fail)
+
+
+def long_modules(limit: int = 400) -> list[str]:
+    """``module (N lines)`` for every module of surgeon (cli/ included) longer than `limit` lines."""
+    out = []
+    for name, path in _modules().items():
+        lines = len(path.read_text().splitlines())
+        if lines > limit:
+            out.append(f"{name} ({lines} lines)")
+    return out
+
+
+def test_modules_are_short():
+    """No module of surgeon over 400 lines (issue 19, "Done when"): split along concerns."""
+    assert long_modules() == []
+    assert "surgeon.comparison.compare" in "".join(long_modules(limit=50))  # the walk sees modules at all
 
 
 def named_in_docs(text: str) -> tuple[list[str], list[str]]:

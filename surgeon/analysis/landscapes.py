@@ -23,9 +23,9 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -150,111 +150,146 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     (Ray's object store); a row whose worker died on every attempt is left NaN and named in
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
     checks.args(dims=dims, grid=grid, span=span, batches=batches, wd=wd, label_smoothing=label_smoothing, seed=seed)
-    device = model_device(model)
-    frozen = [_batch(b, device) for b, _ in zip(data, range(batches))]
+    frozen = [_batch(b, model_device(model)) for b, _ in zip(data, range(batches))]
     if not frozen:
         raise SurgeonError("the data yielded no batches; check data=")
     name = display_name(model)
     config = {"model": name, "dims": dims, "grid": grid, "span": span, "norm": norm, "batches": len(frozen),
               "batch_size": int(frozen[0][0].shape[0]), "wd": wd, "l2": l2, "label_smoothing": label_smoothing,
               "seed": seed, "params": sum(p.numel() for p in model.parameters())}
-    first = directions(model, norm=norm, seed=seed)
-    keys = list(first)
-    dirs = [list(first.values())] + [list(directions(model, norm=norm, seed=seed + i).values()) for i in range(1, dims)]
+    moves = _moves(model, dims, norm, seed)
     check_classifier(model, data)
-    coords = np.linspace(-span, span, grid)
-    shape = (grid,) * dims
     path = Path(save) if save is not None else None
+    shape = (grid,) * dims
     loss, err = _resume(path, config, shape) if path else (np.full(shape, np.nan), np.full(shape, np.nan))
-    base = dict(model.state_dict(keep_vars=False))
-    params = dict(model.named_parameters())
-    todo = [ij for ij in np.ndindex(*shape) if not np.isfinite(loss[ij])]
-    interrupted = False
+    sweep = _Sweep(name, np.linspace(-span, span, grid), loss, err, config, path)
     objective_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
-    failed: dict[str, str] = {}
     with analysis_mode(model), torch.no_grad():
         check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
         eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
-        spent, computed = 0.0, 0
-        with progress_bar(progress, len(todo), "landscape") as advance:
-            try:
-                if executor is not None and not executor.in_process:
-                    def row_done(points: int) -> None:
-                        if path:
-                            _write(path, LandscapeResult(name, coords, loss, err, config, 0.0, 0.0))
-                        for _ in range(points):
-                            advance()
-
-                    spent, computed = _on_executor(executor, model, frozen, keys, dirs, coords, todo, dims,
-                                                   objective_kwargs, loss, err, failed, row_done)
-                for ij in todo if executor is None or executor.in_process else ():
-                    start = time.perf_counter()
-                    loss[ij], err[ij] = _point(model, base, params, keys, dirs, coords, ij, frozen, objective_kwargs)
-                    spent += time.perf_counter() - start
-                    computed += 1
-                    if path:
-                        _write(path, LandscapeResult(name, coords, loss, err, config, 0.0, 0.0))
-                    advance()
-            except KeyboardInterrupt:
-                interrupted = True
-                warnings.warn(f"interrupted: {int(np.isfinite(loss).sum())} of {loss.size} points done"
-                              + (f", kept in {path}" if path else ""), stacklevel=2)
-    if failed:
-        warnings.warn(f"{len(failed)} point(s) left NaN, their tasks failed: "
-                      + "; ".join(f"{k} {v}" for k, v in list(failed.items())[:3]), stacklevel=2)
-    res = LandscapeResult(name, coords, loss, err, config, spent / max(1, computed), eval_seconds, interrupted,
-                          failed or None)
+        spent, computed, interrupted = _sweep_points(model, sweep, moves, frozen, objective_kwargs, progress, executor)
+    if sweep.failed:
+        warnings.warn(f"{len(sweep.failed)} point(s) left NaN, their tasks failed: "
+                      + "; ".join(f"{k} {v}" for k, v in list(sweep.failed.items())[:3]), stacklevel=2)
+    res = LandscapeResult(name, sweep.coords, loss, err, config, spent / max(1, computed), eval_seconds, interrupted,
+                          sweep.failed or None)
     if path:
         _write(path, res)
     return res
 
 
-def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], keys: list[str],
-           dirs: list[list[torch.Tensor]], coords: np.ndarray, ij: tuple[int, ...],
-           frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], kwargs: dict[str, Any]) -> tuple[float, float]:
+class _Moves(NamedTuple):
+    """The random directions of a landscape: the state_dict names they move (`keys`) and, per
+    direction, one tensor per name (`vectors`)."""
+
+    keys: list[str]
+    vectors: list[list[torch.Tensor]]
+
+
+def _moves(model: nn.Module, dims: int, norm: str, seed: int) -> _Moves:
+    """`dims` directions (`directions`), the i-th seeded with ``seed + i``."""
+    first = directions(model, norm=norm, seed=seed)
+    rest = [list(directions(model, norm=norm, seed=seed + i).values()) for i in range(1, dims)]
+    return _Moves(list(first), [list(first.values())] + rest)
+
+
+@dataclass
+class _Sweep:
+    """A landscape being computed: its coordinates, the points so far (`loss`, `err`: NaN where not
+    computed), its settings, the file that keeps finished points (`path`) and the points whose
+    tasks failed (``"(i, j)"`` -> why)."""
+
+    name: str
+    coords: np.ndarray
+    loss: np.ndarray
+    err: np.ndarray
+    config: dict[str, Any]
+    path: Path | None
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def keep(self) -> None:
+        """Write the points so far to `path` (when set), so a rerun resumes from them."""
+        if self.path:
+            _write(self.path, LandscapeResult(self.name, self.coords, self.loss, self.err, self.config, 0.0, 0.0))
+
+
+def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                  kwargs: dict[str, Any], progress: bool, executor: Executor | None) -> tuple[float, int, bool]:
+    """Compute the points not done yet, in this process or as rows on `executor`, each kept as it
+    finishes: (seconds spent on points, points computed, interrupted). Ctrl-C stops with a
+    warning and the points done."""
+    todo = [ij for ij in np.ndindex(*sweep.loss.shape) if not np.isfinite(sweep.loss[ij])]
+    spent, computed = 0.0, 0
+    with progress_bar(progress, len(todo), "landscape") as advance:
+        try:
+            if executor is not None and not executor.in_process:
+                def row_done(points: int) -> None:
+                    sweep.keep()
+                    for _ in range(points):
+                        advance()
+
+                return (*_on_executor(executor, model, frozen, moves, sweep, todo, kwargs, row_done), False)
+            base = dict(model.state_dict(keep_vars=False))
+            params = dict(model.named_parameters())
+            for ij in todo:
+                start = time.perf_counter()
+                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, moves, sweep.coords, ij, frozen, kwargs)
+                spent += time.perf_counter() - start
+                computed += 1
+                sweep.keep()
+                advance()
+        except KeyboardInterrupt:
+            warnings.warn(f"interrupted: {int(np.isfinite(sweep.loss).sum())} of {sweep.loss.size} points done"
+                          + (f", kept in {sweep.path}" if sweep.path else ""), stacklevel=3)
+            return spent, computed, True
+    return spent, computed, False
+
+
+def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], moves: _Moves,
+           coords: np.ndarray, ij: tuple[int, ...], frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
+           kwargs: dict[str, Any]) -> tuple[float, float]:
     """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2)."""
-    shifted = torch._foreach_add([base[k] for k in keys], dirs[0], alpha=float(coords[ij[0]]))
+    shifted = torch._foreach_add([base[k] for k in moves.keys], moves.vectors[0], alpha=float(coords[ij[0]]))
     if len(ij) == 2:
-        torch._foreach_add_(shifted, dirs[1], alpha=float(coords[ij[1]]))
-    moved = {**base, **dict(zip(keys, shifted))}
+        torch._foreach_add_(shifted, moves.vectors[1], alpha=float(coords[ij[1]]))
+    moved = {**base, **dict(zip(moves.keys, shifted))}
     values = [float(objective(logits_of(functional_call(model, moved, (x,))), y, {k: moved[k] for k in params}, **kwargs))
               for x, y in frozen]
     mean = float(np.mean(values))
     return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
 
 
-def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], keys: list[str],
-              dirs: list[list[torch.Tensor]], coords: np.ndarray, points: list[tuple[int, ...]],
-              kwargs: dict[str, Any]) -> tuple[list[tuple[float, float]], float]:
+def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
+              coords: np.ndarray, points: list[tuple[int, ...]], kwargs: dict[str, Any]) -> tuple[list[tuple[float, float]], float]:
     """One task: the points of a row, each as `landscape` computes it in its own process."""
     start = time.perf_counter()
     base = dict(model.state_dict(keep_vars=False))
     params = [k for k, _ in model.named_parameters()]
     with analysis_mode(model), torch.no_grad():
-        values = [_point(model, base, params, keys, dirs, coords, ij, frozen, kwargs) for ij in points]
+        values = [_point(model, base, params, moves, coords, ij, frozen, kwargs) for ij in points]
     return values, time.perf_counter() - start
 
 
-def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 keys: list[str], dirs: list[list[torch.Tensor]], coords: np.ndarray, todo: list[tuple[int, ...]],
-                 dims: int, kwargs: dict[str, Any], loss: np.ndarray, err: np.ndarray, failed: dict[str, str],
+def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
+                 sweep: _Sweep, todo: list[tuple[int, ...]], kwargs: dict[str, Any],
                  finished: Callable[[int], None]) -> tuple[float, int]:
     """The points `todo` as rows on `ex` (model, batches and directions put once); results are
-    written into `loss` / `err` as rows finish (`finished` after each); failed rows named."""
+    written into the sweep as rows finish (`finished` after each); failed rows named in
+    ``sweep.failed``."""
     rows: dict[int, list[tuple[int, ...]]] = {}
     for ij in todo:
-        rows.setdefault(ij[0] if dims == 2 else len(rows), []).append(ij)
+        rows.setdefault(ij[0] if sweep.loss.ndim == 2 else len(rows), []).append(ij)
     groups = list(rows.values())
     with ex:
         spent, computed = 0.0, 0
-        shared = (model, list(frozen), keys, dirs, coords)
+        shared = (model, list(frozen), moves, sweep.coords)
         for i, out in fan_out(ex, _row_task, shared, [(points, kwargs) for points in groups]):
             if not out.ok:
-                failed.update({str(ij): out.failed for ij in groups[i]})
+                sweep.failed.update({str(ij): out.failed for ij in groups[i]})
                 continue
             values, seconds = out.value
             for ij, (m, e) in zip(groups[i], values):
-                loss[ij], err[ij] = m, e
+                sweep.loss[ij], sweep.err[ij] = m, e
             spent, computed = spent + seconds, computed + len(values)
             finished(len(values))
     return spent, computed

@@ -13,68 +13,105 @@ _STEM_NAMES = re.compile(r"^(stem|stem_\w+|conv_stem|patch_embed)$")
 
 
 def _group(atoms: list[_Atom], rec: _Recorder) -> list[tuple[str, list[_Atom]]]:
-    """Return ``[(role, atoms)]`` with role ``stem`` / ``body`` / ``head``."""
+    """Return ``[(role, atoms)]`` with role ``stem`` / ``body`` / ``head``: the stem up to the
+    first block (`_stem_end`), the body's blocks up to the last unit before the pooled features,
+    then the runs after it that still hold a stage (`_stage_runs`), and the rest as the head."""
     bodyish = [i for i, a in enumerate(atoms) if a.role == "half" or (a.role == "unit" and (a.merging or a.in_container))]
     if not bodyish:
         return _group_plain(atoms, rec)
-    start = bodyish[0]
-    while start < len(atoms) and _STEM_NAMES.match(atoms[start].members[0].split(".")[0]):
-        start += 1  # a root child named "stem" is the stem, whatever blocks it is built from
-    if start == len(atoms):
-        start = bodyish[0]
+    start = _stem_end(atoms, bodyish[0])
     cut = _pooled_from(atoms, rec, start)  # pooled features (B, C) are the head's, whatever reads them
     last = max(i for i, a in enumerate(atoms[:cut]) if a.role != "layer" or _inserted(rec, a))
-    groups: list[tuple[str, list[_Atom]]] = []
     while 0 < start < last and _is_glue(rec, atoms[start]):
         start += 1  # a parameter-free identity opening the first stage (an Identity downsample) ends the stem
-    if start:
-        groups.append(("stem", atoms[:start]))
+    groups: list[tuple[str, list[_Atom]]] = [("stem", atoms[:start])] if start else []
     unit_parents = {p for a in atoms if a.role != "layer" for p in _ancestors(a.members[0])}
-    body: list[tuple[str, list[_Atom]]] = []
-    for a in atoms[start:last + 1]:
-        if a.role != "layer":
-            body.append(("body", [a]))
-        elif body and (
-            (body[-1][1][0].role == "layer" and body[-1][1][0].parent == a.parent)
-            or not (_has_params(rec, a) or _reduces(rec, a))  # an Identity / dropout between blocks
-        ):
-            body[-1][1].append(a)
-        else:
-            body.append(("body", [a]))
-    tail: list[list[_Atom]] = []
-    for a in atoms[last + 1:]:
-        if tail and tail[-1][0].parent == a.parent:
-            tail[-1].append(a)
-        else:
-            tail.append([a])
-    head_from, strided_before = 0, False
-    pooled = set(map(id, atoms[cut:]))
-    for i, run in enumerate(tail):
-        if any(id(a) in pooled for a in run):
-            break  # a run reaching the pooled features is the head's (MobileNetV3's conv_head on 1x1)
-        if not any(_has_params(rec, a) for a in run):
-            continue  # parameter-free glue decides nothing: it joins whichever side follows
-        has_main = any(_has_main(rec, a) for a in run)
-        inside = any(p and p in unit_parents for p in _ancestors(run[0].parent)[1:] + [run[0].parent])
-        span = _Atom("layer", [run[0].members[0], run[-1].members[-1]], run[-1].tap, run[0].parent)
-        strided = _reduces(rec, span)
-        still_map = strided_before and _output_area(rec, span) > 1
-        if has_main and (inside or strided or still_map):  # strided convs after the last block keep
-            head_from, strided_before = i + 1, strided_before or strided  # a map: a stage (SelecSLS)
-        else:
-            break
-    glue: list[_Atom] = []
-    for run in tail[:head_from]:  # parameter-free glue joins the run that follows (SelecSLS's from_seq)
-        if any(_has_params(rec, a) for a in run):
-            body.append(("body", glue + run))
-            glue = []
-        else:
-            glue += run
+    body = _body_groups(rec, atoms[start:last + 1])
+    tail = _runs_by_parent(atoms[last + 1:])
+    head_from = _stage_runs(rec, tail, set(map(id, atoms[cut:])), unit_parents)
+    body += _joined_glue(rec, tail[:head_from])
     head = [a for run in tail[head_from:] for a in run]
     groups += body
     if head:
         groups.append(("head", head))
     return groups
+
+
+def _stem_end(atoms: list[_Atom], first: int) -> int:
+    """Where the body starts: at the first block-like atom `first`, unless root children named
+    like a stem follow (a root child named "stem" is the stem, whatever blocks it is built from;
+    if only such children are left, at `first` after all)."""
+    start = first
+    while start < len(atoms) and _STEM_NAMES.match(atoms[start].members[0].split(".")[0]):
+        start += 1
+    return first if start == len(atoms) else start
+
+
+def _body_groups(rec: _Recorder, atoms: list[_Atom]) -> list[tuple[str, list[_Atom]]]:
+    """The body's blocks: each unit its own block; consecutive plain layers of one parent form one
+    block, and a layer without parameters that does not reduce (an Identity / dropout between
+    blocks) joins the block before it."""
+    body: list[tuple[str, list[_Atom]]] = []
+    for a in atoms:
+        if a.role != "layer":
+            body.append(("body", [a]))
+        elif body and (
+            (body[-1][1][0].role == "layer" and body[-1][1][0].parent == a.parent)
+            or not (_has_params(rec, a) or _reduces(rec, a))
+        ):
+            body[-1][1].append(a)
+        else:
+            body.append(("body", [a]))
+    return body
+
+
+def _runs_by_parent(atoms: list[_Atom]) -> list[list[_Atom]]:
+    """Consecutive atoms with the same parent module, as runs."""
+    runs: list[list[_Atom]] = []
+    for a in atoms:
+        if runs and runs[-1][0].parent == a.parent:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    return runs
+
+
+def _stage_runs(rec: _Recorder, tail: list[list[_Atom]], pooled: set[int], unit_parents: set[str]) -> int:
+    """How many runs after the last block still belong to the body: a run with a main layer that
+    lies inside a unit's parent, is strided, or follows a strided run on a map larger than 1x1
+    (strided convs after the last block keep a map: a stage, SelecSLS). Parameter-free glue
+    decides nothing (it joins whichever side follows); a run reaching the pooled features
+    (`pooled`: ids of atoms) is the head's (MobileNetV3's conv_head on 1x1)."""
+    head_from, strided_before = 0, False
+    for i, run in enumerate(tail):
+        if any(id(a) in pooled for a in run):
+            break
+        if not any(_has_params(rec, a) for a in run):
+            continue
+        has_main = any(_has_main(rec, a) for a in run)
+        inside = any(p and p in unit_parents for p in _ancestors(run[0].parent)[1:] + [run[0].parent])
+        span = _Atom("layer", [run[0].members[0], run[-1].members[-1]], run[-1].tap, run[0].parent)
+        strided = _reduces(rec, span)
+        still_map = strided_before and _output_area(rec, span) > 1
+        if has_main and (inside or strided or still_map):
+            head_from, strided_before = i + 1, strided_before or strided
+        else:
+            break
+    return head_from
+
+
+def _joined_glue(rec: _Recorder, runs: list[list[_Atom]]) -> list[tuple[str, list[_Atom]]]:
+    """The body's blocks made of `runs`: parameter-free glue joins the run that follows
+    (SelecSLS's from_seq)."""
+    out: list[tuple[str, list[_Atom]]] = []
+    glue: list[_Atom] = []
+    for run in runs:
+        if any(_has_params(rec, a) for a in run):
+            out.append(("body", glue + run))
+            glue = []
+        else:
+            glue += run
+    return out
 
 
 def _pooled_from(atoms: list[_Atom], rec: _Recorder, start: int) -> int:

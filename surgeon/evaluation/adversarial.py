@@ -222,37 +222,57 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     device = model_device(model)
     mean, std = pixel_normalisation(model, data)
     gens = [torch.Generator(device=device).manual_seed(seed) for _ in eps]
-    clean: Metrics | None = None
-    rows: list[Metrics] = []
-    samples = 0
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
-
     attack_batch = _attack_fn(attack, alpha=alpha, steps=steps, random_start=random_start, mean=mean, std=std, n_ff=n_ff)
+    tally = _Tally(len(eps))
 
     def step(batch: Any) -> bool:
-        nonlocal clean, rows, samples
         if batch is None:
             return False
         z, y = batch[0].to(device), batch[1].to(device)
-        m, s = _norm_tensors(mean, std, z)
-        x = (z * s + m).clamp(0, 1)
-        outs = [_predict(model, z, n_ff)]
-        for e, g in zip(eps, gens):
-            adv = attack_batch(model, x, y, e, g)
-            outs.append(_predict(model, (adv - m) / s, n_ff))
-        if clean is None:
-            clean, rows = Metrics(outs[0].shape[1]), [Metrics(outs[0].shape[1]) for _ in eps]
-        for metrics, out in zip([clean, *rows], outs):  # all at once: a cut batch counts nowhere
-            metrics.update(out, y, probs=False)
-        samples += z.shape[0]
+        tally.add(_attacked_outputs(model, z, y, attack_batch, list(zip(eps, gens)), mean, std, n_ff), y)
         return True
 
     loop = BatchLoop("metrics cover", limit=batches)
     with progress_bar(progress, total, f"{attack} attack") as advance:
         loop.run(data, step, advance=advance)
-    interrupted = loop.interrupted
-    if clean is None:
+    if tally.clean is None:
         raise SurgeonError("the data yielded no batch to attack; check data= (and subset=)")
     return AdversarialResult(display_name(model), attack, eps, alpha if attack == "pgd" else None,
                              steps if attack == "pgd" else None, random_start and attack == "pgd", n_ff,
-                             clean.compute(), [r.compute() for r in rows], samples, interrupted)
+                             tally.clean.compute(), [r.compute() for r in tally.rows], tally.samples,
+                             loop.interrupted)
+
+
+def _attacked_outputs(model: nn.Module, z: torch.Tensor, y: torch.Tensor, attack_batch: Callable[..., torch.Tensor],
+                      budgets: list[tuple[float, torch.Generator]], mean: Sequence[float] | None,
+                      std: Sequence[float] | None, n_ff: int) -> list[torch.Tensor]:
+    """The model's outputs on the normalised batch `z` and on its attacked versions, one per
+    (eps, generator) in `budgets`: the attack acts on the pixels x = z * std + mean (clamped to
+    [0, 1]) and its result is normalised back, (adv - mean) / std, before the prediction."""
+    m, s = _norm_tensors(mean, std, z)
+    x = (z * s + m).clamp(0, 1)
+    outs = [_predict(model, z, n_ff)]
+    for e, g in budgets:
+        adv = attack_batch(model, x, y, e, g)
+        outs.append(_predict(model, (adv - m) / s, n_ff))
+    return outs
+
+
+class _Tally:
+    """The metrics of a run: the clean row and one row per eps, created with the first batch (its
+    number of classes) and updated all at once, so a cut batch counts nowhere."""
+
+    def __init__(self, budgets: int):
+        self.budgets = budgets
+        self.clean: Metrics | None = None
+        self.rows: list[Metrics] = []
+        self.samples = 0
+
+    def add(self, outs: list[torch.Tensor], y: torch.Tensor) -> None:
+        """Count one batch: `outs` = [clean output, attacked output per eps], `y` its labels."""
+        if self.clean is None:
+            self.clean, self.rows = Metrics(outs[0].shape[1]), [Metrics(outs[0].shape[1]) for _ in range(self.budgets)]
+        for metrics, out in zip([self.clean, *self.rows], outs):
+            metrics.update(out, y, probs=False)
+        self.samples += y.shape[0]

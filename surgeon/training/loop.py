@@ -131,13 +131,22 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     if resume:
         _resume(run)
     _check_snapshots(run)
-    undo = undo_on_failure(run_dir, _run_started) if run_dir is not None and run.main else None
+    interrupted = _guarded_epochs(run, resume, progress, on_epoch)
+    return _finish(run, data, subset, interrupted)
+
+
+def _guarded_epochs(run: _Run, resume: bool, progress: bool,
+                    on_epoch: Callable[[dict[str, Any]], None] | None) -> bool:
+    """Open the run folder and train the remaining epochs (`_epochs`; True when interrupted),
+    every module's train/eval flag restored at the end and the log writer closed. A failed start
+    (no checkpoint yet) leaves no run folder behind."""
+    undo = undo_on_failure(run.run_dir, _run_started) if run.run_dir is not None and run.main else None
     _open_folder(run, resume)
-    modes = ExitStack()  # every module's train/eval flag restored at the end
-    modes.enter_context(restored_modes(net, None))
+    modes = ExitStack()
+    modes.enter_context(restored_modes(run.net, None))
     try:
-        interrupted = _epochs(run, progress, on_epoch)
-    except BaseException:  # a failed start (no checkpoint yet) leaves no run folder behind
+        return _epochs(run, progress, on_epoch)
+    except BaseException:
         _close_writer(run)
         if undo is not None:
             undo()
@@ -145,7 +154,6 @@ def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.Path
     finally:
         modes.close()
         _close_writer(run)
-    return _finish(run, data, subset, interrupted)
 
 
 def _epochs(run: _Run, progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None) -> bool:
