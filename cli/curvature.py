@@ -74,7 +74,7 @@ def hessian(
     """
     check_weights(models, weights)
     check_outputs(out_fig, json_out, csv_out, force=force)
-    size = parse_input_size(input_size)
+    size, objective = parse_input_size(input_size), surgeon.analysis.Objective(wd=wd, l2=l2)  # before any model loads
     spectra, extras = [], []
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
@@ -83,12 +83,12 @@ def hessian(
         with printed_warnings():
             spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, used, augment, seed), top_k,
                                             batches=batches, which=which, blocks=blocks, method=method, tol=tol,
-                                            wd=wd, l2=l2, seed=seed, progress=True,
+                                            objective=objective, seed=seed, progress=True,
                                             executor=executor_from(backend, address, job_cpus, job_gpus, retries))
         spec.model = label(name)
         _print_spectrum(spec, top_k, which)
-        extras.append(_first_batch_extras(m, lambda: next(iter(_batches(m, data, batch_size, used, augment, seed))),
-                                          blocks, trace=trace, density=density, matvecs=matvecs, seed=seed, wd=wd, l2=l2))
+        extras.append(_first_batch_extras(m, lambda: next(iter(_batches(m, data, batch_size, used, augment, seed))), blocks,
+                                          trace=trace, density=density, matvecs=matvecs, seed=seed, objective=objective))
         spectra.append(spec)
         if spec.interrupted:
             break
@@ -121,17 +121,17 @@ def _write_spectra(spectra: list[Any], extras: list[dict[str, Any]], out_fig: Pa
 
 
 def _first_batch_extras(m: Any, first_batch: Callable[[], Any], blocks: str, *, trace: bool, density: bool,
-                        matvecs: int, seed: int, **loss: Any) -> dict[str, Any]:
+                        matvecs: int, seed: int, objective: Any) -> dict[str, Any]:
     """``--trace`` (Hutch++, printed) and ``--density`` (SLQ) on the first batch, by name; the
     batch is drawn (`first_batch`) only when one of them is asked."""
     extra: dict[str, Any] = {}
     first = first_batch() if trace or density else None
     if trace:
-        t = surgeon.hessian_trace(m, first, blocks, matvecs=matvecs, seed=seed, **loss)
+        t = surgeon.hessian_trace(m, first, blocks, matvecs=matvecs, seed=seed, objective=objective)
         out.print(f"trace (Hutch++, {t.hvps} products): {t.value:.6g} +- {t.stderr:.2g}", highlight=False)
         extra["trace"] = t
     if density:
-        extra["density"] = surgeon.hessian_density(m, first, blocks, seed=seed, **loss)
+        extra["density"] = surgeon.hessian_density(m, first, blocks, seed=seed, objective=objective)
     return extra
 
 
@@ -170,13 +170,14 @@ def landscape(
     Example: surgeon landscape resnet18 --num-classes 10 --input-size 3,32,32 --grid 11 --out landscape.png
     """
     check_outputs(out_fig, json_out, csv_out, force=force)
+    objective = surgeon.analysis.Objective(wd=wd, l2=l2)  # --wd and --l2 checked before any model is loaded
     save = save or Path("landscape.json")
     surgeon.core.files.check_output(save, overwrite=True, suffixes=(".json",))  # an existing one is resumed
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, parse_input_size(input_size), model)
     with printed_warnings():
         res = surgeon.landscape(m, _batches(m, data, batch_size, size, augment, seed), dims=dims, grid=grid,
-                                span=span, norm=norm, batches=batches, wd=wd, l2=l2, seed=seed, save=save,
+                                span=span, norm=norm, batches=batches, objective=objective, seed=seed, save=save,
                                 progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
     res.model = label(model)
     centre = res.loss[(grid // 2,) * dims]

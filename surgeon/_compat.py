@@ -4,7 +4,9 @@ package keeps an old name.
 
 surgeon 0.2 moved the flat modules of 0.1 into subpackages by concern (``surgeon.passes`` ->
 ``surgeon.surgery.passes``, ...); `install` puts a finder on ``sys.meta_path`` that answers the old
-paths with a module forwarding every attribute to the new ones.
+paths with a module forwarding every attribute to the new ones. Keywords that moved into an
+options dataclass (``wd=`` into `surgeon.analysis.Objective`) are folded into it by one helper,
+`options_from`, with the same warning.
 """
 
 from __future__ import annotations
@@ -134,3 +136,28 @@ def install(package: types.ModuleType) -> None:
     package.__class__ = _Package
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.append(_Finder())
+
+
+def options_from(cls: type, given: Any, old: dict[str, Any], *, function: str, keyword: str,
+                 strict: bool = True) -> Any:
+    """The options object (a dataclass `cls`) a function runs with, from its `keyword` argument
+    `given` (None: ``cls()``) or, as in the previous release, from its fields passed one by one:
+    those are popped out of `old` (the function's ``**kwargs``) and build ``cls(**fields)`` with one
+    `SurgeonDeprecationWarning` naming the new form. `strict`: any other keyword left in `old` is
+    the TypeError Python gives an unknown keyword. Both forms at once are refused."""
+    from dataclasses import fields
+
+    from surgeon.core.errors import SurgeonDeprecationWarning, SurgeonError
+
+    names = [f.name for f in fields(cls)]
+    passed = {k: old.pop(k) for k in names if k in old}
+    if strict and old:
+        raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(old))!r}")
+    if not passed:
+        return cls() if given is None else given
+    if given is not None:
+        raise SurgeonError(f"{function}: give {keyword}= or {', '.join(f'{k}=' for k in passed)}, not both")
+    new = f"{keyword}={cls.__name__}({', '.join(f'{k}={v!r}' for k, v in passed.items())})"
+    warnings.warn(f"{function}({', '.join(f'{k}=' for k in passed)}) is deprecated; pass {new} (the old keywords go "
+                  "in the next release)", SurgeonDeprecationWarning, stacklevel=3)
+    return cls(**passed)

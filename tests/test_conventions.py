@@ -290,7 +290,7 @@ def test_shared_options_have_one_meaning_everywhere():
         assert "--seed" in _flags(commands()[name]), name
     for name in computes:
         assert "--device" in _flags(commands()[name]), name
-    assert surgeon.analysis.landscapes.landscape.__kwdefaults__["l2"] == common.L2_DEFAULT
+    assert surgeon.analysis.Objective().l2 == common.L2_DEFAULT
 
 
 def test_seed_also_seeds_the_random_initialisation():

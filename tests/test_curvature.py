@@ -17,7 +17,8 @@ import surgeon
 from surgeon.analysis import curvature as C
 from surgeon.analysis import hessian as hess
 from surgeon.analysis import landscapes as L
-from surgeon.core.errors import SurgeonError
+from surgeon.analysis import Objective
+from surgeon.core.errors import SurgeonDeprecationWarning, SurgeonError
 
 
 class TinyAttention(nn.Module):
@@ -166,8 +167,47 @@ def test_weight_decay_shifts_every_eigenvalue_by_lambda():
     lam = 0.37
     for which in ("LA", "SA"):
         plain = surgeon.hessian_eigs(model, batch, k=3, which=which, tol=1e-10).eigenvalues
-        shifted = surgeon.hessian_eigs(model, batch, k=3, which=which, wd=lam, tol=1e-10).eigenvalues
+        shifted = surgeon.hessian_eigs(model, batch, k=3, which=which, objective=Objective(wd=lam), tol=1e-10).eigenvalues
         np.testing.assert_allclose(shifted, plain + lam, rtol=0, atol=1e-10)
+
+
+#: each function that measures the objective, run small; returns the array it measured
+MEASURES_OF_THE_OBJECTIVE = {
+    "hessian_eigs": lambda m, b, **kw: surgeon.hessian_eigs(m, b, k=1, tol=1e-8, **kw).eigenvalues,
+    "hessian_trace": lambda m, b, **kw: np.array([surgeon.hessian_trace(m, b, matvecs=6, **kw).value]),
+    "hessian_density": lambda m, b, **kw: surgeon.hessian_density(m, b, vectors=1, steps=4, **kw).nodes,
+    "hessian_spectrum": lambda m, b, **kw: surgeon.hessian_spectrum(m, [b], k=1, batches=1, tol=1e-8, **kw).eigenvalues,
+    "landscape": lambda m, b, **kw: surgeon.landscape(m, [b], dims=1, grid=3, **kw).loss,
+}
+
+
+@pytest.mark.parametrize("name", MEASURES_OF_THE_OBJECTIVE)
+def test_the_old_loss_keywords_build_the_objective_with_a_deprecation_warning(name):
+    """``objective=Objective(...)`` reaches the computation; 0.1's ``wd=, l2=, label_smoothing=``
+    give the same numbers with one SurgeonDeprecationWarning naming the new form; both at once,
+    or an unknown keyword, are refused."""
+    run = MEASURES_OF_THE_OBJECTIVE[name]
+    model, batch = setup("mlp")
+    new = run(model, batch, objective=Objective(wd=0.1, l2="paper", label_smoothing=0.2))
+    assert not np.allclose(run(model, batch), new)  # the objective changed what was measured
+    with pytest.warns(SurgeonDeprecationWarning, match=rf"{name}\(wd=, l2=, label_smoothing=\) is deprecated; "
+                      r"pass objective=Objective\(wd=0.1, l2='paper', label_smoothing=0.2\)"):
+        old = run(model, batch, wd=0.1, l2="paper", label_smoothing=0.2)
+    np.testing.assert_allclose(old, new, rtol=1e-12, atol=0)  # the same computation in this process
+    with pytest.raises(SurgeonError, match="give objective= or wd=, not both"):
+        run(model, batch, objective=Objective(), wd=0.1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'weight_decay'"):
+        run(model, batch, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"wd": -0.1}, r"wd=-0.1 is out of range; give a number >= 0"),
+    ({"label_smoothing": 1.0}, r"label_smoothing=1.0 is out of range; give a number in \[0, 1\)"),
+    ({"l2": "l1"}, "unknown l2 'l1'; use 'standard'"),
+])
+def test_the_objective_checks_its_settings(kwargs, message):
+    with pytest.raises(SurgeonError, match=message):
+        Objective(**kwargs)
 
 
 def test_paper_l2_hessian_matches_dense():
@@ -245,7 +285,7 @@ def test_landscape_centre_is_the_plain_loss_and_shapes():
     model, (x, y) = setup("cnn_bn")
     before = state(model)
     data = [(x[:8], y[:8]), (x[8:], y[8:])]
-    res = surgeon.landscape(model, data, dims=2, grid=5, batches=2, wd=0.05, l2="paper")
+    res = surgeon.landscape(model, data, dims=2, grid=5, batches=2, objective=Objective(wd=0.05, l2="paper"))
     model.eval()
     with torch.no_grad():
         nll = [nn.functional.cross_entropy(model(a), b).item() for a, b in data]
@@ -278,7 +318,7 @@ def test_landscape_resumes_where_it_stopped(tmp_path, monkeypatch):
     data = [(x, y)]
     whole = surgeon.landscape(model, data, grid=4, batches=1)
     calls = {"n": 0}
-    real = L.objective
+    real = L.loss_of
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -286,12 +326,12 @@ def test_landscape_resumes_where_it_stopped(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(L, "objective", flaky)
+    monkeypatch.setattr(L, "loss_of", flaky)
     path = tmp_path / "ls.json"
     with pytest.warns(UserWarning, match="6 of 16 points done"):
         part = surgeon.landscape(model, data, grid=4, batches=1, save=path)
     assert part.interrupted and part.done == 6
-    monkeypatch.setattr(L, "objective", real)
+    monkeypatch.setattr(L, "loss_of", real)
     saved = json.loads(path.read_text())
     assert sum(v is not None for row in saved["loss"] for v in row) == 6
     resumed = surgeon.landscape(model, data, grid=4, batches=1, save=path)

@@ -33,6 +33,8 @@ from surgeon.model.runtime import BatchLoop, analysis_mode, check_classifier, di
 from surgeon.core.tables import Tabular, quantity_rows
 from surgeon.analysis.hessian import HessianOperator, NonFiniteLoss, selected_parameters
 from surgeon.analysis.eigensolvers import WHICH, EigResult, lanczos, power_iteration, _lanczos_basis, _tridiagonal_eigh
+from surgeon.analysis.objective import Objective
+from surgeon._compat import options_from
 
 
 __all__ = ["TraceResult", "DensityResult", "SpectrumResult", "analysis_mode", "hutchinson", "hutchpp", "slq",
@@ -135,21 +137,26 @@ def slq(op: HessianOperator, vectors: int = 3, steps: int = 30, *, seed: int = 0
 
 
 @contextmanager
-def _operator(model: nn.Module, batch: Any, blocks: str | Sequence[str], **kwargs: Any) -> Iterator[HessianOperator]:
+def _operator(model: nn.Module, batch: Any, blocks: str | Sequence[str], objective: Objective,
+              mode: str) -> Iterator[HessianOperator]:
+    """The Hessian operator of `objective` on `batch` over the parameters of `blocks`, inside
+    `analysis_mode` (the model restored on exit)."""
     params = selected_parameters(model, blocks)
     with analysis_mode(model):
-        yield HessianOperator(model, batch, params, **kwargs)
+        yield HessianOperator(model, batch, params, mode=mode, **objective.keywords())
 
 
 def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", blocks: str | Sequence[str] = "*", *,
-                 method: str = "lanczos", tol: float | None = None, max_iter: int | None = None, wd: float = 0.0,
-                 l2: str = "standard", label_smoothing: float = 0.0, mode: str = "double-backward", seed: int = 0,
-                 vectors: bool = False) -> EigResult:
-    """The k eigenvalues of the Hessian of NLL + L2 on `batch` = (images, labels) w.r.t. the
-    parameters of `blocks`: ``which`` = ``LM`` (largest magnitude, the paper's top-5), ``LA``
-    (largest), ``SA`` (smallest: negative curvature). ``method="power"`` is the paper's power
-    iteration with deflation (``LM`` only)."""
-    checks.args(k=k, tol=tol, max_iter=max_iter, wd=wd, label_smoothing=label_smoothing, seed=seed)
+                 method: str = "lanczos", tol: float | None = None, max_iter: int | None = None,
+                 objective: Objective | None = None, mode: str = "double-backward", seed: int = 0,
+                 vectors: bool = False, **old: Any) -> EigResult:
+    """The k eigenvalues of the Hessian of `objective` (an `Objective`; default NLL alone) on
+    `batch` = (images, labels) w.r.t. the parameters of `blocks`: ``which`` = ``LM`` (largest
+    magnitude, the paper's top-5), ``LA`` (largest), ``SA`` (smallest: negative curvature).
+    ``method="power"`` is the paper's power iteration with deflation (``LM`` only). ``wd=``,
+    ``l2=``, ``label_smoothing=``: deprecated, build the `Objective`."""
+    objective = options_from(Objective, objective, old, function="hessian_eigs", keyword="objective")
+    checks.args(k=k, tol=tol, max_iter=max_iter, seed=seed)
     if which not in WHICH:
         raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
     if method not in SOLVERS:
@@ -158,7 +165,7 @@ def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", bl
         raise SurgeonError("power iteration finds the largest-magnitude eigenvalues only; use which='LM' or lanczos")
     if k < 1:
         raise SurgeonError(f"k={k} must be at least 1")
-    with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
+    with _operator(model, batch, blocks, objective, mode) as op:
         if k > op.n:
             raise SurgeonError(f"k={k} eigenvalues asked of a selection with only {op.n} parameters; lower k=")
         if method == "power":
@@ -167,27 +174,31 @@ def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", bl
 
 
 def hessian_trace(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, method: str = "hutch++",
-                  matvecs: int = 60, wd: float = 0.0, l2: str = "standard", label_smoothing: float = 0.0,
-                  mode: str = "double-backward", seed: int = 0) -> TraceResult:
-    """tr(H) by Hutch++ (default) or Hutchinson with `matvecs` Hessian-vector products."""
-    checks.args(matvecs=matvecs, wd=wd, label_smoothing=label_smoothing, seed=seed)
+                  matvecs: int = 60, objective: Objective | None = None, mode: str = "double-backward",
+                  seed: int = 0, **old: Any) -> TraceResult:
+    """tr(H) of `objective` (an `Objective`) by Hutch++ (default) or Hutchinson with `matvecs`
+    Hessian-vector products. ``wd=``, ``l2=``, ``label_smoothing=``: deprecated, build the `Objective`."""
+    objective = options_from(Objective, objective, old, function="hessian_trace", keyword="objective")
+    checks.args(matvecs=matvecs, seed=seed)
     if method not in ("hutch++", "hutchinson"):
         raise SurgeonError(f"unknown trace method {method!r}; use hutch++ or hutchinson")
     if matvecs < (6 if method == "hutch++" else 2):
         raise SurgeonError(f"matvecs={matvecs} is too few for a standard error; use at least 6")
-    with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
+    with _operator(model, batch, blocks, objective, mode) as op:
         return hutchpp(op, matvecs, seed=seed) if method == "hutch++" else hutchinson(op, matvecs, seed=seed)
 
 
 def hessian_density(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, vectors: int = 3,
-                    steps: int = 30, sigma: float | None = None, wd: float = 0.0, l2: str = "standard",
-                    label_smoothing: float = 0.0, mode: str = "double-backward", seed: int = 0) -> DensityResult:
-    """The Hessian's eigenvalue density by stochastic Lanczos quadrature (`vectors` start
-    vectors, `steps` Lanczos steps each), smoothed with a Gaussian of width `sigma` (default 1%
-    of the spectrum's span)."""
-    checks.args(vectors=vectors, steps=steps, wd=wd, label_smoothing=label_smoothing, seed=seed)
+                    steps: int = 30, sigma: float | None = None, objective: Objective | None = None,
+                    mode: str = "double-backward", seed: int = 0, **old: Any) -> DensityResult:
+    """The eigenvalue density of the Hessian of `objective` (an `Objective`) by stochastic Lanczos
+    quadrature (`vectors` start vectors, `steps` Lanczos steps each), smoothed with a Gaussian of
+    width `sigma` (default 1% of the spectrum's span). ``wd=``, ``l2=``, ``label_smoothing=``:
+    deprecated, build the `Objective`."""
+    objective = options_from(Objective, objective, old, function="hessian_density", keyword="objective")
+    checks.args(vectors=vectors, steps=steps, seed=seed)
     checks.check_float("sigma", sigma, min=0.0, min_open=True)
-    with _operator(model, batch, blocks, wd=wd, l2=l2, label_smoothing=label_smoothing, mode=mode) as op:
+    with _operator(model, batch, blocks, objective, mode) as op:
         nodes, weights = slq(op, vectors, steps, seed=seed)
         grid, dens, sigma = density_on_grid(nodes, weights, sigma=sigma)
         return DensityResult(grid, dens, nodes, weights, sigma, op.calls)
@@ -236,7 +247,7 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
                      **kwargs: Any) -> SpectrumResult:
     """Top-k eigenvalues of the Hessian on each of `batches` mini-batches of `data` (each batch
     frozen for its solve), as in the paper's Fig. 1c / Fig. 4; keyword arguments go to
-    `hessian_eigs`. A non-finite loss stops the run with the batch's index; Ctrl-C returns the
+    `hessian_eigs` (``objective=`` an `Objective`). A non-finite loss stops the run with the batch's index; Ctrl-C returns the
     batches done (``interrupted=True``).
 
     `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): every batch is one task
@@ -246,6 +257,8 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     if which not in WHICH:
         raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
     check_classifier(model, data)
+    kwargs["objective"] = options_from(Objective, kwargs.pop("objective", None), kwargs, function="hessian_spectrum",
+                                       keyword="objective", strict=False)
     rows, res, losses, hvps = [], [], [], 0
 
     def step(batch: Any) -> None:
@@ -262,7 +275,7 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     loop = BatchLoop("the spectrum covers", limit=batches)
     with progress_bar(progress, batches, "hessian") as advance:
         if executor is not None and not executor.in_process:  # Ctrl-C: nothing pooled yet, so it propagates
-            rows, res, losses, hvps = _spectrum_tasks(executor, model, data, k, batches, which, blocks, kwargs,
+            rows, res, losses, hvps = _spectrum_tasks(executor, model, data, batches, (k, which, blocks, kwargs),
                                                       advance)
         else:
             loop.run(data, step, advance=advance)
@@ -282,14 +295,15 @@ def _spectrum_task(model: nn.Module, batch: Any, k: int, which: str, blocks: Any
     return r.eigenvalues, r.residuals, r.loss, r.hvps
 
 
-def _spectrum_tasks(ex: Executor, model: nn.Module, data: Iterable[Any], k: int, batches: int, which: str,
-                    blocks: Any, kwargs: dict[str, Any], advance: Callable[[], None]) -> tuple[list, list, list, int]:
-    """The first `batches` batches as tasks on `ex`; rows in batch order, failed batches named."""
+def _spectrum_tasks(ex: Executor, model: nn.Module, data: Iterable[Any], batches: int, solve: tuple[Any, ...],
+                    advance: Callable[[], None]) -> tuple[list, list, list, int]:
+    """The first `batches` batches as tasks on `ex`, each solved with `solve` = (k, which, blocks,
+    keywords of `hessian_eigs`); rows in batch order, failed batches named."""
     frozen = [b for b, _ in zip(data, range(batches))]
     done: dict[int, tuple[Any, ...]] = {}
     failed: dict[int, str] = {}
     with ex:
-        for i, out in fan_out(ex, _spectrum_task, (model,), [(b, k, which, blocks, kwargs) for b in frozen]):
+        for i, out in fan_out(ex, _spectrum_task, (model,), [(b, *solve) for b in frozen]):
             if not out.ok:
                 failed[i] = out.failed
             elif isinstance(out.value[0], str):  # ("nonfinite", why)

@@ -33,7 +33,9 @@ from torch import nn
 from torch.func import functional_call
 
 from surgeon.core import checks
-from surgeon.analysis.hessian import _batch, objective
+from surgeon.analysis.hessian import _batch, objective as loss_of
+from surgeon.analysis.objective import Objective
+from surgeon._compat import options_from
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
 from surgeon.parallel.executors import Executor, fan_out
@@ -137,11 +139,13 @@ def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple
 
 
 def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int = 21, span: float = 1.0,
-              norm: str = "filter", batches: int = 1, wd: float = 0.0, l2: str = "standard",
-              label_smoothing: float = 0.0, seed: int = 0, save: str | os.PathLike | None = None,
-              progress: bool = False, executor: Executor | None = None) -> LandscapeResult:
-    """Evaluate NLL (+ L2) on a `grid` (x `grid`) lattice over [-span, span] along `dims` random
-    directions, each point on the same `batches` batches of `data` (frozen on the first draw).
+              norm: str = "filter", batches: int = 1, objective: Objective | None = None, seed: int = 0,
+              save: str | os.PathLike | None = None, progress: bool = False, executor: Executor | None = None,
+              **old: Any) -> LandscapeResult:
+    """Evaluate `objective` (an `Objective`; default NLL alone) on a `grid` (x `grid`) lattice over
+    [-span, span] along `dims` random directions, each point on the same `batches` batches of
+    `data` (frozen on the first draw). ``wd=``, ``l2=``, ``label_smoothing=``: deprecated, build
+    the `Objective`.
     With `save`, every finished point is written there at once and a rerun resumes from it;
     Ctrl-C returns the points done (``interrupted=True``).
 
@@ -149,25 +153,25 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     points of a 1-D profile) run as its tasks, the model, directions and batches shared once
     (Ray's object store); a row whose worker died on every attempt is left NaN and named in
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
-    checks.args(dims=dims, grid=grid, span=span, batches=batches, wd=wd, label_smoothing=label_smoothing, seed=seed)
+    objective = options_from(Objective, objective, old, function="landscape", keyword="objective")
+    checks.args(dims=dims, grid=grid, span=span, batches=batches, seed=seed)
     frozen = [_batch(b, model_device(model)) for b, _ in zip(data, range(batches))]
     if not frozen:
         raise SurgeonError("the data yielded no batches; check data=")
     name = display_name(model)
     config = {"model": name, "dims": dims, "grid": grid, "span": span, "norm": norm, "batches": len(frozen),
-              "batch_size": int(frozen[0][0].shape[0]), "wd": wd, "l2": l2, "label_smoothing": label_smoothing,
-              "seed": seed, "params": sum(p.numel() for p in model.parameters())}
+              "batch_size": int(frozen[0][0].shape[0]), **objective.keywords(), "seed": seed,
+              "params": sum(p.numel() for p in model.parameters())}
     moves = _moves(model, dims, norm, seed)
     check_classifier(model, data)
     path = Path(save) if save is not None else None
     shape = (grid,) * dims
     loss, err = _resume(path, config, shape) if path else (np.full(shape, np.nan), np.full(shape, np.nan))
     sweep = _Sweep(name, np.linspace(-span, span, grid), loss, err, config, path)
-    objective_kwargs = {"wd": wd, "l2": l2, "label_smoothing": label_smoothing}
     with analysis_mode(model), torch.no_grad():
         check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
         eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
-        spent, computed, interrupted = _sweep_points(model, sweep, moves, frozen, objective_kwargs, progress, executor)
+        spent, computed, interrupted = _sweep_points(model, sweep, moves, frozen, objective, progress, executor)
     if sweep.failed:
         warnings.warn(f"{len(sweep.failed)} point(s) left NaN, their tasks failed: "
                       + "; ".join(f"{k} {v}" for k, v in list(sweep.failed.items())[:3]), stacklevel=2)
@@ -214,7 +218,7 @@ class _Sweep:
 
 
 def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                  kwargs: dict[str, Any], progress: bool, executor: Executor | None) -> tuple[float, int, bool]:
+                  objective: Objective, progress: bool, executor: Executor | None) -> tuple[float, int, bool]:
     """Compute the points not done yet, in this process or as rows on `executor`, each kept as it
     finishes: (seconds spent on points, points computed, interrupted). Ctrl-C stops with a
     warning and the points done."""
@@ -228,12 +232,12 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
                     for _ in range(points):
                         advance()
 
-                return (*_on_executor(executor, model, frozen, moves, sweep, todo, kwargs, row_done), False)
+                return (*_on_executor(executor, model, frozen, moves, sweep, todo, objective, row_done), False)
             base = dict(model.state_dict(keep_vars=False))
             params = dict(model.named_parameters())
             for ij in todo:
                 start = time.perf_counter()
-                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, moves, sweep.coords, ij, frozen, kwargs)
+                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, moves, sweep.coords, ij, frozen, objective)
                 spent += time.perf_counter() - start
                 computed += 1
                 sweep.keep()
@@ -247,31 +251,32 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
 
 def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], moves: _Moves,
            coords: np.ndarray, ij: tuple[int, ...], frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-           kwargs: dict[str, Any]) -> tuple[float, float]:
+           objective: Objective) -> tuple[float, float]:
     """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2)."""
     shifted = torch._foreach_add([base[k] for k in moves.keys], moves.vectors[0], alpha=float(coords[ij[0]]))
     if len(ij) == 2:
         torch._foreach_add_(shifted, moves.vectors[1], alpha=float(coords[ij[1]]))
     moved = {**base, **dict(zip(moves.keys, shifted))}
-    values = [float(objective(logits_of(functional_call(model, moved, (x,))), y, {k: moved[k] for k in params}, **kwargs))
+    values = [float(loss_of(logits_of(functional_call(model, moved, (x,))), y, {k: moved[k] for k in params},
+                            **objective.keywords()))
               for x, y in frozen]
     mean = float(np.mean(values))
     return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
 
 
 def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
-              coords: np.ndarray, points: list[tuple[int, ...]], kwargs: dict[str, Any]) -> tuple[list[tuple[float, float]], float]:
+              coords: np.ndarray, points: list[tuple[int, ...]], objective: Objective) -> tuple[list[tuple[float, float]], float]:
     """One task: the points of a row, each as `landscape` computes it in its own process."""
     start = time.perf_counter()
     base = dict(model.state_dict(keep_vars=False))
     params = [k for k, _ in model.named_parameters()]
     with analysis_mode(model), torch.no_grad():
-        values = [_point(model, base, params, moves, coords, ij, frozen, kwargs) for ij in points]
+        values = [_point(model, base, params, moves, coords, ij, frozen, objective) for ij in points]
     return values, time.perf_counter() - start
 
 
 def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
-                 sweep: _Sweep, todo: list[tuple[int, ...]], kwargs: dict[str, Any],
+                 sweep: _Sweep, todo: list[tuple[int, ...]], objective: Objective,
                  finished: Callable[[int], None]) -> tuple[float, int]:
     """The points `todo` as rows on `ex` (model, batches and directions put once); results are
     written into the sweep as rows finish (`finished` after each); failed rows named in
@@ -283,7 +288,7 @@ def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Te
     with ex:
         spent, computed = 0.0, 0
         shared = (model, list(frozen), moves, sweep.coords)
-        for i, out in fan_out(ex, _row_task, shared, [(points, kwargs) for points in groups]):
+        for i, out in fan_out(ex, _row_task, shared, [(points, objective) for points in groups]):
             if not out.ok:
                 sweep.failed.update({str(ij): out.failed for ij in groups[i]})
                 continue
