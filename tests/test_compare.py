@@ -371,17 +371,17 @@ def test_settings_are_range_checked():
 def test_the_hessian_reads_batches_of_its_own_size(models, monkeypatch):
     """hessian_batch_size sets the Hessian's mini-batches (both solves); None keeps batch_size."""
     sizes = []
-    real = cmpmod._Context.loader
+    real = cmpmod.Context.loader
 
     def spy(self, train, batch_size=None):
         loader = real(self, train, batch_size)
         sizes.append((train, next(iter(loader))[0].shape[0]))
         return loader
 
-    monkeypatch.setattr(cmpmod._Context, "loader", spy)
+    monkeypatch.setattr(cmpmod.Context, "loader", spy)
     for settings, n in ((cmpmod.with_settings(TINY, hessian_batch_size=8), 8), (TINY, TINY.batch_size)):
         sizes.clear()
-        cmpmod.RUNNERS["hessian"](cmpmod._Context(models[0], SIZE, "digits", settings, 0, False, None, None, "cnn"))
+        cmpmod.RUNNERS["hessian"](cmpmod.Context(models[0], SIZE, "digits", settings, 0, False, None, None, "cnn"))
         assert sizes == [(True, n), (True, n)]
     assert cmpmod.QUICK.hessian_batch_size < cmpmod.QUICK.batch_size and cmpmod.PAPER.hessian_batch_size is None
 

@@ -42,8 +42,8 @@ from surgeon.core.errors import SurgeonError
 from surgeon.core.files import atomic_path, check_input
 from surgeon.core.jsonio import dumps
 from surgeon.core.tables import Tabular
-from surgeon.comparison.measures import (MEASURES, PAPER, QUICK, RUNNERS, Settings, _Context, _slug,  # noqa: F401
-                                         check_measures, with_settings)
+from surgeon.comparison.measures import (MEASURES, PAPER, QUICK, RUNNERS, Context, Settings,  # noqa: F401  (the
+                                         check_measures, with_settings)  # public names of 0.1's compare module)
 
 __all__ = ["MEASURES", "Settings", "PAPER", "QUICK", "ComparisonResult", "compare", "read_comparison"]
 
@@ -251,13 +251,13 @@ def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str 
         size = resolve_input_size(model, input_size).size
         cmp.models.append(_model_info(label, spec_name, model, size))
         _write(cmp)
-        ctx = _Context(model, size, data, settings, seed, progress, executor, partial, label)
+        ctx = Context(model, size, data, settings, seed, progress, executor, partial, label)
         if not _measure_model(cmp, ctx, chosen, on_done):
             break
     return cmp
 
 
-def _measure_model(cmp: ComparisonResult, ctx: _Context, chosen: list[str],
+def _measure_model(cmp: ComparisonResult, ctx: Context, chosen: list[str],
                    on_done: Callable[[str, str, float], None] | None) -> bool:
     """Run the `chosen` measures not yet done on the model of `ctx`, each stored (and results.json
     written) as soon as it finishes; False when Ctrl-C stopped one (``cmp.interrupted`` set, the

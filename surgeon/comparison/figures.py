@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["aligned_positions", "figures", "render", "FIGURES", "CAPTIONS"]
+__all__ = ["aligned_positions", "figures", "render", "png_bytes", "FIGURES", "CAPTIONS"]
 
 FIGURES = ("blocks", "fourier", "variance", "lesions", "hessian", "landscape", "frequency_noise")
 CAPTIONS = {
@@ -242,7 +242,8 @@ def figures(cmp: Any) -> dict[str, Any]:
     return {k: v for k, v in made.items() if v is not None}
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
+    """The figure as PNG bytes (110 dpi)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
@@ -255,7 +256,7 @@ def render(cmp: Any) -> dict[str, bytes]:
     out = {}
     for name, fig in figures(cmp).items():
         try:
-            out[name] = _png(fig)
+            out[name] = png_bytes(fig)
         finally:
             plt.close(fig)
     return out

@@ -13,7 +13,7 @@ from typing import Any
 
 from surgeon.core.errors import SurgeonError
 
-__all__ = ["MEASURES", "Settings", "PAPER", "QUICK", "RUNNERS", "check_measures", "with_settings"]
+__all__ = ["MEASURES", "Settings", "PAPER", "QUICK", "RUNNERS", "Context", "check_measures", "with_settings"]
 
 MEASURES = ("fourier", "variance", "hessian", "landscape", "frequency_noise", "lesions")
 
@@ -64,7 +64,7 @@ QUICK = Settings(batch_size=32, hessian_batch_size=16, probe_batches=2, hessian_
 
 
 @dataclass
-class _Context:
+class Context:
     """What every measure of one model reads: the model, its input size and the shared settings."""
 
     model: Any
@@ -86,8 +86,8 @@ class _Context:
                            train=train, shuffle=train, seed=self.seed)
 
 
-def _probe(name: str) -> Callable[[_Context], dict[str, Any]]:
-    def run(ctx: _Context) -> dict[str, Any]:
+def _probe(name: str) -> Callable[[Context], dict[str, Any]]:
+    def run(ctx: Context) -> dict[str, Any]:
         from surgeon.analysis.probes import probe
 
         res = probe(ctx.model, ctx.loader(False), (name,), "*", batches=ctx.settings.probe_batches,
@@ -97,7 +97,7 @@ def _probe(name: str) -> Callable[[_Context], dict[str, Any]]:
     return run
 
 
-def _hessian(ctx: _Context) -> dict[str, Any]:
+def _hessian(ctx: Context) -> dict[str, Any]:
     from surgeon.analysis.curvature import hessian_spectrum
 
     s = ctx.settings
@@ -110,7 +110,7 @@ def _hessian(ctx: _Context) -> dict[str, Any]:
     return _checked(sa, {"lm": lm.to_dict(), "sa": sa.to_dict()})
 
 
-def _landscape(ctx: _Context) -> dict[str, Any]:
+def _landscape(ctx: Context) -> dict[str, Any]:
     from surgeon.analysis.landscapes import landscape
 
     s = ctx.settings
@@ -124,7 +124,7 @@ def _landscape(ctx: _Context) -> dict[str, Any]:
     return _checked(res, res.to_dict())
 
 
-def _frequency_noise(ctx: _Context) -> dict[str, Any]:
+def _frequency_noise(ctx: Context) -> dict[str, Any]:
     from surgeon.evaluation.frequency_noise import frequency_noise_robustness
 
     s = ctx.settings
@@ -134,7 +134,7 @@ def _frequency_noise(ctx: _Context) -> dict[str, Any]:
     return _checked(res, res.to_dict())
 
 
-def _lesions(ctx: _Context) -> dict[str, Any]:
+def _lesions(ctx: Context) -> dict[str, Any]:
     from surgeon.analysis.lesions import lesion_study
 
     res = lesion_study(ctx.model, ctx.loader(False), "*", batches=ctx.settings.lesion_batches,
@@ -149,8 +149,8 @@ def _checked(res: Any, value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-#: measure name -> function of a `_Context` returning the measure's JSON (the result's ``to_dict``)
-RUNNERS: dict[str, Callable[[_Context], dict[str, Any]]] = {
+#: measure name -> function of a `Context` returning the measure's JSON (the result's ``to_dict``)
+RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "fourier": _probe("fourier"), "variance": _probe("variance"), "hessian": _hessian, "landscape": _landscape,
     "frequency_noise": _frequency_noise, "lesions": _lesions,
 }

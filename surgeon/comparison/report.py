@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from surgeon.comparison.figures import CAPTIONS, FIGURES, _png, aligned_positions, figures, render
+from surgeon.comparison.figures import CAPTIONS, FIGURES, png_bytes, aligned_positions, figures, render
 from surgeon.core.files import atomic_path
 from surgeon.core.tables import write_csv
 
@@ -117,7 +117,7 @@ def write_report(cmp: Any, out: str | os.PathLike) -> Path:
     pngs = {}
     for name, fig in figures(cmp).items():
         try:
-            pngs[name] = _png(fig)
+            pngs[name] = png_bytes(fig)
             with atomic_path(folder / f"{name}.svg") as tmp:
                 fig.savefig(tmp, format="svg")
         finally:
