@@ -144,10 +144,9 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
               **old: Any) -> LandscapeResult:
     """Evaluate `objective` (an `Objective`; default NLL alone) on a `grid` (x `grid`) lattice over
     [-span, span] along `dims` random directions, each point on the same `batches` batches of
-    `data` (frozen on the first draw). ``wd=``, ``l2=``, ``label_smoothing=``: deprecated, build
-    the `Objective`.
-    With `save`, every finished point is written there at once and a rerun resumes from it;
-    Ctrl-C returns the points done (``interrupted=True``).
+    `data` (frozen on the first draw). With `save`, every finished point is written there at once
+    and a rerun resumes from it; Ctrl-C returns the points done (``interrupted=True``). ``wd=``,
+    ``l2=``, ``label_smoothing=``: deprecated, build the `Objective`.
 
     `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): the rows of the grid (the
     points of a 1-D profile) run as its tasks, the model, directions and batches shared once
