@@ -14,7 +14,7 @@ from torch import nn
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.blockgraph import Block, BlockGraph
 from surgeon.model.outputs import logits_of
-from surgeon.model.runtime import model_device, restored_modes
+from surgeon.model.runtime import model_device, on_meta, restored_modes
 
 __all__ = ["check_shapes"]
 
@@ -116,13 +116,22 @@ def _shapes_of(original: nn.Module, g: BlockGraph, path: str, block: Block | Non
 
 
 def _run_once(new: nn.Module, g: BlockGraph) -> torch.Tensor:
-    """One forward at batch size 1 in eval mode without gradients; every module's mode restored."""
+    """One forward at batch size 1 in eval mode without gradients, every module's mode restored:
+    on the meta device (`on_meta`: shapes only, no arithmetic) when the model runs there and its
+    tensors share one device, else on real tensors (data-dependent control flow, or the edit broke the model: the real forward
+    then raises the error that names it). Returns the output's logits (`logits_of`)."""
     x = torch.randn(1, *g.input_size, device=model_device(new))
-    try:
-        with restored_modes(new, "eval"), torch.no_grad():
+    with restored_modes(new, "eval"), torch.no_grad():
+        if len({t.device for t in (*new.parameters(), *new.buffers())}) <= 1:  # else the real forward names the mix
+            try:
+                with on_meta(new):
+                    return logits_of(new(torch.empty_like(x, device="meta")))
+            except Exception:  # noqa: BLE001 - the meta device cannot run this model: use real tensors
+                pass
+        try:
             out = new(x)
-    except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
-        raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
+        except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
+            raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
     return logits_of(out)  # the output's logits, whatever its type (a transformers ModelOutput, a tuple)
 
 
