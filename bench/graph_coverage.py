@@ -175,16 +175,28 @@ def _attention_owners(model: torch.nn.Module, members) -> list[str]:
     return max((sorted(v) for v in found.values()), key=len, default=[])
 
 
+_MLP = re.compile(r"mlp|ffn|feed_?forward|intermediate", re.I)
+
+
+def _is_transformer_block(mod: torch.nn.Module) -> bool:
+    """Attention and an MLP inside one module: a transformer layer. Parallel attention branches
+    of one layer (``vit_small_patch16_18x2_224``'s ``attns.0``, ``attns.1``) hold no MLP."""
+    names = [(n, type(x).__name__) for n, x in mod.named_modules()]
+    return any(_is_attention(x) for x in mod.modules()) and any(_MLP.search(n.split(".")[-1]) or _MLP.search(c)
+                                                                for n, c in names)
+
+
 def _nested_transformer_blocks(model: torch.nn.Module, members) -> list[str]:
     """The indexed children (``stages.1.blocks.3``) of the largest container *inside* one member
-    whose children each hold attention: two or more mean the member merges transformer blocks.
+    whose children are each a transformer layer (attention and an MLP): two or more mean the
+    member merges transformer layers.
     One transformer block with two attention modules that are not indexed siblings (NextViT's
     NTB: ``mhsa`` and ``mhca``) is one block."""
     best: list[str] = []
     for m in members:
         for name, sub in model.get_submodule(m).named_modules():
             kids = [(k, c) for k, c in sub.named_children() if k.isdigit()]
-            held = [k for k, c in kids if any(_is_attention(x) for x in c.modules())]
+            held = [k for k, c in kids if _is_transformer_block(c)]
             if len(held) > len(best):
                 prefix = ".".join(p for p in (m, name) if p)
                 best = [f"{prefix}.{k}" for k in held]
