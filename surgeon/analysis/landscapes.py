@@ -174,7 +174,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     failed: dict[str, str] = {}
     with analysis_mode(model), torch.no_grad():
         check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
-        eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
+        eval_seconds = _timed_eval(model, frozen)  # warmed up by the label check's forward
         spent, computed = 0.0, 0
         with progress_bar(progress, len(todo), "landscape") as advance:
             try:
@@ -187,9 +187,11 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
 
                     spent, computed = _on_executor(executor, model, frozen, keys, dirs, coords, todo, dims,
                                                    objective_kwargs, loss, err, failed, row_done)
+                buffers = [torch.empty_like(base[k]) for k in keys]
                 for ij in todo if executor is None or executor.in_process else ():
                     start = time.perf_counter()
-                    loss[ij], err[ij] = _point(model, base, params, keys, dirs, coords, ij, frozen, objective_kwargs)
+                    loss[ij], err[ij] = _point(model, base, params, keys, dirs, coords, ij, frozen, objective_kwargs,
+                                               buffers)
                     spent += time.perf_counter() - start
                     computed += 1
                     if path:
@@ -211,16 +213,35 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
 
 def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], keys: list[str],
            dirs: list[list[torch.Tensor]], coords: np.ndarray, ij: tuple[int, ...],
-           frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], kwargs: dict[str, Any]) -> tuple[float, float]:
-    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2)."""
-    shifted = torch._foreach_add([base[k] for k in keys], dirs[0], alpha=float(coords[ij[0]]))
+           frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], kwargs: dict[str, Any],
+           buffers: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2).
+
+    The moved weights are written into `buffers` (one per direction key, reused from point to
+    point: no fresh allocation of the whole model per point) and the model is reparametrised once
+    for all the batches of the point (`_Batches`)."""
+    shifted = buffers if buffers is not None else [torch.empty_like(base[k]) for k in keys]
+    torch._foreach_copy_(shifted, [base[k] for k in keys])
+    torch._foreach_add_(shifted, dirs[0], alpha=float(coords[ij[0]]))
     if len(ij) == 2:
         torch._foreach_add_(shifted, dirs[1], alpha=float(coords[ij[1]]))
     moved = {**base, **dict(zip(keys, shifted))}
-    values = [float(objective(logits_of(functional_call(model, moved, (x,))), y, {k: moved[k] for k in params}, **kwargs))
-              for x, y in frozen]
+    logits = functional_call(_Batches(model), {"model." + k: v for k, v in moved.items()}, ([x for x, _ in frozen],))
+    values = [float(objective(z, y, {k: moved[k] for k in params}, **kwargs)) for z, (_, y) in zip(logits, frozen)]
     mean = float(np.mean(values))
     return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+class _Batches(nn.Module):
+    """``model`` over a list of batches in one call: one `functional_call` reparametrisation
+    serves all the batches of a point. Holds a reference to the model; changes nothing in it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [logits_of(self.model(x)) for x in xs]
 
 
 def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], keys: list[str],
@@ -231,7 +252,8 @@ def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tenso
     base = dict(model.state_dict(keep_vars=False))
     params = [k for k, _ in model.named_parameters()]
     with analysis_mode(model), torch.no_grad():
-        values = [_point(model, base, params, keys, dirs, coords, ij, frozen, kwargs) for ij in points]
+        buffers = [torch.empty_like(base[k]) for k in keys]
+        values = [_point(model, base, params, keys, dirs, coords, ij, frozen, kwargs, buffers) for ij in points]
     return values, time.perf_counter() - start
 
 
@@ -239,13 +261,11 @@ def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Te
                  keys: list[str], dirs: list[list[torch.Tensor]], coords: np.ndarray, todo: list[tuple[int, ...]],
                  dims: int, kwargs: dict[str, Any], loss: np.ndarray, err: np.ndarray, failed: dict[str, str],
                  finished: Callable[[int], None]) -> tuple[float, int]:
-    """The points `todo` as rows on `ex` (model, batches and directions put once); results are
-    written into `loss` / `err` as rows finish (`finished` after each); failed rows named."""
-    rows: dict[int, list[tuple[int, ...]]] = {}
-    for ij in todo:
-        rows.setdefault(ij[0] if dims == 2 else len(rows), []).append(ij)
-    groups = list(rows.values())
+    """The points `todo` in balanced groups (`_balanced`) on `ex` (model, batches and directions
+    put once); results are written into `loss` / `err` as groups finish (`finished` after each);
+    the points of failed groups named."""
     with ex:
+        groups = _balanced(todo, ex.workers, len(coords))
         spent, computed = 0.0, 0
         shared = (model, list(frozen), keys, dirs, coords)
         for i, out in fan_out(ex, _row_task, shared, [(points, kwargs) for points in groups]):
@@ -258,6 +278,17 @@ def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Te
             spent, computed = spent + seconds, computed + len(values)
             finished(len(values))
     return spent, computed
+
+
+def _balanced(todo: list[tuple[int, ...]], workers: int, row: int, rows_per_task: int = 4) -> list[list[tuple[int, ...]]]:
+    """`todo` in contiguous groups whose sizes differ by at most one point, as many groups as a
+    multiple of `workers` (so that the last round keeps every worker busy: 5 rows on 2 workers
+    would leave one idle for a whole row) and of at most about `rows_per_task` rows each (each
+    task receives the model and the directions once: fewer, larger tasks pay that less often;
+    every finished group is saved)."""
+    tasks = min(len(todo), workers * max(1, math.ceil(len(todo) / (workers * rows_per_task * row))))
+    bounds = np.linspace(0, len(todo), tasks + 1).round().astype(int)
+    return [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
