@@ -1,0 +1,59 @@
+"""Where surgeon keeps its own code beside a library that does the same (issue 19, item 6), or
+switched to the library: each result checked against an independent truth (a hand count, a closed
+form, a direct computation) and, where both exist, against the library itself."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from surgeon.blockgraph.record import _record
+
+
+# --- FLOPs: our dispatch mode over torch's registry == FlopCounterMode == a hand count ------------
+
+class _ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+
+    def forward(self, x):
+        return self.head(self.act(self.conv(x)))
+
+
+def test_flops_of_a_small_conv_net_equal_a_hand_count():
+    per_module = _record(_ConvNet().eval(), torch.zeros(1, 3, 8, 8)).flops.per_module
+    conv = 2 * 4 * 3 * 3 * 3 * 8 * 8  # 2 FLOPs per MAC: out channels x in channels x 3x3 x 8x8 positions
+    linear = 2 * (4 * 8 * 8) * 2    # elementwise ops (bias, ReLU) count 0, as in torch.utils.flop_counter
+    assert per_module["conv"] == conv and per_module["head.1"] == linear
+    assert per_module.get("act", 0) == 0 and per_module[""] == conv + linear
+
+
+def _library_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """FlopCounterMode's per-module totals, its names ("VisionTransformer.blocks.0") turned into paths."""
+    def flash_cpu(q, k, v, *args, out_shape=None, **kwargs):  # the CPU kernel torch's registry lacks
+        return sdpa_flop_count(q, k, v)
+
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: flash_cpu})
+    with torch.no_grad(), counter:
+        model(x)
+    root = type(model).__name__
+    return {("" if name == root else name[len(root) + 1:]): sum(ops.values())
+            for name, ops in counter.get_flop_counts().items() if name != "Global"}
+
+
+def test_flops_per_module_equal_flop_counter_mode():
+    """Also fused attention (F.scaled_dot_product_attention) and modules called inside others."""
+    for model in (timm.create_model("resnet18", num_classes=3),
+                  timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)):
+        model.eval()
+        x = torch.randn(1, 3, 32, 32)
+        ours = {p: n for p, n in _record(model, x).flops.per_module.items() if n}
+        assert ours == {p: n for p, n in _library_counts(model, x).items() if n}
+    tokens, dim = 1 + (32 // 8) ** 2, 192  # attention: qkv 2·L·E·3E, QKᵀ and AV 2·2·L·L·E, proj 2·L·E·E
+    assert ours["blocks.1.attn"] == 2 * tokens * dim * 3 * dim + 4 * tokens * tokens * dim + 2 * tokens * dim * dim
