@@ -57,3 +57,41 @@ def test_flops_per_module_equal_flop_counter_mode():
         assert ours == {p: n for p, n in _library_counts(model, x).items() if n}
     tokens, dim = 1 + (32 // 8) ** 2, 192  # attention: qkv 2·L·E·3E, QKᵀ and AV 2·2·L·L·E, proj 2·L·E·E
     assert ours["blocks.1.attn"] == 2 * tokens * dim * 3 * dim + 4 * tokens * tokens * dim + 2 * tokens * dim * dim
+
+
+# --- LR schedule and parameter groups: ours beside timm.scheduler / timm.optim --------------------
+
+def test_cosine_after_warmup_equals_timm_scheduler_and_warmup_the_closed_form():
+    from timm.scheduler import CosineLRScheduler
+
+    from surgeon.training.recipe import Recipe, lr_at
+
+    r, spe = Recipe(lr=0.3, min_lr=1e-3, warmup_epochs=2, epochs=5), 7
+    warm, total = r.warmup_epochs * spe, r.epochs * spe
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=r.lr)
+    timm_lr = CosineLRScheduler(opt, t_initial=total, lr_min=r.min_lr, warmup_t=warm, warmup_prefix=True,
+                                t_in_epochs=False)
+    for step in range(r.total_epochs * spe + 3):  # 3 steps past the end stay at min_lr
+        if step < warm:
+            assert lr_at(r, step, spe) == r.lr * (step + 1) / warm, step
+        else:
+            assert abs(lr_at(r, step, spe) - timm_lr._get_lr(step)[0]) <= 1e-15, step
+    assert abs(lr_at(r, r.total_epochs * spe + 2, spe) - r.min_lr) <= 1e-15
+
+
+def test_param_groups_split_like_timm():
+    from timm.optim import param_groups_weight_decay
+
+    from surgeon.training.recipe import Recipe
+    from surgeon.training.setup import _param_groups
+
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
+    model.patch_embed.proj.weight.requires_grad_(False)  # frozen parameters are in no group
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    theirs = {g["weight_decay"]: ids(g["params"]) for g in param_groups_weight_decay(model, 0.05)}
+    decayed, plain = _param_groups(model, Recipe(weight_decay=0.05, decay_all=False))
+    assert (decayed["weight_decay"], plain["weight_decay"]) == (0.05, 0.0)
+    assert ids(decayed["params"]) == theirs[0.05] and ids(plain["params"]) == theirs[0.0]
+    everything = {id(p) for p in model.parameters() if p.requires_grad}
+    (one,) = _param_groups(model, Recipe(weight_decay=0.05, decay_all=True))
+    assert ids(one["params"]) == everything and one["weight_decay"] == 0.05
