@@ -95,3 +95,18 @@ def test_param_groups_split_like_timm():
     everything = {id(p) for p in model.parameters() if p.requires_grad}
     (one,) = _param_groups(model, Recipe(weight_decay=0.05, decay_all=True))
     assert ids(one["params"]) == everything and one["weight_decay"] == 0.05
+
+
+# --- FX tracer: torchvision's LeafModuleAwareTracer given timm's notrace lists --------------------
+
+def test_tracer_is_torchvisions_with_timms_leaves():
+    from timm.layers.pool2d_same import MaxPool2dSame  # registered with timm.layers.register_notrace_module
+    from torchvision.models.feature_extraction import LeafModuleAwareTracer
+
+    from surgeon.blockgraph.fx import symbolic_trace, tracer_class
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), MaxPool2dSame(2), nn.Sequential(nn.ReLU(), nn.Flatten()))
+    assert issubclass(tracer_class(), LeafModuleAwareTracer)
+    calls = lambda g: [n.target for n in g.nodes if n.op == "call_module"]  # noqa: E731
+    assert calls(symbolic_trace(model)) == ["0", "1", "2.0", "2.1"]  # timm's leaf is not traced into
+    assert calls(symbolic_trace(model, leaf=lambda m, q: q == "2")) == ["0", "1", "2"]  # the extra predicate
