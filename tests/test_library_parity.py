@@ -110,3 +110,37 @@ def test_tracer_is_torchvisions_with_timms_leaves():
     calls = lambda g: [n.target for n in g.nodes if n.op == "call_module"]  # noqa: E731
     assert calls(symbolic_trace(model)) == ["0", "1", "2.0", "2.1"]  # timm's leaf is not traced into
     assert calls(symbolic_trace(model, leaf=lambda m, q: q == "2")) == ["0", "1", "2"]  # the extra predicate
+
+
+# --- Latency: torch.utils.benchmark.Timer, one timed forward per repeat ----------------------------
+
+class _Sleeper(nn.Module):
+    """A forward of known duration that records how it was called."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.calls, self.threads = seconds, 0, set()
+        self.fc = nn.Linear(1, 1)
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        self.threads.add(torch.get_num_threads())
+        time.sleep(self.seconds)
+        return self.fc(x.flatten(1)[:, :1])
+
+
+def test_latency_times_each_forward_with_the_process_threads():
+    from surgeon.evaluation.latency import latency
+
+    model, threads = _Sleeper(0.02), torch.get_num_threads()
+    torch.set_num_threads(2)  # Timer's own default is 1 thread: the process's count must be kept
+    try:
+        res = latency(model, batch_size=2, input_size=(1, 2, 2), repeats=3, warmup=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert model.threads == {2}
+    assert model.calls == 2 * (1 + 3 * 3)  # per batch size: warmup, then 2 untimed + 1 timed per repeat
+    for row in res.rows:  # time.sleep lasts at least its argument; a loaded machine adds, never removes
+        assert 20 <= row.ms_mean < 20 + 200 and row.ms_std >= 0
