@@ -144,3 +144,27 @@ def test_latency_times_each_forward_with_the_process_threads():
     assert model.calls == 2 * (1 + 3 * 3)  # per batch size: warmup, then 2 untimed + 1 timed per repeat
     for row in res.rows:  # time.sleep lasts at least its argument; a loaded machine adds, never removes
         assert 20 <= row.ms_mean < 20 + 200 and row.ms_std >= 0
+
+
+# --- CLI ranges: typer's min / max of every numeric option come from checks.ARGS -------------------
+
+def test_every_numeric_option_shows_the_tables_range():
+    from surgeon.cli.main import command
+    from surgeon.cli.ranges import range_of
+    from surgeon.core.checks import INT_MAX
+
+    group, seen = command(), 0
+    for name, cmd in group.commands.items():
+        for p in cmd.params:
+            kind = {"int": int, "float": float}.get(p.bare_type() if hasattr(p, "bare_type") else "")
+            if p.param_type_name != "option" or kind is None:
+                continue
+            rule = range_of(name, p.name)
+            assert rule is not None and rule.kind is kind, f"{name} {p.opts[0]}"
+            if rule.min_open or rule.max_open or rule.odd:  # typer cannot say these: no range shown
+                assert (p.min, p.max) == (None, None), f"{name} {p.opts[0]}"
+            else:
+                top = INT_MAX if kind is int and rule.max is None else rule.max
+                assert (p.min, p.max) == (rule.min, top), f"{name} {p.opts[0]}"
+            seen += 1
+    assert seen >= 40
