@@ -168,3 +168,24 @@ def test_every_numeric_option_shows_the_tables_range():
                 assert (p.min, p.max) == (rule.min, top), f"{name} {p.opts[0]}"
             seen += 1
     assert seen >= 40
+
+
+# --- Stratified subset: ours (per-class rounding) beside scikit-learn's train_test_split ----------
+
+def test_balanced_subset_counts_are_the_closed_form_and_within_one_of_sklearn():
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from surgeon.data.datasets import balanced_subset
+
+    y = load_digits().target
+    for fraction in (0.06, 0.25, 0.9):
+        keep = balanced_subset(y, fraction, seed=3)
+        assert keep == sorted(set(keep)) and keep == balanced_subset(y, fraction, seed=3)
+        ours = np.bincount(y[keep], minlength=10)
+        assert ours.tolist() == [max(1, round(fraction * n)) for n in np.bincount(y)]
+        theirs, _ = train_test_split(np.arange(len(y)), train_size=fraction, stratify=y, random_state=3)
+        assert np.abs(ours - np.bincount(y[theirs], minlength=10)).max() <= 1  # the stated difference
+    assert balanced_subset(y, 0.25, seed=3) != balanced_subset(y, 0.25, seed=4)
+    assert balanced_subset([0, 1, 1, 1], 0.1) in ([0, 1], [0, 2], [0, 3])  # a 1-item class keeps its item
