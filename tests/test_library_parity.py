@@ -189,3 +189,24 @@ def test_balanced_subset_counts_are_the_closed_form_and_within_one_of_sklearn():
         assert np.abs(ours - np.bincount(y[theirs], minlength=10)).max() <= 1  # the stated difference
     assert balanced_subset(y, 0.25, seed=3) != balanced_subset(y, 0.25, seed=4)
     assert balanced_subset([0, 1, 1, 1], 0.1) in ([0, 1], [0, 2], [0, 3])  # a 1-item class keeps its item
+
+
+# --- Gaussian blur: ours (the reference's borders) beside torchvision's ---------------------------
+
+def test_gaussian_blur_is_a_direct_conv_and_torchvisions_inside_the_border():
+    import torch.nn.functional as F
+    from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
+
+    from surgeon.data.corruptions import corrupt
+
+    x = torch.rand(2, 3, 20, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sigma, r = 1.0, 4  # CIFAR preset, severity 5; taps to radius int(4 sigma + 0.5)
+    got = corrupt(x, "gaussian_blur", 5, preset="cifar")
+    i = torch.arange(-r, r + 1, dtype=torch.float64)
+    k2 = torch.exp(-(i[:, None] ** 2 + i[None] ** 2) / (2 * sigma**2))  # one 2-D kernel, not two passes
+    direct = F.conv2d(F.pad(x, (r,) * 4, mode="replicate"), (k2 / k2.sum()).expand(3, 1, -1, -1), groups=3)
+    assert (got - direct).abs().max() <= 1e-12
+    theirs = tv_blur(x, kernel_size=[2 * r + 1] * 2, sigma=[sigma] * 2)
+    inner = (..., slice(r, -r), slice(r, -r))
+    assert (got[inner] - theirs[inner]).abs().max() <= 1e-12  # the stated tolerance: same taps
+    assert (got - theirs).abs().max() > 1e-3  # borders: torchvision reflects, the reference replicates
