@@ -3,8 +3,9 @@ model's state exactly.
 
 timm marks modules and functions that FX must not trace into (`timm.layers.register_notrace_module`
 / `register_notrace_function`); torchvision wraps its own ops with `torch.fx.wrap`. The tracer
-(torchvision's `LeafModuleAwareTracer` given timm's lists) honours both and takes an extra leaf predicate, so a caller can trace at any granularity: every submodule a
-leaf (one level deep), blocks as leaves (the block graph), or torch's default (every layer).
+(torchvision's `LeafModuleAwareTracer` given timm's lists) honours both and takes an extra leaf
+predicate, so a caller can trace at any granularity: every submodule a leaf (one level deep),
+blocks as leaves (the block graph), or torch's default (every layer).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def tracer_class() -> type[fx.Tracer]:
 def symbolic_trace(root: nn.Module, leaf: LeafFn | None = None,
                    concrete_args: dict[str, Any] | None = None, lengths: dict[str, int] | None = None) -> fx.Graph:
     """Trace `root` into an FX graph (leaves: torch.nn layers, timm's notrace set, `leaf`;
-    `lengths`: the tuple lengths of leaves' outputs, see `Tracer.iter`)."""
+    `lengths`: the tuple lengths of leaves' outputs, see the tracer's `iter`)."""
     return tracer_class()(leaf, lengths).trace(root, concrete_args)
 
 

@@ -7,8 +7,8 @@ Per batch size (1 and `batch_size`): ``warmup`` untimed forwards, then ``repeats
 one fixed random batch; a forward is one pass, or ``mc_dropout`` stochastic passes averaged
 (`surgeon.metrics.mc_dropout_probs`), as the original times MC dropout. Each forward is timed by
 `torch.utils.benchmark.Timer` (see `_time`); its clock stops after a device synchronisation (CUDA /
-MPS), so the time is the device's, not the launch's. ms per batch
-is the mean +- the standard deviation (ddof 1) over the repeats; images/s = batch / mean time.
+MPS), so the time is the device's, not the launch's. ms per batch is the mean +- the standard
+deviation (ddof 1) over the repeats; images/s = batch / mean time.
 On CUDA the peak memory allocated during the timed forwards is reported too.
 
 The model runs in eval mode under ``torch.inference_mode``; its train / eval flags are restored.
