@@ -381,3 +381,26 @@ def test_probes_of_one_block_equal_the_notebook_formulas(name):
     got = res[address]
     np.testing.assert_allclose(got["fourier"].dlogamp, paper_fourier(a.numpy()), atol=2e-5)
     assert got["variance"] == pytest.approx(torch.var(a.double(), dim=(2, 3)).mean().item(), rel=1e-5)
+
+
+def test_hessian_top2_of_a_user_written_cnn_matches_dense_reference():
+    """Top-2 Hessian eigenvalues of the NLL w.r.t. the head of a residual CNN of your own (its
+    classifier) vs torch's dense Hessian of the same loss on the classifier's input."""
+    torch.manual_seed(0)
+    m = ParentResNet().eval()
+    x, y = torch.randn(4, *SIZE), torch.randint(0, 10, (4,))
+    got = surgeon.hessian_eigs(m, (x, y), k=2, blocks="head").eigenvalues
+    params = [t.detach() for t in (m.fc.weight, m.fc.bias)]
+    seen = {}
+    hook = m.fc.register_forward_pre_hook(lambda mod, a: seen.setdefault("h", a[0]))
+    with torch.no_grad():
+        m(x)
+    hook.remove()
+
+    def nll(flat):
+        w, b = (p.view_as(t) for p, t in zip(flat.split([t.numel() for t in params]), params))
+        return F.cross_entropy(seen["h"] @ w.T + b, y)
+
+    dense = torch.autograd.functional.hessian(nll, torch.cat([t.flatten() for t in params]))
+    ref = torch.linalg.eigvalsh(dense.double()).abs().sort(descending=True).values[:2]
+    assert torch.allclose(torch.as_tensor(got, dtype=torch.float64)[:2].abs(), ref, rtol=1e-3, atol=1e-6)

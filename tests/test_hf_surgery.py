@@ -195,9 +195,10 @@ def test_alternate_and_remove_on_hf_cnns_keep_shapes_and_untouched_tensors(make)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the input is never changed
 
 
-def test_an_hf_model_edited_saved_and_loaded_computes_what_it_did(tmp_path):
+@pytest.mark.parametrize("make", [_resnet, _convnext], ids=["resnet", "convnext"])
+def test_an_hf_model_edited_saved_and_loaded_computes_what_it_did(tmp_path, make):
     torch.manual_seed(0)
-    _resnet().save_pretrained(tmp_path / "hf")
+    make().save_pretrained(tmp_path / "hf")
     model = surgeon.load_model(f"hf:{tmp_path / 'hf'}", img_size=32)
     alt = surgeon.alternate(model, {"c2": 1}, input_size=SIZE)
     path = surgeon.save(alt, tmp_path / "alt.safetensors")
@@ -261,3 +262,16 @@ def test_alternate_on_pure_attention_models_refuses_as_on_timm(saved, tmp_path):
     r = cli("alternate", f"hf:{saved['vit'][0]}", "--img-size", "32", "--stages", "c1", "--out", "a.safetensors",
             cwd=tmp_path)
     assert r.returncode == 2 and want in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "a.safetensors").exists()
+
+
+def test_a_user_written_model_alternates_and_its_save_is_refused_in_one_line(tmp_path):
+    """A residual CNN of your own (residual adds in the parent's forward) takes alternate; it has no
+    recipe to rebuild it from, so save refuses in one line saying how to get one."""
+    from tests.test_graph_any import ParentResNet
+
+    model = ParentResNet().eval()
+    alt = surgeon.alternate(model, {"c2": 1}, input_size=SIZE)
+    assert isinstance(alt.block4, surgeon.layers.MSABlock) and surgeon.logits_of(alt(torch.randn(2, *SIZE))).shape == (2, 10)
+    with pytest.raises(surgeon.SurgeonError, match="no recipe: create it with surgeon.load_model") as err:
+        surgeon.save(alt, tmp_path / "alt.safetensors")
+    assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
