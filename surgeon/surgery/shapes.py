@@ -143,7 +143,7 @@ def check_passes_through(g: BlockGraph, new: nn.Module, block: Block) -> None:
     tap_mod = new.get_submodule(tap)
     handles.append(tap_mod.register_forward_pre_hook(keep("out")) if side == "in" else tap_mod.register_forward_hook(keep("out")))
     try:
-        _run_once(new, g)
+        _run_once(new, g, meta=False)  # values, not only shapes
     finally:
         for h in handles:
             h.remove()
@@ -153,14 +153,14 @@ def check_passes_through(g: BlockGraph, new: nn.Module, block: Block) -> None:
                            "bias after it), so it cannot become the identity")
 
 
-def _run_once(new: nn.Module, g: BlockGraph) -> torch.Tensor:
+def _run_once(new: nn.Module, g: BlockGraph, *, meta: bool = True) -> torch.Tensor:
     """One forward at batch size 1 in eval mode without gradients, every module's mode restored:
     on the meta device (`on_meta`: shapes only, no arithmetic) when the model runs there and its
     tensors share one device, else on real tensors (data-dependent control flow, or the edit broke the model: the real forward
     then raises the error that names it). Returns the output's logits (`logits_of`)."""
     x = torch.randn(1, *g.input_size, device=model_device(new))
     with restored_modes(new, "eval"), torch.no_grad():
-        if len({t.device for t in (*new.parameters(), *new.buffers())}) <= 1:  # else the real forward names the mix
+        if meta and len({t.device for t in (*new.parameters(), *new.buffers())}) <= 1:  # else the real forward names the mix
             try:
                 with on_meta(new):
                     return logits_of(new(torch.empty_like(x, device="meta")))
