@@ -35,12 +35,13 @@ def cold(cmd: list[str], cwd: str) -> float:
 
 
 def wall_times(repeat: int) -> tuple[float, float]:
-    surgeon_bin = str(Path(sys.executable).with_name("surgeon"))
+    script = Path(sys.executable).with_name("surgeon")  # the console script, else the module (an uninstalled tree)
+    surgeon_bin = [str(script)] if script.exists() else [sys.executable, "-m", "surgeon.cli"]
     with tempfile.TemporaryDirectory() as d:
         base, head = [], []
         for _ in range(repeat):  # interleaved, so both see the same machine state
             base.append(cold([sys.executable, "-c", BASELINE], d))
-            head.append(cold([surgeon_bin, "alternate", "resnet50", "--stages", "c2,c3", "--out",
+            head.append(cold([*surgeon_bin, "alternate", "resnet50", "--stages", "c2,c3", "--out",
                               "alternet.safetensors", "--force"], d))
     return statistics.median(base), statistics.median(head)
 

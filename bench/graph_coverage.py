@@ -38,8 +38,8 @@ sum of ``depths`` / ``n_attn_blocks``; not checked for a model without attention
 Invariants (`invariant_failures`): ``head`` (a classifier has exactly one head block, the last;
 an encoder with ``num_classes == 0`` and no pooling, e.g. ``qwen3_vit_*_enc``, may have none),
 ``merged`` (no block holds several transformer blocks: members under two indices of one container
-that each hold attention, or an MSA block with over 3x the parameters of its stage's median MSA
-block), ``downsample`` (a block where the grid drops is the stem, a ``downsample`` block, or a
+that each hold attention, or a member that itself contains such a container: two or more
+indexed children that each hold attention, e.g. a whole TinyViT stage), ``downsample`` (a block where the grid drops is the stem, a ``downsample`` block, or a
 ``conv``/``msa`` block not made of modules named for downsampling, i.e. a residual unit with the
 stride inside),
 ``flat`` (no stage block outputs a pooled vector), ``empty`` (no 0-parameter ``other`` block).
@@ -140,13 +140,10 @@ def invariant_failures(g: surgeon.blockgraph.BlockGraph) -> dict[str, str]:
         owners = _attention_owners(model, b.members)
         if len(owners) > 1:
             bad.setdefault("merged", f"{b.address} holds {len(owners)} transformer blocks ({', '.join(owners[:3])})")
-    for s, bs in g.stages.items():
-        msa = sorted(b.params for b in bs if b.kind == "msa")
-        if len(msa) >= 3:
-            median = msa[len(msa) // 2]
-            big = [b for b in bs if b.kind == "msa" and b.params > 3 * median > 0]
-            if big:
-                bad.setdefault("merged", f"{big[0].address} has {big[0].params} params, stage median {median}")
+    for b in g.blocks:
+        inner = _nested_transformer_blocks(model, b.members)
+        if len(inner) > 1:
+            bad.setdefault("merged", f"{b.address} holds {len(inner)} transformer blocks ({', '.join(inner[:3])})")
     for b in g.blocks:
         named = all(_DOWNSAMPLE_NAMES.search(".".join(m.split(".")[-2:])) for m in b.members)
         if b.downsamples and b.kind not in ("stem", "downsample", "head") and (b.kind not in ("conv", "msa") or named):
@@ -176,6 +173,34 @@ def _attention_owners(model: torch.nn.Module, members) -> list[str]:
                     found.setdefault(".".join(parts[:i]), set()).add(child)
                     break
     return max((sorted(v) for v in found.values()), key=len, default=[])
+
+
+_MLP = re.compile(r"mlp|ffn|feed_?forward|intermediate", re.I)
+
+
+def _is_transformer_block(mod: torch.nn.Module) -> bool:
+    """Attention and an MLP inside one module: a transformer layer. Parallel attention branches
+    of one layer (``vit_small_patch16_18x2_224``'s ``attns.0``, ``attns.1``) hold no MLP."""
+    names = [(n, type(x).__name__) for n, x in mod.named_modules()]
+    return any(_is_attention(x) for x in mod.modules()) and any(_MLP.search(n.split(".")[-1]) or _MLP.search(c)
+                                                                for n, c in names)
+
+
+def _nested_transformer_blocks(model: torch.nn.Module, members) -> list[str]:
+    """The indexed children (``stages.1.blocks.3``) of the largest container *inside* one member
+    whose children are each a transformer layer (attention and an MLP): two or more mean the
+    member merges transformer layers.
+    One transformer block with two attention modules that are not indexed siblings (NextViT's
+    NTB: ``mhsa`` and ``mhca``) is one block."""
+    best: list[str] = []
+    for m in members:
+        for name, sub in model.get_submodule(m).named_modules():
+            kids = [(k, c) for k, c in sub.named_children() if k.isdigit()]
+            held = [k for k, c in kids if _is_transformer_block(c)]
+            if len(held) > len(best):
+                prefix = ".".join(p for p in (m, name) if p)
+                best = [f"{prefix}.{k}" for k in held]
+    return best if len(best) > 1 else []
 
 
 class _Timeout(Exception):

@@ -23,6 +23,7 @@ else ru_maxrss) minus the resident set before the forward, with glibc told to mm
 collect-all results are compared as a check that both compute the same quantities.
 
     python bench/probe_overhead.py --repeat 5 --threads 2
+    python bench/probe_overhead.py --batch-sizes 8,16,64 --modes plain,probed --repeat 7 --threads 2
     python bench/probe_overhead.py --device cuda --batch-size 128
 """
 
@@ -251,16 +252,17 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     model, x, g = setup(name, args.batch_size, device)
     row: dict[str, Any] = {"model": name, "input": list(x.shape), "time_s": {}, "time_ratio": {}, "peak_mib": {}}
-    copies = {mode: model if mode == "probed" else copy.deepcopy(model) for mode in MODES}  # hooks apart
+    modes = args.modes.split(",")
+    copies = {mode: model if mode == "probed" else copy.deepcopy(model) for mode in modes}  # hooks apart
     with ExitStack() as stack:
-        runners = {mode: stack.enter_context(runner(mode, copies[mode], g)) for mode in MODES}
+        runners = {mode: stack.enter_context(runner(mode, copies[mode], g)) for mode in modes}
         times = interleaved_times({mode: r.step for mode, r in runners.items()}, x, args.repeat)
         probed = runners["probed"].results()
-    for mode in MODES:
+    for mode in modes:
         row["time_s"][mode] = statistics.median(times[mode])
         row["time_ratio"][mode] = statistics.median(t / p for t, p in zip(times[mode], times["plain"]))
     row["check"] = agreement(model, g, x, probed)
-    for mode in MODES:
+    for mode in modes:
         peak = peak_in_child(mode, name, args)
         row["peak_mib"][mode] = peak["peak_mib"]
         row["memory_method"] = peak["method"]
@@ -271,7 +273,7 @@ def table(row: dict[str, Any]) -> str:
     t, m = row["time_s"], row["peak_mib"]
     lines = [f"{row['model']} {'x'.join(map(str, row['input']))}, peak by {row['memory_method']}",
              "| mode | median time s | median ratio per round | peak MiB | peak ratio |", "|---|---|---|---|---|"]
-    for mode in MODES:
+    for mode in row["time_s"]:
         lines.append(f"| {LABELS[mode]} | {t[mode]:.3f} | {row['time_ratio'][mode]:.2f}x | {m[mode]:.1f} | "
                      f"{m[mode] / m['plain']:.2f}x |")
     c = row["check"]
@@ -284,6 +286,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="resnet50,vit_small_patch16_224")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-sizes", help="several batch sizes, e.g. 8,16,64 (then a summary table over them)")
+    p.add_argument("--modes", default=",".join(MODES), help="modes to time, e.g. plain,probed (plain first)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
@@ -297,9 +301,16 @@ def main() -> None:
         return
 
     rows = []
+    sizes = [int(s) for s in args.batch_sizes.split(",")] if args.batch_sizes else [args.batch_size]
     for name in args.models.split(","):
-        rows.append(measure(name, args))
-        print(table(rows[-1]) + "\n", flush=True)
+        for size in sizes:
+            args.batch_size = size
+            rows.append(measure(name, args))
+            print(table(rows[-1]) + "\n", flush=True)
+    print("| model | batch | probed time / plain | probed peak / plain |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['input'][0]} | {r['time_ratio']['probed']:.3f}x | "
+              f"{r['peak_mib']['probed'] / r['peak_mib']['plain']:.3f}x |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config = {k: getattr(args, k) for k in ("batch_size", "repeat", "device", "threads")}
     args.out.write_text(json.dumps({"config": {**config, "torch_threads": torch.get_num_threads()}, "models": rows},

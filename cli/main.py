@@ -27,7 +27,7 @@ from surgeon.cli import robustness as robustness_cmd
 from surgeon.cli import surgery
 from surgeon.cli import train as train_cmd
 from surgeon.cli.common import err, out, reset_console, with_flags
-from surgeon.cli.ranges import check_commands
+from surgeon.cli.ranges import check_commands, set_ranges
 
 
 def _flag_type(self: TyperOption, ctx) -> str | None:
@@ -128,7 +128,9 @@ def command():
     """The click group of `app` with range-checked commands, built once (typer builds it anew on
     every call, about a second for all the commands; in-process tests call `main` many times)."""
     check_commands(app)
-    return typer.main.get_command(app)
+    group = typer.main.get_command(app)
+    set_ranges(group)  # the ranges of checks.ARGS, shown by --help
+    return group
 
 
 def _options(argv: list[str]) -> list[str]:

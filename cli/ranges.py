@@ -31,7 +31,8 @@ import surgeon
 from surgeon.core import checks
 from surgeon.core.errors import SurgeonError
 
-__all__ = ["CHOICES", "DATA", "LISTS", "checked", "check_commands", "choices_of", "flag_of", "parse_list", "range_of"]
+__all__ = ["CHOICES", "DATA", "LISTS", "checked", "check_commands", "choices_of", "flag_of", "help_range", "parse_list",
+           "range_of", "set_ranges"]
 
 #: Comma-separated options: (item type, an example), by "command.name".
 LISTS: dict[str, tuple[type, str]] = {
@@ -74,6 +75,28 @@ DATA = ("data", "val")
 def range_of(command: str, name: str) -> checks.Range | None:
     """The range of option `name` of `command`, or None."""
     return checks.ARGS.get(f"{command}.{name}", checks.ARGS.get(name))
+
+
+def help_range(rule: checks.Range) -> tuple[float | None, float | None] | None:
+    """(min, max) of `rule` as typer's ``Option(min=, max=)`` takes them (ints without a max: up to
+    `checks.INT_MAX`), or None where typer cannot say the rule: an open bound (``--subset`` in (0, 1])
+    or odd integers only (``--kernel``)."""
+    if rule.min_open or rule.max_open or rule.odd:
+        return None
+    return rule.min, checks.INT_MAX if rule.kind is int and rule.max is None else rule.max
+
+
+def set_ranges(group: Any) -> None:
+    """Give every numeric option of every command of the click `group` its `checks.ARGS` range as
+    typer's ``min`` / ``max``, which ``--help`` shows ("[1<=x<=1024]"). Only shown: the check stays
+    `_check_option`'s (`checks.check`), since typer's own (given ``typer.Option(min=, max=)``) has
+    no open bounds nor odd-only integers and its message names neither the value nor the range."""
+    for name, cmd in group.commands.items():
+        for param in cmd.params:
+            rule = range_of(name, param.name)
+            shown = help_range(rule) if rule is not None and param.param_type_name == "option" else None
+            if shown is not None:
+                param.min, param.max = shown
 
 
 def choices_of(command: str, name: str) -> Callable[[], Sequence[str]] | None:

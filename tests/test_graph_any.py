@@ -3,6 +3,7 @@ TinyViT, GC ViT) and of user-written modules: block counts against the config, e
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -348,3 +349,58 @@ def test_a_classifier_without_a_head_is_refused_in_one_line():
     with pytest.raises(surgeon.SurgeonError, match="declare its blocks") as err:
         surgeon.graph(CrossAttentionDecoder().eval(), input_size=SIZE)
     assert "\n" not in str(err.value)
+
+
+#: (model, block): one block per family, probed where the graph taps it
+PROBED = {
+    "hf-vit": (lambda: _hf(tf.ViTForImageClassification, tf.ViTConfig(**VIT)), "c1.b2"),
+    "hf-swin": (lambda: _hf(tf.SwinForImageClassification, tf.SwinConfig(
+        image_size=32, patch_size=2, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4, num_labels=10)), "c2.b1"),
+    "hf-convnext": (lambda: _hf(tf.ConvNextForImageClassification, tf.ConvNextConfig(
+        hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 2, 1], num_labels=10)), "c3.b1"),
+    "hf-resnet": (lambda: _hf(tf.ResNetForImageClassification, tf.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 2, 1], num_labels=10)), "c3.b1"),
+    "parent-resnet": (lambda: ParentResNet().eval(), "c2.b2"),
+    "mha-vit": (lambda: MHAViT().eval(), "c1.b3"),
+}
+
+
+@pytest.mark.parametrize("name", list(PROBED))
+def test_probes_of_one_block_equal_the_notebook_formulas(name):
+    """Fourier dlogamp and feature-map variance of one block equal the paper's formulas computed
+    in plain numpy / torch on the tensor a hook reads at the graph's tap (tokens as their grid)."""
+    from tests.test_probes import as_nchw, capture, paper_fourier
+
+    torch.manual_seed(0)
+    make, address = PROBED[name]
+    m = make()
+    xs = [torch.randn(2, *SIZE), torch.randn(3, *SIZE)]
+    res = surgeon.probe(m, xs, ("fourier", "variance"), address)
+    b = res.graph[address]
+    a = as_nchw(capture(m, res.graph, xs)[address], b)
+    got = res[address]
+    np.testing.assert_allclose(got["fourier"].dlogamp, paper_fourier(a.numpy()), atol=2e-5)
+    assert got["variance"] == pytest.approx(torch.var(a.double(), dim=(2, 3)).mean().item(), rel=1e-5)
+
+
+def test_hessian_top2_of_a_user_written_cnn_matches_dense_reference():
+    """Top-2 Hessian eigenvalues of the NLL w.r.t. the head of a residual CNN of your own (its
+    classifier) vs torch's dense Hessian of the same loss on the classifier's input."""
+    torch.manual_seed(0)
+    m = ParentResNet().eval()
+    x, y = torch.randn(4, *SIZE), torch.randint(0, 10, (4,))
+    got = surgeon.hessian_eigs(m, (x, y), k=2, blocks="head").eigenvalues
+    params = [t.detach() for t in (m.fc.weight, m.fc.bias)]
+    seen = {}
+    hook = m.fc.register_forward_pre_hook(lambda mod, a: seen.setdefault("h", a[0]))
+    with torch.no_grad():
+        m(x)
+    hook.remove()
+
+    def nll(flat):
+        w, b = (p.view_as(t) for p, t in zip(flat.split([t.numel() for t in params]), params))
+        return F.cross_entropy(seen["h"] @ w.T + b, y)
+
+    dense = torch.autograd.functional.hessian(nll, torch.cat([t.flatten() for t in params]))
+    ref = torch.linalg.eigvalsh(dense.double()).abs().sort(descending=True).values[:2]
+    assert torch.allclose(torch.as_tensor(got, dtype=torch.float64)[:2].abs(), ref, rtol=1e-3, atol=1e-6)

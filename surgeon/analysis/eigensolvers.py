@@ -25,6 +25,7 @@ __all__ = ["EigResult", "lanczos", "power_iteration"]
 
 
 WHICH = ("LM", "LA", "SA")
+KEEP_PRODUCTS_BYTES = 2 * 2**30  # Lanczos keeps its products H q_j (for the residuals) when they fit in this
 
 
 @dataclass
@@ -78,10 +79,11 @@ def _start_vector(n: int, device: torch.device, dtype: torch.dtype, seed: int) -
 
 
 def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, steps: int,
-                   stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None
-                   ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float]:
+                   stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
+                   products: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray, float]:
     """Lanczos with full reorthogonalisation from unit `q`: returns the basis Q (j, n), the
-    tridiagonal's alpha (j,) and beta (j - 1,), and the last beta.
+    tridiagonal's alpha (j,) and beta (j - 1,), and the last beta. With `products` (steps, n),
+    row j keeps H q_j as computed, so that H (Q^T s) = W^T s needs no further product.
 
     Each step takes w = H q_j, applies the three-term recurrence (alpha_j = q_j . w), then removes
     what is left along the whole basis by classical Gram-Schmidt, w -= Q^T (Q w), a second time
@@ -92,6 +94,8 @@ def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, 
     alpha, beta = [], []
     for j in range(steps):
         w = op(basis[j])
+        if products is not None:
+            products[j] = w
         a = float(torch.dot(basis[j], w))
         w.sub_(basis[j], alpha=a)
         if j:
@@ -123,8 +127,10 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
             seed: int = 0, vectors: bool = True) -> EigResult:
     """The k wanted eigenpairs by Lanczos with full reorthogonalisation, stopped when every
     wanted Ritz pair's residual estimate ``beta_j |s_i[-1]|`` is at most ``tol * |theta_i|``;
-    the reported residuals are then computed explicitly (k more products). The basis is kept on
-    the parameters' device: `max_iter` (default max(2k + 40, 8k)) vectors of the selection's size."""
+    the reported residuals ``||H v - theta v|| / |theta|`` are then computed explicitly: from the
+    products already made (H Q^T s = W^T s, the rows of W = H q_j kept beside the basis while
+    both fit in `KEEP_PRODUCTS_BYTES`), else with k more products. The basis is kept on the
+    parameters' device: `max_iter` (default max(2k + 40, 8k)) vectors of the selection's size."""
     checks.args(k=k, tol=tol, max_iter=max_iter, seed=seed)
     steps = min(op.n, max_iter or max(2 * k + 40, 8 * k))
     state: dict[str, Any] = {"converged": False}
@@ -138,13 +144,21 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
         state["converged"] = bool(np.all(est <= tol * np.maximum(np.abs(theta[idx]), 1e-30)))
         return state["converged"]
 
-    basis, alpha, beta, _ = _lanczos_basis(op, _start_vector(op.n, op.device, op.dtype, seed), steps, converged)
+    keep = steps * op.n * torch.finfo(op.dtype).bits // 8 <= KEEP_PRODUCTS_BYTES
+    products = torch.empty(steps, op.n, device=op.device, dtype=op.dtype) if keep else None
+    basis, alpha, beta, _ = _lanczos_basis(op, _start_vector(op.n, op.device, op.dtype, seed), steps, converged,
+                                           products)
     theta, s = _tridiagonal_eigh(alpha, beta)
     idx = _wanted(theta, k, which)
-    vecs = torch.as_tensor(s[:, idx].T.copy(), device=basis.device, dtype=basis.dtype) @ basis
-    vecs = vecs / torch.linalg.vector_norm(vecs, dim=1, keepdim=True)
+    coef = torch.as_tensor(s[:, idx].T.copy(), device=basis.device, dtype=basis.dtype)
+    vecs = coef @ basis
+    norms = torch.linalg.vector_norm(vecs, dim=1, keepdim=True)
+    vecs = vecs / norms
     values = theta[idx]
-    res = _residuals(op, vecs, values)
+    if products is None:
+        res = _residuals(op, vecs, values)
+    else:  # H v = W^T s / ||Q^T s||: the products already made, combined like the basis
+        res = _residuals_of(vecs, (coef @ products[: len(alpha)]) / norms, values)
     exhausted = len(alpha) == op.n  # the Krylov space is the whole space: exact
     if not (state["converged"] or exhausted):
         warnings.warn(f"Lanczos stopped after {len(alpha)} steps before every wanted pair reached tol={tol:g}; "
@@ -154,11 +168,15 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
 
 
 def _residuals(op: HessianOperator, vecs: torch.Tensor, values: np.ndarray) -> np.ndarray:
-    out = []
-    for v, lam in zip(vecs, values):
-        r = op(v) - float(lam) * v
-        out.append(float(torch.linalg.vector_norm(r)) / max(abs(float(lam)), 1e-30))
-    return np.array(out)
+    """||H v - lambda v|| / |lambda| for unit rows v of `vecs`, one product each."""
+    return _residuals_of(vecs, torch.stack([op(v) for v in vecs]), values)
+
+
+def _residuals_of(vecs: torch.Tensor, hvs: torch.Tensor, values: np.ndarray) -> np.ndarray:
+    """||H v - lambda v|| / |lambda| per row, given the rows of H v."""
+    lam = torch.as_tensor(values, device=vecs.device, dtype=vecs.dtype)
+    r = torch.linalg.vector_norm(hvs - lam[:, None] * vecs, dim=1)
+    return (r.double().cpu().numpy() / np.maximum(np.abs(values), 1e-30))
 
 
 def power_iteration(op: HessianOperator, k: int = 5, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,

@@ -169,7 +169,7 @@ def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int
     sweep = _Sweep(name, np.linspace(-span, span, grid), loss, err, config, path)
     with analysis_mode(model), torch.no_grad():
         check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
-        eval_seconds = min(_timed_eval(model, frozen) for _ in range(2))  # the first pass warms up
+        eval_seconds = _timed_eval(model, frozen)  # warmed up by the label check's forward
         spent, computed, interrupted = _sweep_points(model, sweep, moves, frozen, objective, progress, executor)
     if sweep.failed:
         warnings.warn(f"{len(sweep.failed)} point(s) left NaN, their tasks failed: "
@@ -234,9 +234,11 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
                 return (*_on_executor(executor, model, frozen, moves, sweep, todo, objective, row_done), False)
             base = dict(model.state_dict(keep_vars=False))
             params = dict(model.named_parameters())
+            buffers = [torch.empty_like(base[k]) for k in moves.keys]
             for ij in todo:
                 start = time.perf_counter()
-                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, moves, sweep.coords, ij, frozen, objective)
+                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, moves, sweep.coords, ij, frozen, objective,
+                                                       buffers)
                 spent += time.perf_counter() - start
                 computed += 1
                 sweep.keep()
@@ -250,17 +252,35 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
 
 def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], moves: _Moves,
            coords: np.ndarray, ij: tuple[int, ...], frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-           objective: Objective) -> tuple[float, float]:
-    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2)."""
-    shifted = torch._foreach_add([base[k] for k in moves.keys], moves.vectors[0], alpha=float(coords[ij[0]]))
+           objective: Objective, buffers: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2).
+
+    The moved weights are written into `buffers` (one per direction key, reused from point to
+    point: no fresh allocation of the whole model per point) and the model is reparametrised once
+    for all the batches of the point (`_Batches`)."""
+    shifted = buffers if buffers is not None else [torch.empty_like(base[k]) for k in moves.keys]
+    torch._foreach_copy_(shifted, [base[k] for k in moves.keys])
+    torch._foreach_add_(shifted, moves.vectors[0], alpha=float(coords[ij[0]]))
     if len(ij) == 2:
         torch._foreach_add_(shifted, moves.vectors[1], alpha=float(coords[ij[1]]))
     moved = {**base, **dict(zip(moves.keys, shifted))}
-    values = [float(loss_of(logits_of(functional_call(model, moved, (x,))), y, {k: moved[k] for k in params},
-                            **objective.keywords()))
-              for x, y in frozen]
+    logits = functional_call(_Batches(model), {"model." + k: v for k, v in moved.items()}, ([x for x, _ in frozen],))
+    values = [float(loss_of(z, y, {k: moved[k] for k in params}, **objective.keywords()))
+              for z, (_, y) in zip(logits, frozen)]
     mean = float(np.mean(values))
     return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+class _Batches(nn.Module):
+    """``model`` over a list of batches in one call: one `functional_call` reparametrisation
+    serves all the batches of a point. Holds a reference to the model; changes nothing in it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [logits_of(self.model(x)) for x in xs]
 
 
 def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
@@ -270,21 +290,19 @@ def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tenso
     base = dict(model.state_dict(keep_vars=False))
     params = [k for k, _ in model.named_parameters()]
     with analysis_mode(model), torch.no_grad():
-        values = [_point(model, base, params, moves, coords, ij, frozen, objective) for ij in points]
+        buffers = [torch.empty_like(base[k]) for k in moves.keys]
+        values = [_point(model, base, params, moves, coords, ij, frozen, objective, buffers) for ij in points]
     return values, time.perf_counter() - start
 
 
 def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
                  sweep: _Sweep, todo: list[tuple[int, ...]], objective: Objective,
                  finished: Callable[[int], None]) -> tuple[float, int]:
-    """The points `todo` as rows on `ex` (model, batches and directions put once); results are
-    written into the sweep as rows finish (`finished` after each); failed rows named in
-    ``sweep.failed``."""
-    rows: dict[int, list[tuple[int, ...]]] = {}
-    for ij in todo:
-        rows.setdefault(ij[0] if sweep.loss.ndim == 2 else len(rows), []).append(ij)
-    groups = list(rows.values())
+    """The points `todo` in balanced groups (`_balanced`) on `ex` (model, batches and directions
+    put once); results are written into the sweep as groups finish (`finished` after each); the
+    points of failed groups named in ``sweep.failed``."""
     with ex:
+        groups = _balanced(todo, ex.workers, len(sweep.coords))
         spent, computed = 0.0, 0
         shared = (model, list(frozen), moves, sweep.coords)
         for i, out in fan_out(ex, _row_task, shared, [(points, objective) for points in groups]):
@@ -297,6 +315,17 @@ def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Te
             spent, computed = spent + seconds, computed + len(values)
             finished(len(values))
     return spent, computed
+
+
+def _balanced(todo: list[tuple[int, ...]], workers: int, row: int, rows_per_task: int = 4) -> list[list[tuple[int, ...]]]:
+    """`todo` in contiguous groups whose sizes differ by at most one point, as many groups as a
+    multiple of `workers` (so that the last round keeps every worker busy: 5 rows on 2 workers
+    would leave one idle for a whole row) and of at most about `rows_per_task` rows each (each
+    task receives the model and the directions once: fewer, larger tasks pay that less often;
+    every finished group is saved)."""
+    tasks = min(len(todo), workers * max(1, math.ceil(len(todo) / (workers * rows_per_task * row))))
+    bounds = np.linspace(0, len(todo), tasks + 1).round().astype(int)
+    return [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:

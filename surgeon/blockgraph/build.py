@@ -23,7 +23,8 @@ from surgeon.blockgraph.grouping import _group
 from surgeon.blockgraph.kinds import _kind
 from surgeon.blockgraph.layout import _spatial
 from surgeon.blockgraph.merges import _concrete_args
-from surgeon.blockgraph.record import _Call, _on_meta, _Recorder, _record
+from surgeon.model.runtime import on_meta
+from surgeon.blockgraph.record import _Call, _Recorder, _record
 
 
 def graph(model: nn.Module, *, input_size: Sequence[int] | None = None, blocks: Declared | None = None) -> BlockGraph:
@@ -178,7 +179,7 @@ def _block_module(model: nn.Module, blocks: list[Block], call: _Call,
         gm = graph_module(model, g)
         meta = any(t.device.type == "meta" for t in tensor_leaves(call.args))
         if x is not None:
-            with torch.no_grad(), (_on_meta(gm) if meta else nullcontext()):
+            with torch.no_grad(), (on_meta(gm) if meta else nullcontext()):
                 gm(torch.empty_like(x, device="meta") if meta else x)
         return "fx", gm, None
     except Exception as exc:  # noqa: BLE001 - FX raises many types; all mean "not traceable"

@@ -24,7 +24,8 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from surgeon.blockgraph.record import _Call, _on_meta
+from surgeon.model.runtime import on_meta
+from surgeon.blockgraph.record import _Call
 
 _NAMED = {"add": operator.add, "add_": operator.add, "__add__": operator.add, "__radd__": operator.add,
           "__iadd__": operator.add, "sub": operator.sub, "sub_": operator.sub, "__sub__": operator.sub,
@@ -97,14 +98,14 @@ class _Capture(TorchFunctionMode):
 def capture(mod: nn.Module, call: _Call) -> fx.Graph:
     """The one-level graph of `mod` on its recorded `call` (see the module doc); raises what the
     forward raises."""
-    on_meta = any(t.device.type == "meta" for t in _tensors((call.args, call.kwargs)))
+    meta = any(t.device.type == "meta" for t in _tensors((call.args, call.kwargs)))
     cap = _Capture(mod)
     for t in _tensors((call.args, call.kwargs)):
         if id(t) not in cap.node_of:
             cap.bind(t, cap.graph.placeholder(f"input_{len(cap.node_of)}"))
     handles = []
     try:
-        with torch.no_grad(), (_on_meta(mod) if on_meta else nullcontext()):
+        with torch.no_grad(), (on_meta(mod) if meta else nullcontext()):
             cap.attrs = {id(t): name for name, t in [*mod.named_parameters(), *mod.named_buffers()]}
             for m in mod.modules():
                 if m is not mod:

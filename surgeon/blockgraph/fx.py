@@ -2,9 +2,10 @@
 model's state exactly.
 
 timm marks modules and functions that FX must not trace into (`timm.layers.register_notrace_module`
-/ `register_notrace_function`); torchvision wraps its own ops with `torch.fx.wrap`. `Tracer` honours
-both and takes an extra leaf predicate, so a caller can trace at any granularity: every submodule a
-leaf (one level deep), blocks as leaves (the block graph), or torch's default (every layer).
+/ `register_notrace_function`); torchvision wraps its own ops with `torch.fx.wrap`. The tracer
+(torchvision's `LeafModuleAwareTracer` given timm's lists) honours both and takes an extra leaf
+predicate, so a caller can trace at any granularity: every submodule a leaf (one level deep),
+blocks as leaves (the block graph), or torch's default (every layer).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["Tracer", "symbolic_trace", "graph_module"]
+__all__ = ["tracer_class", "symbolic_trace", "graph_module"]
 
 LeafFn = Callable[[nn.Module, str], bool]
 
@@ -31,41 +32,46 @@ def _timm_registries() -> tuple[tuple[type, ...], tuple[Callable, ...]]:
     return tuple(get_notrace_modules()), tuple(f for f in get_notrace_functions() if callable(f))
 
 
-class Tracer(fx.Tracer):
-    """An FX tracer with timm's notrace registries and an optional extra leaf predicate.
+@functools.cache
+def tracer_class() -> type[fx.Tracer]:
+    """torchvision's `LeafModuleAwareTracer` with timm's notrace registries as its leaf modules and
+    functions, an optional extra leaf predicate and tuple unpacking of leaf outputs. Built on first
+    use: importing torchvision.models costs seconds, and tracing imports timm (which loads it) anyway.
 
     Parameter shapes are treated as constants, as timm does, so ``self.weight.shape`` arithmetic
     traces to Python ints rather than graph nodes.
     """
+    from torchvision.models.feature_extraction import LeafModuleAwareTracer
 
-    def __init__(self, leaf: LeafFn | None = None, lengths: dict[str, int] | None = None) -> None:
-        notrace_modules, notrace_functions = _timm_registries()
-        super().__init__(autowrap_functions=notrace_functions, param_shapes_constant=True)
-        self._notrace_modules = notrace_modules
-        self._leaf = leaf
-        self._lengths = lengths or {}
+    class Tracer(LeafModuleAwareTracer):
+        def __init__(self, leaf: LeafFn | None = None, lengths: dict[str, int] | None = None) -> None:
+            notrace_modules, notrace_functions = _timm_registries()
+            super().__init__(leaf_modules=notrace_modules, autowrap_functions=notrace_functions,
+                             param_shapes_constant=True)
+            self._leaf = leaf
+            self._lengths = lengths or {}
 
-    def iter(self, obj: fx.Proxy):
-        """Unpacking a leaf's output (``out, _ = self.attention(x)``) when its recorded call
-        returned a tuple of known length (`lengths`: leaf path -> length)."""
-        node = obj.node
-        if node.op == "call_module" and node.target in self._lengths:
-            return iter([obj[i] for i in range(self._lengths[node.target])])
-        return super().iter(obj)
+        def iter(self, obj: fx.Proxy):
+            """Unpacking a leaf's output (``out, _ = self.attention(x)``) when its recorded call
+            returned a tuple of known length (`lengths`: leaf path -> length)."""
+            node = obj.node
+            if node.op == "call_module" and node.target in self._lengths:
+                return iter([obj[i] for i in range(self._lengths[node.target])])
+            return super().iter(obj)
 
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if self._leaf is not None and self._leaf(m, module_qualified_name):
-            return True
-        if self._notrace_modules and isinstance(m, self._notrace_modules):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
+        def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+            if self._leaf is not None and self._leaf(m, module_qualified_name):
+                return True
+            return super().is_leaf_module(m, module_qualified_name)
+
+    return Tracer
 
 
 def symbolic_trace(root: nn.Module, leaf: LeafFn | None = None,
                    concrete_args: dict[str, Any] | None = None, lengths: dict[str, int] | None = None) -> fx.Graph:
     """Trace `root` into an FX graph (leaves: torch.nn layers, timm's notrace set, `leaf`;
-    `lengths`: the tuple lengths of leaves' outputs, see `Tracer.iter`)."""
-    return Tracer(leaf, lengths).trace(root, concrete_args)
+    `lengths`: the tuple lengths of leaves' outputs, see the tracer's `iter`)."""
+    return tracer_class()(leaf, lengths).trace(root, concrete_args)
 
 
 def graph_module(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:

@@ -3,8 +3,6 @@ keeps every module's first call (arguments, output, order, caller) and FLOPs per
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +11,7 @@ from torch import nn
 
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.model.flops import FlopCount
+from surgeon.model.runtime import on_meta
 from surgeon.model.sizes import default_input_size
 
 
@@ -71,26 +70,6 @@ class _Recorder:
         return hook
 
 
-@contextmanager
-def _on_meta(model: nn.Module) -> Iterator[None]:
-    """Swap every parameter and buffer for a meta tensor of the same shape, in place, and put the
-    originals back afterwards (torch.func.functional_call leaves modules registered under two
-    names on the meta device)."""
-    saved = []
-    for mod in model.modules():
-        for store in (mod._parameters, mod._buffers):
-            for k, t in store.items():
-                if t is not None:
-                    saved.append((store, k, t))
-                    meta = torch.empty_like(t, device="meta")
-                    store[k] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    try:
-        yield
-    finally:
-        for store, k, t in saved:
-            store[k] = t
-
-
 def _record(model: nn.Module, x: torch.Tensor) -> _Recorder:
     """Run the recorded forward on the meta device (shapes only, no arithmetic: the model's
     tensors are swapped for meta ones, nothing is copied); a model that needs real values
@@ -98,7 +77,7 @@ def _record(model: nn.Module, x: torch.Tensor) -> _Recorder:
     with torch.no_grad():
         try:
             rec = _Recorder(model)
-            with _on_meta(model), rec, rec.flops:
+            with on_meta(model), rec, rec.flops:
                 model(torch.empty_like(x, device="meta"))
             return rec
         except Exception:  # noqa: BLE001 - the meta device cannot run this model: use real tensors

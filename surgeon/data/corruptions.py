@@ -166,7 +166,9 @@ def speckle_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | No
 @_corruption(imagenet=(1, 2, 3, 4, 6), cifar=(0.4, 0.6, 0.7, 0.8, 1))
 def gaussian_blur(x: torch.Tensor, sigma: float, generator: torch.Generator | None) -> torch.Tensor:
     """Gaussian blur of std `sigma` as skimage.filters.gaussian: taps to radius int(4 sigma + 0.5),
-    borders replicated (scipy's mode "nearest"), separable (one of the four extra corruptions)."""
+    borders replicated (scipy's mode "nearest"), separable (one of the four extra corruptions).
+    Kept rather than torchvision's `gaussian_blur`: the same taps, but it reflects the borders, so
+    the pixels within the radius of an edge differ from the reference (the interior agrees to 1e-12)."""
     g = _gauss1d(sigma, int(4 * sigma + 0.5))
     return _filter(_filter(x, g[None], "replicate"), g[:, None], "replicate")
 

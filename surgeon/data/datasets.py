@@ -196,7 +196,9 @@ def _cifar(name: str, root: str, train: bool, transform: Callable | None, downlo
 def balanced_subset(labels: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
     """Indices of a class-balanced random `fraction` of a labelled dataset (the paper's small-data
     runs, e.g. 6% of ImageNet): from each class c with n_c items, max(1, round(fraction * n_c))
-    drawn without replacement (seeded), returned in dataset order."""
+    drawn without replacement (seeded), returned in dataset order. Kept rather than scikit-learn's
+    `train_test_split(stratify=)`: that picks other indices (a resumed run must see the same data),
+    allots the total across classes (counts differ by up to 1 per class) and refuses 1-item classes."""
     checks.args(seed=seed)
     if not 0 < fraction <= 1:
         raise SurgeonError(f"subset fraction {fraction} must be in (0, 1]; e.g. subset=0.06 keeps 6% of each class")

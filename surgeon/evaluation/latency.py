@@ -5,9 +5,10 @@
 
 Per batch size (1 and `batch_size`): ``warmup`` untimed forwards, then ``repeats`` timed ones on
 one fixed random batch; a forward is one pass, or ``mc_dropout`` stochastic passes averaged
-(`surgeon.metrics.mc_dropout_probs`), as the original times MC dropout. The clock stops after a
-device synchronisation (CUDA / MPS), so the time is the device's, not the launch's. ms per batch
-is the mean +- the standard deviation (ddof 1) over the repeats; images/s = batch / mean time.
+(`surgeon.metrics.mc_dropout_probs`), as the original times MC dropout. Each forward is timed by
+`torch.utils.benchmark.Timer` (see `_time`); its clock stops after a device synchronisation (CUDA /
+MPS), so the time is the device's, not the launch's. ms per batch is the mean +- the standard
+deviation (ddof 1) over the repeats; images/s = batch / mean time.
 On CUDA the peak memory allocated during the timed forwards is reported too.
 
 The model runs in eval mode under ``torch.inference_mode``; its train / eval flags are restored.
@@ -15,8 +16,9 @@ The model runs in eval mode under ``torch.inference_mode``; its train / eval fla
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -74,25 +76,30 @@ class LatencyResult(Tabular):
         return plots.plot_rows(self.tidy(), x="batch_size", title=f"latency on {self.device}")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+def _timer_class() -> type:
+    """`torch.utils.benchmark.Timer`, imported on first use without the "No CUDA runtime is found"
+    warning its C++-extension helper logs on a machine with CUDA_HOME set and no GPU."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        log.setLevel(level)
+    return Timer
 
 
 def _time(forward, device: torch.device, repeats: int, warmup: int) -> list[float]:
-    """Seconds of each timed call of `forward`, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        forward()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+    """Seconds of each of `repeats` timed calls of `forward`, after `warmup` untimed ones, each by
+    `torch.utils.benchmark.Timer.timeit(1)`: the process's torch threads, garbage collection off,
+    the clock read after an accelerator synchronisation (on the model's device: made current).
+    Timer.timeit runs two untimed calls of its own before each timed one, so the whole costs
+    warmup + 3 x repeats forwards; blocked_autorange would choose its own number of calls."""
+    timer = _timer_class()(stmt="forward()", globals={"forward": forward}, num_threads=torch.get_num_threads())
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        for _ in range(warmup):
+            forward()
+        return [timer.timeit(1).times[0] for _ in range(repeats)]
 
 
 def _check(batch_size: int, repeats: int, warmup: int, mc_dropout: int) -> None:

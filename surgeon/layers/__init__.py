@@ -16,9 +16,10 @@ from torch import nn
 from surgeon.core.registry import Registry
 from surgeon.layers.msa import MSABlock, relative_position_index
 from surgeon.layers.smoothing import SpatialSmoothing
+from surgeon.layers.standin import After, StandIn
 from surgeon.layers.tokengrid import TokenGrid
 
-__all__ = ["LAYERS", "MSABlock", "SpatialSmoothing", "TokenGrid", "Zero", "create", "register", "registered",
+__all__ = ["After", "LAYERS", "MSABlock", "SpatialSmoothing", "StandIn", "TokenGrid", "Zero", "create", "register", "registered",
            "relative_position_index"]
 
 

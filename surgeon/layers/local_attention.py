@@ -36,16 +36,24 @@ def local_bias(grid: tuple[int, int], prefix: int, kernel: int) -> torch.Tensor 
     return torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
 
 
+#: The names an attention module's forward gives its additive mask: timm's, then transformers'.
+MASK_ARGS = ("attn_mask", "attention_mask")
+
+
 class LocalAttention(nn.Module):
-    """An attention module (timm's ``Attention`` or any module whose forward takes ``attn_mask``
-    with `scaled_dot_product_attention` semantics) restricted to k x k neighbourhoods of a
-    `grid` of patch tokens after `prefix` global tokens."""
+    """An attention module restricted to k x k neighbourhoods of a `grid` of patch tokens after
+    `prefix` global tokens: any module whose forward takes an additive mask broadcast over batch
+    and heads (`scaled_dot_product_attention` semantics) as ``attn_mask`` (timm's ``Attention``)
+    or ``attention_mask`` (transformers' ViT / DeiT attention, which add it to the logits)."""
 
     def __init__(self, attention: nn.Module, grid: tuple[int, int], prefix: int, kernel: int):
         super().__init__()
-        if "attn_mask" not in inspect.signature(attention.forward).parameters:
-            raise SurgeonError(f"{type(attention).__name__} takes no attn_mask, so it cannot be made local; "
-                               "localize works on timm ViT attention (timm.layers.Attention)")
+        params = inspect.signature(attention.forward).parameters
+        self._mask_arg = next((name for name in MASK_ARGS if name in params), None)
+        if self._mask_arg is None:
+            raise SurgeonError(f"{type(attention).__name__} takes no attn_mask or attention_mask, so it cannot be made "
+                               "local; localize works on attention that takes an additive mask (timm.layers.Attention, "
+                               "transformers' ViT attention)")
         for name, child in attention.named_children():
             self.add_module(name, child)
         for name, p in attention.named_parameters(recurse=False):
@@ -64,7 +72,8 @@ class LocalAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"{self._base.__name__}, kernel={self.kernel}, grid={self.grid}, prefix={self.prefix}"
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **kwargs):  # noqa: ANN201 - the base's type
+        attn_mask = kwargs.pop("attention_mask", attn_mask)  # transformers' name (its layers pass it by position)
         bias = self.local_bias
         if bias is not None:
             if x.shape[1] != bias.shape[0]:
@@ -76,4 +85,4 @@ class LocalAttention(nn.Module):
                     ~attn_mask, float("-inf"))
                 bias = bias + extra
             attn_mask = bias
-        return self._base.forward(self, x, attn_mask=attn_mask, **kwargs)
+        return self._base.forward(self, x, **{self._mask_arg: attn_mask}, **kwargs)

@@ -30,7 +30,7 @@ from torch import nn
 from surgeon.core.errors import SurgeonError
 from surgeon.model.provenance import cfg_of
 
-__all__ = ["restored_modes", "analysis_mode", "model_device", "accumulator_dtype", "display_name", "BatchLoop", "check_labels",
+__all__ = ["restored_modes", "on_meta", "analysis_mode", "model_device", "accumulator_dtype", "display_name", "BatchLoop", "check_labels",
            "check_batch_labels"]
 
 T = TypeVar("T")
@@ -48,6 +48,28 @@ def restored_modes(model: nn.Module, mode: str | None = "eval") -> Iterator[nn.M
     finally:
         for m, flag in modes.items():
             m.training = flag
+
+
+@contextmanager
+def on_meta(model: nn.Module) -> Iterator[None]:
+    """Swap every parameter and buffer of `model` for a meta tensor of the same shape, in place,
+    and put the originals back afterwards, also on failure: a forward inside computes shapes
+    only (no arithmetic, nothing copied). The one way surgeon runs a model for shapes (the block
+    graph's recorded forward, the shape check of every pass) (torch.func.functional_call leaves modules registered under two
+    names on the meta device)."""
+    saved = []
+    for mod in model.modules():
+        for store in (mod._parameters, mod._buffers):
+            for k, t in store.items():
+                if t is not None:
+                    saved.append((store, k, t))
+                    meta = torch.empty_like(t, device="meta")
+                    store[k] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    try:
+        yield
+    finally:
+        for store, k, t in saved:
+            store[k] = t
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from surgeon.core.errors import SurgeonError
 from surgeon.blockgraph import BlockGraph
 from surgeon.layers.local_attention import LocalAttention
 from surgeon.surgery.passes import PASSES, _finish, _set_module, _start
+from surgeon.surgery.shapes import _calls_of
 
 __all__ = ["localize"]
 
@@ -39,9 +40,10 @@ def localize(model: nn.Module | BlockGraph, blocks: str = "kind:msa", *, kernel:
     chosen = g.select(blocks)
     if not chosen:
         raise SurgeonError(f"{blocks!r} selects no block; e.g. kind:msa (see surgeon inspect)")
+    calls = _calls_of(original, g, [b.path for b in chosen])
     for b in chosen:
         target = original.get_submodule(b.path)
-        why = _not_local(b)
+        why = _not_local(b, calls[b.path][0])
         if why:
             raise SurgeonError(f"{b.address} ({b.path}) {why}; localize works on a ViT's attention over a token "
                                "sequence (NLC with a token grid): select such blocks, e.g. kind:msa of a ViT")
@@ -59,14 +61,18 @@ def localize(model: nn.Module | BlockGraph, blocks: str = "kind:msa", *, kernel:
     return _finish(original, new, g, entry)
 
 
-def _not_local(b) -> str | None:
-    """Why block `b` cannot be made local (None when it can): the first condition it fails."""
+def _not_local(b, attends: tuple[int, ...] | None = None) -> str | None:
+    """Why block `b` cannot be made local (None when it can): the first condition it fails.
+    `attends` is the shape of what its attention module takes (all the block's tokens, or windows)."""
     if b.kind != "msa":
         return f"is a {b.kind} block, not attention"
     if b.layout != "NLC" or len(b.in_shape) != 3:
         return f"is attention on {b.layout} feature maps (windows of a map, as in Swin), not over a token sequence"
     if b.grid is None:
         return "has no token grid (its tokens are not an H x W map)"
+    if attends is not None and tuple(attends[1:]) != tuple(b.in_shape[1:]):
+        return (f"is attention over windows ({list(attends[1:])}, not the block's {list(b.in_shape[1:])} tokens, "
+                "as in Swin), not over the whole token sequence")
     return None
 
 

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from surgeon import layers
@@ -36,7 +37,7 @@ from surgeon.blockgraph import Block, BlockGraph, graph
 from surgeon.model.sizes import default_input_size
 from surgeon.core.registry import Registry
 from surgeon.model.runtime import model_device
-from surgeon.surgery.shapes import _dims, _msa_shape, _shapes_of, check_shapes
+from surgeon.surgery.shapes import _dims, _calls_of, _msa_shape, _shapes_of, check_passes_through, check_shapes
 
 
 __all__ = ["replace", "remove", "insert", "PASSES", "register", "list_passes", "apply_passes"]
@@ -85,6 +86,27 @@ def _is_module_path(model: nn.Module, path: str) -> bool:
         return bool(path)
     except AttributeError:
         return False
+
+
+def _stand_in(call: tuple, label: str, built: nn.Module) -> nn.Module:
+    """`built` made to take and return what the module at `label` did on its `call` (`_calls_of`),
+    so its caller still works.
+
+    Rule: a module called with one tensor that returned a tensor (timm's, torchvision's blocks) is
+    replaced by `built` as it is. Otherwise `built` is wrapped in `layers.StandIn`: it gets the
+    first input only (an attention mask, a grid size are dropped), and where the module returned a
+    tuple (an attention module's ``(output, weights)``: transformers, nn.MultiheadAttention) its
+    output takes the place of the tuple's first tensor shaped like the module's input, None the
+    others. Any other output (a dict, a tuple with no such tensor) is refused in one line."""
+    shape_in, n_args, out = call
+    if out is None or isinstance(out, torch.Tensor):
+        return built if n_args <= 1 else layers.StandIn(built)
+    if isinstance(out, (tuple, list)):
+        index = next((i for i, v in enumerate(out) if isinstance(v, torch.Tensor) and tuple(v.shape) == shape_in), None)
+        if index is not None:
+            return layers.StandIn(built, index, len(out))
+    raise SurgeonError(f"cannot put a module in place of {label}: it returns a {type(out).__name__} with no tensor shaped "
+                       f"like its input {_dims(shape_in)}; edit a module that returns its branch as a tensor")
 
 
 def _build(module: str | nn.Module | Callable, block: Block | None, kwargs: dict) -> tuple[nn.Module, str | None]:
@@ -152,6 +174,7 @@ def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module
     if module == "msa" and block is not None and "in_channels" not in kwargs:  # size it like alternate
         kwargs = {**_msa_shape(original, block), **kwargs}
     built, name = _build(module, block, kwargs)
+    built = _stand_in(_calls_of(original, g, [path])[path], f"{block.address} ({path})" if block else f"module {path}", built)
     _set_module(new, path, built.to(model_device(original)))
     entry = {"pass": "replace", "address": address, "block": name, "kwargs": kwargs,
              "input_size": list(g.input_size)} if name else None
@@ -159,9 +182,12 @@ def replace(model: nn.Module | BlockGraph, address: str, module: str | nn.Module
 
 
 def remove(model: nn.Module | BlockGraph, address: str, *, input_size=None) -> nn.Module:
-    """Lesion the block at `address`: it becomes the identity (a transformer half: its residual
-    branch returns zeros, so the half passes its input through). Refused for the stem, the head
-    and blocks that change shape."""
+    """Lesion the block at `address`: it becomes the identity. A whole block is replaced by
+    nn.Identity; a residual half (a transformer's attention or MLP half, in timm, transformers or
+    your own module) by zeroing its branch: the branch's module returns zeros (in the structure it
+    returned, `_stand_in`), and one forward checks that the half now passes its input through bit
+    for bit (x + 0), else the pass refuses naming the half. Refused for the stem, the head and
+    blocks that change shape."""
     original, g, new = _start(model, input_size)
     block = g[address]
     if block.stage is None:
@@ -171,12 +197,15 @@ def remove(model: nn.Module | BlockGraph, address: str, *, input_size=None) -> n
             f"cannot remove {block.address} ({block.path}): it changes the shape from {list(block.in_shape[1:])} "
             f"to {list(block.out_shape[1:])}, so it cannot become the identity; remove a block that keeps its shape")
     if block.tap[1] == "in" or (len(block.members) > 1 and block.path in block.members and block.tap[0] not in block.members):
-        # a residual half (its tap is the next half's input, or the enclosing block's output)
-        target = original.get_submodule(block.path)
-        _set_module(new, block.path, layers.Zero(returns_tuple=isinstance(target, nn.MultiheadAttention)))
+        # a residual half (its tap is the next half's input, or the enclosing block's output):
+        # its branch module returns zeros, in the structure it returned, and the half must pass x through
+        call = _calls_of(original, g, [block.path])[block.path]
+        _set_module(new, block.path, _stand_in(call, f"{block.address} ({block.path})", layers.Zero()))
+        check_passes_through(g, new, block)
     else:
+        calls = _calls_of(original, g, list(block.members))
         for path in block.members:
-            _set_module(new, path, nn.Identity())
+            _set_module(new, path, _stand_in(calls[path], f"{block.address} ({path})", nn.Identity()))
     return _finish(original, new, g, {"pass": "remove", "address": address, "input_size": list(g.input_size)},
                    _shapes_of(original, g, block.path, block))
 
@@ -187,7 +216,9 @@ def insert(model: nn.Module | BlockGraph, after: str, module: str | nn.Module | 
     ``insert(m, after="c2.b-1", module="smoothing")``).
 
     Inside an nn.Sequential the new module becomes a sibling named ``<block>_<name>`` and no
-    existing key changes; elsewhere the block is wrapped as ``Sequential(block=..., <name>=...)``.
+    existing key changes; elsewhere the block is wrapped as ``After(block=..., <name>=...)``
+    (`layers.After`, an nn.Sequential that passes the block every input and the new module the
+    block's output tensor, so transformers layers take insertions too).
     """
     original, g, new = _start(model, input_size)
     block = g[after]
@@ -214,7 +245,7 @@ def insert(model: nn.Module | BlockGraph, after: str, module: str | nn.Module | 
         else:
             raise SurgeonError("cannot insert into a model that is itself an nn.Sequential; wrap it first")
     else:
-        _set_module(new, path, nn.Sequential(OrderedDict([("block", parent.get_submodule(last)), (label, built)])))
+        _set_module(new, path, layers.After(OrderedDict([("block", parent.get_submodule(last)), (label, built)])))
         inserted = f"{path}.{label}"
     entry = ({"pass": "insert", "after": after, "block": type_name, "name": name, "kwargs": kwargs,
               "input_size": list(g.input_size)} if type_name else None)

@@ -14,9 +14,9 @@ from torch import nn
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.blockgraph import Block, BlockGraph
 from surgeon.model.outputs import logits_of
-from surgeon.model.runtime import model_device, restored_modes
+from surgeon.model.runtime import model_device, on_meta, restored_modes
 
-__all__ = ["check_shapes"]
+__all__ = ["check_passes_through", "check_shapes"]
 
 
 _POST_ACTIVATION = ("Bottleneck", "BasicBlock")  # residual blocks ending in act(x + f(x))
@@ -36,27 +36,27 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
     """
     hooks, seen = [], {}
 
-    def record(key: str, side: str):
+    def record(key: str, slot: str):
         def hook(mod, args, output=None):
-            value = args if side == "in" else output
-            seen.setdefault((key, side), _first_shape(value))
+            seen.setdefault((key, slot), _first_shape(args if output is None else output))
         return hook
 
-    def watch(path: str, key: str, sides: tuple[str, ...]) -> None:
+    def watch(path: str, key: str, side: str, slot: str) -> None:
+        """Record the shape of `path`'s input or output (`side`) as `slot` ("in": the block's input,
+        "out": its output, wherever its tap is: a half's output is the next module's input)."""
         try:
             mod = new.get_submodule(path)
         except AttributeError:
             return  # the pass removed or renamed this module: its neighbours' shapes are checked instead
-        if "in" in sides:
-            hooks.append(mod.register_forward_pre_hook(record(key, "in")))
-        if "out" in sides:
-            hooks.append(mod.register_forward_hook(record(key, "out")))
+        hook = record(key, slot)
+        hooks.append(mod.register_forward_pre_hook(hook) if side == "in" else mod.register_forward_hook(hook))
 
     for path in edited:
-        watch(path, "edit:" + path, ("in", "out"))
+        watch(path, "edit:" + path, "in", "in")
+        watch(path, "edit:" + path, "out", "out")
     for b in g.blocks:
-        watch(b.members[0], "block:" + b.address, ("in",))
-        watch(b.tap[0], "block:" + b.address, (b.tap[1],))
+        watch(b.members[0], "block:" + b.address, "in", "in")
+        watch(b.tap[0], "block:" + b.address, b.tap[1], "out")
     try:
         after, failure = _run_once(new, g), None
     except SurgeonError as exc:  # the shapes seen before the failure may name the block that caused it
@@ -70,7 +70,7 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
             raise SurgeonError(f"{label} must map {_dims(want_in)} to {_dims(want_out)}, but the new module maps "
                                f"{_dims(got_in)} to {_dims(got_out)}; give a module that keeps both shapes")
     for b in g.blocks:
-        got = [seen.get(("block:" + b.address, side)) for side in ("in", b.tap[1])]
+        got = [seen.get(("block:" + b.address, slot)) for slot in ("in", "out")]
         want = [b.in_shape, b.out_shape]
         if not spatial:
             got = [(1, _channels(s, b.layout)) if s and len(s) > 1 else s for s in got]
@@ -83,7 +83,7 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
         entered = [(label, seen[("edit:" + path, "in")]) for path, (label, _, _) in edited.items()
                    if ("edit:" + path, "in") in seen and ("edit:" + path, "out") not in seen]
         entered += [(f"{b.address} ({b.path})", seen[("block:" + b.address, "in")]) for b in reversed(g.blocks)
-                    if ("block:" + b.address, "in") in seen and ("block:" + b.address, b.tap[1]) not in seen]
+                    if ("block:" + b.address, "in") in seen and ("block:" + b.address, "out") not in seen]
         if entered:
             raise SurgeonError(f"{entered[0][0]} fails on its input {_dims(entered[0][1])}: {failure}")
         raise failure
@@ -98,40 +98,92 @@ def _shapes_of(original: nn.Module, g: BlockGraph, path: str, block: Block | Non
     if block is not None:
         whole = block.members == (path,) and block.tap == (path, "out")
         return {path: (f"{block.address} ({path})", block.in_shape, block.out_shape)} if whole else {}
-    seen: dict[str, tuple | None] = {}
-    mod = original.get_submodule(path)
-    def keep(side: str, value: Any) -> None:  # returns None: a hook's return value would replace the tensors
-        seen.setdefault(side, _first_shape(value))
+    shape_in, _, out = _calls_of(original, g, [path])[path]
+    shape_out = _first_shape(out)
+    if shape_in is None or shape_out is None:
+        return {}
+    return {path: (f"module {path}", shape_in, shape_out)}
 
-    hooks = [mod.register_forward_pre_hook(lambda m, a: keep("in", a)),
-             mod.register_forward_hook(lambda m, a, y: keep("out", y))]
+
+def _calls_of(original: nn.Module, g: BlockGraph, paths: list[str]) -> dict[str, tuple[tuple[int, ...] | None, int, Any]]:
+    """For each module path: (the shape of the first tensor the module takes, how many arguments
+    it is given, what it returns) on its first call, from one forward of `original` at batch size
+    1; (None, 0, None) for a module that is not called."""
+    seen: dict[str, tuple] = {}
+
+    def keep(path: str):
+        def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:  # None: the output stays
+            seen.setdefault(path, (_first_shape(args), len(args) + len(kwargs), output))
+        return hook
+
+    handles = [original.get_submodule(p).register_forward_hook(keep(p), with_kwargs=True) for p in paths]
     try:
         _run_once(original, g)
     finally:
-        for h in hooks:
+        for h in handles:
             h.remove()
-    if seen.get("in") is None or seen.get("out") is None:
-        return {}
-    return {path: (f"module {path}", seen["in"], seen["out"])}
+    return {p: seen.get(p, (None, 0, None)) for p in paths}
 
 
-def _run_once(new: nn.Module, g: BlockGraph) -> torch.Tensor:
-    """One forward at batch size 1 in eval mode without gradients; every module's mode restored."""
-    x = torch.randn(1, *g.input_size, device=model_device(new))
+def check_passes_through(g: BlockGraph, new: nn.Module, block: Block) -> None:
+    """A removed residual half must be the identity: in one forward of `new`, the tensor its tap
+    carries equals, bit for bit, the input of its first module (x + 0 = x). Else a one-line
+    `SurgeonError`: zeros from the one module do not zero the branch (a norm or bias after it)."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(side: str):
+        def hook(mod: nn.Module, args: tuple, output: Any = None) -> None:
+            t = _first_tensor(args if output is None else output)
+            if t is not None and side not in seen:
+                seen[side] = t.detach().clone()
+        return hook
+
+    first, (tap, side) = new.get_submodule(block.members[0]), block.tap
+    handles = [first.register_forward_pre_hook(keep("in"))]
+    tap_mod = new.get_submodule(tap)
+    handles.append(tap_mod.register_forward_pre_hook(keep("out")) if side == "in" else tap_mod.register_forward_hook(keep("out")))
     try:
-        with restored_modes(new, "eval"), torch.no_grad():
+        _run_once(new, g, meta=False)  # values, not only shapes
+    finally:
+        for h in handles:
+            h.remove()
+    if "in" in seen and "out" in seen and not torch.equal(seen["in"], seen["out"]):
+        raise SurgeonError(f"cannot remove {block.address} ({block.path}): with {block.path} returning zeros the half "
+                           "still changes its input (its branch adds more than that module's output, e.g. a norm or "
+                           "bias after it), so it cannot become the identity")
+
+
+def _run_once(new: nn.Module, g: BlockGraph, *, meta: bool = True) -> torch.Tensor:
+    """One forward at batch size 1 in eval mode without gradients, every module's mode restored:
+    on the meta device (`on_meta`: shapes only, no arithmetic) when the model runs there and its
+    tensors share one device, else on real tensors (data-dependent control flow, or the edit broke the model: the real forward
+    then raises the error that names it). Returns the output's logits (`logits_of`)."""
+    x = torch.randn(1, *g.input_size, device=model_device(new))
+    with restored_modes(new, "eval"), torch.no_grad():
+        if meta and len({t.device for t in (*new.parameters(), *new.buffers())}) <= 1:  # else the real forward names the mix
+            try:
+                with on_meta(new):
+                    return logits_of(new(torch.empty_like(x, device="meta")))
+            except Exception:  # noqa: BLE001 - the meta device cannot run this model: use real tensors
+                pass
+        try:
             out = new(x)
-    except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
-        raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
+        except Exception as exc:  # noqa: BLE001 - say which edit broke the forward
+            raise SurgeonError(f"the edited model no longer runs ({first_line(exc, 140)}); check the block's shapes") from None
     return logits_of(out)  # the output's logits, whatever its type (a transformers ModelOutput, a tuple)
 
 
-def _first_shape(value: Any) -> tuple[int, ...] | None:
+def _first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
+        return value
     if isinstance(value, (tuple, list)):
-        return next((s for s in map(_first_shape, value) if s is not None), None)
+        return next((t for t in map(_first_tensor, value) if t is not None), None)
     return None
+
+
+def _first_shape(value: Any) -> tuple[int, ...] | None:
+    t = _first_tensor(value)
+    return None if t is None else tuple(t.shape)
 
 
 def _dims(shape) -> str:

@@ -181,7 +181,10 @@ def lr_at(r: Recipe, step: int, steps_per_epoch: int) -> float:
     """The learning rate of optimisation step `step` (0-based). Warmup: lr (step + 1) / W over the
     W = warmup_epochs x steps_per_epoch first steps. Then cosine: min_lr + (lr - min_lr)(1 + cos(pi t / T)) / 2,
     t the steps after warmup, T = epochs x steps_per_epoch; or step: lr x gamma^(milestones passed),
-    milestones counted in epochs from the start."""
+    milestones counted in epochs from the start. Kept rather than `timm.scheduler`: timm's warmup
+    reaches lr one step later (at W, from warmup_lr_init) and its MultiStepLRScheduler decays one
+    step before torch's MultiStepLR; after warmup the cosine equals timm's CosineLRScheduler with
+    warmup_prefix=True (tests/test_library_parity.py)."""
     warm = r.warmup_epochs * steps_per_epoch
     if step < warm:
         return r.lr * (step + 1) / warm

@@ -67,6 +67,10 @@ def _distributed() -> tuple[int, int, torch.device | None]:
 
 
 def _param_groups(model: nn.Module, r: Recipe) -> list[dict[str, Any]]:
+    """[decayed, not decayed (dim <= 1: biases, norms)], or one group with `decay_all`: the same split
+    as `timm.optim.param_groups_weight_decay` (tested), kept because timm orders the groups the other
+    way, drops empty ones and merges them at weight_decay 0, and optimizer states in checkpoints are
+    matched to groups by position."""
     params = [p for p in model.parameters() if p.requires_grad]
     if r.decay_all:
         return [{"params": params, "weight_decay": r.weight_decay}]
