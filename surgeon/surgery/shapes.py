@@ -34,6 +34,22 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
 
     Else a one-line `SurgeonError` names the block and both shapes. `new` is left as it was.
     """
+    after, failure, seen = _watched_forward(g, new, edited)
+    _check_edited(seen, edited)
+    _check_blocks(seen, g, spatial)
+    if failure is not None:
+        raise _named(failure, seen, g, edited)
+    expected = g.blocks[-1].out_shape
+    if tuple(after.shape) != tuple(expected):
+        raise SurgeonError(f"the edit changed the output shape from {list(expected)} to {list(after.shape)}")
+
+
+def _watched_forward(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, tuple, tuple]]
+                     ) -> tuple[torch.Tensor | None, SurgeonError | None, dict[tuple[str, str], tuple | None]]:
+    """One forward of `new` (`_run_once`) with hooks keeping the first input / output shape of every
+    edited module (``("edit:" + path, "in" | "out")``) and of every block of `g` (``("block:" +
+    address, ...)``; a block's "out" is read at its tap: a half's output is the next module's
+    input). Returns (the logits or None, the forward's failure or None, the shapes seen)."""
     hooks, seen = [], {}
 
     def record(key: str, slot: str):
@@ -42,8 +58,6 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
         return hook
 
     def watch(path: str, key: str, side: str, slot: str) -> None:
-        """Record the shape of `path`'s input or output (`side`) as `slot` ("in": the block's input,
-        "out": its output, wherever its tap is: a half's output is the next module's input)."""
         try:
             mod = new.get_submodule(path)
         except AttributeError:
@@ -58,17 +72,25 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
         watch(b.members[0], "block:" + b.address, "in", "in")
         watch(b.tap[0], "block:" + b.address, b.tap[1], "out")
     try:
-        after, failure = _run_once(new, g), None
+        return _run_once(new, g), None, seen
     except SurgeonError as exc:  # the shapes seen before the failure may name the block that caused it
-        after, failure = None, exc
+        return None, exc, seen
     finally:
         for h in hooks:
             h.remove()
+
+
+def _check_edited(seen: dict, edited: Mapping[str, tuple[str, tuple, tuple]]) -> None:
+    """Each edited module maps the shapes of what it replaces."""
     for path, (label, want_in, want_out) in edited.items():
         got_in, got_out = seen.get(("edit:" + path, "in")), seen.get(("edit:" + path, "out"))
         if got_in is not None and got_out is not None and (got_in, got_out) != (tuple(want_in), tuple(want_out)):
             raise SurgeonError(f"{label} must map {_dims(want_in)} to {_dims(want_out)}, but the new module maps "
                                f"{_dims(got_in)} to {_dims(got_out)}; give a module that keeps both shapes")
+
+
+def _check_blocks(seen: dict, g: BlockGraph, spatial: bool) -> None:
+    """Every block still there keeps its input and output shapes (only its channels if not `spatial`)."""
     for b in g.blocks:
         got = [seen.get(("block:" + b.address, slot)) for slot in ("in", "out")]
         want = [b.in_shape, b.out_shape]
@@ -79,17 +101,18 @@ def check_shapes(g: BlockGraph, new: nn.Module, edited: Mapping[str, tuple[str, 
             shown = [_dims(x) if x is not None else "?" for x in got]
             raise SurgeonError(f"the edit changes {b.address} ({b.path}) from {_dims(b.in_shape)} -> {_dims(b.out_shape)} "
                                f"to {shown[0]} -> {shown[1]}; a pass must keep every block's shapes")
-    if failure is not None:  # name the edited module or block the forward failed in
-        entered = [(label, seen[("edit:" + path, "in")]) for path, (label, _, _) in edited.items()
-                   if ("edit:" + path, "in") in seen and ("edit:" + path, "out") not in seen]
-        entered += [(f"{b.address} ({b.path})", seen[("block:" + b.address, "in")]) for b in reversed(g.blocks)
-                    if ("block:" + b.address, "in") in seen and ("block:" + b.address, "out") not in seen]
-        if entered:
-            raise SurgeonError(f"{entered[0][0]} fails on its input {_dims(entered[0][1])}: {failure}")
-        raise failure
-    expected = g.blocks[-1].out_shape
-    if tuple(after.shape) != tuple(expected):
-        raise SurgeonError(f"the edit changed the output shape from {list(expected)} to {list(after.shape)}")
+
+
+def _named(failure: SurgeonError, seen: dict, g: BlockGraph, edited: Mapping[str, tuple[str, tuple, tuple]]
+           ) -> SurgeonError:
+    """The forward's failure, naming the edited module or the innermost block it entered and never left."""
+    entered = [(label, seen[("edit:" + path, "in")]) for path, (label, _, _) in edited.items()
+               if ("edit:" + path, "in") in seen and ("edit:" + path, "out") not in seen]
+    entered += [(f"{b.address} ({b.path})", seen[("block:" + b.address, "in")]) for b in reversed(g.blocks)
+                if ("block:" + b.address, "in") in seen and ("block:" + b.address, "out") not in seen]
+    if entered:
+        return SurgeonError(f"{entered[0][0]} fails on its input {_dims(entered[0][1])}: {failure}")
+    return failure
 
 
 def _shapes_of(original: nn.Module, g: BlockGraph, path: str, block: Block | None) -> dict[str, tuple[str, tuple, tuple]]:
