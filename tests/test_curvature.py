@@ -390,3 +390,27 @@ def test_residuals_from_kept_products_equal_explicit_ones(name, monkeypatch):
     v = kept.eigenvectors.double().numpy()
     truth = np.linalg.norm(v @ H - kept.eigenvalues[:, None] * v, axis=1) / np.abs(kept.eigenvalues)
     np.testing.assert_allclose(kept.residuals, truth, rtol=1e-3, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_landscape_points_equal_the_direct_formula(name):
+    """Every point is the objective at (theta + a d1) + b d2, computed here directly from the
+    directions (bit for bit, both in this process): reused buffers, the row's theta + a d1 kept
+    across a row, one reparametrisation for all the batches change nothing."""
+    from torch.func import functional_call
+
+    from surgeon.analysis.landscapes import directions
+    from surgeon.model.runtime import analysis_mode
+
+    model, (x, y) = setup(name)
+    batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+    res = surgeon.landscape(model, batches, grid=3, span=0.5, batches=2)
+    d1, d2 = directions(model, seed=0), directions(model, seed=1)
+    base = dict(model.state_dict())
+    with analysis_mode(model), torch.no_grad():  # eval mode, math attention: what the landscape runs
+        for i, a in enumerate(res.coords):
+            for j, b in enumerate(res.coords):
+                moved = {**base, **{k: (base[k] + float(a) * d1[k]) + float(b) * d2[k] for k in d1}}
+                values = [float(torch.nn.functional.cross_entropy(functional_call(model, moved, (xb,)), yb))
+                          for xb, yb in batches]
+                assert res.loss[i, j] == np.mean(values)

@@ -234,11 +234,11 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
                 return (*_on_executor(executor, model, frozen, moves, sweep, todo, objective, row_done), False)
             base = dict(model.state_dict(keep_vars=False))
             params = dict(model.named_parameters())
-            buffers = [torch.empty_like(base[k]) for k in moves.keys]
+            shifted = _Shifted(base, moves)
             for ij in todo:
                 start = time.perf_counter()
                 sweep.loss[ij], sweep.err[ij] = _point(model, base, params, moves, sweep.coords, ij, frozen, objective,
-                                                       buffers)
+                                                       shifted)
                 spent += time.perf_counter() - start
                 computed += 1
                 sweep.keep()
@@ -252,23 +252,41 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
 
 def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], moves: _Moves,
            coords: np.ndarray, ij: tuple[int, ...], frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-           objective: Objective, buffers: list[torch.Tensor] | None = None) -> tuple[float, float]:
-    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2).
-
-    The moved weights are written into `buffers` (one per direction key, reused from point to
-    point: no fresh allocation of the whole model per point) and the model is reparametrised once
+           objective: Objective, shifted: _Shifted | None = None) -> tuple[float, float]:
+    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2), the moved
+    weights from `shifted` (`_Shifted`, reused from point to point), the model reparametrised once
     for all the batches of the point (`_Batches`)."""
-    shifted = buffers if buffers is not None else [torch.empty_like(base[k]) for k in moves.keys]
-    torch._foreach_copy_(shifted, [base[k] for k in moves.keys])
-    torch._foreach_add_(shifted, moves.vectors[0], alpha=float(coords[ij[0]]))
-    if len(ij) == 2:
-        torch._foreach_add_(shifted, moves.vectors[1], alpha=float(coords[ij[1]]))
-    moved = {**base, **dict(zip(moves.keys, shifted))}
+    moved = {**base, **dict(zip(moves.keys, (shifted or _Shifted(base, moves)).at(coords, ij)))}
     logits = functional_call(_Batches(model), {"model." + k: v for k, v in moved.items()}, ([x for x, _ in frozen],))
     values = [float(loss_of(z, y, {k: moved[k] for k in params}, **objective.keywords()))
               for z, (_, y) in zip(logits, frozen)]
     mean = float(np.mean(values))
     return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+class _Shifted:
+    """theta + a d1 (+ b d2) in buffers reused from point to point, no fresh allocation of the
+    model per point. The row's theta + a d1 is kept while `a` stays (the points of a row come in
+    order), so a 2-D point costs one pass over the weights: (theta + a d1) + b d2, added out of
+    place into the point's buffers, the same arithmetic as computing both terms per point."""
+
+    def __init__(self, base: dict[str, torch.Tensor], moves: _Moves) -> None:
+        self.base, self.moves = [base[k] for k in moves.keys], moves
+        self.row = [torch.empty_like(t) for t in self.base]
+        self.point = [torch.empty_like(t) for t in self.base] if len(moves.vectors) == 2 else self.row
+        self.a: float | None = None
+
+    def at(self, coords: np.ndarray, ij: tuple[int, ...]) -> list[torch.Tensor]:
+        a = float(coords[ij[0]])
+        if a != self.a:
+            for out, w, d in zip(self.row, self.base, self.moves.vectors[0]):
+                torch.add(w, d, alpha=a, out=out)
+            self.a = a
+        if len(ij) == 2:
+            b = float(coords[ij[1]])
+            for out, w, d in zip(self.point, self.row, self.moves.vectors[1]):
+                torch.add(w, d, alpha=b, out=out)
+        return self.point
 
 
 class _Batches(nn.Module):
@@ -290,8 +308,8 @@ def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tenso
     base = dict(model.state_dict(keep_vars=False))
     params = [k for k, _ in model.named_parameters()]
     with analysis_mode(model), torch.no_grad():
-        buffers = [torch.empty_like(base[k]) for k in moves.keys]
-        values = [_point(model, base, params, moves, coords, ij, frozen, objective, buffers) for ij in points]
+        shifted = _Shifted(base, moves)
+        values = [_point(model, base, params, moves, coords, ij, frozen, objective, shifted) for ij in points]
     return values, time.perf_counter() - start
 
 
