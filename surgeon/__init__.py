@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from surgeon import _compat
-from surgeon.core.version import __version__
+from surgeon.core.version import __version__  # noqa: F401 - the package version, re-exported
 
 #: The public surface (``__all__``). Naming rule (docs/architecture.md, "Names"): a function that
 #: changes, makes or moves something is a verb (`load_model`, `alternate`, `save`, `train`, `compare`);
