@@ -237,8 +237,7 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
             shifted = _Shifted(base, moves)
             for ij in todo:
                 start = time.perf_counter()
-                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, moves, sweep.coords, ij, frozen, objective,
-                                                       shifted)
+                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, shifted, sweep.coords, ij, frozen, objective)
                 spent += time.perf_counter() - start
                 computed += 1
                 sweep.keep()
@@ -250,13 +249,13 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
     return spent, computed, False
 
 
-def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], moves: _Moves,
+def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], shifted: _Shifted,
            coords: np.ndarray, ij: tuple[int, ...], frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-           objective: Objective, shifted: _Shifted | None = None) -> tuple[float, float]:
+           objective: Objective) -> tuple[float, float]:
     """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2), the moved
     weights from `shifted` (`_Shifted`, reused from point to point), the model reparametrised once
     for all the batches of the point (`_Batches`)."""
-    moved = {**base, **dict(zip(moves.keys, (shifted or _Shifted(base, moves)).at(coords, ij)))}
+    moved = {**base, **dict(zip(shifted.moves.keys, shifted.at(coords, ij)))}
     logits = functional_call(_Batches(model), {"model." + k: v for k, v in moved.items()}, ([x for x, _ in frozen],))
     values = [float(loss_of(z, y, {k: moved[k] for k in params}, **objective.keywords()))
               for z, (_, y) in zip(logits, frozen)]
@@ -309,7 +308,7 @@ def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tenso
     params = [k for k, _ in model.named_parameters()]
     with analysis_mode(model), torch.no_grad():
         shifted = _Shifted(base, moves)
-        values = [_point(model, base, params, moves, coords, ij, frozen, objective, shifted) for ij in points]
+        values = [_point(model, base, params, shifted, coords, ij, frozen, objective) for ij in points]
     return values, time.perf_counter() - start
 
 
