@@ -26,6 +26,7 @@ __all__ = ["EigResult", "lanczos", "power_iteration"]
 
 WHICH = ("LM", "LA", "SA")
 KEEP_PRODUCTS_BYTES = 2 * 2**30  # Lanczos keeps its products H q_j (for the residuals) when they fit in this
+FLOAT64_BASIS_BYTES = 4 * 2**30  # and runs its recurrence in float64 when the basis fits in this
 
 
 @dataclass
@@ -89,16 +90,19 @@ def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, 
     Each step takes w = H q_j, applies the three-term recurrence (alpha_j = q_j . w), then removes
     what is left along the whole basis by classical Gram-Schmidt, w -= Q^T (Q w), a second time
     only when that removed most of w (the DGKS criterion, ||w'|| < ||w|| / sqrt(2)).
-    `stop(alpha, beta, beta_next)` is asked after every step."""
+    `stop(alpha, beta, beta_next)` is asked after every step. The recurrence runs in `q`'s dtype
+    (float64 where the basis fits, `lanczos`), the products in the operator's (``op.dtype``)."""
     basis = torch.empty(steps, q.numel(), device=q.device, dtype=q.dtype)
+    op_dtype = getattr(op, "dtype", q.dtype)
     basis[0] = q
     if share is not None:
         share["Q"] = basis  # `stop` may read the rows filled so far
     alpha, beta = [], []
     for j in range(steps):
-        w = op(basis[j])
+        w = op(basis[j].to(op_dtype))
         if products is not None:
             products[j] = w
+        w = w.to(q.dtype)
         a = float(torch.dot(basis[j], w))
         w.sub_(basis[j], alpha=a)
         if j:
@@ -132,9 +136,11 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
     wanted Ritz pair's residual estimate ``beta_j |s_i[-1]|`` is at most ``tol * |theta_i|``
     and, where the products are kept (the rows of W = H q_j beside the basis, while both fit in
     `KEEP_PRODUCTS_BYTES`), its explicit residual ``||H v - theta v|| / |theta|`` (H Q^T s =
-    W^T s: no further product) is too: in float32 the estimate can claim convergence early (a
-    ViT-Ti's top pair at 3.8e-4). Without kept products the reported residuals take k more
-    products. The basis is kept on the
+    W^T s: no further product) is too. The products are in the parameters' dtype; the basis and
+    the recurrence (alpha_j = q_j . H q_j, the Gram-Schmidt sums over millions of entries) in
+    float64 while the basis fits in `FLOAT64_BASIS_BYTES` (float32 sums left a ViT-Ti's top pair
+    at a 3.8e-4 residual whatever the steps; ARPACK, in float64, reached 6e-6 on the same
+    products). Without kept products the reported residuals take k more products. The basis is kept on the
     parameters' device: `max_iter` (default max(2k + 40, 8k)) vectors of the selection's size."""
     checks.args(k=k, tol=tol, max_iter=max_iter, seed=seed)
     steps = min(op.n, max_iter or max(2 * k + 40, 8 * k))
@@ -156,15 +162,15 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
             state["converged"] = bool(np.all(res <= tol))
         return state["converged"]
 
-    basis, alpha, beta, _ = _lanczos_basis(op, _start_vector(op.n, op.device, op.dtype, seed), steps, converged,
-                                           products, basis_of)
+    wide = torch.float64 if steps * op.n * 8 <= FLOAT64_BASIS_BYTES else op.dtype
+    start = _start_vector(op.n, op.device, op.dtype, seed).to(wide)
+    basis, alpha, beta, _ = _lanczos_basis(op, start, steps, converged, products, basis_of)
     theta, s = _tridiagonal_eigh(alpha, beta)
     idx = _wanted(theta, k, which)
-    if products is None:
-        values, vecs, _ = _ritz(basis, None, theta, s, idx)
+    values, vecs, res = _ritz(basis, None if products is None else products[: len(alpha)], theta, s, idx)
+    vecs = vecs.to(op.dtype)
+    if res is None:
         res = _residuals(op, vecs, values)
-    else:
-        values, vecs, res = _ritz(basis, products[: len(alpha)], theta, s, idx)
     exhausted = len(alpha) == op.n  # the Krylov space is the whole space: exact
     if not (state["converged"] or exhausted):
         warnings.warn(f"Lanczos stopped after {len(alpha)} steps before every wanted pair reached tol={tol:g}; "
@@ -183,7 +189,7 @@ def _ritz(basis: torch.Tensor, products: torch.Tensor | None, theta: np.ndarray,
     norms = torch.linalg.vector_norm(vecs, dim=1, keepdim=True)
     vecs = vecs / norms
     values = theta[idx]
-    res = None if products is None else _residuals_of(vecs, (coef @ products) / norms, values)
+    res = None if products is None else _residuals_of(vecs, (coef.to(products.dtype) @ products) / norms, values)
     return values, vecs, res
 
 
@@ -194,8 +200,8 @@ def _residuals(op: HessianOperator, vecs: torch.Tensor, values: np.ndarray) -> n
 
 def _residuals_of(vecs: torch.Tensor, hvs: torch.Tensor, values: np.ndarray) -> np.ndarray:
     """||H v - lambda v|| / |lambda| per row, given the rows of H v."""
-    lam = torch.as_tensor(values, device=vecs.device, dtype=vecs.dtype)
-    r = torch.linalg.vector_norm(hvs - lam[:, None] * vecs, dim=1)
+    lam = torch.as_tensor(values, device=vecs.device, dtype=torch.float64)
+    r = torch.linalg.vector_norm(hvs.double() - lam[:, None] * vecs.double(), dim=1)
     return (r.double().cpu().numpy() / np.maximum(np.abs(values), 1e-30))
 
 
