@@ -245,6 +245,20 @@ def write_csv(path: Path | None, rows: list[dict[str, Any]]) -> None:
     out.print(f"wrote {path}", highlight=False)
 
 
+def write_outputs(results: Sequence[Any], json_out: Path | None, csv_out: Path | None, out_fig: Path | None = None,
+                  figure: Any = None) -> None:
+    """The files a command over several models writes, in one way: its figure (``figure(results)``,
+    a matplotlib Figure or an object with ``.figure``) at `out_fig`, the results as JSON and as tidy
+    CSV rows; then exit 130 when the last run was interrupted (what was done is written)."""
+    if out_fig is not None and figure is not None:
+        fig = figure(results)
+        out.print(f"wrote {surgeon.viz.save_figure(getattr(fig, 'figure', fig), out_fig)}", highlight=False)
+    write_json(json_out, [r.to_dict() for r in results])
+    write_csv(csv_out, tidy_rows(results))
+    if results and getattr(results[-1], "interrupted", False):
+        sys.exit(130)
+
+
 def tidy_rows(results: Sequence[Any], **ids: Any) -> list[dict[str, Any]]:
     """The tidy rows of several results, each prefixed with `ids` (e.g. the model name)."""
     return [{**ids, **row} for r in results for row in r.tidy()]

@@ -14,7 +14,7 @@ from rich.table import Table
 import surgeon
 from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, select_blocks, tidy_rows, write_csv, write_json
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, select_blocks, tidy_rows, write_csv, write_json, write_outputs
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches (default: all the data)")]
@@ -154,9 +154,4 @@ def lesion_study(
         results.append(res)
         if res.interrupted:
             break
-    if out_fig is not None:
-        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_lesions(results), out_fig)}", highlight=False)
-    write_json(json_out, [r.to_dict() for r in results])
-    write_csv(csv_out, tidy_rows(results))
-    if results[-1].interrupted:
-        sys.exit(130)
+    write_outputs(results, json_out, csv_out, out_fig, surgeon.viz.plot_lesions)

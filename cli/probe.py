@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
@@ -11,7 +10,7 @@ from rich.table import Table
 import surgeon
 from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, tidy_rows, write_csv, write_json
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, write_outputs
 
 _COLUMNS = {
     "fourier": (("\u0394logamp(last)", lambda v: f"{v['fourier'].high:+.3f}"),
@@ -90,10 +89,4 @@ def probe(
         results.append(res)
         if res.interrupted:
             break
-    if out_fig is not None:
-        path = surgeon.viz.save_figure(surgeon.viz.probe_figure(results, kind), out_fig)
-        out.print(f"wrote {path}", highlight=False)
-    write_json(json_out, [r.to_dict() for r in results])
-    write_csv(csv_out, tidy_rows(results))
-    if results[-1].interrupted:
-        sys.exit(130)
+    write_outputs(results, json_out, csv_out, out_fig, lambda rs: surgeon.viz.probe_figure(rs, kind))

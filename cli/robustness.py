@@ -12,7 +12,7 @@ from rich.table import Table
 import surgeon
 from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, JobCpusOpt, JobGpusOpt, RetriesOpt, executor_from, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, tidy_rows, write_csv, write_json
+from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, JobCpusOpt, JobGpusOpt, RetriesOpt, executor_from, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, write_csv, write_json, write_outputs
 from surgeon.cli.curvature import BatchSizeOpt, DataOpt, JsonOpt, OutOpt
 
 #: the default band centres: surgeon.evaluation.frequency_noise.FREQUENCIES, written out so that help needs no torch (a test
@@ -147,10 +147,4 @@ def frequency_noise(
         if res.interrupted:
             break
     out.print(table)
-    if out_fig is not None:
-        fig = surgeon.viz.plot_frequency_noise(results).figure
-        out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig)}", highlight=False)
-    write_json(json_out, [r.to_dict() for r in results])
-    write_csv(csv_out, tidy_rows(results))
-    if results[-1].interrupted:
-        sys.exit(130)
+    write_outputs(results, json_out, csv_out, out_fig, surgeon.viz.plot_frequency_noise)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from rich.table import Table
 import surgeon
 from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, check_weights, input_size_used, label, load, out, parse_input_size, printed_warnings, resolve_device, seed_everything, select_blocks, tidy_rows, write_csv, write_json
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, check_weights, input_size_used, label, load, out, parse_input_size, printed_warnings, resolve_device, seed_everything, select_blocks, tidy_rows, write_csv, write_json, write_outputs
 from surgeon.cli.curvature import BatchSizeOpt, DataOpt, OutOpt
 from surgeon.cli.robustness import BatchesOpt
 from surgeon.cli.surgery import _diff_and_save, latency_table
@@ -77,12 +76,7 @@ def attack(
         if res.interrupted:
             break
     _print_attack(results)
-    if out_fig is not None:
-        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_attack(results).figure, out_fig)}", highlight=False)
-    write_json(json_out, [r.to_dict() for r in results])
-    write_csv(csv_out, tidy_rows(results))
-    if results[-1].interrupted:
-        sys.exit(130)
+    write_outputs(results, json_out, csv_out, out_fig, surgeon.viz.plot_attack)
 
 
 def _print_attack(results: list[Any]) -> None:
@@ -204,7 +198,6 @@ def trajectory(
 
     Example: surgeon trajectory r18.run vit.run --out traj.png
     """
-    from surgeon.viz import plot_trajectories, save_figure
     from surgeon.analysis.trajectory import EXCLUDED, run_folder
 
     check_outputs(out_fig, json_out, csv_out, force=force)
@@ -223,10 +216,7 @@ def trajectory(
         table.add_row(r.run, f"{r.parameters:,}", " ".join(map(str, r.epochs)), " ".join(f"{v:.3g}" for v in r.radii),
                       " ".join(f"{v:.1f}" for v in r.angles))
     out.print(table)
-    if out_fig is not None:
-        out.print(f"wrote {save_figure(plot_trajectories(results), out_fig)}", highlight=False)
-    write_json(json_out, [r.to_dict() for r in results])
-    write_csv(csv_out, tidy_rows(results))
+    write_outputs(results, json_out, csv_out, out_fig, surgeon.viz.plot_trajectories)
 
 
 def _run_label(run: str) -> str:
@@ -287,11 +277,4 @@ def stability(
                                  f"{100 * r.metrics[n]['flip_probability']:.1f}" for n in r.perturbations),
                       f"{100 * r.mean_flip_probability:.1f}")
     out.print(table)
-    if out_fig is not None:
-        from surgeon.viz import plot_stability, save_figure
-
-        out.print(f"wrote {save_figure(plot_stability(results).figure, out_fig)}", highlight=False)
-    write_json(json_out, [r.to_dict() for r in results])
-    write_csv(csv_out, tidy_rows(results))
-    if results[-1].interrupted:
-        sys.exit(130)
+    write_outputs(results, json_out, csv_out, out_fig, surgeon.viz.plot_stability)
