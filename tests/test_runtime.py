@@ -57,3 +57,34 @@ def test_batch_loop_limit_draws_no_extra_batch():
     assert loop.done == 3 and drawn == [0, 1, 2]
     skipped = BatchLoop(limit=2).run([None, 1, None, 2, 3], lambda x: x is not None)  # False: not counted
     assert skipped.done == 2
+
+
+NORMS = [  # (layer, a good input shape, a bad one), the bad one refused by the layer's own check
+    (nn.BatchNorm2d(8), (2, 8, 5, 5), (2, 4, 5, 5)),
+    (nn.BatchNorm1d(6), (3, 6), (3, 5)),
+    (nn.LayerNorm(8), (2, 3, 8), (2, 3, 7)),
+    (nn.LayerNorm((4, 4)), (2, 3, 4, 4), (2, 3, 4, 5)),
+    (nn.GroupNorm(3, 9), (2, 9, 4, 4), (2, 8, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("layer,good,bad", NORMS, ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else None)
+def test_on_meta_norms_take_their_shape_and_refuse_what_the_real_layer_refuses(layer, good, bad, training):
+    """`on_meta` answers a normalisation by shape (no decomposition): the same output shape, dtype
+    and strides as the real layer on real tensors, and every input the real layer refuses
+    (wrong channels, wrong trailing shape, one value per channel in training) still raises."""
+    from surgeon.model.runtime import on_meta
+
+    layer.train(training)
+    real = layer(torch.randn(good))
+    with on_meta(layer):
+        out = layer(torch.empty(good, device="meta"))
+    assert out.device.type == "meta" and out.shape == real.shape and out.dtype == real.dtype
+    assert out.stride() == real.stride()
+    for shape in [bad] + ([(1, good[1])] if training and isinstance(layer, nn.BatchNorm1d) else []):
+        with pytest.raises((RuntimeError, ValueError)):
+            layer(torch.randn(shape))
+        with pytest.raises((RuntimeError, ValueError)), on_meta(layer):
+            layer(torch.empty(shape, device="meta"))
+    assert all(p.device.type == "cpu" for p in layer.parameters())

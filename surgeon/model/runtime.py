@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from surgeon.core.errors import SurgeonError
 from surgeon.model.provenance import cfg_of
@@ -66,10 +68,54 @@ def on_meta(model: nn.Module) -> Iterator[None]:
                     meta = torch.empty_like(t, device="meta")
                     store[k] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
     try:
-        yield
+        with _NormsByShape():
+            yield
     finally:
         for store, k, t in saved:
             store[k] = t
+
+
+def _channels_match(x: torch.Tensor, channels: int, *tensors: Any) -> bool:
+    return all(t is None or (isinstance(t, torch.Tensor) and t.numel() == channels) for t in tensors)
+
+
+def _batch_norm_ok(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,  # noqa: ANN001
+                   *_: Any, **__: Any) -> bool:
+    """F.batch_norm's own checks: one statistic per channel (dim 1), and in training more than
+    one value per channel."""
+    return (x.dim() >= 2 and _channels_match(x, x.shape[1], running_mean, running_var, weight, bias)
+            and (not training or x.numel() > x.shape[1]))
+
+
+def _layer_norm_ok(x, normalized_shape, weight=None, bias=None, *_: Any, **__: Any) -> bool:  # noqa: ANN001
+    """F.layer_norm's own check: the trailing dims equal `normalized_shape`, as do weight and bias."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    return (0 < len(shape) <= x.dim() and tuple(x.shape[-len(shape):]) == shape
+            and all(t is None or (isinstance(t, torch.Tensor) and tuple(t.shape) == shape) for t in (weight, bias)))
+
+
+def _group_norm_ok(x, num_groups, weight=None, bias=None, *_: Any, **__: Any) -> bool:  # noqa: ANN001
+    """F.group_norm's own checks: channels (dim 1) divisible by the groups, one weight per channel."""
+    return (x.dim() >= 2 and isinstance(num_groups, int) and num_groups > 0 and x.shape[1] % num_groups == 0
+            and _channels_match(x, x.shape[1], weight, bias))
+
+
+_SHAPE_KEEPING = {F.batch_norm: _batch_norm_ok, F.layer_norm: _layer_norm_ok, F.group_norm: _group_norm_ok}
+
+
+class _NormsByShape(TorchFunctionMode):
+    """On meta tensors, a normalisation layer's output is an empty tensor like its input once
+    the layer's own shape checks pass (`_SHAPE_KEEPING`), instead of the op's Python
+    decomposition (BatchNorm's meta kernel is some 20 prims: six sevenths of a ResNet-50's meta
+    forward). Anything else, and a call that fails a check, runs as it is (and raises as it
+    would). Normalisations count no FLOPs (`surgeon.model.flops`), so the counts are unchanged."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch protocol
+        kwargs = kwargs or {}
+        ok = _SHAPE_KEEPING.get(func)
+        if ok is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_meta and ok(*args, **kwargs):
+            return torch.empty_like(args[0])
+        return func(*args, **kwargs)
 
 
 @contextmanager
