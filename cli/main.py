@@ -6,6 +6,7 @@ line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import signal
@@ -104,7 +105,7 @@ def main() -> None:
             out.quiet = err.quiet = True
     signal.signal(signal.SIGTERM, _terminated)  # SIGTERM unwinds like Ctrl-C: temp files removed, work kept
     try:
-        code = command().main(standalone_mode=False)
+        code = command(_named_command(sys.argv[1:])).main(standalone_mode=False)
         if code == 130:  # typer's answer to a KeyboardInterrupt no command caught (commands that keep work say so and exit)
             raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -123,12 +124,25 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _named_command(argv: list[str]) -> str | None:
+    """The command `argv` runs, when its first word names one (else None: help, a typo)."""
+    names = {c.name for c in app.registered_commands}
+    return argv[0] if argv and argv[0] in names else None
+
+
 @functools.cache
-def command():
+def command(only: str | None = None):
     """The click group of `app` with range-checked commands, built once (typer builds it anew on
-    every call, about a second for all the commands; in-process tests call `main` many times)."""
+    every call; in-process tests call `main` many times). With `only`, the group holds that one
+    command: typer builds a command's parameters from its signature (some 3 ms each, and its
+    first one imports pydantic), so a run builds the command it runs, not all 24; help, a typo
+    and a bare `surgeon` get the whole group (its list and its suggestions)."""
     check_commands(app)
-    group = typer.main.get_command(app)
+    source = app
+    if only is not None:
+        source = copy.copy(app)
+        source.registered_commands = [c for c in app.registered_commands if c.name == only]
+    group = typer.main.get_command(source)
     set_ranges(group)  # the ranges of checks.ARGS, shown by --help
     return group
 
