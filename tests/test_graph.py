@@ -390,3 +390,47 @@ def test_condconv_blocks_are_conv_blocks():
     condconv = [b for b in g.blocks if any(isinstance(m, CondConv2d) for p in b.members
                                            for m in model.get_submodule(p).modules())]
     assert condconv and all(b.kind == "conv" for b in condconv), [(b.address, b.kind) for b in condconv]
+
+
+@pytest.mark.parametrize("spec", ["resnet50", "vit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "mobilevit_xxs",
+                                  "efficientnet_b0", "tv:densenet121"])
+def test_graphs_from_the_kept_analyses_equal_graphs_from_scratch(spec):
+    """The one-level analyses are kept across graphs (`discovery._ANALYSES`): a graph built with
+    them, of the model and of an edited copy, equals one built with none kept."""
+    from surgeon.blockgraph import discovery
+
+    model, g = built(spec)
+    removable = [b.address for b in g.blocks if b.stage and b.in_shape == b.out_shape and b.kind in ("conv", "mlp")]
+    edited = surgeon.remove(g, removable[0]) if removable else surgeon.insert(g, after="c1.b-1", module="identity")
+    warm = [surgeon.graph(m, input_size=g.input_size) for m in (model, edited)]
+    discovery._ANALYSES.clear()
+    cold = [surgeon.graph(m, input_size=g.input_size) for m in (model, edited)]
+    for w, c in zip(warm, cold):
+        assert [b.to_dict() for b in w.blocks] == [b.to_dict() for b in c.blocks]
+        assert w.method == c.method
+
+
+class _Pair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_a_changed_forward_is_analysed_again(monkeypatch):
+    """The kept analyses are keyed by the forward too: patching a class's forward (a residual sum
+    added) changes the graph, as it would in a fresh process."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _Pair(), _Pair(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 4))
+    before = surgeon.graph(net, input_size=(3, 16, 16))
+
+    def two_sums(self, x):
+        x = x + self.a(x)
+        return x + self.b(x)
+
+    monkeypatch.setattr(_Pair, "forward", two_sums)
+    after = surgeon.graph(net, input_size=(3, 16, 16))
+    assert [b.members for b in before.blocks if b.stage] == [("1",), ("2",)]
+    assert [b.members for b in after.blocks if b.stage] == [("1.a",), ("1.b",), ("2.a",), ("2.b",)]

@@ -19,6 +19,14 @@ from surgeon.blockgraph.record import _Call, _Recorder
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
+#: The one-level analyses of this process, by the key of `_Discovery._analysis` (a module's class,
+#: children, plain settings, forward and call signature: what its one-level graph depends on, since
+#: its children are leaves), kept across graphs: the graph of a model after a pass (the CLI's diff
+#: table, a search's candidates) re-traces only the modules the pass changed. Read-only once made.
+_ANALYSES: dict[tuple, _Analysis] = {}
+_ANALYSES_KEPT = 2048
+
+
 @dataclass
 class _Atom:
     role: str  # "layer" | "unit" | "half"
@@ -47,7 +55,7 @@ class _Discovery:
     def __init__(self, model: nn.Module, rec: _Recorder) -> None:
         self.model = model
         self.rec = rec
-        self._cache: dict[tuple, _Analysis] = {}
+        self._cache = _ANALYSES
         # timm / torchvision keep the order of lists of their first walk (their addresses are
         # stable); a few interleave lists (Twins' pos_block, HRNet) and would be renumbered
         self._historical = type(model).__module__.split(".")[0] in ("timm", "torchvision")
@@ -57,11 +65,13 @@ class _Discovery:
 
     def _analysis(self, mod: nn.Module, call: _Call, run: bool = False) -> _Analysis:
         """`_analyze` of a one-level trace (`run`: of a run, `capture`), shared by modules of the
-        same class, children, settings and call (the twelve blocks of a ViT are traced once)."""
+        same class, children, settings, forward and call (the twelve blocks of a ViT are traced
+        once; so is a model's graph after a pass, `_ANALYSES`)."""
         simple = (bool, int, float, str, type(None))
         lengths = self._tuple_lengths(mod, call)
         key = (
             run,
+            getattr(mod.forward, "__func__", mod.forward),  # the class's, or one set on the instance
             tuple(sorted(lengths.items())),
             type(mod),
             tuple((n, type(c)) for n, c in mod.named_children()),
@@ -75,6 +85,8 @@ class _Discovery:
         except TypeError:
             return self._with_child_sums(mod, call, _analyze(_shallow_trace(mod, call, lengths, run)))
         if key not in self._cache:
+            if len(self._cache) >= _ANALYSES_KEPT:
+                self._cache.clear()
             self._cache[key] = self._with_child_sums(mod, call, _analyze(_shallow_trace(mod, call, lengths, run)))
         return self._cache[key]
 
