@@ -414,3 +414,22 @@ def test_landscape_points_equal_the_direct_formula(name):
                 values = [float(torch.nn.functional.cross_entropy(functional_call(model, moved, (xb,)), yb))
                           for xb, yb in batches]
                 assert res.loss[i, j] == np.mean(values)
+
+
+@pytest.mark.parametrize("rows", [None, 5])
+def test_lanczos_dot_sums_in_float64_over_chunks(rows):
+    """`_dot` (every sum over the n entries in Lanczos) equals the float64 product of the same
+    float32 numbers to within float32 chunk sums: |err| <= 2^-24 * sqrt(chunk) * sum |a_i w_i|
+    per row, on a length that is not a multiple of the chunk (the remainder counts)."""
+    from surgeon.analysis import eigensolvers as eigsolve
+
+    g = torch.Generator().manual_seed(0)
+    n = 3 * eigsolve.DOT_CHUNK + 1234
+    a = torch.randn((n,) if rows is None else (rows, n), generator=g) + 0.5
+    w = torch.randn(n, generator=g) + 0.5
+    got = eigsolve._dot(a, w)
+    ref = a.double() @ w.double()
+    bound = 2.0 ** -24 * eigsolve.DOT_CHUNK ** 0.5 * (a.double().abs() @ w.double().abs())
+    assert got.dtype == torch.float64 and got.shape == ref.shape
+    assert torch.all((got - ref).abs() <= bound)
+    assert torch.all((eigsolve._dot(a[..., :-1234], w[:-1234]) - ref).abs() > bound)  # the remainder is summed

@@ -26,7 +26,7 @@ __all__ = ["EigResult", "lanczos", "power_iteration"]
 
 WHICH = ("LM", "LA", "SA")
 KEEP_PRODUCTS_BYTES = 2 * 2**30  # Lanczos keeps its products H q_j (for the residuals) when they fit in this
-FLOAT64_BASIS_BYTES = 4 * 2**30  # and runs its recurrence in float64 when the basis fits in this
+DOT_CHUNK = 2**16  # entries summed in float32 before the float64 sum (`_dot`)
 
 
 @dataclass
@@ -79,6 +79,21 @@ def _start_vector(n: int, device: torch.device, dtype: torch.dtype, seed: int) -
     return v / torch.linalg.vector_norm(v)
 
 
+def _dot(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``a @ w`` over the last dim (rows of `a`, or one vector), in float64: float32 products
+    summed in float32 over chunks of `DOT_CHUNK` entries, the chunks' sums added in float64. A
+    float32 sum over millions of entries (BLAS keeps a few running sums) loses digits the Lanczos
+    recurrence needs; a chunk of 2^16 loses about what a float32 product already has, and the
+    vectors stay float32 (half the memory traffic of a float64 basis). Float64 input: one matmul."""
+    if a.dtype == torch.float64:
+        return a @ w.double()
+    n = w.numel()
+    out = torch.zeros(a.shape[:-1], device=w.device, dtype=torch.float64)
+    for s in range(0, n, DOT_CHUNK):
+        out += (a[..., s:s + DOT_CHUNK] @ w[s:s + DOT_CHUNK]).double()
+    return out
+
+
 def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, steps: int,
                    stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
                    products: torch.Tensor | None = None, share: dict[str, torch.Tensor] | None = None
@@ -90,27 +105,27 @@ def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, 
     Each step takes w = H q_j, applies the three-term recurrence (alpha_j = q_j . w), then removes
     what is left along the whole basis by classical Gram-Schmidt, w -= Q^T (Q w), a second time
     only when that removed most of w (the DGKS criterion, ||w'|| < ||w|| / sqrt(2)).
-    `stop(alpha, beta, beta_next)` is asked after every step. The recurrence runs in `q`'s dtype
-    (float64 where the basis fits, `lanczos`), the products in the operator's (``op.dtype``)."""
+    `stop(alpha, beta, beta_next)` is asked after every step. Vectors are in `q`'s dtype (the
+    operator's); every sum over the n entries (alpha, the Gram-Schmidt coefficients, the norms)
+    is accumulated in float64 (`_dot`)."""
     basis = torch.empty(steps, q.numel(), device=q.device, dtype=q.dtype)
-    op_dtype = getattr(op, "dtype", q.dtype)
     basis[0] = q
     if share is not None:
         share["Q"] = basis  # `stop` may read the rows filled so far
     alpha, beta = [], []
     for j in range(steps):
-        w = op(basis[j].to(op_dtype))
+        w = op(basis[j]).to(q.dtype)
         if products is not None:
             products[j] = w
-        w = w.to(q.dtype)
-        a = float(torch.dot(basis[j], w))
-        w.sub_(basis[j], alpha=a)
+        a = float(_dot(basis[j], w))
+        w = w - basis[j] * a
         if j:
             w.sub_(basis[j - 1], alpha=beta[-1])
-        before = float(torch.linalg.vector_norm(w))
+        before = math.sqrt(max(float(_dot(w, w)), 0.0))
         for _ in range(2):
-            w = torch.addmv(w, basis[: j + 1].T, basis[: j + 1] @ w, alpha=-1)
-            b = float(torch.linalg.vector_norm(w))
+            coef = _dot(basis[: j + 1], w).to(q.dtype)
+            w = torch.addmv(w, basis[: j + 1].T, coef, alpha=-1)
+            b = math.sqrt(max(float(_dot(w, w)), 0.0))
             if b > before / math.sqrt(2):
                 break
             before = b
@@ -136,12 +151,13 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
     wanted Ritz pair's residual estimate ``beta_j |s_i[-1]|`` is at most ``tol * |theta_i|``
     and, where the products are kept (the rows of W = H q_j beside the basis, while both fit in
     `KEEP_PRODUCTS_BYTES`), its explicit residual ``||H v - theta v|| / |theta|`` (H Q^T s =
-    W^T s: no further product) is too. The products are in the parameters' dtype; the basis and
-    the recurrence (alpha_j = q_j . H q_j, the Gram-Schmidt sums over millions of entries) in
-    float64 while the basis fits in `FLOAT64_BASIS_BYTES` (float32 sums left a ViT-Ti's top pair
-    at a 3.8e-4 residual whatever the steps; ARPACK, in float64, reached 6e-6 on the same
-    products). Without kept products the reported residuals take k more products. The basis is kept on the
-    parameters' device: `max_iter` (default max(2k + 40, 8k)) vectors of the selection's size."""
+    W^T s: no further product) is too. The basis and products are in the parameters' dtype; the
+    recurrence's sums over millions of entries (alpha_j = q_j . H q_j, the Gram-Schmidt
+    coefficients, the norms) accumulate in float64 (`_dot`: plain float32 sums left a ViT-Ti's
+    top pair at a 3.8e-4 residual whatever the steps; ARPACK, in float64, reached 6e-6 on the
+    same products). Without kept products the reported residuals take k more products. The basis
+    is kept on the parameters' device: `max_iter` (default max(2k + 40, 8k)) vectors of the
+    selection's size."""
     checks.args(k=k, tol=tol, max_iter=max_iter, seed=seed)
     steps = min(op.n, max_iter or max(2 * k + 40, 8 * k))
     state: dict[str, Any] = {"converged": False}
@@ -162,8 +178,7 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
             state["converged"] = bool(np.all(res <= tol))
         return state["converged"]
 
-    wide = torch.float64 if steps * op.n * 8 <= FLOAT64_BASIS_BYTES else op.dtype
-    start = _start_vector(op.n, op.device, op.dtype, seed).to(wide)
+    start = _start_vector(op.n, op.device, op.dtype, seed)
     basis, alpha, beta, _ = _lanczos_basis(op, start, steps, converged, products, basis_of)
     theta, s = _tridiagonal_eigh(alpha, beta)
     idx = _wanted(theta, k, which)
