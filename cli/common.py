@@ -252,7 +252,7 @@ def write_outputs(results: Sequence[Any], json_out: Path | None, csv_out: Path |
     CSV rows; then exit 130 when the last run was interrupted (what was done is written)."""
     if out_fig is not None and figure is not None:
         fig = figure(results)
-        out.print(f"wrote {surgeon.viz.save_figure(getattr(fig, 'figure', fig), out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.save_figure(getattr(fig, 'figure', fig), out_fig, overwrite=True)}", highlight=False)
     write_json(json_out, [r.to_dict() for r in results])
     write_csv(csv_out, tidy_rows(results))
     if results and getattr(results[-1], "interrupted", False):

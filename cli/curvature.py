@@ -114,7 +114,7 @@ def _write_spectra(spectra: list[Any], extras: list[dict[str, Any]], out_fig: Pa
     its extras by name) and the tidy CSV rows (each extra's rows tagged with the model)."""
     if out_fig is not None:
         fig = surgeon.viz.spectrum_figure(spectra, [e.get("density") for e in extras])
-        out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig, overwrite=True)}", highlight=False)
     write_json(json_out, [{**s.to_dict(), **{k: v.to_dict() for k, v in e.items()}} for s, e in zip(spectra, extras)])
     write_csv(csv_out, [row for s, e in zip(spectra, extras)
                         for row in (*s.tidy(), *({"model": s.model, **r} for v in e.values() for r in v.tidy()))])
@@ -189,7 +189,7 @@ def landscape(
               f"min {min(done):.4f}, max {max(done):.4f}; {cost}", highlight=False)
     out.print(f"points kept in {save}", highlight=False)
     if out_fig is not None:
-        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_landscape(res), out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_landscape(res), out_fig, overwrite=True)}", highlight=False)
     write_json(json_out, res.to_dict())
     write_csv(csv_out, res.tidy())
     if res.interrupted:

@@ -14,7 +14,7 @@ from rich.table import Table
 import surgeon
 from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, select_blocks, tidy_rows, write_csv, write_json, write_outputs
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, check_weights, input_size_used, label, load, out, parse_input_size, plural, printed_warnings, select_blocks, tidy_rows, write_csv, write_json, write_outputs
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="labelled test data: digits | cifar10:ROOT | cifar100:ROOT | IMAGEFOLDER")]
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="stop after N batches (default: all the data)")]
@@ -79,7 +79,7 @@ def evaluate(
         table.add_row(col, _value(k, ev.metrics[k]))
     out.print(table)
     if reliability is not None:
-        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_reliability(ev, [name]), reliability)}",
+        out.print(f"wrote {surgeon.viz.save_figure(surgeon.viz.plot_reliability(ev, [name]), reliability, overwrite=True)}",
                   highlight=False)
     write_json(json_out, {"model": name, "data": data, "split": "test", "mc_dropout": mc_dropout, "nll_mode": nll,
                            **ev.to_dict()})
@@ -127,8 +127,7 @@ def lesion_study(
 
     Example: surgeon lesion-study resnet18 vit_tiny_patch16_224 --num-classes 10 --img-size 32 --input-size 3,32,32 --data digits --out lesions.png
     """
-    if weights and len(weights) != len(models):
-        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    check_weights(models, weights)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
     graphs = []  # every model loaded and its selection checked before the first evaluation

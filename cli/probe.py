@@ -10,7 +10,7 @@ from rich.table import Table
 import surgeon
 from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, check_blocks, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, write_outputs
+from surgeon.cli.common import BlocksOpt, CsvOpt, DeviceOpt, FigureOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, JsonOpt, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, check_blocks, check_outputs, check_weights, input_size_used, label, load, out, parse_input_size, printed_warnings, write_outputs
 
 _COLUMNS = {
     "fourier": (("\u0394logamp(last)", lambda v: f"{v['fourier'].high:+.3f}"),
@@ -66,8 +66,7 @@ def probe(
 
     Example: surgeon probe fourier resnet50 vit_tiny_patch16_224 --out fourier.png
     """
-    if weights and len(weights) != len(models):
-        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    check_weights(models, weights)
     check_outputs(out_fig, json_out, csv_out, force=force)
     if exact and kind != "fourier":
         raise SurgeonError(f"--exact applies to the fourier probe only, not {kind}; drop --exact")

@@ -10,9 +10,8 @@ import typer
 from rich.table import Table
 
 import surgeon
-from surgeon.core.errors import SurgeonError
 
-from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, JobCpusOpt, JobGpusOpt, RetriesOpt, executor_from, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, input_size_used, label, load, out, parse_input_size, printed_warnings, write_csv, write_json, write_outputs
+from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, JobCpusOpt, JobGpusOpt, RetriesOpt, executor_from, DeviceOpt, ForceOpt, ImgSizeOpt, InputSizeOpt, ModelArg, ModelsArg, NumClassesOpt, PretrainedOpt, SeedOpt, WeightsListOpt, WeightsOpt, check_outputs, check_weights, input_size_used, label, load, out, parse_input_size, printed_warnings, write_csv, write_json, write_outputs
 from surgeon.cli.curvature import BatchSizeOpt, DataOpt, JsonOpt, OutOpt
 
 #: the default band centres: surgeon.evaluation.frequency_noise.FREQUENCIES, written out so that help needs no torch (a test
@@ -87,7 +86,7 @@ def robustness(
     out.print(_corruption_table(res, metric))
     if out_fig is not None:
         fig = surgeon.viz.plot_corruptions(res, metric).figure
-        out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig)}", highlight=False)
+        out.print(f"wrote {surgeon.viz.save_figure(fig, out_fig, overwrite=True)}", highlight=False)
     write_json(json_out, res.to_dict())
     write_csv(csv_out, res.tidy())
     if res.interrupted:
@@ -123,8 +122,7 @@ def frequency_noise(
 
     Example: surgeon frequency-noise resnet18 vit_tiny_patch16_224 --num-classes 10 --img-size 32 --input-size 3,32,32 --out f.png
     """
-    if weights and len(weights) != len(models):
-        raise SurgeonError(f"{len(weights)} --weights for {len(models)} models; give one --weights per model, in order")
+    check_weights(models, weights)
     freqs = surgeon.evaluation.frequency_noise.check_frequency_args(frequencies, eps=eps, width=width)  # a list (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)

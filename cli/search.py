@@ -102,7 +102,7 @@ def report(
     Example: surgeon report runs/digits --out buildup.png
     """
     check_outputs(chart, json_out, csv_out, force=force)
-    result = surgeon.search.search_report(folder, chart=chart)
+    result = surgeon.search.search_report(folder, chart=chart, overwrite=force)
     out.print(_table(result.records))
     out.print(f"chart: {result.chart}", highlight=False)
     write_json(json_out, result.records)

@@ -50,11 +50,11 @@ def main() -> None:
     plot_spectrum(spectra, axes[0])
     for label, d in densities:
         plot_density(d, axes[1], label=label)
-    print(f"wrote {save_figure(fig, args.out_dir / 'hessian_spectrum.png')}")
+    print(f"wrote {save_figure(fig, args.out_dir / 'hessian_spectrum.png', overwrite=True)}")
     fig = plt.figure(figsize=(10, 8.4), layout="constrained")
     for sub, land in zip(fig.subfigures(2, 1), landscapes):
         plot_landscape(land, sub)
-    print(f"wrote {save_figure(fig, args.out_dir / 'landscape.png')}")
+    print(f"wrote {save_figure(fig, args.out_dir / 'landscape.png', overwrite=True)}")
 
 
 if __name__ == "__main__":

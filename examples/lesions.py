@@ -39,9 +39,9 @@ def main() -> None:
               f"removing {worst.address} ({worst.kind}) costs {-100 * worst.delta['acc']:.1f} points")
         results.append(res)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {save_figure(plot_lesions(results), args.out_dir / 'lesions.png')}")
+    print(f"wrote {save_figure(plot_lesions(results), args.out_dir / 'lesions.png', overwrite=True)}")
     fig = plot_reliability([r.intact for r in results], [r.model for r in results])
-    print(f"wrote {save_figure(fig, args.out_dir / 'reliability.png')}")
+    print(f"wrote {save_figure(fig, args.out_dir / 'reliability.png', overwrite=True)}")
 
 
 if __name__ == "__main__":

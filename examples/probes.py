@@ -43,14 +43,14 @@ def main() -> None:
         results.append(res)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for kind in ("fourier", "variance"):
-        path = save_figure(probe_figure(results, kind), args.out_dir / f"probe_{kind}.png")
+        path = save_figure(probe_figure(results, kind), args.out_dir / f"probe_{kind}.png", overwrite=True)
         print(f"wrote {path}")
 
     alternet = surgeon.alternate(surgeon.load_model("resnet50", weights=args.resnet_weights), "c2,c3")
     loader = surgeon.data.loader(args.data, alternet, batch_size=32)
     res = surgeon.probe(alternet, loader, "fourier", batches=args.batches, progress=True)
     res.model = "resnet50 + alternate --stages c2,c3"
-    path = save_figure(probe_figure([results[0], res], "fourier"), args.out_dir / "probe_alternet.png")
+    path = save_figure(probe_figure([results[0], res], "fourier"), args.out_dir / "probe_alternet.png", overwrite=True)
     print(f"wrote {path}")
 
 

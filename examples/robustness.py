@@ -47,8 +47,8 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(corruptions), figsize=(6.2 * len(corruptions), 5.2), layout="constrained")
     for res, ax in zip(corruptions, axes):
         plot_corruptions(res, "acc", ax)
-    print(f"wrote {save_figure(fig, args.out_dir / 'robustness.png')}")
-    print(f"wrote {save_figure(plot_frequency_noise(noise).figure, args.out_dir / 'frequency_noise.png')}")
+    print(f"wrote {save_figure(fig, args.out_dir / 'robustness.png', overwrite=True)}")
+    print(f"wrote {save_figure(plot_frequency_noise(noise).figure, args.out_dir / 'frequency_noise.png', overwrite=True)}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def main() -> None:
     for r in res.records:
         print(f"{r['id']}: mean acc {r['mean']:.1%} +- {r['std']:.1%}, {'accepted' if r['accepted'] else 'rejected'}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {save_figure(plot_buildup(res.records).figure, args.out_dir / 'buildup.png')}")
+    print(f"wrote {save_figure(plot_buildup(res.records).figure, args.out_dir / 'buildup.png', overwrite=True)}")
 
 
 if __name__ == "__main__":

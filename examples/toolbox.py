@@ -43,7 +43,7 @@ def attacks(models: dict, out_dir: Path) -> None:
             res.model = label
             print(f"{label} {attack}: clean {res.clean['acc']:.3f}, per eps {[round(a, 3) for a in res.accuracy]}")
             results.append(res)
-        print(f"wrote {save_figure(plot_attack(results).figure, out_dir / f'attack_{attack}.png')}")
+        print(f"wrote {save_figure(plot_attack(results).figure, out_dir / f'attack_{attack}.png', overwrite=True)}")
 
 
 def stability(models: dict, out_dir: Path) -> None:
@@ -55,7 +55,7 @@ def stability(models: dict, out_dir: Path) -> None:
         res.model = label
         print(f"{label}: mean flip probability {res.mean_flip_probability:.3f}")
         results.append(res)
-    print(f"wrote {save_figure(plot_stability(results).figure, out_dir / 'stability.png')}")
+    print(f"wrote {save_figure(plot_stability(results).figure, out_dir / 'stability.png', overwrite=True)}")
 
 
 def trajectories(labels: list[str], out_dir: Path) -> None:
@@ -63,7 +63,7 @@ def trajectories(labels: list[str], out_dir: Path) -> None:
     results = [surgeon.trajectory(r) for r in runs]
     for label, r in zip(labels, results):
         print(f"{label}: r {[round(v, 1) for v in r.radii]}, angle {[round(v, 1) for v in r.angles]}")
-    print(f"wrote {save_figure(plot_trajectories(results, labels), out_dir / 'trajectory.png')}")
+    print(f"wrote {save_figure(plot_trajectories(results, labels), out_dir / 'trajectory.png', overwrite=True)}")
 
 
 def locality(vit, out_dir: Path) -> None:
@@ -80,7 +80,7 @@ def locality(vit, out_dir: Path) -> None:
     ax.set_xlabel("attention kernel k (tokens)")
     ax.set_ylabel("Accuracy (%)")
     ax.set_title("ViT-Ti trained global, evaluated local (no retraining)", loc="left", fontsize=9)
-    print(f"wrote {save_figure(fig, out_dir / 'locality.png')}")
+    print(f"wrote {save_figure(fig, out_dir / 'locality.png', overwrite=True)}")
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def main() -> None:
         ax.grid(alpha=0.3)
     axes[1].legend()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {save_figure(fig, args.out_dir / 'training.png')}")
+    print(f"wrote {save_figure(fig, args.out_dir / 'training.png', overwrite=True)}")
 
 
 if __name__ == "__main__":

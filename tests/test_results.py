@@ -53,3 +53,29 @@ def test_the_whole_interface(name, examples, tmp_path):
     assert isinstance(fig, Figure) and fig.axes
     plt.close(fig)
     assert "<table>" in result._repr_html_()
+
+
+def _writers(examples):
+    """Every library writer of a user-named file, as ``write(path, **overwrite)``."""
+    result = next(iter(examples.values()))
+    model = surgeon.load_model("resnet10t", num_classes=2)
+    return {
+        "figure.png": lambda p, **k: surgeon.viz.save_figure(plt.figure(), p, **k),
+        "result.json": lambda p, **k: result.save(p, **k),
+        "result.csv": lambda p, **k: result.to_csv(p, **k),
+        "model.safetensors": lambda p, **k: surgeon.save(model, p, **k),
+    }
+
+
+def test_every_writer_refuses_an_existing_file_unless_overwrite(examples, tmp_path):
+    """One overwrite policy (`surgeon.core.files.check_output`): a second write to the same path is
+    refused in one line naming ``overwrite=True``, and leaves the first file as it was."""
+    for name, write in _writers(examples).items():
+        path = tmp_path / name
+        write(path)
+        before = path.read_bytes()
+        with pytest.raises(SurgeonError, match="overwrite=True"):
+            write(path)
+        assert path.read_bytes() == before
+        assert write(path, overwrite=True) == path
+    plt.close("all")

@@ -470,3 +470,23 @@ def test_every_spatial_block_fits_or_refuses_every_layout(block_name, kwargs, la
     if layout != "NCHW":
         with pytest.raises(SurgeonError, match="contradicts the"):
             _for_layout(block_name, _block(layout), {**kwargs, "channels_last": layout != "NHWC"})
+
+
+def test_remove_a_swin_half_whose_caller_reshapes_around_it():
+    """timm Swin reshapes (B, H, W, C) <-> (B, HW, C) between its two halves, so a half's input
+    and output shapes differ by a reshape: removing it equals the model with that branch's
+    module returning zeros, done by hand; a whole block that changes shape is still refused."""
+    torch.manual_seed(0)
+    swin = surgeon.load_model("swin_tiny_patch4_window7_224", img_size=64, window_size=4, depths=(2, 2, 2, 2),
+                              embed_dim=32, num_heads=(1, 2, 4, 8))
+    g = surgeon.graph(swin)
+    x = torch.randn(2, 3, 64, 64)
+    for block in g.select("c1"):
+        assert block.kind in ("msa", "mlp") and block.in_shape != block.out_shape
+        les = surgeon.remove(g, block.address)
+        manual = copy.deepcopy(swin)
+        manual.get_submodule(block.path).register_forward_hook(lambda m, a, y: torch.zeros_like(y))
+        with torch.no_grad():
+            assert torch.equal(les(x), manual(x)), block.address
+    with pytest.raises(SurgeonError, match="changes the shape"):
+        surgeon.remove(g, next(b.address for b in g.blocks if b.kind == "downsample"))

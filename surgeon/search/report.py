@@ -57,19 +57,23 @@ def read_records(out: str | os.PathLike) -> list[dict[str, Any]]:
         raise SurgeonError(f"{path} is damaged ({exc}); restore it or start the search in another folder") from None
 
 
-def _chart(records: list[dict[str, Any]], path: Path) -> Path:
+def _chart(records: list[dict[str, Any]], path: Path, overwrite: bool = True) -> Path:
+    """The build-up chart at `path`; the search folder's own ``buildup.png`` is redrawn as the
+    search goes (`overwrite`), a chart elsewhere follows the caller's policy."""
     from surgeon.viz import plot_buildup, save_figure  # matplotlib: only when a chart is drawn
 
-    return save_figure(plot_buildup(records).figure, path)
+    return save_figure(plot_buildup(records).figure, path, overwrite=overwrite)
 
 
-def search_report(out: str | os.PathLike, *, chart: str | os.PathLike | None = None) -> SearchResult:
+def search_report(out: str | os.PathLike, *, chart: str | os.PathLike | None = None, overwrite: bool = False) -> SearchResult:
     """The records of the search in `out`, with its build-up chart redrawn (to `chart`, default
-    ``OUT/buildup.png``; the suffix picks the format)."""
+    ``OUT/buildup.png``, the folder's own chart, always redrawn; the suffix picks the format). An
+    existing `chart` elsewhere is refused unless `overwrite`."""
     folder = check_folder(out, "search folder", "give the out= folder of surgeon search")
     if not (folder / "search.json").is_file():
         raise SurgeonError(f"{folder} holds no search (no search.json); give the out= folder of surgeon search")
     records = read_records(folder)
     if not records:
         raise SurgeonError(f"{folder} has no finished candidate yet; continue the search with resume=True")
-    return SearchResult(folder, records, _chart(records, Path(chart) if chart is not None else folder / "buildup.png"))
+    target = Path(chart) if chart is not None else folder / "buildup.png"
+    return SearchResult(folder, records, _chart(records, target, overwrite=overwrite or chart is None))

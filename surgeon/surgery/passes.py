@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import inspect
 import json
 import re
@@ -192,11 +193,13 @@ def remove(model: nn.Module | BlockGraph, address: str, *, input_size=None) -> n
     block = g[address]
     if block.stage is None:
         raise SurgeonError(f"cannot remove the {block.address}: a model needs its stem and head")
-    if block.in_shape != block.out_shape:
+    half = block.tap[1] == "in" or (len(block.members) > 1 and block.path in block.members and block.tap[0] not in block.members)
+    reshaped = half and math.prod(block.in_shape) == math.prod(block.out_shape)  # timm Swin: (B, HW, C) <-> (B, H, W, C)
+    if block.in_shape != block.out_shape and not reshaped:
         raise SurgeonError(
             f"cannot remove {block.address} ({block.path}): it changes the shape from {list(block.in_shape[1:])} "
             f"to {list(block.out_shape[1:])}, so it cannot become the identity; remove a block that keeps its shape")
-    if block.tap[1] == "in" or (len(block.members) > 1 and block.path in block.members and block.tap[0] not in block.members):
+    if half:
         # a residual half (its tap is the next half's input, or the enclosing block's output):
         # its branch module returns zeros, in the structure it returned, and the half must pass x through
         call = _calls_of(original, g, [block.path])[block.path]

@@ -185,9 +185,11 @@ def figure_formats() -> tuple[str, ...]:
     return tuple(f".{k}" for k in FigureCanvasBase.get_supported_filetypes())
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
-    """Write `fig` to `path` atomically, in the format its suffix names; the figure is closed."""
-    target = check_output(path, overwrite=True, suffixes=figure_formats())
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150, overwrite: bool = False) -> Path:
+    """Write `fig` to `path` atomically, in the format its suffix names; the figure is closed. An
+    existing file is refused unless `overwrite` (the policy of every surgeon writer,
+    `surgeon.core.files.check_output`)."""
+    target = check_output(path, overwrite=overwrite, suffixes=figure_formats())
     try:
         if not distributed.is_main():  # under torchrun rank 0 writes
             return target
