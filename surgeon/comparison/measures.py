@@ -77,6 +77,13 @@ class Context:
     partial: Path | None
     label: str
 
+    @property
+    def run(self) -> Any:
+        """How the sweeps run (`surgeon.parallel.Run`): progress bars, the executor."""
+        from surgeon.parallel.run import Run
+
+        return Run(progress=self.progress, executor=self.executor)
+
     def loader(self, train: bool, batch_size: int | None = None) -> Any:
         """The data at the model's input size: the shuffled training split (drawn with `seed`) or
         the test split, in batches of `batch_size` (default: the settings' ``batch_size``)."""
@@ -129,8 +136,7 @@ def _frequency_noise(ctx: Context) -> dict[str, Any]:
 
     s = ctx.settings
     res = frequency_noise_robustness(ctx.model, ctx.loader(False), s.frequencies, eps=s.noise_eps,
-                                     batches=s.noise_batches, seed=ctx.seed, progress=ctx.progress,
-                                     executor=ctx.executor)
+                                     batches=s.noise_batches, seed=ctx.seed, run=ctx.run)
     return _checked(res, res.to_dict())
 
 

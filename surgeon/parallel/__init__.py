@@ -5,4 +5,5 @@ restored per job) and `distributed` (the process group and device choice of torc
 Imports only `surgeon.core`.
 """
 
-from surgeon.parallel import executors, distributed  # noqa: F401  (each module is an attribute of the package)
+from surgeon.parallel import executors, distributed, run  # noqa: F401  (each module is an attribute of the package)
+from surgeon.parallel.run import Run  # noqa: F401  (how a computation runs: progress, executor)
