@@ -66,7 +66,7 @@ def batch_for(model: nn.Module, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ours(model: nn.Module, batch: Any) -> tuple[np.ndarray, torch.Tensor, int]:
-    r = surgeon.hessian_eigs(model, batch, k=K, tol=TOL, vectors=True)
+    r = surgeon.hessian_eigs(model, batch, k=K, solver=surgeon.analysis.Solver(tol=TOL, vectors=True))
     return r.eigenvalues, r.eigenvectors, r.hvps
 
 

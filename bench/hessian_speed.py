@@ -124,14 +124,15 @@ def main() -> None:
     batch = batches[0]
 
     t_ours, ours = median_time(lambda: surgeon.hessian_eigs(model, batch, k=5), args.repeat)
-    t_power, power = median_time(lambda: surgeon.hessian_eigs(model, batch, k=5, method="power"), 1)
+    t_power, power = median_time(lambda: surgeon.hessian_eigs(model, batch, k=5,
+                                                              solver=surgeon.analysis.Solver(method="power")), 1)
     t_ph, (ph_values, ph_vectors, ph_hvps) = median_time(lambda: pyhessian_top5(model, batch), args.repeat)
     ph_res = residuals(model, batch, ph_values, ph_vectors)
     t_tight, (tight_values, tight_vectors, tight_hvps) = median_time(
         lambda: pyhessian_top5(model, batch, tol=args.tight_tol, max_iter=args.tight_iter), 1)
     tight_res = residuals(model, batch, tight_values, tight_vectors)
     hvp = hvp_over_gradient(model, batch, args.hvp_repeat)
-    land = surgeon.landscape(model, batches, grid=5, batches=4)
+    land = surgeon.landscape(model, batches, lattice=surgeon.analysis.Lattice(grid=5), batches=4)
 
     rows = [("surgeon lanczos", t_ours, ours.hvps, ours.eigenvalues, ours.residuals),
             ("surgeon power (paper)", t_power, power.hvps, power.eigenvalues, power.residuals),

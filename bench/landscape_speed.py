@@ -49,7 +49,8 @@ STEADY: list[float] = []  # seconds per point / one eval pass, as the result rep
 
 def landscape_points(model: nn.Module, frozen: list, grid: int, executor=None) -> float:
     start = time.perf_counter()
-    res = surgeon.landscape(model, frozen, grid=grid, batches=len(frozen), executor=executor)
+    res = surgeon.landscape(model, frozen, lattice=surgeon.analysis.Lattice(grid=grid), batches=len(frozen),
+                            run=surgeon.parallel.Run(executor=executor))
     assert res.done == grid * grid
     if executor is None:
         STEADY.append(res.seconds_per_point / res.eval_seconds)

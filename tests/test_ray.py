@@ -140,14 +140,16 @@ def test_landscape_on_ray_equals_the_serial_one(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tasks compute with one thread (job_cpus=1), as here
     try:
-        serial = surgeon.landscape(model, [(x, y)], grid=5, span=0.5)
+        serial = surgeon.landscape(model, [(x, y)], lattice=surgeon.analysis.Lattice(grid=5, span=0.5))
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        par = surgeon.landscape(model, [(x, y)], grid=5, span=0.5, executor=executor("ray"), save=tmp_path / "l.json")
+        par = surgeon.landscape(model, [(x, y)], lattice=surgeon.analysis.Lattice(grid=5, span=0.5),
+                                run=surgeon.parallel.Run(executor=executor("ray")), save=tmp_path / "l.json")
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(serial.loss, par.loss) and np.isfinite(par.loss).all()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    again = surgeon.landscape(model, [(x, y)], grid=5, span=0.5, executor=executor("ray"), save=tmp_path / "l.json")
+    again = surgeon.landscape(model, [(x, y)], lattice=surgeon.analysis.Lattice(grid=5, span=0.5),
+                              run=surgeon.parallel.Run(executor=executor("ray")), save=tmp_path / "l.json")
     assert np.array_equal(again.loss, par.loss)  # resumed from --save: nothing left to do
 
 
@@ -161,10 +163,10 @@ def test_spectrum_batches_and_robustness_cells_on_ray_equal_the_serial_ones():
     torch.set_num_threads(1)
     try:
         serial = surgeon.hessian_spectrum(model, data, 2, batches=3)
-        par = surgeon.hessian_spectrum(model, data, 2, batches=3, executor=executor("ray"))
+        par = surgeon.hessian_spectrum(model, data, 2, batches=3, run=surgeon.parallel.Run(executor=executor("ray")))
         args = (model, data, ["gaussian_noise", "contrast"], [1, 3])
         c_serial = surgeon.corruption_robustness(*args)
-        c_par = surgeon.corruption_robustness(*args, executor=executor("ray"))
+        c_par = surgeon.corruption_robustness(*args, run=surgeon.parallel.Run(executor=executor("ray")))
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_allclose(par.eigenvalues, serial.eigenvalues, rtol=1e-6)

@@ -106,10 +106,11 @@ def _probe(name: str) -> Callable[[Context], dict[str, Any]]:
 
 def _hessian(ctx: Context) -> dict[str, Any]:
     from surgeon.analysis.curvature import hessian_spectrum
+    from surgeon.analysis.options import Solver
 
     s = ctx.settings
-    common = dict(batches=s.hessian_batches, tol=s.hessian_tol, max_iter=s.hessian_max_iter, seed=ctx.seed,
-                  progress=ctx.progress, executor=ctx.executor)
+    common = dict(batches=s.hessian_batches, solver=Solver(tol=s.hessian_tol, max_iter=s.hessian_max_iter),
+                  seed=ctx.seed, run=ctx.run)
     lm = hessian_spectrum(ctx.model, ctx.loader(True, s.hessian_batch_size), s.hessian_k, which="LM", **common)
     if lm.interrupted:
         raise KeyboardInterrupt
@@ -119,15 +120,15 @@ def _hessian(ctx: Context) -> dict[str, Any]:
 
 def _landscape(ctx: Context) -> dict[str, Any]:
     from surgeon.analysis.landscapes import landscape
+    from surgeon.analysis.options import Lattice
 
     s = ctx.settings
     save = None
     if ctx.partial is not None:
         ctx.partial.mkdir(parents=True, exist_ok=True)
         save = ctx.partial / f"landscape-{_slug(ctx.label)}.json"
-    res = landscape(ctx.model, ctx.loader(True), grid=s.landscape_grid, span=s.landscape_span,
-                    batches=s.landscape_batches, seed=ctx.seed, save=save, progress=ctx.progress,
-                    executor=ctx.executor)
+    res = landscape(ctx.model, ctx.loader(True), lattice=Lattice(grid=s.landscape_grid, span=s.landscape_span),
+                    batches=s.landscape_batches, seed=ctx.seed, save=save, run=ctx.run)
     return _checked(res, res.to_dict())
 
 
