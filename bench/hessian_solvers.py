@@ -60,8 +60,8 @@ def median_time(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def batch_for(model: nn.Module, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = surgeon.data.loader("digits", model, batch_size=size, train=True, shuffle=True,
-                                 input_size=(3, 32, 32), seed=0)
+    loader = surgeon.data.loader("digits", model, batch_size=size, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=0), input_size=(3, 32, 32))
     return next(iter(loader))
 
 

@@ -51,8 +51,8 @@ def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def data(model: nn.Module, batch_size: int, batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    loader = surgeon.data.loader("digits", model, batch_size=batch_size, train=True, shuffle=True,
-                                 input_size=(3, 32, 32), seed=0)
+    loader = surgeon.data.loader("digits", model, batch_size=batch_size, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=0), input_size=(3, 32, 32))
     return [b for b, _ in zip(loader, range(batches))]
 
 

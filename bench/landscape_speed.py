@@ -67,8 +67,8 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     model = timm.create_model("resnet18", num_classes=10).eval()
-    loader = surgeon.data.loader("digits", model, batch_size=64, train=True, shuffle=True, input_size=(3, 32, 32),
-                                 seed=0)
+    loader = surgeon.data.loader("digits", model, batch_size=64, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=0), input_size=(3, 32, 32))
     frozen = [b for b, _ in zip(loader, range(4))]
     n = args.grid ** 2
     plain_points(model, frozen, 2)  # warm-up

@@ -27,10 +27,11 @@ def _batches(model, data: str, batch_size: int, input_size, augment: bool, seed:
 
     torch.manual_seed(seed)
     if not augment:
-        return surgeon.data.loader(data, model, batch_size=batch_size, train=True, shuffle=True,
-                                   input_size=input_size, seed=seed)
+        return surgeon.data.loader(data, model, batch_size=batch_size, train=True,
+                                   sampling=surgeon.data.Sampling(shuffle=True, seed=seed), input_size=input_size)
     g = surgeon.graph(model, input_size=input_size)
-    loader = surgeon.data.loader(data, model, batch_size=batch_size, train=True, shuffle=True, seed=seed,
+    loader = surgeon.data.loader(data, model, batch_size=batch_size, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=seed),
                                  transform=surgeon.data.train_transform(model, input_size=g.input_size))
     return surgeon.data.mixed(loader, g.blocks[-1].out_shape[-1])
 

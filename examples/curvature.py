@@ -34,7 +34,8 @@ def main() -> None:
         model, history = trained(name)
         label = f"{name}, test acc {100 * history[-1]['val_acc']:.1f}%"
         print(label)
-        aug = surgeon.data.loader("digits", model, batch_size=64, train=True, shuffle=True, seed=1,
+        aug = surgeon.data.loader("digits", model, batch_size=64, train=True,
+                                  sampling=surgeon.data.Sampling(shuffle=True, seed=1),
                                   transform=surgeon.data.train_transform(model, input_size=SIZE))
         batches = list(surgeon.data.mixed(aug, 10))[: args.batches]
         spec = surgeon.hessian_spectrum(model, batches, k=5, batches=args.batches, run=surgeon.parallel.Run(progress=True))

@@ -49,7 +49,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
      "Hessians of a ResNet-18 take minutes on 2 cores: timm's test_resnet (its stand-in weights)"),
     (r"surgeon (hessian|landscape) resnet18", r"surgeon \1 test_resnet", "the same on the command line"),
     (r"test_resnet vit_tiny_patch16_224", "test_resnet test_vit", "the same for the ViT (its stand-in weights)"),
-    (r"shuffle=True, batch_size=64\)", "shuffle=True, batch_size=8)", "the same: batch 8"),
+    (r"train=True, batch_size=64,", "train=True, batch_size=8,", "the same: batch 8"),
     (r'k=5, which="LM"', 'k=2, which="LM"', "5 eigenvalues: 2"),
     (r'k=3, which="SA"', 'k=1, which="SA"', "3 eigenvalues: 1"),
     (r'k=5, blocks="c4.b-1"', 'k=1, blocks="c4.b-1"', "5 eigenvalues: 1"),

@@ -268,7 +268,8 @@ def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batch
     for cls, keyword in ((Objective, "objective"), (Solver, "solver")):
         kwargs[keyword] = options_from(cls, kwargs.pop(keyword, None), kwargs, function="hessian_spectrum",
                                        keyword=keyword, strict=False)
-    run = options_from(Run, run, kwargs, function="hessian_spectrum", keyword="run", strict=False)
+    run = options_from(Run, run, kwargs, function="hessian_spectrum", keyword="run", strict=False).only(
+        "hessian_spectrum", "progress", "executor")
     progress, executor = run.progress, run.executor
     rows, res, losses, hvps = [], [], [], 0
 

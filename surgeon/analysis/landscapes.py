@@ -156,7 +156,8 @@ def landscape(model: nn.Module, data: Iterable[Any], *, lattice: Lattice | None 
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
     objective = options_from(Objective, objective, old, function="landscape", keyword="objective", strict=False)
     lattice = options_from(Lattice, lattice, old, function="landscape", keyword="lattice", strict=False)
-    run = options_from(Run, run, old, function="landscape", keyword="run")
+    run = options_from(Run, run, old, function="landscape", keyword="run").only(
+        "landscape", "progress", "executor")
     (dims, grid, span, norm), progress, executor = astuple(lattice), run.progress, run.executor
     checks.args(batches=batches, seed=seed)
     frozen = [_batch(b, model_device(model)) for b, _ in zip(data, range(batches))]

@@ -88,9 +88,10 @@ class Context:
         """The data at the model's input size: the shuffled training split (drawn with `seed`) or
         the test split, in batches of `batch_size` (default: the settings' ``batch_size``)."""
         from surgeon.data import datasets as data
+        from surgeon.data.sampling import Sampling
 
-        return data.loader(self.data, self.model, batch_size=batch_size or self.settings.batch_size, input_size=self.input_size,
-                           train=train, shuffle=train, seed=self.seed)
+        return data.loader(self.data, self.model, batch_size=batch_size or self.settings.batch_size,
+                           input_size=self.input_size, train=train, sampling=Sampling(shuffle=train, seed=self.seed))
 
 
 def _probe(name: str) -> Callable[[Context], dict[str, Any]]:

@@ -111,7 +111,8 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
             every frequency as one task.
         old: ``progress=``, ``executor=`` of 0.1 (deprecated: give ``run=``).
     """
-    run = options_from(Run, run, old, function="frequency_noise_robustness", keyword="run")
+    run = options_from(Run, run, old, function="frequency_noise_robustness", keyword="run").only(
+        "frequency_noise_robustness", "progress", "executor")
     checks.args(batches=batches, seed=seed)
     freqs = check_frequency_args(frequencies, eps=eps, width=width)
 

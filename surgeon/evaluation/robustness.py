@@ -315,7 +315,8 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
     """
     source = options_from(CorruptionSource, source, old, function="corruption_robustness", keyword="source",
                           strict=False)
-    run = options_from(Run, run, old, function="corruption_robustness", keyword="run")
+    run = options_from(Run, run, old, function="corruption_robustness", keyword="run").only(
+        "corruption_robustness", "progress", "executor")
     checks.args(batches=batches, seed=seed)
     names, severities = check_corruption_args(corruptions, severities, preset=source.preset, cifar_c=source.cifar_c,
                                               imagenet_c=source.imagenet_c)

@@ -22,6 +22,7 @@ from surgeon.model import provenance
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
 from surgeon.model.runtime import check_labels, display_name, restored_modes
+from surgeon.parallel.run import Run
 from surgeon.model.sizes import input_size_of
 from surgeon.surgery.loading import load_model
 from surgeon.surgery.loading import load as load_file
@@ -138,8 +139,8 @@ def _data(run: _Run, train_ds: Any, val_spec: str | None, workers: int | None, d
     n_workers = workers if workers is not None else (min(8, os.cpu_count() or 1) if len(run.items) > 5000 else 0)
     run.loader = DataLoader(run.items, batch_sampler=run.sampler, num_workers=n_workers, collate_fn=sdata._collate,
                             pin_memory=run.device.type == "cuda")
-    run.val_loader = (sdata.loader(val_spec, net, batch_size=256, input_size=run.size, workers=workers,
-                                   download=download) if val_spec else None)
+    loading = Run(workers=workers, download=download)
+    run.val_loader = sdata.loader(val_spec, net, batch_size=256, input_size=run.size, run=loading) if val_spec else None
     if run.val_loader is not None:
         check_labels(run.val_loader, classes_out)
     run.steps = len(run.sampler)
