@@ -23,6 +23,7 @@ ray = pytest.importorskip("ray")
 import surgeon  # noqa: E402
 from surgeon.core.errors import SurgeonError  # noqa: E402
 from surgeon.parallel.executors import LocalExecutor, executor  # noqa: E402
+from surgeon.parallel import Run  # noqa: E402
 from surgeon.search import Job, _shared_folder, run_search  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -94,7 +95,7 @@ def local_results(recipe, tmp_path_factory) -> bytes:
 
 
 def test_search_on_ray_writes_the_local_results(recipe, local_results, tmp_path):
-    res = run_search(recipe, tmp_path / "ray", evaluator=stub, backend="ray", retries=1)
+    res = run_search(recipe, tmp_path / "ray", evaluator=stub, run=Run(executor=executor("ray", retries=1)))
     assert (tmp_path / "ray" / "results.jsonl").read_bytes() == local_results
     assert [(r["name"], r["accepted"]) for r in res.records] == [("baseline", True), ("wide", False), ("deep", True),
                                                                   ("final", True)]
@@ -104,7 +105,7 @@ def test_search_on_ray_writes_the_local_results(recipe, local_results, tmp_path)
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_worker_that_dies_is_retried_then_recorded(recipe, local_results, tmp_path, retries):
-    res = run_search(recipe, tmp_path / "run", evaluator=dies_once, backend="ray", retries=retries)
+    res = run_search(recipe, tmp_path / "run", evaluator=dies_once, run=Run(executor=executor("ray", retries=retries)))
     deep = next(r for r in res.records if r["name"] == "deep")
     if retries:
         assert (tmp_path / "run" / "results.jsonl").read_bytes() == local_results
@@ -178,8 +179,9 @@ DRIVER = """
 import sys
 sys.path.insert(0, {here!r})
 from test_ray import slow_stub
+from surgeon.parallel import Run, executor
 from surgeon.search import run_search
-run_search({recipe!r}, {out!r}, evaluator=slow_stub, backend="ray", address={address!r}, resume={resume})
+run_search({recipe!r}, {out!r}, evaluator=slow_stub, run=Run(executor=executor("ray", address={address!r}), resume={resume}))
 """
 
 
@@ -198,13 +200,13 @@ def test_resume_after_the_driver_is_killed(recipe, local_results, tmp_path, clus
     finally:
         driver.wait()
     assert 0 < len((out / "results.jsonl").read_text().splitlines()) < 4
-    run_search(recipe, out, evaluator=slow_stub, backend="ray", resume=True)
+    run_search(recipe, out, evaluator=slow_stub, run=Run(executor=executor("ray"), resume=True))
     assert (out / "results.jsonl").read_bytes() == local_results
 
 
 def test_bad_input_is_refused_in_one_line(recipe, tmp_path):
     with pytest.raises(SurgeonError, match="job_gpus=4: no node of the Ray cluster has 4 GPUs"):
-        run_search(recipe, tmp_path / "a", evaluator=stub, backend="ray", job_gpus=4)
+        run_search(recipe, tmp_path / "a", evaluator=stub, run=Run(executor=executor("ray", job_gpus=4)))
     assert not (tmp_path / "a").exists()
     two_nodes = mock.Mock(multi_node=True, nodes=lambda: [{}, {}])
     with pytest.raises(SurgeonError, match="is relative, but the Ray cluster has 2 nodes"):

@@ -1,7 +1,7 @@
 """`Run`: how a long computation runs, as one options object instead of the same keywords on every
 long function (sweeps, training, searches, comparisons, data loading):
 
-    run = surgeon.parallel.Run(progress=True, executor=surgeon.executor("ray"))
+    run = surgeon.parallel.Run(progress=True, executor=surgeon.parallel.executor("ray"))
     surgeon.corruption_robustness(model, loader, run=run)
     surgeon.landscape(model, loader, run=run)
     surgeon.train("resnet18", "digits", out="r18.safetensors", run=Run(resume=True, progress=True))
@@ -33,7 +33,7 @@ class Run:
     """How a computation runs (never what it computes); each function names the fields it uses:
 
     - ``progress``: show progress bars (rich) over the computation's steps (bool).
-    - ``executor``: a `surgeon.executor` (``surgeon.executor("ray")``, ``surgeon.executor("local",
+    - ``executor``: a `surgeon.executor` (``surgeon.parallel.executor("ray")``, ``surgeon.parallel.executor("local",
       workers=4)``) that runs the independent tasks (cells, rows, batches, trainings); None: one
       after the other in this process.
     - ``resume``: continue from the saved state of an earlier, stopped run of the same settings.
@@ -65,7 +65,7 @@ class Run:
             if not isinstance(getattr(self, name), bool):
                 raise SurgeonError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.executor is not None and not isinstance(self.executor, Executor):
-            raise SurgeonError(f"executor={self.executor!r} is not an Executor; build one with surgeon.executor(...)")
+            raise SurgeonError(f"executor={self.executor!r} is not an Executor; build one with surgeon.parallel.executor(...)")
         checks.args(workers=self.workers, snapshots=self.snapshots)
         if self.callback is not None and not callable(self.callback):
             raise SurgeonError(f"callback={self.callback!r} is not callable")
