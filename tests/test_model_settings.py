@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     """A 10-class test_resnet trained (briefly) at 24 px: its file records that size."""
     path = tmp_path_factory.mktemp("m") / "r.safetensors"
     recipe = surgeon.training.recipe.training_recipe("digits")
-    surgeon.train("test_resnet", "digits", recipe=recipe, epochs=1, subset=0.05, input_size=SIZE, out=path)
+    surgeon.train("test_resnet", "digits", recipe=surgeon.training.recipe_with(recipe, epochs=1, input_size=SIZE), subset=0.05, out=path)
     return path
 
 

@@ -5,7 +5,6 @@ mixed precision and the DDP wrapper.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from surgeon.model.sizes import input_size_of
 from surgeon.surgery.loading import load_model
 from surgeon.surgery.loading import load as load_file
 from surgeon.training.checkpoints import _fingerprint
-from surgeon.training.recipe import Recipe, training_recipe
+from surgeon.training.recipe import Recipe
 from surgeon.training.sampling import SeededItems, ShardedBatches
 from surgeon.training.state import _Run
 
@@ -97,16 +96,6 @@ def default_val_spec(data: str, val: str | None) -> str | None:
     if val is not None:
         return None if val.lower() == "none" else val
     return data if data == "digits" or data.split(":")[0] in ("cifar10", "cifar100") else None
-
-
-def _run_recipe(recipe: str | os.PathLike | Recipe, epochs: int | None, input_size: Sequence[int] | None,
-                batch_size: int | None, lr: float | None) -> Recipe:
-    """The run's recipe with its overrides; a `batch_size` without `lr` scales the recipe's lr linearly."""
-    r = training_recipe(recipe, epochs=epochs, input_size=input_size, batch_size=batch_size, lr=lr)
-    if batch_size is not None and lr is None:  # linear scaling from the recipe's own batch size
-        base = training_recipe(recipe)
-        r = dataclasses.replace(r, lr=base.lr * batch_size / base.batch_size)
-    return r
 
 
 def _build(model: nn.Module | str, r: Recipe, train_ds: Dataset, num_classes: int | None, target: Path | None,
