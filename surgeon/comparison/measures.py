@@ -20,9 +20,11 @@ MEASURES = ("fourier", "variance", "hessian", "landscape", "frequency_noise", "l
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of the measures. `PAPER` follows PAPER.md where the paper fixes a size (top-5
-    eigenvalues, a 21 x 21 landscape on [-1, 1], bands 0.1 .. 0.9 pi); `QUICK` finishes in a few
-    minutes on a laptop CPU. ``None`` batches: all the data."""
+    """Sizes of the measures and of their inputs. `PAPER` follows PAPER.md where the paper fixes a
+    size (top-5 eigenvalues, a 21 x 21 landscape on [-1, 1], bands 0.1 .. 0.9 pi); `QUICK`
+    finishes in a few minutes on a laptop CPU. ``None`` batches: all the data. ``input_size``:
+    (C, H, W) every model is fed at (None: each model's own, `surgeon.model.sizes.resolve_input_size`);
+    ``QUICK.replace(input_size=(3, 32, 32))`` changes one size of a preset."""
 
     batch_size: int = 64
     hessian_batch_size: int | None = None  # the Hessian's mini-batches (None: batch_size)
@@ -38,10 +40,17 @@ class Settings:
     noise_eps: float = 0.1
     noise_batches: int | None = None
     lesion_batches: int | None = None
+    input_size: tuple[int, int, int] | None = None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` (checked like any Settings)."""
+        return replace(self, **changes)
 
     def __post_init__(self) -> None:
         from surgeon.core import checks
 
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", tuple(self.input_size))
         checks.args(batch_size=self.batch_size, k=self.hessian_k, tol=self.hessian_tol, grid=self.landscape_grid,
                     span=self.landscape_span, eps=self.noise_eps)
         for name in ("hessian_batch_size", "hessian_max_iter", "probe_batches", "hessian_batches", "landscape_batches", "noise_batches", "lesion_batches"):
