@@ -76,8 +76,7 @@ def hessian(
     check_weights(models, weights)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, objective = parse_input_size(input_size), surgeon.analysis.Objective(wd=wd, l2=l2)  # before any model loads
-    solver = surgeon.analysis.Solver(method=method, tol=tol)
-    spectra, extras = [], []
+    spectra, extras, solver = [], [], surgeon.analysis.Solver(method=method, tol=tol)
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
         used = input_size_used(m, size, name)
