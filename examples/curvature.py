@@ -38,7 +38,8 @@ def main() -> None:
                                   sampling=surgeon.data.Sampling(shuffle=True, seed=1),
                                   transform=surgeon.data.train_transform(model, input_size=SIZE))
         batches = list(surgeon.data.mixed(aug, 10))[: args.batches]
-        spec = surgeon.hessian_spectrum(model, batches, k=5, batches=args.batches, run=surgeon.parallel.Run(progress=True))
+        spec = surgeon.hessian_spectrum(model, batches, k=5, batches=args.batches,
+                                        run=surgeon.parallel.Run(progress=True))
         spec.model = label
         spectra.append(spec)
         densities.append((label, surgeon.hessian_density(model, batches[0], vectors=2,

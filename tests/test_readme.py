@@ -170,7 +170,8 @@ def _make(path: Path, how: str, model: str, kwargs: dict) -> None:
     elif how == "alternet":
         surgeon.save(surgeon.alternate(surgeon.load_model(model), stages={"c2": 1, "c3": 1}), path)
     elif how == "trained":
-        surgeon.train(model, "digits", recipe="digits", epochs=1, subset=0.1, out=path, **kwargs)
+        surgeon.train(model, "digits", recipe=surgeon.training.recipe_with("digits", epochs=1), subset=0.1, out=path,
+                      **kwargs)
     else:
         import timm
         from safetensors.torch import save_file
