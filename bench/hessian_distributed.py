@@ -33,9 +33,9 @@ def solve(args: argparse.Namespace) -> dict:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
-    surgeon.hessian_eigs(model, (x, y), k=1, max_iter=3, tol=0.5)  # warm-up (allocator, kernels)
+    surgeon.hessian_eigs(model, (x, y), k=1, solver=surgeon.analysis.Solver(max_iter=3, tol=0.5))  # warm-up
     start = time.perf_counter()
-    r = surgeon.hessian_eigs(model, (x, y), k=args.k, tol=1e-4)
+    r = surgeon.hessian_eigs(model, (x, y), k=args.k, solver=surgeon.analysis.Solver(tol=1e-4))
     seconds = time.perf_counter() - start
     return {"eigenvalues": r.eigenvalues.tolist(), "hvps": r.hvps, "seconds": seconds}
 

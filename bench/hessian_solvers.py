@@ -60,13 +60,13 @@ def median_time(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def batch_for(model: nn.Module, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = surgeon.data.loader("digits", model, batch_size=size, train=True, shuffle=True,
-                                 input_size=(3, 32, 32), seed=0)
+    loader = surgeon.data.loader("digits", model, batch_size=size, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=0), input_size=(3, 32, 32))
     return next(iter(loader))
 
 
 def ours(model: nn.Module, batch: Any) -> tuple[np.ndarray, torch.Tensor, int]:
-    r = surgeon.hessian_eigs(model, batch, k=K, tol=TOL, vectors=True)
+    r = surgeon.hessian_eigs(model, batch, k=K, solver=surgeon.analysis.Solver(tol=TOL, vectors=True))
     return r.eigenvalues, r.eigenvectors, r.hvps
 
 

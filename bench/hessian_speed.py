@@ -51,8 +51,8 @@ def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def data(model: nn.Module, batch_size: int, batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    loader = surgeon.data.loader("digits", model, batch_size=batch_size, train=True, shuffle=True,
-                                 input_size=(3, 32, 32), seed=0)
+    loader = surgeon.data.loader("digits", model, batch_size=batch_size, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=0), input_size=(3, 32, 32))
     return [b for b, _ in zip(loader, range(batches))]
 
 
@@ -124,14 +124,15 @@ def main() -> None:
     batch = batches[0]
 
     t_ours, ours = median_time(lambda: surgeon.hessian_eigs(model, batch, k=5), args.repeat)
-    t_power, power = median_time(lambda: surgeon.hessian_eigs(model, batch, k=5, method="power"), 1)
+    t_power, power = median_time(lambda: surgeon.hessian_eigs(model, batch, k=5,
+                                                              solver=surgeon.analysis.Solver(method="power")), 1)
     t_ph, (ph_values, ph_vectors, ph_hvps) = median_time(lambda: pyhessian_top5(model, batch), args.repeat)
     ph_res = residuals(model, batch, ph_values, ph_vectors)
     t_tight, (tight_values, tight_vectors, tight_hvps) = median_time(
         lambda: pyhessian_top5(model, batch, tol=args.tight_tol, max_iter=args.tight_iter), 1)
     tight_res = residuals(model, batch, tight_values, tight_vectors)
     hvp = hvp_over_gradient(model, batch, args.hvp_repeat)
-    land = surgeon.landscape(model, batches, grid=5, batches=4)
+    land = surgeon.landscape(model, batches, lattice=surgeon.analysis.Lattice(grid=5), batches=4)
 
     rows = [("surgeon lanczos", t_ours, ours.hvps, ours.eigenvalues, ours.residuals),
             ("surgeon power (paper)", t_power, power.hvps, power.eigenvalues, power.residuals),

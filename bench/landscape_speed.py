@@ -54,7 +54,8 @@ STEADY: list[float] = []  # seconds per point / one eval pass, as the result rep
 
 def landscape_points(model: nn.Module, frozen: list, grid: int, executor=None) -> float:
     start = time.perf_counter()
-    res = surgeon.landscape(model, frozen, grid=grid, batches=len(frozen), executor=executor)
+    res = surgeon.landscape(model, frozen, lattice=surgeon.analysis.Lattice(grid=grid), batches=len(frozen),
+                            run=surgeon.parallel.Run(executor=executor))
     assert res.done == grid * grid
     if executor is None:
         STEADY.append(res.seconds_per_point / res.eval_seconds)
@@ -72,8 +73,8 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     model = timm.create_model("resnet18", num_classes=10).eval()
-    loader = surgeon.data.loader("digits", model, batch_size=64, train=True, shuffle=True, input_size=(3, 32, 32),
-                                 seed=0)
+    loader = surgeon.data.loader("digits", model, batch_size=64, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=0), input_size=(3, 32, 32))
     frozen = [b for b, _ in zip(loader, range(args.batches))]
     n = args.grid ** 2
     plain_points(model, frozen, 2)  # warm-up

@@ -38,10 +38,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     run_search = surgeon.run_search  # imported before the clock: `import surgeon` is lazy (one-time module imports)
+    run = surgeon.parallel.Run(executor=surgeon.parallel.executor("local", workers=args.workers))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "search"
         t0 = time.perf_counter()
-        result = run_search(args.spec, folder, workers=args.workers)
+        result = run_search(args.spec, folder, run=run)
         wall = time.perf_counter() - t0
         trainings = {p.relative_to(folder / "candidates").as_posix(): json.loads(p.read_text())["seconds"]
                      for p in sorted((folder / "candidates").glob("*/seed*.json"))}

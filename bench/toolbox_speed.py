@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.evaluation.adversarial import fgsm, frozen, pgd
+from surgeon.evaluation.adversarial import Attack, fgsm, frozen, pgd
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -77,8 +77,8 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str
 
     modes = {
         "fwd+bwd": plain,
-        "fgsm": lambda: fgsm(model, x, y, 0.007, mean=MEAN, std=STD),
-        "pgd": lambda: pgd(model, x, y, 0.03, steps=args.steps, mean=MEAN, std=STD),
+        "fgsm": lambda: fgsm(model, x, y, 0.007, normalisation=(MEAN, STD)),
+        "pgd": lambda: pgd(model, x, y, 0.03, attack=Attack(steps=args.steps), normalisation=(MEAN, STD)),
         "members": one_by_one,
         "ensemble": together,
     }

@@ -48,7 +48,7 @@ def compare(
 
     Example: surgeon compare resnet18 vit_tiny_patch16_224 --num-classes 10 --data digits --quick --out report/
     """
-    from surgeon.comparison.compare import check_measures
+    from surgeon.comparison.compare import check_measures, model_labels
 
     chosen = check_measures((measures.split(",") if isinstance(measures, str) else list(measures)) if measures else None)
     names = (labels.split(",") if isinstance(labels, str) else list(labels)) if labels else None
@@ -60,10 +60,13 @@ def compare(
     def done(label: str, measure: str, seconds: float) -> None:
         out.print(f"{label}: {measure} done in {seconds:.1f} s", highlight=False)
 
+    settings = (surgeon.comparison.QUICK if quick else surgeon.comparison.PAPER).replace(
+        input_size=parse_input_size(input_size))
+    run = surgeon.parallel.Run(resume=resume, overwrite=force, executor=ex, progress=True, callback=done)
+    labelled = dict(zip(model_labels(models, names), models))  # one label per model (refused otherwise)
     with printed_warnings():
-        cmp = surgeon.compare(models, data, out_dir, measures=chosen, quick=quick, labels=names,
-                              num_classes=num_classes, input_size=parse_input_size(input_size), seed=seed, resume=resume, overwrite=force, executor=ex,
-                              progress=True, on_done=done)
+        cmp = surgeon.compare(labelled, data, out_dir, measures=chosen, settings=settings, num_classes=num_classes,
+                              seed=seed, run=run)
     index = cmp.report(out_dir)
     out.print(_claims_table(cmp))
     out.print(f"wrote {index} (open it in a browser), figures, claims.csv, measures.csv, results.json",

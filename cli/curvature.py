@@ -27,10 +27,11 @@ def _batches(model, data: str, batch_size: int, input_size, augment: bool, seed:
 
     torch.manual_seed(seed)
     if not augment:
-        return surgeon.data.loader(data, model, batch_size=batch_size, train=True, shuffle=True,
-                                   input_size=input_size, seed=seed)
+        return surgeon.data.loader(data, model, batch_size=batch_size, train=True,
+                                   sampling=surgeon.data.Sampling(shuffle=True, seed=seed), input_size=input_size)
     g = surgeon.graph(model, input_size=input_size)
-    loader = surgeon.data.loader(data, model, batch_size=batch_size, train=True, shuffle=True, seed=seed,
+    loader = surgeon.data.loader(data, model, batch_size=batch_size, train=True,
+                                 sampling=surgeon.data.Sampling(shuffle=True, seed=seed),
                                  transform=surgeon.data.train_transform(model, input_size=g.input_size))
     return surgeon.data.mixed(loader, g.blocks[-1].out_shape[-1])
 
@@ -75,16 +76,16 @@ def hessian(
     check_weights(models, weights)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, objective = parse_input_size(input_size), surgeon.analysis.Objective(wd=wd, l2=l2)  # before any model loads
-    spectra, extras = [], []
+    spectra, extras, solver = [], [], surgeon.analysis.Solver(method=method, tol=tol)
     for i, name in enumerate(models):
         m = load(name, weights[i] if weights else None, pretrained, num_classes, img_size, seed=seed, device=device)
         used = input_size_used(m, size, name)
         check_blocks(m, blocks, name, size)
         with printed_warnings():
+            run = surgeon.parallel.Run(progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
             spec = surgeon.hessian_spectrum(m, _batches(m, data, batch_size, used, augment, seed), top_k,
-                                            batches=batches, which=which, blocks=blocks, method=method, tol=tol,
-                                            objective=objective, seed=seed, progress=True,
-                                            executor=executor_from(backend, address, job_cpus, job_gpus, retries))
+                                            batches=batches, which=which, blocks=blocks, solver=solver,
+                                            objective=objective, seed=seed, run=run)
         spec.model = label(name)
         _print_spectrum(spec, top_k, which)
         extras.append(_first_batch_extras(m, lambda: next(iter(_batches(m, data, batch_size, used, augment, seed))), blocks,
@@ -171,14 +172,15 @@ def landscape(
     """
     check_outputs(out_fig, json_out, csv_out, force=force)
     objective = surgeon.analysis.Objective(wd=wd, l2=l2)  # --wd and --l2 checked before any model is loaded
+    lattice = surgeon.analysis.Lattice(dims=dims, grid=grid, span=span, norm=norm)
     save = save or Path("landscape.json")
     surgeon.core.files.check_output(save, overwrite=True, suffixes=(".json",))  # an existing one is resumed
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, parse_input_size(input_size), model)
     with printed_warnings():
-        res = surgeon.landscape(m, _batches(m, data, batch_size, size, augment, seed), dims=dims, grid=grid,
-                                span=span, norm=norm, batches=batches, objective=objective, seed=seed, save=save,
-                                progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
+        run = surgeon.parallel.Run(progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
+        res = surgeon.landscape(m, _batches(m, data, batch_size, size, augment, seed), lattice=lattice, batches=batches,
+                                objective=objective, seed=seed, save=save, run=run)
     res.model = label(model)
     centre = res.loss[(grid // 2,) * dims]
     cost = (f"{res.seconds_per_point:.3g} s per point = {res.seconds_per_point / res.eval_seconds:.2f}x an eval pass "

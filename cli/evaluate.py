@@ -67,8 +67,8 @@ def evaluate(
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, size, model)
     with printed_warnings():
-        loader = surgeon.data.loader(data, m, batch_size=batch_size, train=False, input_size=size, workers=workers,
-                                     subset=subset)
+        loader = surgeon.data.loader(data, m, batch_size=batch_size, train=False, input_size=size,
+                                     run=surgeon.parallel.Run(workers=workers), sampling=surgeon.data.Sampling(subset=subset))
         ev = surgeon.evaluate(m, loader, batches=batches, mc_dropout=mc_dropout, nll=nll, progress=True)
     name = label(model)
     table = Table(title=f"{name} on {data} (test split): {plural(ev.samples, 'image')} in {plural(ev.batches, 'batch')}"
@@ -144,7 +144,8 @@ def lesion_study(
     for name, g in zip(models, graphs, strict=True):
         with printed_warnings():
             loader = surgeon.data.loader(data, g.model, batch_size=batch_size, train=False, input_size=g.input_size,
-                                         workers=workers, subset=subset)
+                                         run=surgeon.parallel.Run(workers=workers),
+                                         sampling=surgeon.data.Sampling(subset=subset))
             res = surgeon.lesion_study(g, loader, blocks, batches=batches, progress=True)
         res.model = label(name)
         out.print(_lesion_table(res))

@@ -79,7 +79,8 @@ def probe(
         size = input_size_used(m, parse_input_size(input_size), name)
         check_blocks(m, blocks, name, size)
         with printed_warnings():
-            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size, workers=workers)
+            loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size,
+                                         run=surgeon.parallel.Run(workers=workers))
             res = surgeon.probe(m, loader, spec, blocks, batches=batches, compile=compile_, progress=True)
         res.model = label(name)
         out.print(_table(res, kind))

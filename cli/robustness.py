@@ -74,14 +74,14 @@ def robustness(
     names, levels = corruptions, severities  # lists without repeats (cli.ranges.LISTS)
     check_outputs(out_fig, json_out, csv_out, force=force)
     size = parse_input_size(input_size)
+    source = surgeon.evaluation.CorruptionSource(preset, cifar_c, imagenet_c)
     surgeon.evaluation.robustness.check_corruption_args(names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c)
     m = load(model, weights, pretrained, num_classes, img_size, seed=seed, device=device)
     size = input_size_used(m, size, model)
     with printed_warnings():
         loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=size)
-        res = surgeon.corruption_robustness(m, loader, names, levels, preset=preset, cifar_c=cifar_c, imagenet_c=imagenet_c,
-                                    batches=batches, seed=seed, progress=True,
-                                    executor=executor_from(backend, address, job_cpus, job_gpus, retries))
+        run = surgeon.parallel.Run(progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
+        res = surgeon.corruption_robustness(m, loader, names, levels, source=source, batches=batches, seed=seed, run=run)
     res.model = label(model)
     out.print(_corruption_table(res, metric))
     if out_fig is not None:
@@ -137,8 +137,10 @@ def frequency_noise(
         used = input_size_used(m, size, name)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
+            run = surgeon.parallel.Run(progress=True,
+                                       executor=executor_from(backend, address, job_cpus, job_gpus, retries))
             res = surgeon.frequency_noise_robustness(m, loader, freqs, eps=eps, width=width, batches=batches, seed=seed,
-                                             progress=True, executor=executor_from(backend, address, job_cpus, job_gpus, retries))
+                                                     run=run)
         res.model = label(name)
         table.add_row(res.model, f"{100 * res.clean:.1f}", *(f"{100 * c:+.1f}" for c in res.change))
         results.append(res)

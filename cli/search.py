@@ -11,7 +11,7 @@ from rich.table import Table
 
 import surgeon
 
-from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, ForceOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, check_outputs, err, out, printed_warnings, write_csv, write_json
+from surgeon.cli.common import AddressOpt, BackendOpt, CsvOpt, ForceOpt, JobCpusOpt, JobGpusOpt, JsonOpt, RetriesOpt, check_outputs, executor_from, err, out, printed_warnings, write_csv, write_json
 
 
 def _msa(record: dict[str, Any]) -> str:
@@ -71,9 +71,10 @@ def search(
     check_outputs(json_out=json_out, csv_out=csv_out, force=force)
     try:
         with printed_warnings():
-            result = surgeon.run_search(spec, out_dir, resume=resume, workers=workers,
-                                progress=workers == 1 and backend == "local", on_record=_finished, backend=backend,
-                                address=address, job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
+            ex = executor_from(backend, address, job_cpus, job_gpus, retries, workers=workers)
+            run = surgeon.parallel.Run(executor=ex, resume=resume, progress=workers == 1 and backend == "local",
+                                       callback=_finished)
+            result = surgeon.run_search(spec, out_dir, run=run)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished candidates and checkpoints are kept in {out_dir}; continue with the same "
                   "command and --resume", highlight=False)

@@ -62,15 +62,15 @@ def attack(
     check_outputs(out_fig, json_out, csv_out, force=force)
     size, _ = parse_input_size(input_size), resolve_device(device)  # refused in one line before any work
     check_weights(models, weights)
+    settings = surgeon.evaluation.Attack(method, alpha, steps, random_start)
     results = []
     for name, m in _models(models, weights, pretrained, num_classes, img_size, seed, device):
         used = input_size_used(m, size, name)
         surgeon.evaluation.metrics.check_mc_dropout(m, mc_dropout)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used)
-            res = surgeon.adversarial_robustness(m, loader, method, budgets, alpha=alpha, steps=steps,
-                                                 random_start=random_start, n_ff=max(1, mc_dropout), batches=batches,
-                                                 seed=seed, progress=True)
+            res = surgeon.adversarial_robustness(m, loader, settings, budgets, n_ff=max(1, mc_dropout),
+                                                 batches=batches, seed=seed, progress=True)
         res.model = label(name)
         results.append(res)
         if res.interrupted:
@@ -259,9 +259,9 @@ def stability(
         used = input_size_used(m, size, name)
         with printed_warnings():
             loader = surgeon.data.loader(data, m, batch_size=batch_size, input_size=used) if cifar_p is None else None
-            res = surgeon.perturbation_stability(m, loader, names, cifar_p=cifar_p, batch_size=batch_size,
-                                                 input_size=used, mc_dropout=mc_dropout, batches=batches, seed=seed,
-                                                 progress=True)
+            source = surgeon.evaluation.PerturbationSource(cifar_p, batch_size, used)
+            res = surgeon.perturbation_stability(m, loader, names, source=source, mc_dropout=mc_dropout,
+                                                 batches=batches, seed=seed, progress=True)
         res.model = label(name)
         results.append(res)
         if res.interrupted:

@@ -61,11 +61,13 @@ def train(
     kwargs = {k: v for k, v in (("weights", weights), ("pretrained", pretrained or None), ("img_size", img_size))
               if v is not None}
     with printed_warnings():
-        run = surgeon.train(model, data, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, out=out_path,
-                            resume=resume, overwrite=force, val=val, subset=subset, seed=seed, workers=workers, download=download,
-                            input_size=parse_input_size(input_size), num_classes=num_classes, device=device,
-                            progress=True, on_epoch=lambda row: out.print(epoch_line(row), highlight=False),
-                            snapshots=snapshots, **kwargs)
+        r = surgeon.training.recipe_with(recipe, epochs=epochs, batch_size=batch_size, lr=lr,
+                                         input_size=parse_input_size(input_size))
+        control = surgeon.parallel.Run(resume=resume, overwrite=force, workers=workers, download=download, device=device,
+                                       progress=True, snapshots=snapshots,
+                                       callback=lambda row: out.print(epoch_line(row), highlight=False))
+        run = surgeon.train(model, data, recipe=r, out=out_path, val=val, subset=subset, seed=seed,
+                            num_classes=num_classes, run=control, **kwargs)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     if run.interrupted:

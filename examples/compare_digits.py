@@ -65,8 +65,8 @@ def train(stem: str) -> float:
         alt = surgeon.alternate(base, stages, input_size=SIZE)
         name, kwargs = str(CACHE / f"{stem}_init.safetensors"), {}
         surgeon.save(alt, name, overwrite=True)
-    surgeon.train(name, "digits", recipe="digits", out=CACHE / f"{stem}.safetensors", overwrite=True,
-                  input_size=SIZE, progress=True, **kwargs, **overrides)
+    surgeon.train(name, "digits", recipe=surgeon.training.recipe_with("digits", input_size=SIZE, **overrides),
+                  out=CACHE / f"{stem}.safetensors", run=surgeon.parallel.Run(overwrite=True, progress=True), **kwargs)
     return time.perf_counter() - start
 
 

@@ -34,15 +34,19 @@ def main() -> None:
         model, history = trained(name)
         label = f"{name}, test acc {100 * history[-1]['val_acc']:.1f}%"
         print(label)
-        aug = surgeon.data.loader("digits", model, batch_size=64, train=True, shuffle=True, seed=1,
+        aug = surgeon.data.loader("digits", model, batch_size=64, train=True,
+                                  sampling=surgeon.data.Sampling(shuffle=True, seed=1),
                                   transform=surgeon.data.train_transform(model, input_size=SIZE))
         batches = list(surgeon.data.mixed(aug, 10))[: args.batches]
-        spec = surgeon.hessian_spectrum(model, batches, k=5, batches=args.batches, progress=True)
+        spec = surgeon.hessian_spectrum(model, batches, k=5, batches=args.batches,
+                                        run=surgeon.parallel.Run(progress=True))
         spec.model = label
         spectra.append(spec)
-        densities.append((label, surgeon.hessian_density(model, batches[0], vectors=2, steps=30)))
+        densities.append((label, surgeon.hessian_density(model, batches[0], vectors=2,
+                                                         solver=surgeon.analysis.Solver(max_iter=30))))
         clean = surgeon.data.loader("digits", model, batch_size=128, train=True, input_size=SIZE)
-        land = surgeon.landscape(model, clean, grid=args.grid, batches=1, progress=True)
+        land = surgeon.landscape(model, clean, lattice=surgeon.analysis.Lattice(grid=args.grid), batches=1,
+                                 run=surgeon.parallel.Run(progress=True))
         land.model = label
         landscapes.append(land)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ def trained(label: str) -> tuple[nn.Module, list[dict[str, Any]]]:
     out = CACHE / f"{name}_digits.safetensors"
     if not out.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        surgeon.train(name, "digits", recipe="digits", out=out, overwrite=True, progress=True, snapshots=1,
-                      **kwargs, **overrides)  # snapshots every epoch: examples/toolbox.py's trajectories (Fig. 1b)
+        surgeon.train(name, "digits", recipe=surgeon.training.recipe_with("digits", **overrides), out=out,
+                      run=surgeon.parallel.Run(overwrite=True, progress=True, snapshots=1),  # snapshots every epoch:
+                      **kwargs)  # examples/toolbox.py's trajectories (Fig. 1b)
     log = run_dir_for(out) / "log.jsonl"
     return surgeon.load(out), [json.loads(line) for line in log.read_text().splitlines()]

@@ -36,8 +36,9 @@ def main() -> None:
     for label in MODELS:
         model, _ = trained(label)
         test = surgeon.data.loader("digits", model, batch_size=120, input_size=SIZE)
-        res = surgeon.corruption_robustness(model, test, preset="cifar", progress=True)
-        fn = surgeon.frequency_noise_robustness(model, test, progress=True)
+        run = surgeon.parallel.Run(progress=True)
+        res = surgeon.corruption_robustness(model, test, source=surgeon.evaluation.CorruptionSource("cifar"), run=run)
+        fn = surgeon.frequency_noise_robustness(model, test, run=run)
         res.model = fn.model = label
         print(f"{label}: clean acc {res.clean['acc']:.3f}, mean corrupted acc {res.mean('acc'):.3f}; "
               f"accuracy change per frequency {[round(c, 3) for c in fn.change]}")

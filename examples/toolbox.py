@@ -38,7 +38,8 @@ def attacks(models: dict, out_dir: Path) -> None:
         results = []
         for label, model in models.items():
             test = surgeon.data.loader("digits", model, batch_size=120, input_size=SIZE)
-            res = surgeon.adversarial_robustness(model, test, attack, EPS if attack == "fgsm" else EPS[:4], steps=5,
+            res = surgeon.adversarial_robustness(model, test, surgeon.evaluation.Attack(attack, steps=5),
+                                                 EPS if attack == "fgsm" else EPS[:4],
                                                  batches=None if attack == "fgsm" else 1, progress=True)
             res.model = label
             print(f"{label} {attack}: clean {res.clean['acc']:.3f}, per eps {[round(a, 3) for a in res.accuracy]}")

@@ -139,17 +139,19 @@ def install(package: types.ModuleType) -> None:
 
 
 def options_from(cls: type, given: Any, old: dict[str, Any], *, function: str, keyword: str,
-                 strict: bool = True) -> Any:
+                 strict: bool = True, renamed: dict[str, str] | None = None) -> Any:
     """The options object (a dataclass `cls`) a function runs with, from its `keyword` argument
     `given` (None: ``cls()``) or, as in the previous release, from its fields passed one by one:
-    those are popped out of `old` (the function's ``**kwargs``) and build ``cls(**fields)`` with one
+    those are popped out of `old` (the function's ``**kwargs``; `renamed` maps an old keyword to
+    the field it became, e.g. ``{"steps": "max_iter"}``) and build ``cls(**fields)`` with one
     `SurgeonDeprecationWarning` naming the new form. `strict`: any other keyword left in `old` is
     the TypeError Python gives an unknown keyword. Both forms at once are refused."""
     from dataclasses import fields
 
-    from surgeon.core.errors import SurgeonDeprecationWarning, SurgeonError
+    from surgeon.core.errors import SurgeonError
 
-    names = [f.name for f in fields(cls)]
+    renamed = renamed or {}
+    names = [*(k for k in renamed), *(f.name for f in fields(cls) if f.name not in renamed.values())]
     passed = {k: old.pop(k) for k in names if k in old}
     if strict and old:
         raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(old))!r}")
@@ -157,7 +159,23 @@ def options_from(cls: type, given: Any, old: dict[str, Any], *, function: str, k
         return cls() if given is None else given
     if given is not None:
         raise SurgeonError(f"{function}: give {keyword}= or {', '.join(f'{k}=' for k in passed)}, not both")
-    new = f"{keyword}={cls.__name__}({', '.join(f'{k}={v!r}' for k, v in passed.items())})"
+    values = {renamed.get(k, k): v for k, v in passed.items()}
+    new = f"{keyword}={cls.__name__}({', '.join(f'{k}={v!r}' for k, v in values.items())})"
+    _deprecated_keywords(function, passed, new)
+    return cls(**values)
+
+
+def moved_keywords(old: dict[str, Any], names: tuple[str, ...], *, function: str, new: str) -> dict[str, Any]:
+    """The keywords `names` popped out of `old` (a function's ``**kwargs``), with one
+    `SurgeonDeprecationWarning` naming `new`, the form that replaced them; {} when none was given."""
+    passed = {k: old.pop(k) for k in names if k in old}
+    if passed:
+        _deprecated_keywords(function, passed, new)
+    return passed
+
+
+def _deprecated_keywords(function: str, passed: dict[str, Any], new: str) -> None:
+    from surgeon.core.errors import SurgeonDeprecationWarning
+
     warnings.warn(f"{function}({', '.join(f'{k}=' for k in passed)}) is deprecated; pass {new} (the old keywords go "
-                  "in the next release)", SurgeonDeprecationWarning, stacklevel=3)
-    return cls(**passed)
+                  "in the next release)", SurgeonDeprecationWarning, stacklevel=4)

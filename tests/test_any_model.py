@@ -49,7 +49,7 @@ ANALYSES = {
     "evaluate": lambda m, d: surgeon.evaluate(m, d).to_dict(),
     "evaluate-mc": lambda m, d: surgeon.evaluate(m, d, mc_dropout=2).to_dict(),
     "hessian": lambda m, d: surgeon.hessian_eigs(m, d[0], k=2, blocks="*").eigenvalues.tolist(),
-    "landscape": lambda m, d: surgeon.landscape(m, d, dims=1, grid=3).to_dict(),
+    "landscape": lambda m, d: surgeon.landscape(m, d, lattice=surgeon.analysis.Lattice(dims=1, grid=3)).to_dict(),
     "fgsm": lambda m, d: surgeon.adversarial_robustness(m, surgeon.data.normalised(d, (0.5,) * 3, (0.25,) * 3),
                                                         eps=[0.01]).to_dict(),
     "ensemble": lambda m, d: surgeon.ensemble([m, m], input_size=(3, 8, 8))(d[0][0]).tolist(),

@@ -200,33 +200,17 @@ def many_parameters(limit: int = 8) -> dict[str, int]:
     return out
 
 
-#: Library functions still over 8 parameters, each with why no options dataclass took its settings
-#: yet (issue 19 item 7). The list may only shrink: a new function over 8 fails the test, and so
-#: does an entry that no longer needs to be here.
+#: Library functions over 8 parameters, each with why no options dataclass takes its settings
+#: (issue 19 item 7). The list may only shrink: a new function over 8 fails the test, and so does an
+#: entry that no longer needs to be here. Everything else takes its settings through an options
+#: object (`surgeon.analysis.Objective` / `Solver` / `Lattice`, `surgeon.evaluation.Attack` /
+#: `CorruptionSource` / `PerturbationSource`, `surgeon.data.Sampling`, `surgeon.training.Recipe`,
+#: `surgeon.comparison.Settings`, and `surgeon.parallel.Run` for how a computation runs).
 MANY_PARAMETERS_LEFT = {
-    # the public API of 0.1 whose keywords are its documented interface; an options object would
-    # change every caller (README, recipes, CLI) and is not natural yet:
-    "surgeon.training.loop.train": 20,  # the hyperparameters already are an options object (Recipe);
-    #                                     the rest are run control (out, resume, device, ...)
-    "surgeon.comparison.compare.compare": 15,  # sizes already are an options object (Settings)
-    "surgeon.search.engine.run_search": 12,  # address/job_cpus/job_gpus/retries mirror the executor
-    #                                          factory; backend= already takes an Executor
-    "surgeon.data.datasets.loader": 11,  # DataLoader-like keywords, each independent
-    # measurements: after Objective took the loss settings, what is left is the solver / grid / run
-    # control, one keyword each (which, method, tol, max_iter, vectors, steps, sigma, mode; grid,
-    # span, norm, save, executor)
-    "surgeon.analysis.curvature.hessian_eigs": 12,
-    "surgeon.analysis.curvature.hessian_density": 9,
-    "surgeon.analysis.landscapes.landscape": 12,
-    # evaluations: the attack / corruption / perturbation settings and the run control
-    "surgeon.evaluation.adversarial.pgd": 11,
-    "surgeon.evaluation.adversarial.adversarial_robustness": 11,
-    "surgeon.evaluation.robustness.corruption_robustness": 11,
-    "surgeon.evaluation.stability.perturbation_stability": 10,
-    "surgeon.evaluation.frequency_noise.frequency_noise_robustness": 9,
-    "surgeon.evaluation.evaluate.evaluate": 9,
-    # an nn.Module constructor: layers take their hyperparameters as arguments (torch, timm), and
-    # passes build it from keyword tables
+    # an nn.Module constructor: a layer takes its hyperparameters as arguments (torch's and timm's
+    # convention: nn.TransformerEncoderLayer has 11, timm's Block more than 10), the surgery passes build it
+    # from keyword tables (`surgeon.surgery.alternet`), and the build recipe surgeon files record
+    # names them one by one; an options object would make the block unlike every layer beside it
     "surgeon.layers.msa.MSABlock.__init__": 9,
 }
 

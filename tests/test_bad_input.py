@@ -330,8 +330,8 @@ def _api_refusals():
         ("perturbation twice", lambda: surgeon.evaluation.stability.check_perturbations(["translate", "translate"]),
          "gives translate twice"),
         ("retries in process", lambda: surgeon.parallel.executors.executor("local", retries=1), "no worker to die"),
-        ("epochs 0", lambda: surgeon.train("test_resnet", "digits", recipe="digits", epochs=0), "epochs=0 is out of range"),
-        ("PGD steps unbounded", lambda: surgeon.adversarial_robustness(plain(), [(x, y)], "pgd", [0.01], steps=10**6),
+        ("epochs 0", lambda: surgeon.train("test_resnet", "digits", recipe=surgeon.training.recipe_with("digits", epochs=0)), "epochs=0 is out of range"),
+        ("PGD steps unbounded", lambda: surgeon.adversarial_robustness(plain(), [(x, y)], surgeon.evaluation.Attack("pgd", steps=10**6), [0.01]),
          "steps=1000000 is out of range"),
         ("val names nothing", lambda: surgeon.train("test_resnet", "digits", val="no/such/data"), "val='no/such/data'"),
     ]

@@ -20,6 +20,7 @@ import torch
 import surgeon
 from surgeon.comparison import claims as C
 from surgeon.core.errors import SurgeonError
+from surgeon.parallel import Run
 
 from conftest import invoke
 
@@ -28,7 +29,7 @@ cmpmod = importlib.import_module("surgeon.comparison.compare")  # the module (su
 SIZE = (3, 32, 32)
 TINY = cmpmod.Settings(batch_size=16, probe_batches=1, hessian_k=1, hessian_batches=1, hessian_tol=1e-2,
                        hessian_max_iter=4, landscape_grid=3, landscape_batches=1, frequencies=(0.1, 0.9),
-                       noise_batches=1, lesion_batches=1)
+                       noise_batches=1, lesion_batches=1, input_size=SIZE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ def _state(m):
 def done(models, tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp") / "report"
     before = [_state(m) for m in models]
-    cmp = surgeon.compare(list(models), "digits", out, labels=["cnn", "vit"], settings=TINY, input_size=SIZE)
+    cmp = surgeon.compare(dict(zip(["cnn", "vit"], models)), "digits", out, settings=TINY)
     for m, (sd, modes) in zip(models, before):
         assert all(torch.equal(v, m.state_dict()[k]) for k, v in sd.items())
         assert modes == [x.training for x in m.modules()]
@@ -338,20 +339,21 @@ def test_resume_skips_finished_measures_and_refuses_other_settings(models, done,
     calls = []
     for name, fn in list(cmpmod.RUNNERS.items()):
         monkeypatch.setitem(cmpmod.RUNNERS, name, lambda ctx, fn=fn, name=name: calls.append((ctx.label, name)) or fn(ctx))
-    again = surgeon.compare(list(models), "digits", folder, labels=["cnn", "vit"], settings=TINY, input_size=SIZE, resume=True)
+    again = surgeon.compare(dict(zip(["cnn", "vit"], models)), "digits", folder, settings=TINY, run=Run(resume=True))
     assert calls == [("vit", "lesions")]
     assert again.results["vit"]["lesions"] == cmp.results["vit"]["lesions"]
     with pytest.raises(SurgeonError, match="exists; pass resume=True"):
-        surgeon.compare(list(models), "digits", folder, labels=["cnn", "vit"], settings=TINY, input_size=SIZE)
+        surgeon.compare(dict(zip(["cnn", "vit"], models)), "digits", folder, settings=TINY)
     with pytest.raises(SurgeonError, match="other settings"):
-        surgeon.compare(list(models), "digits", folder, labels=["cnn", "vit"], quick=True, resume=True, input_size=SIZE)
+        surgeon.compare(dict(zip(["cnn", "vit"], models)), "digits", folder, settings=cmpmod.QUICK.replace(input_size=SIZE),
+                        run=Run(resume=True))
 
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"measures": ["fourrier"]}, "unknown measure 'fourrier'; did you mean fourier"),
     ({"measures": []}, "no measure given"),
     ({"out": "/nonexistent/dir/report"}, "does not exist"),
-    ({"resume": True}, "resume=True needs out="),
+    ({"run": Run(resume=True)}, "resume=True needs out="),
     ({"settings": None, "seed": -1}, "seed"),
 ])
 def test_bad_input_is_refused_before_any_work(kwargs, match):

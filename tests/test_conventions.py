@@ -371,8 +371,7 @@ def test_train_reports_each_epoch_when_it_ends(tmp_path, capsys):
         lines = (tmp_path / "r.run" / "log.jsonl").read_text().splitlines()
         seen.append((row["epoch"], len(lines)))
 
-    surgeon.train("test_resnet", "digits", recipe="digits", epochs=1, subset=0.25, val="none", seed=0,
-                  out=tmp_path / "r.safetensors", on_epoch=on_epoch, input_size=(3, 16, 16))
+    surgeon.train("test_resnet", "digits", recipe=surgeon.training.recipe_with("digits", epochs=1, input_size=(3, 16, 16)), subset=0.25, val="none", seed=0, out=tmp_path / "r.safetensors", run=surgeon.parallel.Run(callback=on_epoch))
     assert seen == [(1, 1), (2, 2)]
     from surgeon.cli.train import epoch_line
 

@@ -17,7 +17,7 @@ import surgeon
 from surgeon.analysis import curvature as C
 from surgeon.analysis import hessian as hess
 from surgeon.analysis import landscapes as L
-from surgeon.analysis import Objective
+from surgeon.analysis import Lattice, Objective, Solver
 from surgeon.core.errors import SurgeonDeprecationWarning, SurgeonError
 
 
@@ -129,7 +129,7 @@ def test_eigenvalues_match_dense(name):
     sa = surgeon.hessian_eigs(model, batch, k=3, which="SA")
     np.testing.assert_allclose(sa.eigenvalues, np.sort(ev)[:3], rtol=1e-5)
     assert sa.eigenvalues[0] < 0  # negative curvature is found, not only the top
-    pw = surgeon.hessian_eigs(model, batch, k=3, method="power", tol=1e-12, max_iter=3000)
+    pw = surgeon.hessian_eigs(model, batch, k=3, solver=Solver(method="power", tol=1e-12, max_iter=3000))
     np.testing.assert_allclose(pw.eigenvalues, ev[np.argsort(-np.abs(ev))][:3], rtol=1e-4)
     assert unchanged(before, model)
 
@@ -154,7 +154,7 @@ def test_hutchpp_is_exact_for_low_rank():
 def test_slq_density_matches_the_exact_spectrum():
     model, batch = setup("mlp")
     ev = np.linalg.eigvalsh(dense(model, batch))
-    d = surgeon.hessian_density(model, batch, vectors=40, steps=len(ev))
+    d = surgeon.hessian_density(model, batch, vectors=40, solver=Solver(max_iter=len(ev)))
     edges = np.linspace(ev.min() - 1e-9, ev.max() + 1e-9, 9)
     exact = np.histogram(ev, edges)[0] / len(ev)
     slq = np.histogram(d.nodes.reshape(-1), edges, weights=d.weights.reshape(-1))[0] / len(d.nodes)
@@ -166,18 +166,18 @@ def test_weight_decay_shifts_every_eigenvalue_by_lambda():
     model, batch = setup("attention")
     lam = 0.37
     for which in ("LA", "SA"):
-        plain = surgeon.hessian_eigs(model, batch, k=3, which=which, tol=1e-10).eigenvalues
-        shifted = surgeon.hessian_eigs(model, batch, k=3, which=which, objective=Objective(wd=lam), tol=1e-10).eigenvalues
+        plain = surgeon.hessian_eigs(model, batch, k=3, which=which, solver=Solver(tol=1e-10)).eigenvalues
+        shifted = surgeon.hessian_eigs(model, batch, k=3, which=which, objective=Objective(wd=lam), solver=Solver(tol=1e-10)).eigenvalues
         np.testing.assert_allclose(shifted, plain + lam, rtol=0, atol=1e-10)
 
 
 #: each function that measures the objective, run small; returns the array it measured
 MEASURES_OF_THE_OBJECTIVE = {
-    "hessian_eigs": lambda m, b, **kw: surgeon.hessian_eigs(m, b, k=1, tol=1e-8, **kw).eigenvalues,
+    "hessian_eigs": lambda m, b, **kw: surgeon.hessian_eigs(m, b, k=1, solver=Solver(tol=1e-8), **kw).eigenvalues,
     "hessian_trace": lambda m, b, **kw: np.array([surgeon.hessian_trace(m, b, matvecs=6, **kw).value]),
-    "hessian_density": lambda m, b, **kw: surgeon.hessian_density(m, b, vectors=1, steps=4, **kw).nodes,
-    "hessian_spectrum": lambda m, b, **kw: surgeon.hessian_spectrum(m, [b], k=1, batches=1, tol=1e-8, **kw).eigenvalues,
-    "landscape": lambda m, b, **kw: surgeon.landscape(m, [b], dims=1, grid=3, **kw).loss,
+    "hessian_density": lambda m, b, **kw: surgeon.hessian_density(m, b, vectors=1, solver=Solver(max_iter=4), **kw).nodes,
+    "hessian_spectrum": lambda m, b, **kw: surgeon.hessian_spectrum(m, [b], k=1, batches=1, solver=Solver(tol=1e-8), **kw).eigenvalues,
+    "landscape": lambda m, b, **kw: surgeon.landscape(m, [b], lattice=Lattice(dims=1, grid=3), **kw).loss,
 }
 
 
@@ -285,7 +285,7 @@ def test_landscape_centre_is_the_plain_loss_and_shapes():
     model, (x, y) = setup("cnn_bn")
     before = state(model)
     data = [(x[:8], y[:8]), (x[8:], y[8:])]
-    res = surgeon.landscape(model, data, dims=2, grid=5, batches=2, objective=Objective(wd=0.05, l2="paper"))
+    res = surgeon.landscape(model, data, lattice=Lattice(dims=2, grid=5), batches=2, objective=Objective(wd=0.05, l2="paper"))
     model.eval()
     with torch.no_grad():
         nll = [nn.functional.cross_entropy(model(a), b).item() for a, b in data]
@@ -296,7 +296,7 @@ def test_landscape_centre_is_the_plain_loss_and_shapes():
     assert res.loss[2, 2] == pytest.approx(np.mean(nll) + l2, rel=1e-10)
     assert res.stderr[2, 2] == pytest.approx(np.std(nll, ddof=1) / np.sqrt(2), rel=1e-8)
     assert res.loss.min() < res.loss.max()
-    line = surgeon.landscape(model, data, dims=1, grid=3, batches=1)
+    line = surgeon.landscape(model, data, lattice=Lattice(dims=1, grid=3), batches=1)
     assert line.loss.shape == (3,) and np.isnan(line.stderr).all()
 
 
@@ -316,7 +316,7 @@ def test_direction_norms_equal_the_weights(norm):
 def test_landscape_resumes_where_it_stopped(tmp_path, monkeypatch):
     model, (x, y) = setup("mlp")
     data = [(x, y)]
-    whole = surgeon.landscape(model, data, grid=4, batches=1)
+    whole = surgeon.landscape(model, data, lattice=Lattice(grid=4), batches=1)
     calls = {"n": 0}
     real = L.loss_of
 
@@ -329,15 +329,15 @@ def test_landscape_resumes_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(L, "loss_of", flaky)
     path = tmp_path / "ls.json"
     with pytest.warns(UserWarning, match="6 of 16 points done"):
-        part = surgeon.landscape(model, data, grid=4, batches=1, save=path)
+        part = surgeon.landscape(model, data, lattice=Lattice(grid=4), batches=1, save=path)
     assert part.interrupted and part.done == 6
     monkeypatch.setattr(L, "loss_of", real)
     saved = json.loads(path.read_text())
     assert sum(v is not None for row in saved["loss"] for v in row) == 6
-    resumed = surgeon.landscape(model, data, grid=4, batches=1, save=path)
+    resumed = surgeon.landscape(model, data, lattice=Lattice(grid=4), batches=1, save=path)
     np.testing.assert_array_equal(resumed.loss, whole.loss)
     with pytest.raises(SurgeonError, match="other settings \\(grid 4 here 5\\)"):
-        surgeon.landscape(model, data, grid=5, batches=1, save=path)
+        surgeon.landscape(model, data, lattice=Lattice(grid=5), batches=1, save=path)
 
 
 def test_forward_over_reverse_falls_back_where_forward_ad_is_missing():
@@ -380,9 +380,9 @@ def test_residuals_from_kept_products_equal_explicit_ones(name, monkeypatch):
     from surgeon.analysis import eigensolvers as eigsolve
 
     model, batch = setup(name)
-    kept = surgeon.hessian_eigs(model, batch, k=3, vectors=True)
+    kept = surgeon.hessian_eigs(model, batch, k=3, solver=Solver(vectors=True))
     monkeypatch.setattr(eigsolve, "KEEP_PRODUCTS_BYTES", 0)
-    explicit = surgeon.hessian_eigs(model, batch, k=3, vectors=True)
+    explicit = surgeon.hessian_eigs(model, batch, k=3, solver=Solver(vectors=True))
     np.testing.assert_array_equal(kept.eigenvalues, explicit.eigenvalues)
     np.testing.assert_allclose(kept.residuals, explicit.residuals, rtol=1e-3, atol=1e-9)
     assert kept.hvps == explicit.hvps - 3
@@ -404,7 +404,7 @@ def test_landscape_points_equal_the_direct_formula(name):
 
     model, (x, y) = setup(name)
     batches = [(x[:8], y[:8]), (x[8:], y[8:])]
-    res = surgeon.landscape(model, batches, grid=3, span=0.5, batches=2)
+    res = surgeon.landscape(model, batches, lattice=Lattice(grid=3, span=0.5), batches=2)
     d1, d2 = directions(model, seed=0), directions(model, seed=1)
     base = dict(model.state_dict())
     with analysis_mode(model), torch.no_grad():  # eval mode, math attention: what the landscape runs

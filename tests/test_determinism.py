@@ -63,10 +63,10 @@ def test_one_worker_and_two_write_the_same_results(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the serial run's process, as the CLI runs it on 2 cores
     try:
-        one = run_search(path, tmp_path / "one", workers=1)
+        one = run_search(path, tmp_path / "one")
     finally:
         torch.set_num_threads(threads)
-    two = run_search(path, tmp_path / "two", workers=2)
+    two = run_search(path, tmp_path / "two", run=surgeon.parallel.Run(executor=surgeon.parallel.executor("local", workers=2)))
     assert (tmp_path / "one" / "results.jsonl").read_bytes() == (tmp_path / "two" / "results.jsonl").read_bytes()
     assert [r["runs"] for r in one.records] == [r["runs"] for r in two.records]
     stamp = json.loads((tmp_path / "two" / "search.json").read_text())

@@ -35,7 +35,7 @@ def analyse() -> dict:
     torch.set_num_threads(1)
     model, (x, y) = _model(), _data()
     double = _model().double()
-    eig = surgeon.hessian_eigs(double, (x.double(), y), k=3, tol=1e-10)
+    eig = surgeon.hessian_eigs(double, (x.double(), y), k=3, solver=surgeon.analysis.Solver(tol=1e-10))
     trace = surgeon.hessian_trace(double, (x.double(), y), matvecs=12, seed=3)
     loader = DataLoader(TensorDataset(x, y), batch_size=2)
     pr = surgeon.probe(model, loader, ("fourier", "variance", "stats"), "c*")

@@ -33,8 +33,7 @@ def trained(tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        surgeon.train("resnet10t", "digits", recipe=ONE_EPOCH, subset=0.1, input_size=RECORDED, val="none",
-                      out=out, channels=(8, 16, 32, 64), layers=(1, 1, 1, 2))
+        surgeon.train("resnet10t", "digits", recipe=surgeon.training.recipe_with(ONE_EPOCH, input_size=RECORDED), subset=0.1, val="none", out=out, channels=(8, 16, 32, 64), layers=(1, 1, 1, 2))
     finally:
         torch.set_num_threads(threads)
     return out

@@ -88,7 +88,7 @@ def test_search_resumed_after_ctrl_c_inside_a_step_gives_the_uninterrupted_metri
         handle.remove()
     cut = next((tmp_path / "cut" / "candidates").glob("*/*.run/checkpoint.pt"), None)
     assert cut is not None and torch.load(cut, weights_only=False)["step"] == 1
-    again = surgeon.run_search(recipe, tmp_path / "cut", resume=True).records
+    again = surgeon.run_search(recipe, tmp_path / "cut", run=surgeon.parallel.Run(resume=True)).records
     assert [r["name"] for r in again] == [r["name"] for r in whole] == ["baseline", "c2x1"]
     assert [r["runs"][0]["metrics"] for r in again] == [r["runs"][0]["metrics"] for r in whole]
     a, b = (surgeon.load(tmp_path / d / whole[1]["model"]).state_dict() for d in ("whole", "cut"))

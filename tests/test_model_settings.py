@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     """A 10-class test_resnet trained (briefly) at 24 px: its file records that size."""
     path = tmp_path_factory.mktemp("m") / "r.safetensors"
     recipe = surgeon.training.recipe.training_recipe("digits")
-    surgeon.train("test_resnet", "digits", recipe=recipe, epochs=1, subset=0.05, input_size=SIZE, out=path)
+    surgeon.train("test_resnet", "digits", recipe=surgeon.training.recipe_with(recipe, epochs=1, input_size=SIZE), subset=0.05, out=path)
     return path
 
 
@@ -57,7 +57,7 @@ def test_an_encoder_is_refused_by_class_based_analyses(analysis):
     run = {"evaluate": lambda: surgeon.evaluate(enc, data, batches=1),
            "attack": lambda: surgeon.adversarial_robustness(enc, data, "fgsm", [0.01], batches=1),
            "hessian": lambda: surgeon.hessian_eigs(enc, next(iter(data)), k=1),
-           "landscape": lambda: surgeon.landscape(enc, data, grid=3, batches=1),
+           "landscape": lambda: surgeon.landscape(enc, data, lattice=surgeon.analysis.Lattice(grid=3), batches=1),
            "ensemble": lambda: surgeon.ensemble([enc, enc])}[analysis]
     with pytest.raises(SurgeonError, match="no classifier"):
         run()

@@ -243,7 +243,7 @@ def test_trained_model_gives_finite_nontrivial_spectra():
 
     torch.manual_seed(0)
     tf = T.Compose([T.Resize(16), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
-    train = surgeon.data.loader("digits", train=True, batch_size=64, shuffle=True, transform=tf)
+    train = surgeon.data.loader("digits", train=True, batch_size=64, sampling=surgeon.data.Sampling(shuffle=True), transform=tf)
     test = surgeon.data.loader("digits", batch_size=360, transform=tf)
     model = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),

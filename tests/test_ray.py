@@ -23,6 +23,7 @@ ray = pytest.importorskip("ray")
 import surgeon  # noqa: E402
 from surgeon.core.errors import SurgeonError  # noqa: E402
 from surgeon.parallel.executors import LocalExecutor, executor  # noqa: E402
+from surgeon.parallel import Run  # noqa: E402
 from surgeon.search import Job, _shared_folder, run_search  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -94,7 +95,7 @@ def local_results(recipe, tmp_path_factory) -> bytes:
 
 
 def test_search_on_ray_writes_the_local_results(recipe, local_results, tmp_path):
-    res = run_search(recipe, tmp_path / "ray", evaluator=stub, backend="ray", retries=1)
+    res = run_search(recipe, tmp_path / "ray", evaluator=stub, run=Run(executor=executor("ray", retries=1)))
     assert (tmp_path / "ray" / "results.jsonl").read_bytes() == local_results
     assert [(r["name"], r["accepted"]) for r in res.records] == [("baseline", True), ("wide", False), ("deep", True),
                                                                   ("final", True)]
@@ -104,7 +105,7 @@ def test_search_on_ray_writes_the_local_results(recipe, local_results, tmp_path)
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_worker_that_dies_is_retried_then_recorded(recipe, local_results, tmp_path, retries):
-    res = run_search(recipe, tmp_path / "run", evaluator=dies_once, backend="ray", retries=retries)
+    res = run_search(recipe, tmp_path / "run", evaluator=dies_once, run=Run(executor=executor("ray", retries=retries)))
     deep = next(r for r in res.records if r["name"] == "deep")
     if retries:
         assert (tmp_path / "run" / "results.jsonl").read_bytes() == local_results
@@ -140,14 +141,16 @@ def test_landscape_on_ray_equals_the_serial_one(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tasks compute with one thread (job_cpus=1), as here
     try:
-        serial = surgeon.landscape(model, [(x, y)], grid=5, span=0.5)
+        serial = surgeon.landscape(model, [(x, y)], lattice=surgeon.analysis.Lattice(grid=5, span=0.5))
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        par = surgeon.landscape(model, [(x, y)], grid=5, span=0.5, executor=executor("ray"), save=tmp_path / "l.json")
+        par = surgeon.landscape(model, [(x, y)], lattice=surgeon.analysis.Lattice(grid=5, span=0.5),
+                                run=surgeon.parallel.Run(executor=executor("ray")), save=tmp_path / "l.json")
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(serial.loss, par.loss) and np.isfinite(par.loss).all()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    again = surgeon.landscape(model, [(x, y)], grid=5, span=0.5, executor=executor("ray"), save=tmp_path / "l.json")
+    again = surgeon.landscape(model, [(x, y)], lattice=surgeon.analysis.Lattice(grid=5, span=0.5),
+                              run=surgeon.parallel.Run(executor=executor("ray")), save=tmp_path / "l.json")
     assert np.array_equal(again.loss, par.loss)  # resumed from --save: nothing left to do
 
 
@@ -161,10 +164,10 @@ def test_spectrum_batches_and_robustness_cells_on_ray_equal_the_serial_ones():
     torch.set_num_threads(1)
     try:
         serial = surgeon.hessian_spectrum(model, data, 2, batches=3)
-        par = surgeon.hessian_spectrum(model, data, 2, batches=3, executor=executor("ray"))
+        par = surgeon.hessian_spectrum(model, data, 2, batches=3, run=surgeon.parallel.Run(executor=executor("ray")))
         args = (model, data, ["gaussian_noise", "contrast"], [1, 3])
         c_serial = surgeon.corruption_robustness(*args)
-        c_par = surgeon.corruption_robustness(*args, executor=executor("ray"))
+        c_par = surgeon.corruption_robustness(*args, run=surgeon.parallel.Run(executor=executor("ray")))
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_allclose(par.eigenvalues, serial.eigenvalues, rtol=1e-6)
@@ -176,8 +179,9 @@ DRIVER = """
 import sys
 sys.path.insert(0, {here!r})
 from test_ray import slow_stub
+from surgeon.parallel import Run, executor
 from surgeon.search import run_search
-run_search({recipe!r}, {out!r}, evaluator=slow_stub, backend="ray", address={address!r}, resume={resume})
+run_search({recipe!r}, {out!r}, evaluator=slow_stub, run=Run(executor=executor("ray", address={address!r}), resume={resume}))
 """
 
 
@@ -196,13 +200,13 @@ def test_resume_after_the_driver_is_killed(recipe, local_results, tmp_path, clus
     finally:
         driver.wait()
     assert 0 < len((out / "results.jsonl").read_text().splitlines()) < 4
-    run_search(recipe, out, evaluator=slow_stub, backend="ray", resume=True)
+    run_search(recipe, out, evaluator=slow_stub, run=Run(executor=executor("ray"), resume=True))
     assert (out / "results.jsonl").read_bytes() == local_results
 
 
 def test_bad_input_is_refused_in_one_line(recipe, tmp_path):
     with pytest.raises(SurgeonError, match="job_gpus=4: no node of the Ray cluster has 4 GPUs"):
-        run_search(recipe, tmp_path / "a", evaluator=stub, backend="ray", job_gpus=4)
+        run_search(recipe, tmp_path / "a", evaluator=stub, run=Run(executor=executor("ray", job_gpus=4)))
     assert not (tmp_path / "a").exists()
     two_nodes = mock.Mock(multi_node=True, nodes=lambda: [{}, {}])
     with pytest.raises(SurgeonError, match="is relative, but the Ray cluster has 2 nodes"):

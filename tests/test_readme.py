@@ -43,21 +43,24 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"cifar(10|100):~/data", "digits", "CIFAR cannot be downloaded in CI: scikit-learn's bundled digits stand in"),
     (r"recipes/digits_buildup\.toml", "ci_buildup.toml",
      "the digits search takes a minute: the same recipe on 10% of the digits, one seed, stage c3 only"),
-    (r'epochs=5, out="r18', 'epochs=1, subset=0.1, out="r18', "10 epochs of digits take a minute: 2 on 10%"),
+    (r'recipe=recipe, out="r18', 'recipe=recipe, subset=0.1, out="r18', "10 epochs of digits take a minute: 2 on 10%"),
+    (r'"digits", epochs=5\)', '"digits", epochs=1)', "the same: 2 epochs"),
     (r"--recipe digits --out", "--recipe digits --epochs 1 --subset 0.1 --out", "the same, on the command line"),
     (r'load_model\("resnet18", num_classes=10, weights="r18_cifar10', 'load_model("test_resnet", num_classes=10, weights="r18_cifar10',
      "Hessians of a ResNet-18 take minutes on 2 cores: timm's test_resnet (its stand-in weights)"),
     (r"surgeon (hessian|landscape) resnet18", r"surgeon \1 test_resnet", "the same on the command line"),
     (r"test_resnet vit_tiny_patch16_224", "test_resnet test_vit", "the same for the ViT (its stand-in weights)"),
-    (r"shuffle=True, batch_size=64\)", "shuffle=True, batch_size=8)", "the same: batch 8"),
+    (r"train=True, batch_size=64,", "train=True, batch_size=8,", "the same: batch 8"),
     (r'k=5, which="LM"', 'k=2, which="LM"', "5 eigenvalues: 2"),
     (r'k=3, which="SA"', 'k=1, which="SA"', "3 eigenvalues: 1"),
     (r'k=5, blocks="c4.b-1"', 'k=1, blocks="c4.b-1"', "5 eigenvalues: 1"),
-    (r'k=5, method="power"', 'k=1, method="power"', "power iteration with deflation: 1 eigenvalue"),
+    (r'k=5, solver=Solver\(method="power"\)', 'k=1, solver=Solver(method="power")', "power iteration with deflation: 1 eigenvalue"),
     (r"k=5, batches=20\)", "k=1, batches=1)", "20 Lanczos solves of 5 eigenvalues: one of 1"),
     (r"hessian_trace\(model, \(x, y\)\)", "hessian_trace(model, (x, y), matvecs=12)", "60 products: 12"),
-    (r"hessian_density\(model, \(x, y\)\)", "hessian_density(model, (x, y), vectors=1, steps=10)", "90 products: 10"),
-    (r'grid=21, span=1, norm="filter", batches=4', 'grid=3, span=1, norm="filter", batches=1',
+    (r"hessian_density\(model, \(x, y\)\)", "hessian_density(model, (x, y), vectors=1, solver=surgeon.analysis.Solver(max_iter=10))", "90 products: 10"),
+    (r'Lattice\(grid=21, span=1, norm="filter"\)', 'Lattice(grid=3, span=1, norm="filter")',
+     "441 landscape points take minutes: 9"),
+    (r'lattice=lattice, batches=4', 'lattice=lattice, batches=1',
      "441 landscape points over 4 batches take minutes: 9 over 1"),
     (r"--batches 8 --out", "--batches 1 --out", "8 Lanczos solves: one"),
     (r"--grid 21", "--grid 3", "441 landscape points: 9"),
@@ -167,7 +170,8 @@ def _make(path: Path, how: str, model: str, kwargs: dict) -> None:
     elif how == "alternet":
         surgeon.save(surgeon.alternate(surgeon.load_model(model), stages={"c2": 1, "c3": 1}), path)
     elif how == "trained":
-        surgeon.train(model, "digits", recipe="digits", epochs=1, subset=0.1, out=path, **kwargs)
+        surgeon.train(model, "digits", recipe=surgeon.training.recipe_with("digits", epochs=1), subset=0.1, out=path,
+                      **kwargs)
     else:
         import timm
         from safetensors.torch import save_file

@@ -25,7 +25,7 @@ from surgeon.core.errors import SurgeonError
 from surgeon.viz import plot_corruptions, plot_frequency_noise, save_figure
 from surgeon.evaluation.frequency_noise import frequency_noise_robustness
 from surgeon.evaluation.pixels import pixel_normalisation
-from surgeon.evaluation.robustness import corruption_robustness
+from surgeon.evaluation.robustness import CorruptionSource, corruption_robustness
 from tests.test_cli import one_line_error
 from tests.test_cli import surgeon_process as surgeon_command
 
@@ -198,7 +198,8 @@ def _fake_cifar_c(root, model: nn.Module, clean: DataLoader, names=("gaussian_no
 def test_cifar_c_files_give_the_accuracy_built_in(tmp_path, model):
     clean = _clean(model)
     _fake_cifar_c(tmp_path / "c", model, clean)
-    res = corruption_robustness(model, clean, ["gaussian_noise", "fog"], cifar_c=tmp_path / "c", batches=1)
+    res = corruption_robustness(model, clean, ["gaussian_noise", "fog"], source=CorruptionSource(cifar_c=tmp_path / "c"),
+                                batches=1)
     assert np.array_equal(res.grid("acc"), np.tile(np.arange(1, 6) / 8, (2, 1)))
     assert res.source.startswith("CIFAR-C files") and res.mean("acc") == pytest.approx(3 / 8)
 
@@ -216,7 +217,7 @@ def test_cifar_c_bad_folders_are_one_line_errors(tmp_path, model, damage, fragme
     _fake_cifar_c(tmp_path / "c", model, clean)
     damage(tmp_path / "c")
     with pytest.raises(SurgeonError) as exc:
-        corruption_robustness(model, clean, ["gaussian_noise", "fog"], cifar_c=tmp_path / "c")
+        corruption_robustness(model, clean, ["gaussian_noise", "fog"], source=CorruptionSource(cifar_c=tmp_path / "c"))
     assert fragment in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -238,15 +239,15 @@ def _fake_imagenet_c(root, model: nn.Module, clean: DataLoader, severities=(1, 2
 def test_imagenet_c_folders(tmp_path, model):
     clean = _clean(model)
     _fake_imagenet_c(tmp_path / "inc", model, clean)
-    res = corruption_robustness(model, clean, ["fog"], (1, 2), imagenet_c=tmp_path / "inc")
+    res = corruption_robustness(model, clean, ["fog"], (1, 2), source=CorruptionSource(imagenet_c=tmp_path / "inc"))
     assert res.grid("acc").tolist() == [[1.0, 0.0]]
     with pytest.raises(SurgeonError, match="lacks the severity folders fog/3, fog/5;"):
-        corruption_robustness(model, clean, ["fog"], (1, 3, 5), imagenet_c=tmp_path / "inc")
+        corruption_robustness(model, clean, ["fog"], (1, 3, 5), source=CorruptionSource(imagenet_c=tmp_path / "inc"))
     with pytest.raises(SurgeonError, match="has no folder for contrast;"):
-        corruption_robustness(model, clean, ["fog", "contrast"], (1,), imagenet_c=tmp_path / "inc")
+        corruption_robustness(model, clean, ["fog", "contrast"], (1,), source=CorruptionSource(imagenet_c=tmp_path / "inc"))
     (tmp_path / "inc" / "fog" / "2" / "9").rename(tmp_path / "inc" / "fog" / "2" / "x")
     with pytest.raises(SurgeonError, match="class folders"):
-        corruption_robustness(model, clean, ["fog"], (1, 2), imagenet_c=tmp_path / "inc")
+        corruption_robustness(model, clean, ["fog"], (1, 2), source=CorruptionSource(imagenet_c=tmp_path / "inc"))
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -258,7 +259,9 @@ def test_imagenet_c_folders(tmp_path, model):
 ])
 def test_bad_arguments(model, kwargs, fragment):
     with pytest.raises(SurgeonError, match=fragment.replace("(", r"\(")):
-        corruption_robustness(model, [], **kwargs)
+        kwargs = dict(kwargs)
+        what = {k: kwargs.pop(k) for k in ("corruptions", "severities") if k in kwargs}
+        corruption_robustness(model, [], **what, source=CorruptionSource(**kwargs))
 
 
 def test_figures(tmp_path, model):

@@ -17,6 +17,7 @@ from test_cli import surgeon as surgeon_cli
 
 import surgeon
 from surgeon.core.errors import SurgeonError
+from surgeon.parallel import Run
 from surgeon.search import Job, Search, read_records, run_search, search_spec, search_report, train_candidate
 from surgeon.training.loop import Diverged, run_dir_for
 from surgeon.training.recipe import training_recipe
@@ -166,7 +167,7 @@ def test_resume_after_a_crash_writes_the_uninterrupted_results(tmp_path):
         run_search(recipe, tmp_path / "cut", evaluator=paper_stub)
     CALLS.clear()
     CRASH_AT.clear()
-    resumed = run_search(recipe, tmp_path / "cut", resume=True, evaluator=paper_stub)
+    resumed = run_search(recipe, tmp_path / "cut", run=Run(resume=True), evaluator=paper_stub)
     assert CALLS[0] == ("c4x2", 1)  # finished candidates and seeds are not trained again
     assert len(CALLS) == 2 * len(PAPER_PATH) - 5
     assert (tmp_path / "cut" / "results.jsonl").read_bytes() == (tmp_path / "whole" / "results.jsonl").read_bytes()
@@ -177,12 +178,12 @@ def test_resume_refuses_a_folder_made_by_another_recipe(tmp_path):
     run_search(write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 1\n'), tmp_path / "run", evaluator=paper_stub)
     other = write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 1\ndelta = 0.01\n', "other.toml")
     with pytest.raises(SurgeonError, match=r"made by another search spec \(search.delta differ\)"):
-        run_search(other, tmp_path / "run", resume=True, evaluator=paper_stub)
+        run_search(other, tmp_path / "run", run=Run(resume=True), evaluator=paper_stub)
     with pytest.raises(SurgeonError, match="search folder .*elsewhere' does not exist"):  # missing: said so
-        run_search(other, tmp_path / "elsewhere", resume=True, evaluator=paper_stub)
+        run_search(other, tmp_path / "elsewhere", run=Run(resume=True), evaluator=paper_stub)
     (tmp_path / "empty").mkdir()
     with pytest.raises(SurgeonError, match="holds no search"):  # a folder without a search
-        run_search(other, tmp_path / "empty", resume=True, evaluator=paper_stub)
+        run_search(other, tmp_path / "empty", run=Run(resume=True), evaluator=paper_stub)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(SurgeonError, match="is not an empty folder"):
@@ -191,7 +192,8 @@ def test_resume_refuses_a_folder_made_by_another_recipe(tmp_path):
     with pytest.raises(SurgeonError, match="holds no search"):
         search_report(tmp_path / "busy")
     with pytest.raises(SurgeonError, match="workers = 0; give 1 or more"):
-        run_search(other, tmp_path / "fresh", workers=0, evaluator=paper_stub)
+        run_search(other, tmp_path / "fresh", run=Run(executor=surgeon.parallel.executor("local", workers=0)),
+                   evaluator=paper_stub)
 
 
 def test_a_failed_start_leaves_nothing_behind(tmp_path):
@@ -225,10 +227,11 @@ def stub(job):
 
 
 def test_a_script_without_the_main_guard_is_refused_before_anything_is_written(tmp_path):
-    """Spawned workers re-import the script: an unguarded run_search(workers=2) would run again in
+    """Spawned workers re-import the script: an unguarded run_search with two local workers would run again in
     each of them. It is refused in one line naming the line; under the guard it runs."""
     recipe = write(tmp_path, TINY + 'stages = ["c4"]\nmax_msa = 1\n')
-    call = f"res = surgeon.run_search({str(recipe)!r}, {str(tmp_path / 'run')!r}, workers=2, evaluator=stub)"
+    call = (f"res = surgeon.run_search({str(recipe)!r}, {str(tmp_path / 'run')!r}, evaluator=stub, "
+            "run=surgeon.parallel.Run(executor=surgeon.parallel.executor('local', workers=2)))")
     bare = write(tmp_path, SCRIPT.format(call=call + "\nprint(len(res.records))"), "bare.py")
     r = subprocess.run([sys.executable, str(bare)], capture_output=True, text=True, check=False, cwd=tmp_path)
     assert r.returncode == 1 and f"top level of {bare} (line 8)" in r.stderr, r.stderr
@@ -242,7 +245,7 @@ def test_a_script_without_the_main_guard_is_refused_before_anything_is_written(t
 def test_two_workers_decide_as_one(tmp_path):
     recipe = write(tmp_path, TINY + "repeats = [0, 1]\n")
     one = run_search(recipe, tmp_path / "one", evaluator=paper_stub)
-    two = run_search(recipe, tmp_path / "two", workers=2, evaluator=paper_stub)
+    two = run_search(recipe, tmp_path / "two", run=Run(executor=surgeon.parallel.executor("local", workers=2)), evaluator=paper_stub)
     assert decisions(two.records) == decisions(one.records) == PAPER_PATH
     assert (tmp_path / "two" / "results.jsonl").read_bytes() == (tmp_path / "one" / "results.jsonl").read_bytes()
     assert len(CALLS) == 16  # the workers' calls happened in their own processes
@@ -304,7 +307,7 @@ def test_real_search_on_digits_writes_models_and_resumes_from_checkpoints(tmp_pa
     (out / "results.jsonl").write_text(results.decode().splitlines()[0] + "\n")
     (out / "candidates" / records[1]["id"] / "seed0.json").unlink()
     assert (run_dir_for(out / records[1]["model"]) / "checkpoint.pt").is_file()
-    run_search(recipe, out, resume=True, evaluator=recording_trainer)
+    run_search(recipe, out, run=Run(resume=True), evaluator=recording_trainer)
     assert RESUMED == [True] and (out / "results.jsonl").read_bytes() == results
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import surgeon
-from surgeon.evaluation.adversarial import fgsm, pgd
+from surgeon.evaluation.adversarial import Attack, fgsm, pgd
 from surgeon.core.errors import SurgeonError
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -33,29 +33,29 @@ def test_fgsm_equals_the_closed_form_step():
         p = lin(((x - m) / s).flatten(1)).softmax(1)
         grad = ((p - nn.functional.one_hot(y, 5).float()) @ lin.weight).view_as(x) / s
     expected = (x + 0.03 * grad.sign()).clamp(0, 1)
-    got = fgsm(model, x, y, 0.03, mean=MEAN, std=STD)
+    got = fgsm(model, x, y, 0.03, normalisation=(MEAN, STD))
     assert torch.equal(got, expected)
 
 
 def test_pgd_without_random_start_is_deterministic_and_stays_in_the_ball():
     model = _linear()
     x, y = _batch()
-    a = pgd(model, x, y, 0.05, alpha=0.02, steps=7, random_start=False, mean=MEAN, std=STD)
-    b = pgd(model, x, y, 0.05, alpha=0.02, steps=7, random_start=False, mean=MEAN, std=STD)
+    a = pgd(model, x, y, 0.05, attack=Attack(alpha=0.02, steps=7, random_start=False), normalisation=(MEAN, STD))
+    b = pgd(model, x, y, 0.05, attack=Attack(alpha=0.02, steps=7, random_start=False), normalisation=(MEAN, STD))
     assert torch.equal(a, b)
     assert (a - x).abs().max() <= 0.05 + 1e-6 and a.min() >= 0 and a.max() <= 1
     assert (a != x).any()
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    r1 = pgd(model, x, y, 0.05, steps=2, generator=g1, mean=MEAN, std=STD)
-    r2 = pgd(model, x, y, 0.05, steps=2, generator=g2, mean=MEAN, std=STD)
+    r1 = pgd(model, x, y, 0.05, attack=Attack(steps=2), generator=g1, normalisation=(MEAN, STD))
+    r2 = pgd(model, x, y, 0.05, attack=Attack(steps=2), generator=g2, normalisation=(MEAN, STD))
     assert torch.equal(r1, r2) and (r1 - x).abs().max() <= 0.05 + 1e-6
 
 
 def test_pgd_one_step_without_start_is_fgsm_with_alpha_inside_the_ball():
     model = _linear()
     x, y = _batch()
-    one = pgd(model, x, y, 0.5, alpha=0.01, steps=1, random_start=False, mean=MEAN, std=STD)
-    assert torch.equal(one, fgsm(model, x, y, 0.01, mean=MEAN, std=STD))
+    one = pgd(model, x, y, 0.5, attack=Attack(alpha=0.01, steps=1, random_start=False), normalisation=(MEAN, STD))
+    assert torch.equal(one, fgsm(model, x, y, 0.01, normalisation=(MEAN, STD)))
 
 
 class _Noisy(nn.Module):
@@ -80,7 +80,7 @@ def test_the_model_is_unchanged_after_attacks():
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
     data = surgeon.data.normalised([(torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))) for _ in range(2)],
                                    mean=(0.5,) * 3, std=(0.25,) * 3)
-    res = surgeon.adversarial_robustness(model, data, "pgd", [0.01, 0.02], steps=2, n_ff=2)
+    res = surgeon.adversarial_robustness(model, data, Attack("pgd", steps=2), [0.01, 0.02], n_ff=2)
     assert len(res.metrics) == 2 and res.samples == 8 and 0 <= res.accuracy[0] <= 1
     surgeon.adversarial_robustness(model, data, "fgsm", [0.01])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -97,4 +97,4 @@ def test_bad_arguments_are_one_line_errors():
             surgeon.adversarial_robustness(model, data, **{"attack": "fgsm", "eps": [0.1], **kwargs})
         assert "\n" not in str(e.value)
     with pytest.raises(SurgeonError):
-        pgd(model, *data[0], 0.1, steps=0)
+        pgd(model, *data[0], 0.1, attack=Attack(steps=0))

@@ -9,7 +9,7 @@ from torch import nn
 
 import surgeon
 from surgeon.core.errors import SurgeonError
-from surgeon.evaluation.stability import sequence
+from surgeon.evaluation.stability import PerturbationSource, sequence
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # timm's defaults
 
@@ -45,7 +45,7 @@ def test_cifar_p_metrics_equal_a_direct_computation(tmp_path):
     for name, a in files.items():
         np.save(tmp_path / f"{name}.npy", a)
     model = _model()
-    res = surgeon.perturbation_stability(model, cifar_p=tmp_path, batch_size=3, input_size=(3, 8, 8))
+    res = surgeon.perturbation_stability(model, source=PerturbationSource(tmp_path, batch_size=3, input_size=(3, 8, 8)))
     assert res.perturbations == ["gaussian_noise", "translate"] and res.frames == {"gaussian_noise": 5, "translate": 4}
     for name, a in files.items():
         expected = _direct(model, a, name == "gaussian_noise")
@@ -67,7 +67,7 @@ def test_on_the_fly_runs_without_files_and_leaves_the_model_unchanged():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = surgeon.data.normalised([(torch.randn(3, 3, 8, 8), torch.zeros(3, dtype=torch.long))], (0.5,) * 3, (0.25,) * 3)
     res = surgeon.perturbation_stability(model, data, ["translate", "gaussian_noise", "brightness"],
-                                         input_size=(3, 8, 8))
+                                         source=PerturbationSource(input_size=(3, 8, 8)))
     assert set(res.metrics) == {"translate", "gaussian_noise", "brightness"} and res.samples == 3
     for m in res.metrics.values():
         assert 0 <= m["consistency"] <= 1 and 0 <= m["flip_probability"] <= 1 and m["cec"] > 0
@@ -83,7 +83,7 @@ def test_bad_requests_are_refused(tmp_path):
     with pytest.raises(SurgeonError, match="either"):
         surgeon.perturbation_stability(model)
     with pytest.raises(SurgeonError, match="lacks"):
-        surgeon.perturbation_stability(model, cifar_p=tmp_path, perturbations=["rotate"])
+        surgeon.perturbation_stability(model, source=PerturbationSource(tmp_path), perturbations=["rotate"])
 
 
 def test_cli_csv_holds_the_json_numbers(tmp_path):

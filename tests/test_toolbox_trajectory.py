@@ -55,8 +55,7 @@ def test_missing_or_single_snapshots_are_refused(tmp_path):
 
 def test_train_keeps_snapshots_for_the_trajectory(tmp_path):
     out = tmp_path / "r.safetensors"
-    surgeon.train("test_resnet", "digits", recipe="digits", epochs=1, subset=0.05, val="none", out=out,
-                  input_size=(3, 16, 16), snapshots=1)
+    surgeon.train("test_resnet", "digits", recipe=surgeon.training.recipe_with("digits", epochs=1, input_size=(3, 16, 16)), subset=0.05, val="none", out=out, run=surgeon.parallel.Run(snapshots=1))
     files = sorted(p.name for p in (tmp_path / "r.run" / "snapshots").iterdir())
     assert files == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]  # 1 warmup + 1
     res = surgeon.trajectory(out)

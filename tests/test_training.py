@@ -23,11 +23,12 @@ from test_cli import surgeon as surgeon_cli
 import surgeon
 from surgeon.training import loop as training
 from surgeon.core.errors import SurgeonError
-from surgeon.training.recipe import RECIPES, Recipe, lr_at, training_recipe
+from surgeon.training.recipe import RECIPES, Recipe, lr_at, recipe_with, training_recipe
+from surgeon.parallel import Run
 from surgeon.training.sampling import ShardedBatches
 from surgeon.training.setup import build_for_training
 
-SMALL = {"recipe": "digits", "epochs": 1, "subset": 0.25, "val": "none"}  # 2 epochs of 5 steps (360 images, batch 64)
+SMALL = {"recipe": recipe_with("digits", epochs=1), "subset": 0.25, "val": "none"}  # 2 epochs of 5 steps (360 images, batch 64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_resnet_learns_digits(tmp_path):
     not a score: the trajectory depends on the CPU's kernels and thread count (0.956 to 0.972 with
     ATEN_CPU_CAPABILITY default / avx2 / avx512 and 1 or 2 threads), so the bound is 5x chance."""
     out = tmp_path / "r.safetensors"
-    run = surgeon.train("resnet10t", "digits", recipe="digits", epochs=2, out=out)
+    run = surgeon.train("resnet10t", "digits", recipe=recipe_with("digits", epochs=2), out=out)
     assert len(run.history) == 3
     assert run.history[-1]["val_acc"] >= 0.5
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
@@ -198,7 +199,7 @@ def test_resume_after_ctrl_c_mid_epoch_equals_uninterrupted(tmp_path, monkeypatc
     assert cut.interrupted and len(cut.history) == 1 and not (tmp_path / "b.safetensors").exists()
     state = torch.load(tmp_path / "b.run" / "checkpoint.pt", weights_only=False)
     assert (state["epoch"], state["step"]) == (1, 2)
-    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", resume=True, **SMALL)
+    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", run=Run(resume=True), **SMALL)
     a, b = _weights(whole.model), _weights(again.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["train_loss"] for h in again.history] == pytest.approx([h["train_loss"] for h in whole.history], rel=1e-12)
@@ -236,7 +237,7 @@ def test_a_signal_inside_a_step_resumes_bit_for_bit_with_batchnorm(tmp_path, mon
     assert cut.interrupted and signal.getsignal(signal.SIGINT) is before  # the handlers are given back
     state = torch.load(tmp_path / "b.run" / "checkpoint.pt", weights_only=False)
     assert (state["epoch"], state["step"]) == (1, 2)  # the step in which the signal came is finished and kept
-    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", resume=True, **SMALL)
+    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", run=Run(resume=True), **SMALL)
     a, b = whole.model.state_dict(), again.model.state_dict()
     assert any(k.endswith("num_batches_tracked") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -247,15 +248,16 @@ def test_resume_after_a_crash_restarts_from_the_last_epoch(tmp_path, monkeypatch
     _interrupt_at(monkeypatch, 6, RuntimeError("power cut"))
     with pytest.raises(RuntimeError, match="power cut"):
         surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", **SMALL)
-    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", resume=True, **SMALL)
+    again = surgeon.train("resnet10t", "digits", out=tmp_path / "b.safetensors", run=Run(resume=True), **SMALL)
     a, b = _weights(whole.model), _weights(again.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_loading_workers_do_not_change_the_result():
-    small = {**SMALL, "epochs": 1, "recipe": training_recipe("digits", auto_augment="rand-m9-n2-mstd1.0", warmup_epochs=0)}
-    a = surgeon.train("resnet10t", "digits", workers=0, **small)
-    b = surgeon.train("resnet10t", "digits", workers=2, **small)
+    small = {**SMALL, "recipe": recipe_with(training_recipe("digits", auto_augment="rand-m9-n2-mstd1.0", warmup_epochs=0),
+                                           epochs=1)}
+    a = surgeon.train("resnet10t", "digits", run=Run(workers=0), **small)
+    b = surgeon.train("resnet10t", "digits", run=Run(workers=2), **small)
     wa, wb = _weights(a.model), _weights(b.model)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -263,12 +265,13 @@ def test_loading_workers_do_not_change_the_result():
 def test_resume_refuses_another_model_or_recipe(tmp_path):
     surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", **SMALL)
     with pytest.raises(SurgeonError, match="from another model"):
-        surgeon.train("resnet18", "digits", out=tmp_path / "a.safetensors", resume=True, **SMALL)
+        surgeon.train("resnet18", "digits", out=tmp_path / "a.safetensors", run=Run(resume=True), **SMALL)
     with pytest.raises(SurgeonError, match=r"another recipe \(lr differ"):
-        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", resume=True, lr=0.5, **SMALL)
+        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", run=Run(resume=True),
+                      **{**SMALL, "recipe": recipe_with("digits", epochs=1, lr=0.5)})
     (tmp_path / "a.safetensors").unlink()  # as after a crash: a checkpoint, no output
     with pytest.raises(SurgeonError, match="holds an earlier run; pass resume=True"):
-        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", overwrite=False, **SMALL)
+        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors", run=Run(overwrite=False), **SMALL)
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path, monkeypatch):
@@ -309,8 +312,8 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_divergence_is_reported(tmp_path):
     with pytest.raises(training.Diverged, match="diverged in epoch 1"):
-        surgeon.train("resnet10t", "digits", lr=1e30, out=tmp_path / "a.safetensors",
-                      **{**SMALL, "recipe": training_recipe("digits", clip_grad=None)})
+        surgeon.train("resnet10t", "digits", out=tmp_path / "a.safetensors",
+                      **{**SMALL, "recipe": recipe_with(training_recipe("digits", clip_grad=None), epochs=1, lr=1e30)})
     assert not (tmp_path / "a.safetensors").exists()
 
 

@@ -17,7 +17,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,20 +28,19 @@ from surgeon.core import checks
 from surgeon.core.numerics import density_on_grid
 from surgeon.core.errors import SurgeonError
 from surgeon.parallel.executors import Executor, fan_out
+from surgeon.parallel.run import Run
 from surgeon.core.progress import progress as progress_bar
 from surgeon.model.runtime import BatchLoop, analysis_mode, check_classifier, display_name
 from surgeon.core.tables import Tabular, quantity_rows
 from surgeon.analysis.hessian import HessianOperator, NonFiniteLoss, selected_parameters
 from surgeon.analysis.eigensolvers import WHICH, EigResult, lanczos, power_iteration, _lanczos_basis, _tridiagonal_eigh
 from surgeon.analysis.objective import Objective
+from surgeon.analysis.options import SOLVERS, Solver  # noqa: F401  (SOLVERS: 0.1's name here)
 from surgeon._compat import options_from
 
 
 __all__ = ["TraceResult", "DensityResult", "SpectrumResult", "analysis_mode", "hutchinson", "hutchpp", "slq",
            "hessian_eigs", "hessian_trace", "hessian_density", "hessian_spectrum"]
-
-
-SOLVERS = ("lanczos", "power")  # the eigen-solvers of `hessian_eigs`
 
 
 @dataclass
@@ -147,20 +146,21 @@ def _operator(model: nn.Module, batch: Any, blocks: str | Sequence[str], objecti
 
 
 def hessian_eigs(model: nn.Module, batch: Any, k: int = 5, which: str = "LM", blocks: str | Sequence[str] = "*", *,
-                 method: str = "lanczos", tol: float | None = None, max_iter: int | None = None,
-                 objective: Objective | None = None, mode: str = "double-backward", seed: int = 0,
-                 vectors: bool = False, **old: Any) -> EigResult:
+                 solver: Solver | None = None, objective: Objective | None = None, seed: int = 0,
+                 **old: Any) -> EigResult:
     """The k eigenvalues of the Hessian of `objective` (an `Objective`; default NLL alone) on
     `batch` = (images, labels) w.r.t. the parameters of `blocks`: ``which`` = ``LM`` (largest
-    magnitude, the paper's top-5), ``LA`` (largest), ``SA`` (smallest: negative curvature).
-    ``method="power"`` is the paper's power iteration with deflation (``LM`` only). ``wd=``,
-    ``l2=``, ``label_smoothing=``: deprecated, build the `Objective`."""
-    objective = options_from(Objective, objective, old, function="hessian_eigs", keyword="objective")
-    checks.args(k=k, tol=tol, max_iter=max_iter, seed=seed)
+    magnitude, the paper's top-5), ``LA`` (largest), ``SA`` (smallest: negative curvature), by
+    `solver` (a `Solver`: Lanczos, or ``method="power"``, the paper's power iteration with
+    deflation, ``LM`` only; its tolerance, iterations, eigenvectors, HVP mode). ``wd=``, ``l2=``,
+    ``label_smoothing=``; ``method=``, ``tol=``, ``max_iter=``, ``vectors=``, ``mode=``:
+    deprecated, build the `Objective`, the `Solver`."""
+    objective = options_from(Objective, objective, old, function="hessian_eigs", keyword="objective", strict=False)
+    solver = options_from(Solver, solver, old, function="hessian_eigs", keyword="solver")
+    method, tol, max_iter, vectors, mode = astuple(solver)
+    checks.args(k=k, seed=seed)
     if which not in WHICH:
         raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
-    if method not in SOLVERS:
-        raise SurgeonError(f"unknown method {method!r}; use lanczos or power")
     if method == "power" and which != "LM":
         raise SurgeonError("power iteration finds the largest-magnitude eigenvalues only; use which='LM' or lanczos")
     if k < 1:
@@ -189,13 +189,20 @@ def hessian_trace(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*
 
 
 def hessian_density(model: nn.Module, batch: Any, blocks: str | Sequence[str] = "*", *, vectors: int = 3,
-                    steps: int = 30, sigma: float | None = None, objective: Objective | None = None,
-                    mode: str = "double-backward", seed: int = 0, **old: Any) -> DensityResult:
+                    sigma: float | None = None, solver: Solver | None = None, objective: Objective | None = None,
+                    seed: int = 0, **old: Any) -> DensityResult:
     """The eigenvalue density of the Hessian of `objective` (an `Objective`) by stochastic Lanczos
-    quadrature (`vectors` start vectors, `steps` Lanczos steps each), smoothed with a Gaussian of
-    width `sigma` (default 1% of the spectrum's span). ``wd=``, ``l2=``, ``label_smoothing=``:
-    deprecated, build the `Objective`."""
-    objective = options_from(Objective, objective, old, function="hessian_density", keyword="objective")
+    quadrature (`vectors` start vectors, ``solver.max_iter`` Lanczos steps each, default 30, with
+    ``solver.mode`` Hessian-vector products), smoothed with a Gaussian of width `sigma` (default 1%
+    of the spectrum's span). ``wd=``, ``l2=``, ``label_smoothing=``; ``steps=``, ``mode=``:
+    deprecated, build the `Objective`, the `Solver` (``steps`` is its ``max_iter``)."""
+    objective = options_from(Objective, objective, old, function="hessian_density", keyword="objective", strict=False)
+    solver = options_from(Solver, solver, old, function="hessian_density", keyword="solver",
+                          renamed={"steps": "max_iter"})
+    if solver.method != "lanczos" or solver.tol is not None or solver.vectors:
+        raise SurgeonError("hessian_density runs a fixed number of Lanczos steps: give Solver(max_iter=, mode=) "
+                           "only (no method, tol or vectors)")
+    steps, mode = solver.max_iter or 30, solver.mode
     checks.args(vectors=vectors, steps=steps, seed=seed)
     checks.check_float("sigma", sigma, min=0.0, min_open=True)
     with _operator(model, batch, blocks, objective, mode) as op:
@@ -243,22 +250,27 @@ class SpectrumResult(Tabular):
 
 
 def hessian_spectrum(model: nn.Module, data: Iterable[Any], k: int = 5, *, batches: int = 10, which: str = "LM",
-                     blocks: str | Sequence[str] = "*", progress: bool = False, executor: Executor | None = None,
-                     **kwargs: Any) -> SpectrumResult:
+                     blocks: str | Sequence[str] = "*", run: Run | None = None, **kwargs: Any) -> SpectrumResult:
     """Top-k eigenvalues of the Hessian on each of `batches` mini-batches of `data` (each batch
     frozen for its solve), as in the paper's Fig. 1c / Fig. 4; keyword arguments go to
-    `hessian_eigs` (``objective=`` an `Objective`). A non-finite loss stops the run with the batch's index; Ctrl-C returns the
-    batches done (``interrupted=True``).
+    `hessian_eigs` (``objective=`` an `Objective`, ``solver=`` a `Solver`, ``seed=``). A
+    non-finite loss stops the run with the batch's index; Ctrl-C returns the batches done
+    (``interrupted=True``).
 
-    `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): every batch is one task
-    (the model shared once), the rows pooled here in batch order; a batch whose worker died on
-    every attempt is left out with a warning naming it."""
+    `run` (a `surgeon.parallel.Run`): a progress bar; ``run.executor`` (`surgeon.executor`, e.g.
+    ``surgeon.executor("ray")``): every batch is one task (the model shared once), the rows pooled
+    here in batch order; a batch whose worker died on every attempt is left out with a warning
+    naming it. ``progress=``, ``executor=``: deprecated, build the `Run`."""
     checks.args(k=k, batches=batches)
     if which not in WHICH:
         raise SurgeonError(f"unknown which={which!r}; use LM (largest magnitude), LA (largest) or SA (smallest)")
     check_classifier(model, data)
-    kwargs["objective"] = options_from(Objective, kwargs.pop("objective", None), kwargs, function="hessian_spectrum",
-                                       keyword="objective", strict=False)
+    for cls, keyword in ((Objective, "objective"), (Solver, "solver")):
+        kwargs[keyword] = options_from(cls, kwargs.pop(keyword, None), kwargs, function="hessian_spectrum",
+                                       keyword=keyword, strict=False)
+    run = options_from(Run, run, kwargs, function="hessian_spectrum", keyword="run", strict=False).only(
+        "hessian_spectrum", "progress", "executor")
+    progress, executor = run.progress, run.executor
     rows, res, losses, hvps = [], [], [], 0
 
     def step(batch: Any) -> None:

@@ -1,7 +1,7 @@
 """Loss landscapes (paper Fig. 1a; Li et al., 2018): the objective on a 1-D line or a 2-D plane
 of random directions through the weights.
 
-    res = surgeon.landscape(model, loader, dims=2, grid=21, span=1.0, norm="filter", batches=4,
+    res = surgeon.landscape(model, loader, lattice=Lattice(dims=2, grid=21, span=1.0, norm="filter"), batches=4,
                             save="landscape.json")     # resumable: finished points are kept on disk
     res.loss, res.stderr                               # (grid, grid) arrays, NaN where not computed
 
@@ -23,7 +23,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,6 +35,8 @@ from torch.func import functional_call
 from surgeon.core import checks
 from surgeon.analysis.hessian import _batch, objective as loss_of
 from surgeon.analysis.objective import Objective
+from surgeon.analysis.options import NORMS, Lattice
+from surgeon.parallel.run import Run
 from surgeon._compat import options_from
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
@@ -48,7 +50,6 @@ from surgeon.core.tables import Tabular
 __all__ = ["LandscapeResult", "directions", "landscape", "EXCLUDED"]
 
 EXCLUDED = re.compile(r"pos_embed|rel_pos|relative_position|position_bias|pos_bias")
-NORMS = ("filter", "dim0")
 
 
 def directions(model: nn.Module, *, norm: str = "filter", seed: int = 0) -> dict[str, torch.Tensor]:
@@ -138,22 +139,27 @@ def _resume(path: Path, config: dict[str, Any], shape: tuple[int, ...]) -> tuple
     return loss, err
 
 
-def landscape(model: nn.Module, data: Iterable[Any], *, dims: int = 2, grid: int = 21, span: float = 1.0,
-              norm: str = "filter", batches: int = 1, objective: Objective | None = None, seed: int = 0,
-              save: str | os.PathLike | None = None, progress: bool = False, executor: Executor | None = None,
-              **old: Any) -> LandscapeResult:
-    """Evaluate `objective` (an `Objective`; default NLL alone) on a `grid` (x `grid`) lattice over
-    [-span, span] along `dims` random directions, each point on the same `batches` batches of
-    `data` (frozen on the first draw). With `save`, every finished point is written there at once
-    and a rerun resumes from it; Ctrl-C returns the points done (``interrupted=True``). ``wd=``,
-    ``l2=``, ``label_smoothing=``: deprecated, build the `Objective`.
+def landscape(model: nn.Module, data: Iterable[Any], *, lattice: Lattice | None = None, batches: int = 1,
+              objective: Objective | None = None, seed: int = 0, save: str | os.PathLike | None = None,
+              run: Run | None = None, **old: Any) -> LandscapeResult:
+    """Evaluate `objective` (an `Objective`; default NLL alone) on the `lattice` (a `Lattice`: a
+    ``grid`` (x ``grid``) lattice over [-span, span] along ``dims`` random directions, scaled by
+    ``norm``), each point on the same `batches` batches of `data` (frozen on the first draw). With
+    `save`, every finished point is written there at once and a rerun resumes from it; Ctrl-C
+    returns the points done (``interrupted=True``). ``wd=``, ``l2=``, ``label_smoothing=``;
+    ``dims=``, ``grid=``, ``span=``, ``norm=``; ``progress=``, ``executor=``: deprecated, build the
+    `Objective`, the `Lattice`, the `surgeon.parallel.Run`.
 
-    `executor` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): the rows of the grid (the
+    ``run.executor`` (`surgeon.executor`, e.g. ``surgeon.executor("ray")``): the rows of the grid (the
     points of a 1-D profile) run as its tasks, the model, directions and batches shared once
     (Ray's object store); a row whose worker died on every attempt is left NaN and named in
     ``failed``. The values equal the serial ones (each task computes its points as this process)."""
-    objective = options_from(Objective, objective, old, function="landscape", keyword="objective")
-    checks.args(dims=dims, grid=grid, span=span, batches=batches, seed=seed)
+    objective = options_from(Objective, objective, old, function="landscape", keyword="objective", strict=False)
+    lattice = options_from(Lattice, lattice, old, function="landscape", keyword="lattice", strict=False)
+    run = options_from(Run, run, old, function="landscape", keyword="run").only(
+        "landscape", "progress", "executor")
+    (dims, grid, span, norm), progress, executor = astuple(lattice), run.progress, run.executor
+    checks.args(batches=batches, seed=seed)
     frozen = [_batch(b, model_device(model)) for b, _ in zip(data, range(batches))]
     if not frozen:
         raise SurgeonError("the data yielded no batches; check data=")

@@ -1,7 +1,7 @@
 """Optimisation trajectories in weight space (Park & Kim, Fig. 1b; the original code's weight-space
 arithmetic, ``ops/arithmetic.py``).
 
-    surgeon.train("resnet18", "digits", out="r18.safetensors", snapshots=1)   # r18.run/snapshots/
+    surgeon.train("resnet18", "digits", out="r18.safetensors", run=surgeon.parallel.Run(snapshots=1))  # r18.run/snapshots/
     res = surgeon.trajectory("r18.run")
     res.radii, res.angles                 # per snapshot: ||theta_t - theta_0||, angle in degrees
 

@@ -7,3 +7,4 @@ of the library.
 """
 
 from surgeon.comparison import claims, compare, figures, measures, report  # noqa: F401  (each module is an attribute of the package)
+from surgeon.comparison.measures import PAPER, QUICK, Settings  # noqa: F401  (the sizes of a comparison: its options object)

@@ -1,6 +1,6 @@
 """Compare models with all of the paper's measures, on the same batches and seeds, resumably.
 
-    cmp = surgeon.compare(["r18.safetensors", "vit.safetensors"], "digits", out="report/", quick=True)
+    cmp = surgeon.compare(["r18.safetensors", "vit.safetensors"], "digits", out="report/", settings=QUICK)
     cmp.claims()                        # the paper's claims, each with its measured quantity and verdict
     cmp.results["r18"]["fourier"]       # each measure as the JSON of its result type
     cmp = surgeon.read_comparison("report/")    # read back from report/results.json
@@ -33,7 +33,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ from surgeon.core.errors import SurgeonError
 from surgeon.core.files import atomic_path, check_input
 from surgeon.core.jsonio import dumps
 from surgeon.core.tables import Tabular
+from surgeon.parallel.run import Run
+from surgeon._compat import moved_keywords, options_from
 from surgeon.comparison.measures import (MEASURES, PAPER, QUICK, RUNNERS, Context, Settings,  # noqa: F401  (the
                                          check_measures, with_settings)  # public names of 0.1's compare module)
 
@@ -154,7 +156,9 @@ def _write(cmp: ComparisonResult) -> None:
 # Entry point
 
 
-def _labels(models: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
+def model_labels(models: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
+    """One label per model: `labels` (a repeated one numbered, ``r18 (2)``) or each model's name
+    or file stem."""
     from surgeon.model.runtime import display_name
 
     if labels is None:
@@ -198,32 +202,31 @@ def _load(spec: Any, num_classes: int | None, seed: int) -> tuple[str, Any]:
     raise SurgeonError(f"a model must be a name, a surgeon file or an nn.Module, not {type(spec).__name__}")
 
 
-def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str | os.PathLike | None = None, *,
-            measures: Iterable[str] | None = None, quick: bool = False, settings: Settings | None = None,
-            labels: Sequence[str] | None = None, num_classes: int | None = None,
-            input_size: Sequence[int] | None = None, seed: int = 0,
-            resume: bool = False, overwrite: bool = False, executor: Any = None, progress: bool = False,
-            on_done: Callable[[str, str, float], None] | None = None) -> ComparisonResult:
+def compare(models: Sequence[Any] | Mapping[str, Any], data: str | os.PathLike = "digits",
+            out: str | os.PathLike | None = None, *, measures: Iterable[str] | None = None,
+            settings: Settings | None = None, num_classes: int | None = None, seed: int = 0, run: Run | None = None,
+            **old: Any) -> ComparisonResult:
     """Run the paper's `measures` on every model on the same batches and seeds.
 
     Args:
         models: two or more model names, surgeon files (anything `surgeon.load_model` takes) or
-            modules; a module is used as it is (never changed: each analysis restores it).
+            modules, or a mapping label -> model (the names in tables and figures; default: the
+            name or the file's stem); a module is used as it is (never changed: each analysis
+            restores it).
         data: a labelled data spec (`surgeon.data.loader`): ``digits``, ``cifar10:ROOT``, a folder.
         out: a folder for ``results.json``, written after every finished (model, measure).
         measures: a subset of `MEASURES` (default: all).
-        quick: the sizes of `QUICK` (a few minutes on a laptop CPU) instead of `PAPER`'s.
-        settings: explicit sizes (a `Settings`); overrides `quick`.
-        labels: one name per model in tables and figures (default: the name or the file's stem).
+        settings: the sizes (a `Settings`; default `PAPER`; `QUICK`: a few minutes on a laptop
+            CPU), the input size every model is fed at among them.
         num_classes: classifier size for models built from a name (their default otherwise).
-        input_size: (C, H, W) for every model (default: each model's own, `surgeon.models.resolve_input_size`).
         seed: of the random-init models built from names, the data order and every random draw.
-        resume: continue from ``out/results.json``, skipping the finished (model, measure) pairs.
-        overwrite: start afresh even when ``out/results.json`` exists.
-        executor: a `surgeon.executor` for the sweeps that have tasks (Hessian batches, landscape
-            rows, noise bands).
-        progress: progress bars on every long step.
-        on_done: called with (label, measure, seconds) after each finished measure.
+        run: a `surgeon.parallel.Run`: ``resume`` (continue from ``out/results.json``, skipping the
+            finished (model, measure) pairs), ``overwrite`` (start afresh even when it exists),
+            ``executor`` (for the sweeps that have tasks: Hessian batches, landscape rows, noise
+            bands), ``progress`` and ``callback`` (called with (label, measure, seconds) after each
+            finished measure).
+        old: 0.1's ``quick=``, ``labels=``, ``input_size=`` (give ``settings=`` and a mapping) and
+            ``resume=``, ``overwrite=``, ``executor=``, ``progress=``, ``on_done=`` (give ``run=``).
 
     Returns:
         The `ComparisonResult`; ``interrupted=True`` when Ctrl-C stopped it (the finished pairs are
@@ -232,17 +235,18 @@ def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str 
     from surgeon.core import checks
     from surgeon.model.sizes import resolve_input_size
 
+    models, labels, settings, run = _compare_options(models, settings, run, old)
     checks.args(seed=seed, num_classes=num_classes)
     if len(models) < 1:
         raise SurgeonError("no model given; compare two or more, e.g. resnet18 vit_tiny_patch16_224")
     chosen = check_measures(measures)
-    settings = settings or (QUICK if quick else PAPER)
-    names = _labels(models, labels)
-    path = _results_path(out, resume, overwrite)
+    names = model_labels(models, labels)
+    path = _results_path(out, run.resume, run.overwrite)
+    input_size = settings.input_size
     config = {"models": [str(m) if isinstance(m, (str, os.PathLike)) else None for m in models], "labels": names,
               "data": str(data), "measures": chosen, "settings": _plain_settings(settings), "seed": seed,
               "num_classes": num_classes, "input_size": list(input_size) if input_size is not None else None}
-    previous = _previous(path, config) if resume and path is not None and path.exists() else None
+    previous = _previous(path, config) if run.resume and path is not None and path.exists() else None
     cmp = ComparisonResult(config, [], dict(previous.results) if previous else {},
                      dict(previous.seconds) if previous else {}, path)
     partial = path.parent / "partial" if path is not None else None
@@ -251,10 +255,28 @@ def compare(models: Sequence[Any], data: str | os.PathLike = "digits", out: str 
         size = resolve_input_size(model, input_size).size
         cmp.models.append(_model_info(label, spec_name, model, size))
         _write(cmp)
-        ctx = Context(model, size, data, settings, seed, progress, executor, partial, label)
-        if not _measure_model(cmp, ctx, chosen, on_done):
+        ctx = Context(model, size, data, settings, seed, run.progress, run.executor, partial, label)
+        if not _measure_model(cmp, ctx, chosen, run.callback):
             break
     return cmp
+
+
+def _compare_options(models: Sequence[Any] | Mapping[str, Any], settings: Settings | None, run: Run | None,
+                     old: dict[str, Any]) -> tuple[list[Any], list[str] | None, Settings, Run]:
+    """(models, labels, settings, run) of a comparison from its arguments or 0.1's keywords
+    (deprecated, popped out of `old`): ``quick=`` (`QUICK`), ``labels=`` (a mapping),
+    ``input_size=`` (``settings.input_size``), and the run control (``on_done=``: the callback)."""
+    moved = moved_keywords(old, ("quick", "labels", "input_size"), function="compare",
+                           new="settings=QUICK.replace(input_size=...) and models={label: model}")
+    run = options_from(Run, run, old, function="compare", keyword="run", renamed={"on_done": "callback"})
+    run = run.only("compare", "resume", "overwrite", "executor", "progress", "callback")
+    settings = settings or (QUICK if moved.get("quick") else PAPER)
+    if moved.get("input_size") is not None:
+        settings = settings.replace(input_size=moved["input_size"])
+    labels = moved.get("labels")
+    if isinstance(models, Mapping):
+        labels, models = list(models), list(models.values())
+    return list(models), labels, settings, run
 
 
 def _measure_model(cmp: ComparisonResult, ctx: Context, chosen: list[str],
@@ -284,8 +306,10 @@ def _measure_model(cmp: ComparisonResult, ctx: Context, chosen: list[str],
 
 
 def _plain_settings(s: Settings) -> dict[str, Any]:
+    """The sizes as results.json records them (the input size apart, at the top as in 0.1)."""
     d = asdict(s)
     d["frequencies"] = list(d["frequencies"])
+    del d["input_size"]
     return d
 
 

@@ -20,9 +20,11 @@ MEASURES = ("fourier", "variance", "hessian", "landscape", "frequency_noise", "l
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of the measures. `PAPER` follows PAPER.md where the paper fixes a size (top-5
-    eigenvalues, a 21 x 21 landscape on [-1, 1], bands 0.1 .. 0.9 pi); `QUICK` finishes in a few
-    minutes on a laptop CPU. ``None`` batches: all the data."""
+    """Sizes of the measures and of their inputs. `PAPER` follows PAPER.md where the paper fixes a
+    size (top-5 eigenvalues, a 21 x 21 landscape on [-1, 1], bands 0.1 .. 0.9 pi); `QUICK`
+    finishes in a few minutes on a laptop CPU. ``None`` batches: all the data. ``input_size``:
+    (C, H, W) every model is fed at (None: each model's own, `surgeon.model.sizes.resolve_input_size`);
+    ``QUICK.replace(input_size=(3, 32, 32))`` changes one size of a preset."""
 
     batch_size: int = 64
     hessian_batch_size: int | None = None  # the Hessian's mini-batches (None: batch_size)
@@ -38,10 +40,17 @@ class Settings:
     noise_eps: float = 0.1
     noise_batches: int | None = None
     lesion_batches: int | None = None
+    input_size: tuple[int, int, int] | None = None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` (checked like any Settings)."""
+        return replace(self, **changes)
 
     def __post_init__(self) -> None:
         from surgeon.core import checks
 
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", tuple(self.input_size))
         checks.args(batch_size=self.batch_size, k=self.hessian_k, tol=self.hessian_tol, grid=self.landscape_grid,
                     span=self.landscape_span, eps=self.noise_eps)
         for name in ("hessian_batch_size", "hessian_max_iter", "probe_batches", "hessian_batches", "landscape_batches", "noise_batches", "lesion_batches"):
@@ -77,13 +86,21 @@ class Context:
     partial: Path | None
     label: str
 
+    @property
+    def run(self) -> Any:
+        """How the sweeps run (`surgeon.parallel.Run`): progress bars, the executor."""
+        from surgeon.parallel.run import Run
+
+        return Run(progress=self.progress, executor=self.executor)
+
     def loader(self, train: bool, batch_size: int | None = None) -> Any:
         """The data at the model's input size: the shuffled training split (drawn with `seed`) or
         the test split, in batches of `batch_size` (default: the settings' ``batch_size``)."""
         from surgeon.data import datasets as data
+        from surgeon.data.sampling import Sampling
 
-        return data.loader(self.data, self.model, batch_size=batch_size or self.settings.batch_size, input_size=self.input_size,
-                           train=train, shuffle=train, seed=self.seed)
+        return data.loader(self.data, self.model, batch_size=batch_size or self.settings.batch_size,
+                           input_size=self.input_size, train=train, sampling=Sampling(shuffle=train, seed=self.seed))
 
 
 def _probe(name: str) -> Callable[[Context], dict[str, Any]]:
@@ -99,10 +116,11 @@ def _probe(name: str) -> Callable[[Context], dict[str, Any]]:
 
 def _hessian(ctx: Context) -> dict[str, Any]:
     from surgeon.analysis.curvature import hessian_spectrum
+    from surgeon.analysis.options import Solver
 
     s = ctx.settings
-    common = dict(batches=s.hessian_batches, tol=s.hessian_tol, max_iter=s.hessian_max_iter, seed=ctx.seed,
-                  progress=ctx.progress, executor=ctx.executor)
+    common = dict(batches=s.hessian_batches, solver=Solver(tol=s.hessian_tol, max_iter=s.hessian_max_iter),
+                  seed=ctx.seed, run=ctx.run)
     lm = hessian_spectrum(ctx.model, ctx.loader(True, s.hessian_batch_size), s.hessian_k, which="LM", **common)
     if lm.interrupted:
         raise KeyboardInterrupt
@@ -112,15 +130,15 @@ def _hessian(ctx: Context) -> dict[str, Any]:
 
 def _landscape(ctx: Context) -> dict[str, Any]:
     from surgeon.analysis.landscapes import landscape
+    from surgeon.analysis.options import Lattice
 
     s = ctx.settings
     save = None
     if ctx.partial is not None:
         ctx.partial.mkdir(parents=True, exist_ok=True)
         save = ctx.partial / f"landscape-{_slug(ctx.label)}.json"
-    res = landscape(ctx.model, ctx.loader(True), grid=s.landscape_grid, span=s.landscape_span,
-                    batches=s.landscape_batches, seed=ctx.seed, save=save, progress=ctx.progress,
-                    executor=ctx.executor)
+    res = landscape(ctx.model, ctx.loader(True), lattice=Lattice(grid=s.landscape_grid, span=s.landscape_span),
+                    batches=s.landscape_batches, seed=ctx.seed, save=save, run=ctx.run)
     return _checked(res, res.to_dict())
 
 
@@ -129,8 +147,7 @@ def _frequency_noise(ctx: Context) -> dict[str, Any]:
 
     s = ctx.settings
     res = frequency_noise_robustness(ctx.model, ctx.loader(False), s.frequencies, eps=s.noise_eps,
-                                     batches=s.noise_batches, seed=ctx.seed, progress=ctx.progress,
-                                     executor=ctx.executor)
+                                     batches=s.noise_batches, seed=ctx.seed, run=ctx.run)
     return _checked(res, res.to_dict())
 
 

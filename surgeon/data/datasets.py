@@ -24,6 +24,7 @@ import importlib.util
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ from surgeon.core.errors import SurgeonError, first_line
 from surgeon.model.sizes import input_size_of
 from surgeon.core.files import check_input
 from surgeon.data.normalisation import _rgb_config, _to_channels
+from surgeon.data.sampling import Sampling
+from surgeon.parallel.run import Run
+from surgeon._compat import options_from
 
 
 __all__ = ["IMAGE_EXTENSIONS", "NAMED", "sample_images", "check_spec", "dataset", "loader", "eval_transform", "train_transform",
@@ -340,18 +344,23 @@ def _collate(items: list) -> Any:
 
 
 def loader(spec: str | os.PathLike | None = None, model: nn.Module | None = None, *, batch_size: int = 32,
-           train: bool = False, shuffle: bool = False, input_size: Sequence[int] | None = None,
-           workers: int | None = None, transform: Callable | None = None, download: bool = False,
-           seed: int = 0, subset: float | None = None) -> DataLoader:
-    """A DataLoader of ``(images, labels)`` batches for `spec` (see `dataset`), preprocessed for
-    `model` (`eval_transform`: at `input_size`, else the size the model records, else its
-    architecture's default) unless a `transform` is given. Unreadable files are dropped from
-    their batch; a batch left empty is skipped by the consumers (it arrives as None).
+           train: bool = False, input_size: Sequence[int] | None = None, transform: Callable | None = None,
+           sampling: Sampling | None = None, run: Run | None = None, **old: Any) -> DataLoader:
+    """A DataLoader of ``(images, labels)`` batches for `spec` (see `dataset`; `train`: its
+    training split), preprocessed for `model` (`eval_transform`: at `input_size`, else the size
+    the model records, else its architecture's default) unless a `transform` is given. Unreadable
+    files are dropped from their batch; a batch left empty is skipped by the consumers (it arrives
+    as None).
 
-    `workers` defaults to 0 for in-memory data and up to 8 processes for image folders; `subset`
-    keeps a class-balanced fraction (`balanced_subset`, drawn with `seed`).
+    `sampling` (a `Sampling`): shuffle, a class-balanced ``subset`` fraction (`balanced_subset`),
+    their ``seed``. `run` (a `surgeon.parallel.Run`): ``workers`` (default 0 for in-memory data, up
+    to 8 processes for image folders) and ``download``. ``shuffle=``, ``subset=``, ``seed=``;
+    ``workers=``, ``download=``: deprecated, build the `Sampling`, the `Run`.
     """
-    checks.args(batch_size=batch_size, workers=workers, seed=seed, subset=subset)
+    sampling = options_from(Sampling, sampling, old, function="loader", keyword="sampling", strict=False)
+    run = options_from(Run, run, old, function="loader", keyword="run").only("loader", "workers", "download")
+    (shuffle, subset, seed), workers, download = astuple(sampling), run.workers, run.download
+    checks.args(batch_size=batch_size)
     if batch_size < 1:
         raise SurgeonError(f"batch size {batch_size} must be at least 1; e.g. batch_size=32")
     ds = dataset(spec, train=train, transform=transform or eval_transform(model, input_size=input_size),

@@ -3,6 +3,7 @@ PAPER.md "The original code's other tools").
 
     loader = surgeon.data.loader("digits", model)
     res = adversarial_robustness(model, loader, attack="fgsm", eps=[0.0, 0.004, 0.008])
+    res = adversarial_robustness(model, loader, attack=Attack("pgd", steps=10), eps=[0.008])
     res.accuracy                      # accuracy on the attacked images, per eps
     res.metrics[i]["nll"]             # every metric of `surgeon.metrics` per eps
 
@@ -14,7 +15,10 @@ passes) and L(x, y) = -log p_y(x) its NLL, for pixels x in [0, 1]:
   x_{i+1} = clip_[0, 1](clip_[x - eps, x + eps](x_i + alpha * sign(grad_x L(x_i, y)))).
 
 The attacks act on pixels, before normalisation, as the corruptions do (`surgeon.evaluation.pixels`):
-each normalised batch z is taken to pixels x = z std + mean, attacked, and normalised again.
+each normalised batch z is taken to pixels x = z std + mean, attacked, and normalised again
+(``normalisation=(mean, std)`` of `fgsm` / `pgd`). The attack's settings are one options object,
+`Attack`; the keywords of 0.1 (``alpha=``, ``steps=``, ``random_start=``, ``mean=``, ``std=``)
+still work for one release, with a `SurgeonDeprecationWarning`.
 Gradients never reach the model: its parameters are set to ``requires_grad=False`` during the
 attack (so no ``.grad`` appears, and a backward costs no weight gradients), then restored, as
 are its train / eval flags (eval, or MC dropout's dropout-only train mode), also on error.
@@ -25,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -40,11 +44,67 @@ from surgeon.core.progress import progress as progress_bar
 from surgeon.evaluation.pixels import pixel_normalisation
 from surgeon.model.runtime import BatchLoop, check_classifier, check_labels, display_name, model_device, restored_modes
 from surgeon.core.tables import Tabular
+from surgeon._compat import moved_keywords, options_from
 
-__all__ = ["ATTACKS", "AdversarialResult", "adversarial_robustness", "fgsm", "pgd", "frozen"]
+__all__ = ["ATTACKS", "Attack", "AdversarialResult", "adversarial_robustness", "fgsm", "pgd", "frozen"]
 
 ATTACKS = ("fgsm", "pgd")
 DEFAULTS = {"fgsm": {"eps": (0.007,)}, "pgd": {"eps": (0.3,), "alpha": 2 / 255, "steps": 40}}  # the original's
+
+
+@dataclass(frozen=True)
+class Attack:
+    """The attack's settings (the budget eps is the function's own argument, one row per eps):
+
+    - ``method``: ``fgsm`` (one signed-gradient step of size eps) or ``pgd`` (the default).
+    - ``alpha``: PGD's step size in pixels, in (0, 1]; default 2/255 (the original's).
+    - ``steps``: PGD's number of steps, in [1, 1000]; default 40 (the original's).
+    - ``random_start``: PGD starts from x + U(-eps, eps) (True) or from x.
+
+    FGSM uses none of alpha, steps, random_start. Checked on construction (ranges of
+    `surgeon.core.checks.ARGS`, the CLI's)."""
+
+    method: str = "pgd"
+    alpha: float = DEFAULTS["pgd"]["alpha"]
+    steps: int = DEFAULTS["pgd"]["steps"]
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in ATTACKS:
+            raise SurgeonError(f"unknown attack {self.method!r}; choose from {', '.join(ATTACKS)}")
+        checks.args(alpha=self.alpha, steps=self.steps)
+        if not isinstance(self.random_start, bool):
+            raise SurgeonError(f"random_start={self.random_start!r} must be True or False")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _attack_of(attack: str | Attack | None, old: dict[str, Any], function: str) -> Attack:
+    """The `Attack` a function runs: `attack` itself, or built from a method name and 0.1's
+    ``alpha=`` / ``steps=`` / ``random_start=`` (deprecated), with a warning naming the new form."""
+    if isinstance(attack, str):
+        fields = moved_keywords(old, ("alpha", "steps", "random_start"), function=function,
+                                new=f"attack=Attack({attack!r}, ...)")
+        attack = Attack(attack, **fields)
+    attack = options_from(Attack, attack, old, function=function, keyword="attack", strict=False)
+    if not isinstance(attack, Attack):
+        raise SurgeonError(f"attack={attack!r} is not an attack; give 'fgsm', 'pgd' or an Attack(...)")
+    return attack
+
+
+def _normalisation_of(normalisation: tuple[Sequence[float], Sequence[float]] | None, old: dict[str, Any],
+                      function: str) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+    """(mean, std) from `normalisation` or from 0.1's ``mean=`` / ``std=`` (deprecated); any other
+    keyword left in `old` is the TypeError of an unknown keyword."""
+    moved = moved_keywords(old, ("mean", "std"), function=function, new="normalisation=(mean, std)")
+    if old:
+        raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(old))!r}")
+    if moved and normalisation is not None:
+        raise SurgeonError(f"{function}: give normalisation= or mean=, std=, not both")
+    if moved:
+        return moved.get("mean"), moved.get("std")
+    return (None, None) if normalisation is None else tuple(normalisation)  # type: ignore[return-value]
 
 
 @dataclass
@@ -139,27 +199,35 @@ def _check_eps(eps: float, what: str = "eps") -> float:
     return float(eps)
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, mean: Sequence[float] | None = None,
-         std: Sequence[float] | None = None, n_ff: int = 1) -> torch.Tensor:
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+         normalisation: tuple[Sequence[float], Sequence[float]] | None = None, n_ff: int = 1,
+         **old: Any) -> torch.Tensor:
     """FGSM on pixels x in [0, 1]: clip_[0, 1](x + eps * sign(grad_x L)); the model sees
-    (x - mean) / std. The model is left unchanged (`frozen`)."""
+    (x - mean) / std, `normalisation` = (mean, std) (None: pixels as they are). The model is left
+    unchanged (`frozen`). ``mean=``, ``std=``: deprecated, give ``normalisation=``."""
+    mean, std = _normalisation_of(normalisation, old, "fgsm")
     eps = _check_eps(eps)
     m, s = _norm_tensors(mean, std, x)
     with frozen(model, n_ff):
         return (x + eps * _gradient_sign(model, x, y, m, s, n_ff)).clamp(0, 1).detach()
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, alpha: float = 2 / 255, steps: int = 40,
-        random_start: bool = True, generator: torch.Generator | None = None, mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None, n_ff: int = 1) -> torch.Tensor:
-    """PGD on pixels x in [0, 1] (see the module docstring); the model is left unchanged."""
-    eps, alpha = _check_eps(eps), _check_eps(alpha, "alpha")
-    if not isinstance(steps, int) or steps < 1:
-        raise SurgeonError(f"steps={steps!r} must be a positive integer; e.g. steps=10")
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, attack: Attack | None = None,
+        generator: torch.Generator | None = None, normalisation: tuple[Sequence[float], Sequence[float]] | None = None,
+        n_ff: int = 1, **old: Any) -> torch.Tensor:
+    """PGD on pixels x in [0, 1] (see the module docstring) with the settings of `attack` (an
+    `Attack`; default the original's); the model sees (x - mean) / std, `normalisation` = (mean,
+    std). The model is left unchanged. ``alpha=``, ``steps=``, ``random_start=``, ``mean=``,
+    ``std=``: deprecated, give ``attack=`` and ``normalisation=``."""
+    attack = _attack_of(attack, old, "pgd")
+    mean, std = _normalisation_of(normalisation, old, "pgd")
+    if attack.method != "pgd":
+        raise SurgeonError(f"pgd() was given attack method {attack.method!r}; use fgsm() or Attack('pgd', ...)")
+    eps, alpha, steps = _check_eps(eps), attack.alpha, attack.steps
     m, s = _norm_tensors(mean, std, x)
     lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
     adv = x.detach().clone()
-    if random_start:
+    if attack.random_start:
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         adv = (adv + (2 * noise - 1) * eps).clamp(0, 1)
     with frozen(model, n_ff):
@@ -168,9 +236,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, alpha
     return adv.detach()
 
 
-def _check(attack: str, eps: Sequence[float], n_ff: int, batches: int | None) -> list[float]:
-    if attack not in ATTACKS:
-        raise SurgeonError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
+def _check(eps: Sequence[float], n_ff: int, batches: int | None) -> list[float]:
     if not eps:
         raise SurgeonError("no eps given; e.g. eps=0.002,0.004,0.008")
     if not isinstance(n_ff, int) or n_ff < 1:
@@ -186,35 +252,36 @@ def _predict(model: nn.Module, z: torch.Tensor, n_ff: int) -> torch.Tensor:
         return _log_probs(model, z, n_ff)
 
 
-def _attack_fn(attack: str, *, alpha: float, steps: int, random_start: bool, **shared: Any) -> Callable[..., torch.Tensor]:
+def _attack_fn(attack: Attack, **shared: Any) -> Callable[..., torch.Tensor]:
     """``fn(model, x, y, eps, generator)``: FGSM (the generator unused) or PGD with its settings."""
-    if attack == "fgsm":
+    if attack.method == "fgsm":
         return lambda model, x, y, e, g: fgsm(model, x, y, e, **shared)
-    return lambda model, x, y, e, g: pgd(model, x, y, e, alpha=alpha, steps=steps, random_start=random_start,
-                                         generator=g, **shared)
+    return lambda model, x, y, e, g: pgd(model, x, y, e, attack=attack, generator=g, **shared)
 
 
-def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = "fgsm",
-                           eps: Sequence[float] | None = None, *, alpha: float = 2 / 255, steps: int = 40,
-                           random_start: bool = True, n_ff: int = 1, batches: int | None = None, seed: int = 0,
-                           progress: bool = False) -> AdversarialResult:
+def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str | Attack = "fgsm",
+                           eps: Sequence[float] | None = None, *, n_ff: int = 1, batches: int | None = None,
+                           seed: int = 0, progress: bool = False, **old: Any) -> AdversarialResult:
     """Metrics of `model` on the clean batches of `data` and on their FGSM / PGD versions, per eps.
 
     Args:
         model: a classifier; left exactly as it was (flags, ``requires_grad``, no ``.grad``).
         data: labelled batches normalised for the model (`surgeon.data.loader`); the attack acts on
             their pixels (`surgeon.evaluation.pixels.pixel_normalisation`).
-        attack: ``fgsm`` or ``pgd``.
+        attack: ``fgsm``, ``pgd`` (the original's settings) or an `Attack` (PGD's step size,
+            number of steps and random start).
         eps: pixel budgets in [0, 1], one metrics row each; default the original's (0.007 / 0.3).
-        alpha, steps, random_start: PGD's step size, number of steps and random start.
         n_ff: the prediction (and the loss) is the mean softmax over this many MC-dropout passes.
         batches: stop after this many batches.
         seed: of PGD's random start; restarted for each eps, so a row does not depend on the others.
         progress: a progress bar over the batches.
+        old: ``alpha=``, ``steps=``, ``random_start=`` of 0.1 (deprecated: give an `Attack`).
     """
-    eps = list(DEFAULTS[attack]["eps"]) if eps is None and attack in DEFAULTS else eps
-    eps = _check(attack, eps or [], n_ff, batches)
-    checks.args(steps=steps)
+    attack = _attack_of(attack, old, "adversarial_robustness")
+    if old:
+        raise TypeError(f"adversarial_robustness() got an unexpected keyword argument {next(iter(old))!r}")
+    name, pgd_ = attack.method, attack.method == "pgd"
+    eps = _check(list(DEFAULTS[name]["eps"]) if eps is None else eps, n_ff, batches)
     if n_ff > 1:
         check_mc_dropout(model, n_ff, "n_ff")
     if (k := check_classifier(model, data)) is not None:
@@ -223,7 +290,7 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
     mean, std = pixel_normalisation(model, data)
     gens = [torch.Generator(device=device).manual_seed(seed) for _ in eps]
     total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
-    attack_batch = _attack_fn(attack, alpha=alpha, steps=steps, random_start=random_start, mean=mean, std=std, n_ff=n_ff)
+    attack_batch = _attack_fn(attack, normalisation=(mean, std), n_ff=n_ff)
     tally = _Tally(len(eps))
 
     def step(batch: Any) -> bool:
@@ -234,12 +301,12 @@ def adversarial_robustness(model: nn.Module, data: Iterable[Any], attack: str = 
         return True
 
     loop = BatchLoop("metrics cover", limit=batches)
-    with progress_bar(progress, total, f"{attack} attack") as advance:
+    with progress_bar(progress, total, f"{name} attack") as advance:
         loop.run(data, step, advance=advance)
     if tally.clean is None:
         raise SurgeonError("the data yielded no batch to attack; check data= (and subset=)")
-    return AdversarialResult(display_name(model), attack, eps, alpha if attack == "pgd" else None,
-                             steps if attack == "pgd" else None, random_start and attack == "pgd", n_ff,
+    return AdversarialResult(display_name(model), name, eps, attack.alpha if pgd_ else None,
+                             attack.steps if pgd_ else None, attack.random_start and pgd_, n_ff,
                              tally.clean.compute(), [r.compute() for r in tally.rows], tally.samples,
                              loop.interrupted)
 

@@ -27,6 +27,7 @@ from surgeon.evaluation.metrics import NLL_MODES, Metrics, check_mc_dropout, mc_
 from surgeon.core.progress import progress as progress_bar
 from surgeon.model.runtime import BatchLoop, check_classifier, check_labels, model_device, restored_modes
 from surgeon.core.tables import Tabular, quantity_rows
+from surgeon._compat import moved_keywords
 
 __all__ = ["EvaluationResult", "check_labels", "evaluate", "model_device", "nan_to_none"]
 
@@ -68,7 +69,7 @@ nan_to_none = plain
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = None, mc_dropout: int = 0,
              nll: str = "sample", bins: int = 10, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             progress: bool = False, label: str = "evaluating") -> EvaluationResult:
+             progress: bool | str = False, **old: Any) -> EvaluationResult:
     """Metrics of `model` on the ``(images, labels)`` batches of `data`, in eval mode.
 
     Args:
@@ -81,8 +82,10 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
         bins: confidence bins of ECE and the reliability diagram.
         transform: applied to each image batch on the device before the forward (a corruption,
             frequency noise).
-        progress: show a progress bar (rich).
+        progress: show a progress bar (rich); a string: the bar's label (default "evaluating").
+        old: ``label=`` of 0.1 (deprecated: give the label as ``progress=``).
     """
+    progress, label = _progress_of(progress, old)
     checks.args(batches=batches, mc_dropout=mc_dropout, bins=bins)
     check_mc_dropout(model, mc_dropout)
     if nll not in NLL_MODES:
@@ -116,6 +119,16 @@ def evaluate(model: nn.Module, data: Iterable[Any], *, batches: int | None = Non
     if metrics is None:
         raise SurgeonError("the data yielded no batch to evaluate; check data= (and subset=)")
     return EvaluationResult(metrics.compute(), reliability(metrics), samples, metrics.batches, interrupted)
+
+
+def _progress_of(progress: bool | str, old: dict[str, Any]) -> tuple[bool, str]:
+    """(show the bar, its label) from ``progress=`` (a label string shows it) or 0.1's ``label=``."""
+    moved = moved_keywords(old, ("label",), function="evaluate", new="progress=LABEL")
+    if old:
+        raise TypeError(f"evaluate() got an unexpected keyword argument {next(iter(old))!r}")
+    if isinstance(progress, str):
+        return True, progress
+    return bool(progress), moved.get("label", "evaluating")
 
 
 def _this_rank(data: Iterable[Any], batches: int | None) -> tuple[Iterable[Any], int | None]:

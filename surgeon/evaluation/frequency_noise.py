@@ -22,7 +22,8 @@ from surgeon.core import checks
 from surgeon.data.corruptions import frequency_noise
 from surgeon.core.errors import SurgeonError
 from surgeon.core.jsonio import plain
-from surgeon.parallel.executors import Executor
+from surgeon.parallel.run import Run
+from surgeon._compat import options_from
 from surgeon.model.runtime import display_name
 from surgeon.core.tables import Tabular
 from surgeon.evaluation.cells import _generator, _run
@@ -92,7 +93,7 @@ def check_frequency_args(frequencies: Sequence[float] = FREQUENCIES, *, eps: flo
 
 def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencies: Sequence[float] = FREQUENCIES,
                                *, eps: float = 0.1, width: float = 0.2, batches: int | None = None, seed: int = 0,
-                               progress: bool = False, executor: Executor | None = None) -> FrequencyNoiseResult:
+                               run: Run | None = None, **old: Any) -> FrequencyNoiseResult:
     """Park & Kim, Fig. 2b: the accuracy change acc(x + n_f) - acc(x) when the images x (pixels in
     [0, 1]) get the noise n_f = Re(IFFT2(band_f * FFT2(eps * sign(N(0, 1))))) of the square
     frequency ring f - width .. f + width (fractions of pi; `surgeon.corruptions.frequency_noise`),
@@ -106,9 +107,12 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
         eps: the noise amplitude before filtering; width: the band's half-width.
         batches: per frequency (and for the clean data), stop after this many batches.
         seed: of the noise, restarted for each frequency.
-        progress: one progress bar over the frequencies.
-        executor: run every frequency as one task of this `surgeon.executor`.
+        run: a `surgeon.parallel.Run`: one progress bar over the frequencies; an executor runs
+            every frequency as one task.
+        old: ``progress=``, ``executor=`` of 0.1 (deprecated: give ``run=``).
     """
+    run = options_from(Run, run, old, function="frequency_noise_robustness", keyword="run").only(
+        "frequency_noise_robustness", "progress", "executor")
     checks.args(batches=batches, seed=seed)
     freqs = check_frequency_args(frequencies, eps=eps, width=width)
 
@@ -121,7 +125,7 @@ def frequency_noise_robustness(model: nn.Module, data: Iterable[Any], frequencie
 
     cells: dict[Any, Callable[[], dict[str, Any]]] = {"clean": lambda: {"data": data}}
     cells.update({i: noisy(f) for i, f in enumerate(freqs)})
-    done, interrupted = _run(model, cells, batches, progress, "frequency noise", executor)
+    done, interrupted = _run(model, cells, batches, run.progress, "frequency noise", run.executor)
     accuracy = [done[i].metrics["acc"] if i in done else math.nan for i in range(len(freqs))]
     clean = done["clean"]
     return FrequencyNoiseResult(display_name(model), freqs, accuracy, clean.metrics["acc"], eps, width,

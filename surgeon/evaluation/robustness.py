@@ -3,7 +3,7 @@ ImageNet-C (PAPER.md, "Corruption robustness"), corrupted on the fly or read fro
 
     loader = surgeon.data.loader("digits", model)
     res = corruption_robustness(model, loader, ["gaussian_noise", "fog"])    # corrupted on the fly
-    res = corruption_robustness(model, loader, cifar_c="~/data/CIFAR-10-C")  # the released files
+    res = corruption_robustness(model, loader, source=CorruptionSource(cifar_c="~/data/CIFAR-10-C"))  # the released files
     res.clean["acc"], res.grid("acc"), res.per_corruption("nll"), res.mean("ece")
 
 The corruptions act on pixels (`surgeon.evaluation.pixels`); every (corruption, severity) is one
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from surgeon.core import checks
-from surgeon.data.corruptions import CORRUPTIONS, corrupt
+from surgeon.data.corruptions import CONSTANTS, CORRUPTIONS, corrupt
 from surgeon.data.datasets import ArrayImages, eval_transform, loader
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.core.files import check_folder
 from surgeon.core.jsonio import plain
-from surgeon.parallel.executors import Executor
+from surgeon.parallel.run import Run
 from surgeon.model.runtime import display_name
 from surgeon.core.tables import Tabular
 from surgeon.evaluation.cells import _generator, _run
 from surgeon.evaluation.pixels import _PROBE, _data_transform, _in_pixels
+from surgeon._compat import options_from
 
 
-__all__ = ["BENCHMARK", "SEVERITIES", "CorruptionResult", "corruption_robustness"]
+__all__ = ["BENCHMARK", "SEVERITIES", "CorruptionResult", "CorruptionSource", "corruption_robustness"]
 
 
 BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
@@ -259,11 +260,41 @@ def check_corruption_args(corruptions: Sequence[str] | None = None, severities: 
     return names, severities
 
 
+@dataclass(frozen=True)
+class CorruptionSource:
+    """Where the corrupted images come from:
+
+    - ``preset``: made on the fly from the clean data, with the constants ``auto`` (CIFAR's for
+      images up to 64 px, else ImageNet's), ``cifar`` or ``imagenet`` (`surgeon.data.corruptions`);
+    - ``cifar_c``: or read from a CIFAR-10-C / CIFAR-100-C folder's .npy files (memory-mapped),
+      preprocessed by the data's transform and batch size;
+    - ``imagenet_c``: or read from an ImageNet-C folder ``<corruption>/<severity>/<class>/``.
+
+    At most one folder; checked on construction (the folder's files when the run starts)."""
+
+    preset: str = "auto"
+    cifar_c: str | os.PathLike | None = None
+    imagenet_c: str | os.PathLike | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in CONSTANTS:
+            raise SurgeonError(f"preset {self.preset!r} is unknown; choose from {', '.join(CONSTANTS)}")
+        if self.cifar_c is not None and self.imagenet_c is not None:
+            raise SurgeonError("give either cifar_c= or imagenet_c=, not both")
+
+    @property
+    def released(self) -> bool:
+        """Read from the released files (else made on the fly)."""
+        return self.cifar_c is not None or self.imagenet_c is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if v is None else str(v)) for k, v in asdict(self).items()}
+
+
 def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Sequence[str] | None = None,
-                          severities: Sequence[int] = SEVERITIES, *, preset: str = "auto",
-                          cifar_c: str | os.PathLike | None = None, imagenet_c: str | os.PathLike | None = None,
-                          batches: int | None = None, seed: int = 0, progress: bool = False,
-                          executor: Executor | None = None) -> CorruptionResult:
+                          severities: Sequence[int] = SEVERITIES, *, source: CorruptionSource | None = None,
+                          batches: int | None = None, seed: int = 0, run: Run | None = None,
+                          **old: Any) -> CorruptionResult:
     """Metrics of `model` on the clean `data` and on every (corruption, severity) (PAPER.md,
     "Corruption robustness"; Park & Kim report them for CIFAR-{10,100}-C and ImageNet-C).
 
@@ -273,31 +304,35 @@ def corruption_robustness(model: nn.Module, data: Iterable[Any], corruptions: Se
         corruptions: names to measure; default: every corruption of `surgeon.corruptions.CORRUPTIONS`
             made on the fly, or the 15 benchmark corruptions (`BENCHMARK`) of the released files.
         severities: among 1..5.
-        preset: the constants of the corruptions made on the fly: ``auto``, ``cifar`` or ``imagenet``.
-        cifar_c: a CIFAR-10-C / CIFAR-100-C folder: read the corrupted images from its .npy files
-            (memory-mapped) instead, preprocessed by `data`'s transform and batch size.
-        imagenet_c: an ImageNet-C folder ``<corruption>/<severity>/<class>/``: likewise.
+        source: a `CorruptionSource`: made on the fly (its ``preset``, the default) or read from
+            the released CIFAR-C / ImageNet-C files.
         batches: per cell (and for the clean data), stop after this many batches.
         seed: of the corruptions made on the fly, restarted for each cell.
-        progress: one progress bar over the cells.
-        executor: run every (corruption, severity) cell as one task of this `surgeon.executor`
-            (e.g. ``surgeon.executor("ray")``); cells whose workers died are left out, named.
+        run: a `surgeon.parallel.Run`: one progress bar over the cells; an executor runs every
+            (corruption, severity) cell as one task (cells whose workers died are left out, named).
+        old: ``preset=``, ``cifar_c=``, ``imagenet_c=``, ``progress=``, ``executor=`` of 0.1
+            (deprecated: give ``source=`` and ``run=``).
     """
+    source = options_from(CorruptionSource, source, old, function="corruption_robustness", keyword="source",
+                          strict=False)
+    run = options_from(Run, run, old, function="corruption_robustness", keyword="run").only(
+        "corruption_robustness", "progress", "executor")
     checks.args(batches=batches, seed=seed)
-    names, severities = check_corruption_args(corruptions, severities, preset=preset, cifar_c=cifar_c,
-                                              imagenet_c=imagenet_c)
+    names, severities = check_corruption_args(corruptions, severities, preset=source.preset, cifar_c=source.cifar_c,
+                                              imagenet_c=source.imagenet_c)
     cells: dict[Any, Callable[[], dict[str, Any]]] = {"clean": lambda: {"data": data}}
-    if imagenet_c is not None or cifar_c is not None:
+    cifar_c, imagenet_c = source.cifar_c, source.imagenet_c
+    if source.released:
         cells.update(_released_cells(model, data, names, severities, cifar_c, imagenet_c))
-        source = f"CIFAR-C files in {cifar_c}" if cifar_c is not None else f"ImageNet-C folders in {imagenet_c}"
+        said = f"CIFAR-C files in {cifar_c}" if cifar_c is not None else f"ImageNet-C folders in {imagenet_c}"
     else:
-        cells.update({(n, s): _corrupted_cell(model, data, n, s, preset, seed) for n in names for s in severities})
-        source = f"corrupted on the fly (preset {preset}, seed {seed})"
-    done, interrupted = _run(model, cells, batches, progress, "corruptions", executor)
+        cells.update({(n, s): _corrupted_cell(model, data, n, s, source.preset, seed) for n in names for s in severities})
+        said = f"corrupted on the fly (preset {source.preset}, seed {seed})"
+    done, interrupted = _run(model, cells, batches, run.progress, "corruptions", run.executor)
     grid: dict[str, dict[int, dict[str, float]]] = {}
     for key, ev in done.items():
         if key != "clean":
             grid.setdefault(key[0], {})[key[1]] = ev.metrics
     clean = done["clean"]
-    return CorruptionResult(display_name(model), source, names, severities, clean.metrics, grid, clean.samples,
+    return CorruptionResult(display_name(model), said, names, severities, clean.metrics, grid, clean.samples,
                             interrupted)

@@ -2,7 +2,7 @@
 code's ``ops/cifarp.py`` and ``ops/tests.py``).
 
     res = perturbation_stability(model, loader, ["gaussian_noise", "translate"])   # made on the fly
-    res = perturbation_stability(model, cifar_p="~/data/CIFAR-10-P")                # the release
+    res = perturbation_stability(model, source=PerturbationSource("~/data/CIFAR-10-P"))  # the release
     res.metrics["translate"]["flip_probability"], res.mean_flip_probability
 
 Each image becomes a sequence of T frames x_0 .. x_{T-1}. With p_t the predicted distribution of
@@ -52,8 +52,9 @@ from surgeon.evaluation.pixels import model_normalisation, pixel_normalisation
 from surgeon.evaluation.robustness import _npy
 from surgeon.model.runtime import display_name, model_device, restored_modes
 from surgeon.core.tables import Tabular
+from surgeon._compat import options_from
 
-__all__ = ["NOISE", "ON_THE_FLY", "CIFAR_P", "StabilityResult", "perturbation_stability", "sequence",
+__all__ = ["NOISE", "ON_THE_FLY", "CIFAR_P", "PerturbationSource", "StabilityResult", "perturbation_stability", "sequence",
            "stability_metrics"]
 
 NOISE = ("gaussian_noise", "shot_noise", "speckle_noise", "impulse_noise")  # FP against the first frame
@@ -216,28 +217,52 @@ def _sequences(model: nn.Module, data: Iterable[Any] | None, cifar_p: str | os.P
     return {}, f"made on the fly (seed {seed})", frames, pixel_normalisation(model, data)
 
 
+@dataclass(frozen=True)
+class PerturbationSource:
+    """Where the perturbation sequences come from:
+
+    - ``cifar_p``: None (made on the fly from the data's batches) or a CIFAR-10-P folder of
+      ``<type>.npy`` files, read memory-mapped;
+    - ``batch_size``: images per batch read from the files (each makes T frames), in [1, 10^6];
+    - ``input_size``: (C, H, W) the frames are resized to; default: the CIFAR-10-P frames to the
+      model's own size (`surgeon.model.sizes.input_size_of`), the frames made from data as they are.
+
+    Checked on construction (`batch_size`: the range of `surgeon.core.checks.ARGS`)."""
+
+    cifar_p: str | os.PathLike | None = None
+    batch_size: int = 32
+    input_size: Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        checks.args(batch_size=self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cifar_p": None if self.cifar_p is None else str(self.cifar_p), "batch_size": self.batch_size,
+                "input_size": None if self.input_size is None else list(self.input_size)}
+
+
 def perturbation_stability(model: nn.Module, data: Iterable[Any] | None = None, perturbations: Sequence[str] | None = None,
-                           *, cifar_p: str | os.PathLike | None = None, batch_size: int = 32,
-                           input_size: Sequence[int] | None = None, mc_dropout: int = 0, batches: int | None = None,
-                           seed: int = 0, progress: bool = False) -> StabilityResult:
+                           *, source: PerturbationSource | None = None, mc_dropout: int = 0, batches: int | None = None,
+                           seed: int = 0, progress: bool = False, **old: Any) -> StabilityResult:
     """Stability of the predictions of `model` along perturbation sequences (module docstring).
 
     Args:
         data: labelled batches normalised for the model (`surgeon.data.loader`), for sequences made
-            on the fly (labels unused); not needed with `cifar_p`.
+            on the fly (labels unused); not needed with ``source.cifar_p``.
         perturbations: types; default ``translate`` and every noise corruption made on the fly, or
             every CIFAR-10-P file present.
-        cifar_p: a CIFAR-10-P folder of ``<type>.npy`` files, read memory-mapped.
-        batch_size: images per batch read from the files (each makes T frames).
-        input_size: (C, H, W) the frames are resized to; default: the CIFAR-10-P frames to the
-            model's own size (`surgeon.models.input_size_of`), the frames made from `data` as they are.
+        source: a `PerturbationSource`: the CIFAR-10-P folder (None: made on the fly), its batch
+            size, the size the frames are resized to.
         mc_dropout: p_t is the mean softmax over this many stochastic passes (0: one pass).
         batches: per type, stop after this many batches.
         seed: of the noise of the sequences made on the fly, restarted for each type.
+        old: ``cifar_p=``, ``batch_size=``, ``input_size=`` of 0.1 (deprecated: give ``source=``).
     """
+    source = options_from(PerturbationSource, source, old, function="perturbation_stability", keyword="source")
+    cifar_p, batch_size, input_size = source.cifar_p, source.batch_size, source.input_size
     if (data is None) == (cifar_p is None):
         raise SurgeonError("give either data (sequences made on the fly) or cifar_p (the CIFAR-10-P files), one of them")
-    checks.args(batches=batches, mc_dropout=mc_dropout, batch_size=batch_size, seed=seed)
+    checks.args(batches=batches, mc_dropout=mc_dropout, seed=seed)
     check_mc_dropout(model, mc_dropout)
     device = model_device(model)
     # the loader's batches are sized for the model already; the files' frames are resized to it

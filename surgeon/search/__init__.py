@@ -2,7 +2,8 @@
 rules"), automated, resumable and parallel. The rules, search specs, outputs, resume and the backends
 are explained in docs/architecture.md, "Build-up search".
 
-    result = surgeon.run_search("recipes/digits_buildup.toml", "runs/digits", workers=2)
+    result = surgeon.run_search("recipes/digits_buildup.toml", "runs/digits",
+                                run=surgeon.parallel.Run(executor=surgeon.parallel.executor("local", workers=2)))
     surgeon search recipes/digits_buildup.toml --out runs/digits --workers 2
 
 A *search spec* is the file that describes one search (a TOML file with the build-up rules, or a

@@ -3,6 +3,7 @@ generator's candidates, the records and decisions written to results.jsonl, and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,11 +14,13 @@ from typing import Any
 
 from surgeon.core import checks
 from surgeon.core.errors import SurgeonError, first_line
-from surgeon.parallel.executors import Executor, RayExecutor
+from surgeon.parallel.executors import RayExecutor
 from surgeon.parallel.executors import executor as make_executor
 from surgeon.core.files import atomic_path, check_folder, write_text
 from surgeon.core.jsonio import dumps
 from surgeon.core.runfolder import check_spawn_safe, undo_on_failure
+from surgeon.parallel.run import Run
+from surgeon._compat import moved_keywords, options_from
 from surgeon.training.loop import run_dir_for
 from surgeon.search.jobs import Candidate, Evaluator, Job, Setup, _Runner, _write_outcome, train_candidate
 from surgeon.search.spec import METRICS, SearchSpec, search_spec
@@ -183,36 +186,50 @@ def _shared_folder(folder: Path, ex: RayExecutor) -> Path:
     return folder.expanduser().resolve()
 
 
-def run_search(spec: str | os.PathLike | SearchSpec, out: str | os.PathLike, *, resume: bool = False,
-               workers: int = 1, evaluator: Evaluator | None = None, progress: bool = False,
-               on_record: Callable[[dict[str, Any]], None] | None = None, backend: str | Executor = "local",
-               address: str | None = None, job_cpus: float | None = None, job_gpus: float = 0,
-               retries: int = 0) -> SearchResult:
+def _search_run(run: Run | None, old: dict[str, Any]) -> Run:
+    """The `Run` of a search, from ``run=`` or 0.1's keywords (deprecated): ``resume=``,
+    ``progress=``, ``on_record=`` (the callback) and the executor's ``workers=``, ``backend=``,
+    ``address=``, ``job_cpus=``, ``job_gpus=``, ``retries=`` (`surgeon.executor`'s arguments)."""
+    names = ("workers", "backend", "address", "job_cpus", "job_gpus", "retries")
+    engine = moved_keywords(old, names, function="run_search",
+                            new="run=Run(executor=surgeon.parallel.executor(backend, workers=, address=, ...))")
+    run = options_from(Run, run, old, function="run_search", keyword="run", renamed={"on_record": "callback"})
+    run = run.only("run_search", "executor", "resume", "progress", "callback")
+    if engine:
+        if run.executor is not None:
+            raise SurgeonError("run_search: give run.executor or workers=, backend=, ..., not both")
+        checks.args(job_cpus=engine.get("job_cpus"), job_gpus=engine.get("job_gpus"), retries=engine.get("retries"))
+        run = dataclasses.replace(run, executor=make_executor(engine.pop("backend", "local"), **engine))
+    return run
+
+
+def run_search(spec: str | os.PathLike | SearchSpec, out: str | os.PathLike, *, evaluator: Evaluator | None = None,
+               run: Run | None = None, **old: Any) -> SearchResult:
     """Run the search `spec` describes into the folder `out` (docs/architecture.md, "Build-up search").
 
     Args:
         spec: a search spec file (TOML or Python) or a `SearchSpec`.
-        out: a new (or empty) folder; with `resume`, the folder of an interrupted search made by
-            the same spec (another spec is refused).
-        workers: (candidate, seed) trainings of a step run at once, in spawned local processes.
-        backend: ``local`` (this process or `workers` processes) or ``ray`` (one Ray task per
-            (candidate, seed) on the cluster at `address`, else a local one; `job_cpus` /
-            `job_gpus` per task); or an `surgeon.executors.Executor`. A job whose worker dies is
-            run again up to `retries` times, then recorded as failed (the candidate is rejected).
+        out: a new (or empty) folder; with ``run.resume``, the folder of an interrupted search
+            made by the same spec (another spec is refused).
         evaluator: ``evaluator(job) -> metrics`` (default `train_candidate`); a top-level function
-            when workers > 1. Raise `surgeon.training.Diverged` to fail a candidate.
-        progress: training progress bars (one worker only).
-        on_record: called with each candidate's record once its step is decided.
+            when the executor has more than one worker. Raise `surgeon.training.Diverged` to fail
+            a candidate.
+        run: a `surgeon.parallel.Run`: ``executor`` runs the (candidate, seed) trainings of a step
+            (``surgeon.parallel.executor("local", workers=2)``: spawned local processes; ``"ray"``: one Ray
+            task each; a job whose worker dies is run again up to the executor's ``retries``,
+            then recorded as failed, the candidate rejected; default: this process); ``resume``;
+            ``progress`` (training progress bars, one worker only); ``callback``, called with
+            each candidate's record once its step is decided.
+        old: 0.1's ``resume=``, ``progress=``, ``on_record=``, ``workers=``, ``backend=``,
+            ``address=``, ``job_cpus=``, ``job_gpus=``, ``retries=`` (deprecated: give ``run=``).
 
     Returns:
         `SearchResult`; ``OUT/best.safetensors`` is the best candidate's best seed (when trained
         models exist) and ``OUT/buildup.png`` the build-up chart.
     """
-    checks.args(job_cpus=job_cpus, job_gpus=job_gpus, retries=retries)
-    if not isinstance(workers, int) or workers < 1:
-        raise SurgeonError(f"workers = {workers!r}; give 1 or more local processes")
-    ex = make_executor(backend, workers=workers, address=address, job_cpus=job_cpus, job_gpus=job_gpus,
-                       retries=retries)
+    run = _search_run(run, old)
+    ex, resume, progress, on_record = run.executor or make_executor("local"), run.resume, run.progress, run.callback
+    workers = ex.workers
     r = spec if isinstance(spec, SearchSpec) else search_spec(spec)
     folder = Path(out)
     _check_folder(folder, r, resume)

@@ -19,6 +19,7 @@ from torch import nn
 
 from surgeon.core.errors import SurgeonError, first_line
 from surgeon.parallel.executors import Executor, RayExecutor
+from surgeon.parallel.run import Run
 from surgeon.core.files import write_text
 from surgeon.model.weights import save as save_model
 from surgeon.core.jsonio import dumps
@@ -94,8 +95,9 @@ def train_candidate(job: Job) -> dict[str, float]:
     s = job.setup
     if job.gpus > 1:
         return _torchrun_candidate(job)
-    run = train(build_model(job), s.data, recipe=s.train, out=job.out, resume=job.resume, overwrite=True, val=s.val,
-                subset=s.subset, seed=job.seed, device=job.device, progress=job.progress)
+    control = Run(resume=job.resume, overwrite=True, device=job.device, progress=job.progress)
+    run = train(build_model(job), s.data, recipe=s.train, out=job.out, val=s.val, subset=s.subset, seed=job.seed,
+                run=control)
     if run.interrupted:
         raise KeyboardInterrupt
     return {k.removeprefix("val_"): v for k, v in run.history[-1].items() if k.startswith("val_")}

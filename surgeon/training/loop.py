@@ -1,6 +1,6 @@
 """Training: the loop that runs a recipe, resumable, single process or DDP.
 
-    run = surgeon.train("resnet18", "digits", recipe="digits", epochs=5, out="r18.safetensors")
+    run = surgeon.train("resnet18", "digits", recipe=recipe_with("digits", epochs=5), out="r18.safetensors")
     run.model, run.history[-1]["val_acc"]
 
     torchrun --nproc-per-node 2 -m surgeon.cli.main train resnet18 --data digits --recipe digits --out r18.safetensors
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +41,11 @@ from surgeon.core.runfolder import run_dir_for, undo_on_failure
 from surgeon.core.tables import Tabular
 from surgeon.training.checkpoints import (_check_snapshots, _checkpoint, _close_writer, _open_folder, _resume,
                                           _run_started, _run_target, _snapshot, _write_logs)
-from surgeon.training.recipe import Recipe, lr_at
+from surgeon.training.recipe import Recipe, lr_at, recipe_with
 from surgeon.training.sampling import _mix_seed
-from surgeon.training.setup import _build, _data, _distributed, _optimisation, _run_recipe, default_val_spec
+from surgeon.training.setup import _build, _data, _distributed, _optimisation, default_val_spec
+from surgeon.parallel.run import Run
+from surgeon._compat import moved_keywords, options_from
 from surgeon.training.state import _Run, _fresh_sums
 
 
@@ -79,60 +81,72 @@ class TrainResult(Tabular):
 
 
 def train(model: nn.Module | str, data: str = "digits", *, recipe: str | os.PathLike | Recipe = "strong",
-          epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-          out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
-          val: str | None = None, subset: float | None = None, input_size: Sequence[int] | None = None,
-          num_classes: int | None = None, seed: int = 0, workers: int | None = None, download: bool = False,
-          device: str | torch.device | None = None, progress: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None, snapshots: int = 0,
-          **load_kwargs: Any) -> TrainResult:
+          out: str | os.PathLike | None = None, val: str | None = None, subset: float | None = None, seed: int = 0,
+          run: Run | None = None, **load_kwargs: Any) -> TrainResult:
     """Train `model` on `data` (a `surgeon.data` spec: digits, cifar100:ROOT, an ImageFolder tree).
 
     Args:
         model: a timm / ``tv:`` name or surgeon file (built with the recipe's stochastic depth and,
             unless given, as many classes as the data has), or a module (trained in place).
-        recipe: a preset (``strong``, ``weak``, ``digits``), a TOML file or a `Recipe`; `epochs`
-            (after warmup), `batch_size` (global; lr scaled linearly with it) and `lr` override it.
+        recipe: a preset (``strong``, ``weak``, ``digits``), a TOML file or a `Recipe`;
+            `recipe_with` overrides its epochs, batch size (scaling the lr linearly), lr, input size.
         out: the trained model's surgeon file (weights + build recipe + training recipe). Its run
             folder `run_dir_for(out)` keeps ``checkpoint.pt`` (every epoch), ``log.jsonl``,
             ``log.csv`` and TensorBoard events when tensorboard is installed.
-        resume: continue from the run folder's checkpoint (refused if it is another model's or
-            another recipe's); without it an existing checkpoint is refused unless `overwrite`.
         val: validation data evaluated after every epoch (default: the test split of digits /
             CIFAR; ``none``: off).
         subset: train on a class-balanced fraction of the data (``0.06``: the paper's small-data runs).
         seed: seeds data order, augmentation, Mixup, stochastic depth and initialisation.
-        on_epoch: called with each finished epoch's history row (after its checkpoint and logs), on rank 0.
-        snapshots: keep the trainable weights every N epochs, the initial and the last ones too, in
-            the run folder's ``snapshots/`` (atomically), for `surgeon.trajectory` (Fig. 1b); 0: off.
-        download: let torchvision fetch CIFAR into its root when it is missing (online only).
-        load_kwargs: `surgeon.load_model` arguments when `model` is a name (weights, pretrained, img_size).
+        run: a `surgeon.parallel.Run`: ``resume`` (continue from the run folder's checkpoint,
+            refused if it is another model's or another recipe's; without it an existing
+            checkpoint is refused unless ``overwrite``), ``workers`` (data-loading processes),
+            ``download`` (let torchvision fetch CIFAR), ``device``, ``progress``, ``snapshots``
+            (keep the trainable weights every N epochs, the initial and the last ones too, in the
+            run folder's ``snapshots/``, for `surgeon.trajectory`, Fig. 1b) and ``callback``
+            (called with each finished epoch's history row, after its checkpoint and logs, on rank 0).
+        load_kwargs: `surgeon.load_model` arguments when `model` is a name (num_classes, weights,
+            pretrained, img_size). 0.1's ``epochs=``, ``batch_size=``, ``lr=``, ``input_size=``
+            (give ``recipe=recipe_with(...)``) and ``resume=``, ``overwrite=``, ``workers=``,
+            ``download=``, ``device=``, ``progress=``, ``on_epoch=``, ``snapshots=`` (give
+            ``run=``) still work for one release, with a deprecation warning.
 
     Returns:
         `TrainResult`. Ctrl-C writes a checkpoint at the last finished step (single process) and
-        returns with ``interrupted=True``; ``resume=True`` continues exactly there.
+        returns with ``interrupted=True``; ``resume`` continues exactly there.
     """
-    checks.args(subset=subset, num_classes=num_classes, seed=seed, workers=workers, snapshots=snapshots, epochs=epochs)
+    r, run = _train_options(recipe, run, load_kwargs)
+    num_classes = load_kwargs.pop("num_classes", None)
+    checks.args(subset=subset, num_classes=num_classes, seed=seed)
     sdata.check_spec(data)
     sdata.check_spec(default_val_spec(data, val), "val")  # a bad val= named as such, before any model is built
     rank, world, dist_device = _distributed()
-    r = _run_recipe(recipe, epochs, input_size, batch_size, lr)
-    target = _run_target(out, resume, overwrite)
+    target = _run_target(out, run.resume, run.overwrite)
     run_dir = run_dir_for(target) if target is not None else None
     torch.manual_seed(seed)  # initialisation of models built here
-    train_ds = sdata.dataset(data, train=True, subset=subset, seed=seed, download=download)
+    train_ds = sdata.dataset(data, train=True, subset=subset, seed=seed, download=run.download)
     net = _build(model, r, train_ds, num_classes, target, load_kwargs)
-    device = torch.device(device) if device is not None else dist_device or (
+    device = torch.device(run.device) if run.device is not None else dist_device or (
         torch.device("cuda") if isinstance(model, str) and torch.cuda.is_available() else model_device(net))
     net.to(device)
-    run = _Run(r, net, device, seed, rank, world, target, run_dir, snapshots)
-    _data(run, train_ds, default_val_spec(data, val), workers, download)
-    _optimisation(run)
-    if resume:
-        _resume(run)
-    _check_snapshots(run)
-    interrupted = _guarded_epochs(run, resume, progress, on_epoch)
-    return _finish(run, data, subset, interrupted)
+    state = _Run(r, net, device, seed, rank, world, target, run_dir, run.snapshots)
+    _data(state, train_ds, default_val_spec(data, val), run.workers, run.download)
+    _optimisation(state)
+    if run.resume:
+        _resume(state)
+    _check_snapshots(state)
+    interrupted = _guarded_epochs(state, run.resume, run.progress, run.callback)
+    return _finish(state, data, subset, interrupted)
+
+
+def _train_options(recipe: str | os.PathLike | Recipe, run: Run | None, old: dict[str, Any]) -> tuple[Recipe, Run]:
+    """The recipe and `Run` of a training, from ``recipe=`` / ``run=`` or 0.1's keywords
+    (deprecated, popped out of `old`): the recipe overrides ``epochs=``, ``batch_size=``, ``lr=``,
+    ``input_size=`` (`recipe_with`) and the run control (``on_epoch=``: the callback)."""
+    overrides = moved_keywords(old, ("epochs", "batch_size", "lr", "input_size"), function="train",
+                               new="recipe=surgeon.training.recipe_with(recipe, epochs=, ...)")
+    run = options_from(Run, run, old, function="train", keyword="run", strict=False, renamed={"on_epoch": "callback"})
+    run = run.only("train", "resume", "overwrite", "workers", "download", "device", "progress", "snapshots", "callback")
+    return recipe_with(recipe, **overrides), run
 
 
 def _guarded_epochs(run: _Run, resume: bool, progress: bool,

@@ -1,6 +1,7 @@
 """Training recipes: `Recipe` (everything that decides a run besides model, data and seed), the
-presets `RECIPES`, `training_recipe` (a preset, TOML file or dict, checked all at once) and the lr
-schedule `lr_at`.
+presets `RECIPES`, `training_recipe` (a preset, TOML file or dict, checked all at once),
+`recipe_with` (a recipe with a run's epochs / batch size / lr / input size) and the lr schedule
+`lr_at`.
 
 Presets (PAPER.md, "Training recipe"):
 
@@ -28,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from surgeon.core import checks
 from surgeon.core.errors import SurgeonError
 from surgeon.core.files import check_input
 from surgeon.core.registry import Registry
 from surgeon.training.recipe_check import RecipeErrors, check_section, field_checks, toml_line
 
-__all__ = ["RECIPES", "Recipe", "line_of", "lr_at", "recipe_problems", "recipe_value", "training_recipe"]
+__all__ = ["RECIPES", "Recipe", "line_of", "lr_at", "recipe_problems", "recipe_value", "recipe_with", "training_recipe"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,22 @@ def training_recipe(spec: str | os.PathLike | Recipe | dict[str, Any] = "strong"
             (args if key in given else errors).add("", key, message)
     errors.problems += args.problems
     errors.raise_if_any()
+    return r
+
+
+def recipe_with(recipe: str | os.PathLike | Recipe | dict[str, Any] = "strong", *, epochs: int | None = None,
+                batch_size: int | None = None, lr: float | None = None,
+                input_size: tuple[int, int, int] | None = None) -> Recipe:
+    """`recipe` (a preset name, TOML file, dict or `Recipe`, as `training_recipe`) with a run's
+    overrides, None keeping the recipe's own: `epochs` after warmup, `batch_size` (global), `lr`,
+    `input_size` (C, H, W). A `batch_size` without `lr` scales the recipe's lr linearly with it,
+    ``lr * batch_size / recipe.batch_size`` (the CLI's ``--batch-size`` likewise). `epochs` has the
+    CLI's range (`surgeon.core.checks.ARGS`: 0 would train the warmup epochs alone)."""
+    checks.args(epochs=epochs)
+    r = training_recipe(recipe, epochs=epochs, input_size=input_size, batch_size=batch_size, lr=lr)
+    if batch_size is not None and lr is None:  # linear scaling from the recipe's own batch size
+        base = training_recipe(recipe)
+        r = dataclasses.replace(r, lr=base.lr * batch_size / base.batch_size)
     return r
 
 

@@ -5,7 +5,6 @@ mixed precision and the DDP wrapper.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,11 +21,12 @@ from surgeon.model import provenance
 from surgeon.core.errors import SurgeonError
 from surgeon.model.outputs import logits_of
 from surgeon.model.runtime import check_labels, display_name, restored_modes
+from surgeon.parallel.run import Run
 from surgeon.model.sizes import input_size_of
 from surgeon.surgery.loading import load_model
 from surgeon.surgery.loading import load as load_file
 from surgeon.training.checkpoints import _fingerprint
-from surgeon.training.recipe import Recipe, training_recipe
+from surgeon.training.recipe import Recipe
 from surgeon.training.sampling import SeededItems, ShardedBatches
 from surgeon.training.state import _Run
 
@@ -98,16 +98,6 @@ def default_val_spec(data: str, val: str | None) -> str | None:
     return data if data == "digits" or data.split(":")[0] in ("cifar10", "cifar100") else None
 
 
-def _run_recipe(recipe: str | os.PathLike | Recipe, epochs: int | None, input_size: Sequence[int] | None,
-                batch_size: int | None, lr: float | None) -> Recipe:
-    """The run's recipe with its overrides; a `batch_size` without `lr` scales the recipe's lr linearly."""
-    r = training_recipe(recipe, epochs=epochs, input_size=input_size, batch_size=batch_size, lr=lr)
-    if batch_size is not None and lr is None:  # linear scaling from the recipe's own batch size
-        base = training_recipe(recipe)
-        r = dataclasses.replace(r, lr=base.lr * batch_size / base.batch_size)
-    return r
-
-
 def _build(model: nn.Module | str, r: Recipe, train_ds: Dataset, num_classes: int | None, target: Path | None,
            load_kwargs: dict[str, Any]) -> nn.Module:
     """The model to train: built from its name (classes from the data) or the module given."""
@@ -138,8 +128,8 @@ def _data(run: _Run, train_ds: Any, val_spec: str | None, workers: int | None, d
     n_workers = workers if workers is not None else (min(8, os.cpu_count() or 1) if len(run.items) > 5000 else 0)
     run.loader = DataLoader(run.items, batch_sampler=run.sampler, num_workers=n_workers, collate_fn=sdata._collate,
                             pin_memory=run.device.type == "cuda")
-    run.val_loader = (sdata.loader(val_spec, net, batch_size=256, input_size=run.size, workers=workers,
-                                   download=download) if val_spec else None)
+    loading = Run(workers=workers, download=download)
+    run.val_loader = sdata.loader(val_spec, net, batch_size=256, input_size=run.size, run=loading) if val_spec else None
     if run.val_loader is not None:
         check_labels(run.val_loader, classes_out)
     run.steps = len(run.sampler)
