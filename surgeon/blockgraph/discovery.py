@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from surgeon.blockgraph.fx import _timm_registries, tensor_leaves
-from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, is_conv
+from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, _is_attention, is_conv
 from surgeon.blockgraph.layout import _spatial
-from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _returns_sum_of_inputs, _shallow_trace, _side_modules
+from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _producers, _regroups, _returns_sum_of_inputs, _shallow_trace, _side_modules
 from surgeon.blockgraph.record import _Call, _Recorder
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -29,6 +29,9 @@ class _Atom:
     in_container: bool = False
     extra: list[str] = field(default_factory=list)  # direct parameters / buffers owned by the atom
     side: bool = False  # computes a side input off the main stream (it does not set the stages)
+    reads: tuple[str, str] | None = None  # another value it reads (`Block.reads`)
+    regrouped: bool = False  # its tensors regroup a map's positions (patches unfolded): no map, no stage
+    regrouped_in: bool = False  # its input does (the fold after MobileViT's transformer layers)
 
 
 def _parent_of(path: str) -> str:
@@ -156,14 +159,17 @@ class _Discovery:
         notrace = isinstance(mod, _timm_registries()[0])
         if not is_root and notrace:  # timm's own leaves: its halves when a run finds them (TinyViT's
             # blocks), else a block if it holds several layers
-            halves = self._halves(path, self._analysis(mod, call, run=True)) if call is not None else None
-            return halves or [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+            analysis = self._analysis(mod, call, run=True) if call is not None else None
+            halves = self._halves(path, analysis) if analysis is not None else None
+            return (halves or (self._nested(path, kids, analysis) if analysis is not None else None)
+                    or [self._single("unit" if _main_layers(mod) > 1 else "layer", path)])
         # the root's own graph only finds residual sums written there (user-written nets): timm's
         # and torchvision's roots have none, and are not traced a second time
         analysis = self._analysis(mod, call) if call is not None and not (is_root and self._historical) else None
         if not is_root and analysis is not None:  # (an uncalled ModuleList is a plain sequence)
             if analysis.merges:
-                return self._halves(path, analysis) or [self._single("unit", path, merging=True)]
+                return (self._halves(path, analysis) or self._nested(path, kids, analysis)
+                        or [self._single("unit", path, merging=True)])
             shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
             if shared:
                 return [self._single("unit", path)]  # reused children: one block
@@ -251,6 +257,86 @@ class _Discovery:
             _Atom("half", seg, tap, path, True, in_container, extra)
             for seg, tap, extra in zip(segments, taps, extras)
         ]
+
+    def _nested(self, path: str, kids: list[tuple[str, nn.Module]], a: _Analysis) -> list[_Atom] | None:
+        """A module the rules above keep as one unit (a merge that is no chain of residual halves,
+        or one of timm's leaves) whose children hold two or more transformer layers, each split
+        into its halves on its own, is cut in call order instead: its layers before the
+        transformer layers, each layer's two halves, then the rest, one unit per attention in it
+        (MobileViT: ``conv_kxk``, ``conv_1x1``; L x (msa, mlp); ``norm+conv_proj+conv_fusion``.
+        CrossViT: each stream's layers; ``projs`` and the first cross-attention; the second).
+        Where a part reads a value other than the previous part's output, it says where
+        (`_mark_reads`); tokens that regroup the map's positions have no map (`_mark_regrouped`).
+        None when there are fewer than two layers or other parts sit between them."""
+        if a.graph is None:
+            return None
+        atoms = [x for k, c in kids for x in self._visit(k, c)]
+        halves = [i for i, x in enumerate(atoms) if x.role == "half"]
+        if len({atoms[i].parent for i in halves}) < 2 or any(x.role != "half" for x in atoms[halves[0]:halves[-1] + 1]):
+            return None
+        rest: list[list[_Atom]] = []
+        for x in self._in_call_order(atoms[halves[-1] + 1:]):
+            if not rest or (self._attends(x) and any(self._attends(y) for y in rest[-1])):
+                rest.append([x])
+            else:
+                rest[-1].append(x)
+        units = [_Atom("unit", [m for y in run for m in y.members], run[-1].tap, path, True,
+                       extra=[e for y in run for e in y.extra]) for run in rest]
+        if units:
+            units[-1].tap = (path, "out")
+        out = atoms[:halves[-1] + 1] + units
+        self._mark_regrouped(path, a.graph, out)
+        self._mark_reads(path, a.graph, out)
+        return out
+
+    def _attends(self, atom: _Atom) -> bool:
+        return any(_is_attention(m) for p in atom.members for m in self.model.get_submodule(p).modules())
+
+    def _nodes_of(self, path: str, graph, atom: _Atom) -> set:
+        """The module calls of `path`'s graph that run `atom` (its members, or a container of them)."""
+        def owns(t: str) -> bool:
+            return any(m == t or m.startswith(t + ".") or t.startswith(m + ".") for m in atom.members)
+        return {n for n in graph.nodes if n.op == "call_module" and owns(_join(path, n.target))}
+
+    def _mark_regrouped(self, path: str, graph, atoms: list[_Atom]) -> None:
+        """Halves whose module is fed a map regrouped by the parent's own code (MobileViT unfolds
+        its map into patches: ``reshape``/``transpose`` to (B * P, N, C), or (B, C, P, N) in v2)
+        have no map surgeon can read (layout and grid None, so they set no stage either), and
+        the part after them reads no map (it folds them back); only indexing, ``flatten``,
+        ``transpose``, ``permute`` and ``contiguous`` keep the positions in order."""
+        for i, atom in enumerate(atoms):
+            if atom.role != "half" or atom.regrouped:
+                continue
+            nodes = self._nodes_of(path, graph, atom)
+            if not any(_regroups(n) for n in nodes):
+                continue
+            same = [j for j, x in enumerate(atoms) if x.role == "half" and self._nodes_of(path, graph, x) & nodes]
+            for j in same:
+                atoms[j].regrouped = True
+            if same[-1] + 1 < len(atoms):
+                atoms[same[-1] + 1].regrouped_in = True
+
+    def _mark_reads(self, path: str, graph, atoms: list[_Atom]) -> None:
+        """Each part that reads a module call or input of `path`'s graph other than the previous
+        part's (the first part: the inputs) records the earliest as `reads`: the module's input
+        ``(path, "in")`` or a child's output; a part that does not read the previous part at all
+        (a second stream of tokens) computes off the main stream (`side`: it sets no stage)."""
+        owned = [self._nodes_of(path, graph, x) for x in atoms]
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        for i, atom in enumerate(atoms):
+            if i and owned[i] & owned[i - 1]:
+                continue  # the next half of the same layer or container
+            fed = set().union(*(_producers(n) for n in owned[i])) - owned[i]
+            expected = owned[i - 1] if i else {n for n in graph.nodes if n.op == "placeholder"}
+            other = sorted(fed - expected, key=order.__getitem__)
+            if not other:
+                continue
+            first = other[0]
+            atom.reads = (path, "in") if first.op == "placeholder" else (_join(path, first.target), "out")
+            if i and not fed & expected:
+                for j, x in enumerate(atoms):
+                    if owned[j] & owned[i]:
+                        x.side = True
 
     def _descend(self, path: str, kids: list[tuple[str, nn.Module]], analysis: _Analysis | None) -> list[_Atom]:
         """The atoms of `path`'s children in call order. With its one-level graph: residual sums

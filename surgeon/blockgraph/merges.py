@@ -213,3 +213,33 @@ def _consumers(start: fx.Node) -> tuple[list[fx.Node], list[fx.Node], bool]:
                 seen.add(u)
                 frontier.append(u)
     return later, first, direct
+
+
+_KEEPS_POSITIONS = {"getitem", "flatten", "transpose", "permute", "contiguous"}
+
+
+def _producers(node: fx.Node) -> set[fx.Node]:
+    """The module calls and inputs whose values reach `node`'s arguments through other ops."""
+    found, stack, seen = set(), list(node.all_input_nodes), set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op in ("call_module", "placeholder"):
+            found.add(n)
+        elif n.op != "get_attr":
+            stack.extend(n.all_input_nodes)
+    return found
+
+
+def _regroups(node: fx.Node) -> bool:
+    """`node`'s first argument comes from the nearest module call or input through an op that can
+    regroup positions (``reshape``, ``view``, ``unfold``...: anything but indexing, ``flatten``,
+    ``transpose``, ``permute`` and ``contiguous``)."""
+    n = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    while n is not None and n.op in ("call_function", "call_method"):
+        if not _is_metadata(n) and getattr(n.target, "__name__", str(n.target)) not in _KEEPS_POSITIONS:
+            return True
+        n = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+    return False
