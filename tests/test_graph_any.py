@@ -162,7 +162,8 @@ def test_mobilevit_half_probes_and_removal():
     """A MobileViT half's tokens regroup the map ((B * P, N, C)): no Fourier or variance (listed
     with the reason), no per-sample norm; its statistics are those of the tensor at its tap; the
     fusion block after it is a map again and gets the paper's Fourier. Removing one half leaves
-    the rest of the model's output computable and the half the identity."""
+    the rest of the model's output computable and the half the identity; `alternate` refuses to
+    put an MSA in place of the fold + fusion group."""
     from tests.test_probes import as_nchw, capture, paper_fourier
 
     torch.manual_seed(0)
@@ -183,6 +184,8 @@ def test_mobilevit_half_probes_and_removal():
     new = surgeon.remove(g, half.address)
     with torch.no_grad():
         assert new(xs[0]).shape == (2, 1000)
+    with pytest.raises(surgeon.SurgeonError, match=r"c3.b6 \(stages.2.1.norm\+.*\) is 3 modules, not one conv block"):
+        surgeon.alternate(g, "c3")  # its last conv block is the fold + fusion group: refused in one line
 
 
 def test_tiny_vit_one_pair_per_attention_layer():
