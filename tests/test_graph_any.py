@@ -94,7 +94,7 @@ def _check_nested(m: nn.Module, g: surgeon.blockgraph.BlockGraph, layers: int) -
     """One msa and one MLP half per transformer layer, each half one layer's (its members under
     one layer path), and every block after a run of halves that fuses the map it was given
     records where it reads it."""
-    halves = [b for b in g.blocks if b.tap[1] == "in" or (b.kind == "mlp" and b.path.endswith(("mlp", "intermediate")))]
+    halves = [b for b in g.blocks if b.tap[1] == "in" or (b.kind == "mlp" and b.path.endswith(("mlp", "intermediate", "ffn")))]
     assert len(g.select("kind:msa")) == layers == sum(b.kind == "msa" for b in halves)
     assert sum(b.kind == "mlp" for b in halves) == layers
     for b in halves:
@@ -116,6 +116,31 @@ def test_hf_mobilevit_one_pair_per_transformer_layer():
     assert all(b.reads is None for b in g.blocks if b not in fused)
     assert len(g.stages) == 5 and [b.grid for b in fused] == [(4, 4), (2, 2), (1, 1)]
     assert g.blocks[-1].kind == "head"
+
+
+def test_hf_mobilevitv2_patches_have_no_map():
+    """transformers' MobileViTV2 layer unfolds its map into (B, C, P, N) patches with a reshape in
+    its own forward: its halves read as no map (they were read as windows or a 4x4 map of patch x
+    pixel), and the fold after them is no downsampling."""
+    config = tf.MobileViTV2Config(image_size=64, num_labels=10, width_multiplier=0.25)
+    m = _hf(tf.MobileViTV2ForImageClassification, config)
+    g = surgeon.graph(m, input_size=(3, 64, 64))  # 2x2 patches need a 2x2 map in the last stage
+    _check_nested(m, g, _layers_of(m, "MobileViTV2TransformerLayer"))
+    inner = [b for b in g.blocks if ".transformer.layer." in b.path]
+    assert inner and all(b.layout is None and b.grid is None for b in inner)
+    folds = [b for b in g.blocks if b.members[-1].endswith("conv_projection")]
+    assert folds and all(not b.downsamples and b.kind != "downsample" and b.layout == "NCHW" for b in folds)
+
+
+def test_nest_windows_read_as_windows():
+    """NesT's blockify regroups each level's map into windows of tokens: read as windows over
+    exactly the map's positions (BTNC), never as a 196 x 192 map of 4 channels."""
+    with torch.device("meta"):
+        m = surgeon.load_model("nest_tiny")
+    g = surgeon.graph(m)
+    for stage, grid in (("c1", (56, 56)), ("c2", (28, 28)), ("c3", (14, 14))):
+        halves = [b for b in g.stages[stage] if ".transformer_encoder." in b.path]
+        assert halves and {(b.layout, b.grid) for b in halves} == {("BTNC", grid)}, stage
 
 
 @pytest.mark.parametrize("name,layer", [("mobilevit_xxs", "Block"), ("mobilevitv2_050", "LinearTransformerBlock")])

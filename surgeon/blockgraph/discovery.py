@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_map
 from surgeon.blockgraph.fx import _timm_registries, tensor_leaves
 from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, _is_attention, is_conv
 from surgeon.blockgraph.layout import _spatial
-from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _producers, _regroups, _returns_sum_of_inputs, _shallow_trace, _side_modules
+from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _producers, _regrouped_from, _returns_sum_of_inputs, _shallow_trace, _side_modules
 from surgeon.blockgraph.record import _Call, _Recorder
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -30,7 +30,8 @@ class _Atom:
     extra: list[str] = field(default_factory=list)  # direct parameters / buffers owned by the atom
     side: bool = False  # computes a side input off the main stream (it does not set the stages)
     reads: tuple[str, str] | None = None  # another value it reads (`Block.reads`)
-    regrouped: bool = False  # its tensors regroup a map's positions (patches unfolded): no map, no stage
+    regrouped: int = 0  # its tensors regroup the positions of a map (MobileViT's patches): that map's
+    # positions (-1: unknown); they read as no map (NesT's windows aside), set no stage
     regrouped_in: bool = False  # its input does (the fold after MobileViT's transformer layers)
 
 
@@ -299,20 +300,25 @@ class _Discovery:
         return {n for n in graph.nodes if n.op == "call_module" and owns(_join(path, n.target))}
 
     def _mark_regrouped(self, path: str, graph, atoms: list[_Atom]) -> None:
-        """Halves whose module is fed a map regrouped by the parent's own code (MobileViT unfolds
-        its map into patches: ``reshape``/``transpose`` to (B * P, N, C), or (B, C, P, N) in v2)
-        have no map surgeon can read (layout and grid None, so they set no stage either), and
-        the part after them reads no map (it folds them back); only indexing, ``flatten``,
-        ``transpose``, ``permute`` and ``contiguous`` keep the positions in order."""
+        """Halves whose module is fed a map regrouped by the parent's own code (`_regrouped_from`:
+        MobileViT unfolds its map into patches, (B * P, N, C) in v1, (B, C, P, N) in v2) record the
+        positions of that map: their tensors read as a map only as NesT's windows of tokens over
+        exactly those positions (`build._make_blocks`), else as none, so surgeon never guesses which
+        positions patches hold. The part after them gets a regrouped input (it folds them back)."""
+        image = tensor_leaves(self.rec.calls[""].args)[0].shape[-2:]
         for i, atom in enumerate(atoms):
             if atom.role != "half" or atom.regrouped:
                 continue
             nodes = self._nodes_of(path, graph, atom)
-            if not any(_regroups(n) for n in nodes):
+            source = next((s for s in map(_regrouped_from, nodes) if s is not None), None)
+            if source is None:
                 continue
+            call = self.rec.calls[path if source.op == "placeholder" else _join(path, source.target)]
+            seen = tensor_leaves(call.args if source.op == "placeholder" else call.output)
+            grid = _spatial(seen[0].shape, (image[0], image[1]), 0)[1] if seen else None
             same = [j for j, x in enumerate(atoms) if x.role == "half" and self._nodes_of(path, graph, x) & nodes]
             for j in same:
-                atoms[j].regrouped = True
+                atoms[j].regrouped = grid[0] * grid[1] if grid else -1
             if same[-1] + 1 < len(atoms):
                 atoms[same[-1] + 1].regrouped_in = True
 
@@ -349,6 +355,7 @@ class _Discovery:
         if graph is None:
             return [a for _, atoms in per_kid for a in atoms]
         per_kid = self._parent_units(path, analysis, per_kid)
+        self._mark_regrouped(path, graph, [a for _, atoms in per_kid for a in atoms])
         side = _side_modules(graph, lambda t: type(self.model.get_submodule(_join(path, t))))
         main = {_join(path, n.target.split(".")[0]) for n in graph.nodes
                 if n.op == "call_module" and n.target not in side}

@@ -215,7 +215,10 @@ def _consumers(start: fx.Node) -> tuple[list[fx.Node], list[fx.Node], bool]:
     return later, first, direct
 
 
-_KEEPS_POSITIONS = {"getitem", "flatten", "transpose", "permute", "contiguous"}
+#: ops that keep every position where a reading of the tensor expects it: indexing, the token
+#: reading of a map (``flatten``, ``transpose``, ``permute``, ``contiguous``), element-wise arithmetic
+_KEEPS_POSITIONS = {"getitem", "flatten", "transpose", "permute", "contiguous", "add", "iadd", "mul", "imul", "sub",
+                    "truediv", "dropout", "to", "float", "type_as", "clone"}
 
 
 def _producers(node: fx.Node) -> set[fx.Node]:
@@ -233,13 +236,13 @@ def _producers(node: fx.Node) -> set[fx.Node]:
     return found
 
 
-def _regroups(node: fx.Node) -> bool:
-    """`node`'s first argument comes from the nearest module call or input through an op that can
-    regroup positions (``reshape``, ``view``, ``unfold``...: anything but indexing, ``flatten``,
-    ``transpose``, ``permute`` and ``contiguous``)."""
+def _regrouped_from(node: fx.Node) -> fx.Node | None:
+    """The module call or input whose value reaches `node`'s first argument through an op that can
+    regroup positions (``reshape``, ``view``, ``unfold``, a function such as NesT's ``blockify``:
+    anything not in `_KEEPS_POSITIONS`); None when only position-keeping ops lie between."""
     n = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    regroups = False
     while n is not None and n.op in ("call_function", "call_method"):
-        if not _is_metadata(n) and getattr(n.target, "__name__", str(n.target)) not in _KEEPS_POSITIONS:
-            return True
+        regroups = regroups or (not _is_metadata(n) and getattr(n.target, "__name__", str(n.target)) not in _KEEPS_POSITIONS)
         n = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
-    return False
+    return n if regroups and n is not None and n.op in ("call_module", "placeholder") else None
