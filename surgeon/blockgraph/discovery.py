@@ -299,12 +299,15 @@ class _Discovery:
             return any(m == t or m.startswith(t + ".") or t.startswith(m + ".") for m in atom.members)
         return {n for n in graph.nodes if n.op == "call_module" and owns(_join(path, n.target))}
 
-    def _mark_regrouped(self, path: str, graph, atoms: list[_Atom]) -> None:
+    def _mark_regrouped(self, path: str, graph, atoms: list[_Atom], by_shape: bool = False) -> None:
         """Halves whose module is fed a map regrouped by the parent's own code (`_regrouped_from`:
         MobileViT unfolds its map into patches, (B * P, N, C) in v1, (B, C, P, N) in v2) record the
         positions of that map: their tensors read as a map only as NesT's windows of tokens over
         exactly those positions (`build._make_blocks`), else as none, so surgeon never guesses which
-        positions patches hold. The part after them gets a regrouped input (it folds them back)."""
+        positions patches hold. The part after them gets a regrouped input (it folds them back).
+        With `by_shape` (in any descent) only when the halves' input does not read as a map or
+        tokens over the same number of positions: a stage that views its map as tokens
+        (transformers' CvT: ``view(B, C, H * W).permute(0, 2, 1)``) keeps its reading."""
         image = tensor_leaves(self.rec.calls[""].args)[0].shape[-2:]
         for i, atom in enumerate(atoms):
             if atom.role != "half" or atom.regrouped:
@@ -315,12 +318,24 @@ class _Discovery:
                 continue
             call = self.rec.calls[path if source.op == "placeholder" else _join(path, source.target)]
             seen = tensor_leaves(call.args if source.op == "placeholder" else call.output)
-            grid = _spatial(seen[0].shape, (image[0], image[1]), 0)[1] if seen else None
+            layout, grid, _ = _spatial(seen[0].shape, (image[0], image[1]), 0) if seen else (None, None, 0)
+            if by_shape and self._same_positions(atom, layout, grid, (image[0], image[1])):
+                continue
             same = [j for j, x in enumerate(atoms) if x.role == "half" and self._nodes_of(path, graph, x) & nodes]
             for j in same:
                 atoms[j].regrouped = grid[0] * grid[1] if grid else -1
             if same[-1] + 1 < len(atoms):
                 atoms[same[-1] + 1].regrouped_in = True
+
+    def _same_positions(self, atom: _Atom, source: str | None, grid: tuple[int, int] | None,
+                        image: tuple[int, int]) -> bool:
+        """The first half's input is the token reading of the `source` map, or the map reading of
+        `source` tokens, over `grid`'s positions (a map regrouped into another map's shape,
+        MobileViTV2's (B, C, P, N) patches of a P x N map, is not)."""
+        ins = tensor_leaves(self.rec.calls[atom.members[0]].args)
+        layout, seen, _ = _spatial(ins[0].shape, image, 0) if ins else (None, None, 0)
+        tokens = {layout, source} & {"NLC"} and {layout, source} <= {"NCHW", "NHWC", "NLC"}
+        return bool(tokens and grid and seen and seen[0] * seen[1] == grid[0] * grid[1])
 
     def _mark_reads(self, path: str, graph, atoms: list[_Atom]) -> None:
         """Each part that reads a module call or input of `path`'s graph other than the previous
@@ -355,7 +370,7 @@ class _Discovery:
         if graph is None:
             return [a for _, atoms in per_kid for a in atoms]
         per_kid = self._parent_units(path, analysis, per_kid)
-        self._mark_regrouped(path, graph, [a for _, atoms in per_kid for a in atoms])
+        self._mark_regrouped(path, graph, [a for _, atoms in per_kid for a in atoms], by_shape=True)
         side = _side_modules(graph, lambda t: type(self.model.get_submodule(_join(path, t))))
         main = {_join(path, n.target.split(".")[0]) for n in graph.nodes
                 if n.op == "call_module" and n.target not in side}
