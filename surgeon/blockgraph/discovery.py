@@ -309,10 +309,13 @@ class _Discovery:
         tokens over the same number of positions: a stage that views its map as tokens
         (transformers' CvT: ``view(B, C, H * W).permute(0, 2, 1)``) keeps its reading."""
         image = tensor_leaves(self.rec.calls[""].args)[0].shape[-2:]
+        done: set[int] = set()
         for i, atom in enumerate(atoms):
-            if atom.role != "half" or atom.regrouped:
+            if atom.role != "half" or i in done:
                 continue
             nodes = self._nodes_of(path, graph, atom)
+            same = [j for j, x in enumerate(atoms) if x.role == "half" and self._nodes_of(path, graph, x) & nodes]
+            done.update(same)  # the halves one module call runs (a container of layers): decided once
             source = next((s for s in map(_regrouped_from, nodes) if s is not None), None)
             if source is None:
                 continue
@@ -321,7 +324,6 @@ class _Discovery:
             layout, grid, _ = _spatial(seen[0].shape, (image[0], image[1]), 0) if seen else (None, None, 0)
             if by_shape and self._same_positions(atom, layout, grid, (image[0], image[1])):
                 continue
-            same = [j for j, x in enumerate(atoms) if x.role == "half" and self._nodes_of(path, graph, x) & nodes]
             for j in same:
                 atoms[j].regrouped = grid[0] * grid[1] if grid else -1
             if same[-1] + 1 < len(atoms):
