@@ -310,11 +310,12 @@ class _Discovery:
         (transformers' CvT: ``view(B, C, H * W).permute(0, 2, 1)``) keeps its reading."""
         image = tensor_leaves(self.rec.calls[""].args)[0].shape[-2:]
         done: set[int] = set()
+        owned = [self._nodes_of(path, graph, x) if x.role == "half" else set() for x in atoms]
         for i, atom in enumerate(atoms):
             if atom.role != "half" or i in done:
                 continue
-            nodes = self._nodes_of(path, graph, atom)
-            same = [j for j, x in enumerate(atoms) if x.role == "half" and self._nodes_of(path, graph, x) & nodes]
+            nodes = owned[i]
+            same = [j for j, x in enumerate(owned) if x & nodes]
             done.update(same)  # the halves one module call runs (a container of layers): decided once
             source = next((s for s in map(_regrouped_from, nodes) if s is not None), None)
             if source is None:
