@@ -13,7 +13,8 @@ from torch.utils._pytree import tree_map
 from surgeon.blockgraph.fx import _timm_registries, tensor_leaves
 from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, _is_attention, is_conv
 from surgeon.blockgraph.layout import _spatial
-from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _producers, _regrouped_from, _returns_sum_of_inputs, _shallow_trace, _side_modules
+from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _returns_sum_of_inputs, _shallow_trace, _side_modules
+from surgeon.blockgraph.nesting import _join, mark_reads, mark_regrouped
 from surgeon.blockgraph.record import _Call, _Recorder
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -37,10 +38,6 @@ class _Atom:
 
 def _parent_of(path: str) -> str:
     return path.rsplit(".", 1)[0] if "." in path else ""
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}.{name}" if parent else name
 
 
 def _main_layers(mod: nn.Module) -> int:
@@ -267,7 +264,8 @@ class _Discovery:
         (MobileViT: ``conv_kxk``, ``conv_1x1``; L x (msa, mlp); ``norm+conv_proj+conv_fusion``.
         CrossViT: each stream's layers; ``projs`` and the first cross-attention; the second).
         Where a part reads a value other than the previous part's output, it says where
-        (`_mark_reads`); tokens that regroup the map's positions have no map (`_mark_regrouped`).
+        (`nesting.mark_reads`); tokens that regroup the map's positions have no map
+        (`nesting.mark_regrouped`).
         None when there are fewer than two layers or other parts sit between them."""
         if a.graph is None:
             return None
@@ -286,81 +284,12 @@ class _Discovery:
         if units:
             units[-1].tap = (path, "out")
         out = atoms[:halves[-1] + 1] + units
-        self._mark_regrouped(path, a.graph, out)
-        self._mark_reads(path, a.graph, out)
+        mark_regrouped(self.rec, path, a.graph, out)
+        mark_reads(path, a.graph, out)
         return out
 
     def _attends(self, atom: _Atom) -> bool:
         return any(_is_attention(m) for p in atom.members for m in self.model.get_submodule(p).modules())
-
-    def _nodes_of(self, path: str, graph, atom: _Atom) -> set:
-        """The module calls of `path`'s graph that run `atom` (its members, or a container of them)."""
-        def owns(t: str) -> bool:
-            return any(m == t or m.startswith(t + ".") or t.startswith(m + ".") for m in atom.members)
-        return {n for n in graph.nodes if n.op == "call_module" and owns(_join(path, n.target))}
-
-    def _mark_regrouped(self, path: str, graph, atoms: list[_Atom], by_shape: bool = False) -> None:
-        """Halves whose module is fed a map regrouped by the parent's own code (`_regrouped_from`:
-        MobileViT unfolds its map into patches, (B * P, N, C) in v1, (B, C, P, N) in v2) record the
-        positions of that map: their tensors read as a map only as NesT's windows of tokens over
-        exactly those positions (`build._make_blocks`), else as none, so surgeon never guesses which
-        positions patches hold. The part after them gets a regrouped input (it folds them back).
-        With `by_shape` (in any descent) only when the halves' input does not read as a map or
-        tokens over the same number of positions: a stage that views its map as tokens
-        (transformers' CvT: ``view(B, C, H * W).permute(0, 2, 1)``) keeps its reading."""
-        image = tensor_leaves(self.rec.calls[""].args)[0].shape[-2:]
-        done: set[int] = set()
-        owned = [self._nodes_of(path, graph, x) if x.role == "half" else set() for x in atoms]
-        for i, atom in enumerate(atoms):
-            if atom.role != "half" or i in done:
-                continue
-            nodes = owned[i]
-            same = [j for j, x in enumerate(owned) if x & nodes]
-            done.update(same)  # the halves one module call runs (a container of layers): decided once
-            source = next((s for s in map(_regrouped_from, nodes) if s is not None), None)
-            if source is None:
-                continue
-            call = self.rec.calls[path if source.op == "placeholder" else _join(path, source.target)]
-            seen = tensor_leaves(call.args if source.op == "placeholder" else call.output)
-            layout, grid, _ = _spatial(seen[0].shape, (image[0], image[1]), 0) if seen else (None, None, 0)
-            if by_shape and self._same_positions(atom, layout, grid, (image[0], image[1])):
-                continue
-            for j in same:
-                atoms[j].regrouped = grid[0] * grid[1] if grid else -1
-            if same[-1] + 1 < len(atoms):
-                atoms[same[-1] + 1].regrouped_in = True
-
-    def _same_positions(self, atom: _Atom, source: str | None, grid: tuple[int, int] | None,
-                        image: tuple[int, int]) -> bool:
-        """The first half's input is the token reading of the `source` map, or the map reading of
-        `source` tokens, over `grid`'s positions (a map regrouped into another map's shape,
-        MobileViTV2's (B, C, P, N) patches of a P x N map, is not)."""
-        ins = tensor_leaves(self.rec.calls[atom.members[0]].args)
-        layout, seen, _ = _spatial(ins[0].shape, image, 0) if ins else (None, None, 0)
-        tokens = {layout, source} & {"NLC"} and {layout, source} <= {"NCHW", "NHWC", "NLC"}
-        return bool(tokens and grid and seen and seen[0] * seen[1] == grid[0] * grid[1])
-
-    def _mark_reads(self, path: str, graph, atoms: list[_Atom]) -> None:
-        """Each part that reads a module call or input of `path`'s graph other than the previous
-        part's (the first part: the inputs) records the earliest as `reads`: the module's input
-        ``(path, "in")`` or a child's output; a part that does not read the previous part at all
-        (a second stream of tokens) computes off the main stream (`side`: it sets no stage)."""
-        owned = [self._nodes_of(path, graph, x) for x in atoms]
-        order = {n: i for i, n in enumerate(graph.nodes)}
-        for i, atom in enumerate(atoms):
-            if i and owned[i] & owned[i - 1]:
-                continue  # the next half of the same layer or container
-            fed = set().union(*(_producers(n) for n in owned[i])) - owned[i]
-            expected = owned[i - 1] if i else {n for n in graph.nodes if n.op == "placeholder"}
-            other = sorted(fed - expected, key=order.__getitem__)
-            if not other:
-                continue
-            first = other[0]
-            atom.reads = (path, "in") if first.op == "placeholder" else (_join(path, first.target), "out")
-            if i and not fed & expected:
-                for j, x in enumerate(atoms):
-                    if owned[j] & owned[i]:
-                        x.side = True
 
     def _descend(self, path: str, kids: list[tuple[str, nn.Module]], analysis: _Analysis | None) -> list[_Atom]:
         """The atoms of `path`'s children in call order. With its one-level graph: residual sums
@@ -373,7 +302,7 @@ class _Discovery:
         if graph is None:
             return [a for _, atoms in per_kid for a in atoms]
         per_kid = self._parent_units(path, analysis, per_kid)
-        self._mark_regrouped(path, graph, [a for _, atoms in per_kid for a in atoms], by_shape=True)
+        mark_regrouped(self.rec, path, graph, [a for _, atoms in per_kid for a in atoms], by_shape=True)
         side = _side_modules(graph, lambda t: type(self.model.get_submodule(_join(path, t))))
         main = {_join(path, n.target.split(".")[0]) for n in graph.nodes
                 if n.op == "call_module" and n.target not in side}
