@@ -85,17 +85,132 @@ def _kinds_of(g: surgeon.blockgraph.BlockGraph, stage: str) -> list[str]:
     return [b.kind for b in g.stages[stage]]
 
 
-def test_mobilevit_one_msa_block_per_fusion_block_as_in_timm():
-    """A MobileViT block ends in a fusion (a concatenation of its input and its transformer's
-    output), so it is one unit, as timm's `mobilevit_*` are."""
+def _layers_of(m: nn.Module, *names: str) -> int:
+    """Transformer layers, counted by class name (an independent truth)."""
+    return sum(type(x).__name__ in names for x in m.modules())
+
+
+def _check_nested(m: nn.Module, g: surgeon.blockgraph.BlockGraph, layers: int) -> None:
+    """One msa and one MLP half per transformer layer, each half one layer's (its members under
+    one layer path), and every block after a run of halves that fuses the map it was given
+    records where it reads it."""
+    halves = [b for b in g.blocks if b.tap[1] == "in" or (b.kind == "mlp" and b.path.endswith(("mlp", "intermediate", "ffn")))]
+    assert len(g.select("kind:msa")) == layers == sum(b.kind == "msa" for b in halves)
+    assert sum(b.kind == "mlp" for b in halves) == layers
+    for b in halves:
+        assert len({m.rsplit(".", 1)[0] for m in b.members}) == 1, b.members
+    _exact(m, g)
+
+
+def test_hf_mobilevit_one_pair_per_transformer_layer():
+    """A MobileViT block (conv, unfold, L transformer layers, fold, conv, fusion with its input) is
+    cut into its parts: the convs, one msa + mlp pair per layer, the fold and fusion (which reads
+    the block's input, the downsampling layer's output): the stages stay those of the maps."""
     config = tf.MobileViTConfig(image_size=32, num_labels=10, hidden_sizes=[16, 24, 32],
                                 neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32])
     m = _hf(tf.MobileViTForImageClassification, config)
     g = surgeon.graph(m, input_size=SIZE)
-    msa = [b.path for b in g.select("kind:msa")]
-    assert msa == [f"mobilevit.encoder.layer.{i}" for i in (2, 3, 4)]
+    _check_nested(m, g, _layers_of(m, "MobileViTTransformerLayer"))
+    fused = [b for b in g.blocks if b.members[-1].endswith(".fusion")]
+    assert [b.reads for b in fused] == [(f"mobilevit.encoder.layer.{i}.downsampling_layer", "out") for i in (2, 3, 4)]
+    assert all(b.reads is None for b in g.blocks if b not in fused)
+    assert len(g.stages) == 5 and [b.grid for b in fused] == [(4, 4), (2, 2), (1, 1)]
     assert g.blocks[-1].kind == "head"
-    _exact(m, g)
+
+
+def test_hf_mobilevitv2_patches_have_no_map():
+    """transformers' MobileViTV2 layer unfolds its map into (B, C, P, N) patches with a reshape in
+    its own forward: its halves read as no map (they were read as windows or a 4x4 map of patch x
+    pixel), and the fold after them is no downsampling."""
+    config = tf.MobileViTV2Config(image_size=64, num_labels=10, width_multiplier=0.25)
+    m = _hf(tf.MobileViTV2ForImageClassification, config)
+    g = surgeon.graph(m, input_size=(3, 64, 64))  # 2x2 patches need a 2x2 map in the last stage
+    _check_nested(m, g, _layers_of(m, "MobileViTV2TransformerLayer"))
+    inner = [b for b in g.blocks if ".transformer.layer." in b.path]
+    assert inner and all(b.layout is None and b.grid is None for b in inner)
+    folds = [b for b in g.blocks if b.members[-1].endswith("conv_projection")]
+    assert folds and all(not b.downsamples and b.kind != "downsample" and b.layout == "NCHW" for b in folds)
+
+
+def test_nest_windows_read_as_windows():
+    """NesT's blockify regroups each level's map into windows of tokens: read as windows over
+    exactly the map's positions (BTNC), never as a 196 x 192 map of 4 channels."""
+    with torch.device("meta"):
+        m = surgeon.load_model("nest_tiny")
+    g = surgeon.graph(m)
+    for stage, grid in (("c1", (56, 56)), ("c2", (28, 28)), ("c3", (14, 14))):
+        halves = [b for b in g.stages[stage] if ".transformer_encoder." in b.path]
+        assert halves and {(b.layout, b.grid) for b in halves} == {("BTNC", grid)}, stage
+
+
+@pytest.mark.parametrize("name,layer", [("mobilevit_xxs", "Block"), ("mobilevitv2_050", "LinearTransformerBlock")])
+def test_timm_mobilevit_one_pair_per_transformer_layer(name, layer):
+    """timm marks MobileViT blocks not traceable and v1's ends in a fusion: each is cut into its
+    convs, its layers' halves and the rest, with the same stages as before (one per map size)."""
+    torch.manual_seed(0)
+    m = surgeon.load_model(name).eval()
+    g = surgeon.graph(m, input_size=(3, 64, 64))
+    _check_nested(m, g, _layers_of(m, layer))
+    assert list(g.stages) == [f"c{i}" for i in range(1, 6)]
+    ends = [b for b in g.blocks if b.tap in [(f"stages.{i}.1", "out") for i in (2, 3, 4)]]
+    want = [(b.tap[0], "in") for b in ends] if name == "mobilevit_xxs" else [None] * 3
+    assert [b.reads for b in ends] == want and [b.grid for b in ends] == [(8, 8), (4, 4), (2, 2)]
+    halves = [b for b in g.blocks if ".transformer." in b.path]
+    assert all(b.layout is None and b.grid is None for b in halves)  # unfolded patches: no map to read
+
+
+def test_crossvit_streams_and_cross_attention():
+    """CrossViT's multi-scale block: each stream's layers as halves, the second stream starting from
+    the block's input (not the first stream), then one block per cross-attention, which reads the
+    first stream; nothing downsamples along the depth, so one stage."""
+    from timm.models.crossvit import CrossVit
+
+    torch.manual_seed(0)
+    m = CrossVit(img_size=48, patch_size=(12, 16), embed_dim=(16, 32), depth=((1, 2, 0), (1, 2, 0)),
+                 num_heads=(2, 2), mlp_ratio=(2, 2, 1), num_classes=10).eval()
+    g = surgeon.graph(m, input_size=(3, 48, 48))
+    blocks = _layers_of(m, "Block")
+    assert len(g.select("kind:mlp")) == blocks == 6
+    assert sum(b.path.endswith(".attn") for b in g.select("kind:msa")) == blocks
+    fusions = [b for b in g.blocks if any(".fusion." in x for x in b.members)]
+    assert len(fusions) == 4 and all(b.kind == "msa" for b in fusions)
+    assert [b.reads for b in fusions] == [(f"blocks.{i}.blocks.0", "out") for i in (0, 0, 1, 1)]
+    second = [b for b in g.blocks if ".blocks.1.0.attn" in b.path]
+    assert [b.reads for b in second] == [("blocks.0", "in"), ("blocks.1", "in")]
+    assert list(g.stages) == ["c1"]
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(g.module(x), m(x))
+
+
+def test_mobilevit_half_probes_and_removal():
+    """A MobileViT half's tokens regroup the map ((B * P, N, C)): no Fourier or variance (listed
+    with the reason), no per-sample norm; its statistics are those of the tensor at its tap; the
+    fusion block after it is a map again and gets the paper's Fourier. Removing one half leaves
+    the rest of the model's output computable and the half the identity; `alternate` refuses to
+    put an MSA in place of the fold + fusion group."""
+    from tests.test_probes import as_nchw, capture, paper_fourier
+
+    torch.manual_seed(0)
+    m = surgeon.load_model("mobilevit_xxs").eval()
+    g = surgeon.graph(m, input_size=(3, 64, 64))
+    half, fused = g.select("stages.2.1.transformer.0.attn")[0], g.select("stages.2.1.conv_fusion")[0]
+    xs = [torch.randn(2, 3, 64, 64)]
+    res = surgeon.probe(m, xs, ("fourier", "variance", "stats", "norm"), f"{half.address},{fused.address}")
+    reasons = {u.probe: u.reason for u in res.unmeasured if u.block.address == half.address}
+    assert set(reasons) == {"fourier", "variance", "norm"} and "no spatial map" in reasons["fourier"]
+    acts = capture(m, res.graph, xs)
+    flat = acts[half.address].double().flatten()
+    assert acts[half.address].shape[0] == 2 * 4  # batch x patch area
+    assert res[half.address]["stats"].mean == pytest.approx(flat.mean().item(), rel=1e-4, abs=1e-6)
+    assert res[half.address]["stats"].std == pytest.approx(flat.std().item(), rel=1e-4)
+    a = as_nchw(acts[fused.address], fused)
+    np.testing.assert_allclose(res[fused.address]["fourier"].dlogamp, paper_fourier(a.numpy()), atol=2e-5)
+    new = surgeon.remove(g, half.address)
+    with torch.no_grad():
+        assert new(xs[0]).shape == (2, 1000)
+    with pytest.raises(surgeon.SurgeonError, match=r"c3.b6 \(stages.2.1.norm\+.*\) is 3 modules, not one conv block"):
+        surgeon.alternate(g, "c3")  # its last conv block is the fold + fusion group: refused in one line
 
 
 def test_tiny_vit_one_pair_per_attention_layer():

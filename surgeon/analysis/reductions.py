@@ -327,6 +327,12 @@ class Norm(Probe):
     name = "norm"
     spatial = False  # any block output: it needs no feature map
 
+    def unmeasurable(self, geom: Geometry) -> str | None:
+        """A block output that folds the batch into its first dimension (the graph is built at
+        batch size 1; MobileViT's unfolded patches are (B * P, N, C)) has no row per sample."""
+        shape = tuple(geom.block.out_shape or ())
+        return f"output {shape} at batch size 1: its rows are not samples" if shape[:1] not in ((), (1,)) else None
+
     def _start(self, geom, device, dtype):
         return {"sum": torch.zeros((), device=device, dtype=dtype)}
 

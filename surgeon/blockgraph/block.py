@@ -28,6 +28,11 @@ class Block:
         flops: floating-point operations for one sample (2 per multiply-accumulate).
         downsamples: True when the block lowers the spatial resolution.
         depth: normalised depth i / (L - 1) over all blocks.
+        reads: ``(module path, "in" | "out")``: where a value the block reads besides the previous
+            block's output can be tapped (a MobileViT block's fusion reads the block's input;
+            CrossViT's cross-attention reads the other stream), or where its input comes from
+            when that is not the previous block's output (CrossViT's second stream); None in a
+            chain.
     """
 
     address: str
@@ -45,6 +50,7 @@ class Block:
     flops: int
     downsamples: bool
     depth: float = 0.0
+    reads: tuple[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

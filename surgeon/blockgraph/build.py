@@ -114,17 +114,18 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
         params = sum(p.numel() for m in members for p in model.get_submodule(m).parameters())
         params += sum(params_of.get(e, 0) for a in group for e in a.extra)
         flops = sum(rec.flops.per_module.get(m, 0) for m in members)
-        layout, grid, prefix = _spatial(out_shape, img_hw, prefix_hint)
-        in_layout, in_grid, _ = _spatial(in_shape, img_hw, prefix_hint)
+        layout, grid, prefix = _read(out_shape, img_hw, prefix_hint, group[-1].regrouped)
+        in_layout, in_grid, _ = _read(in_shape, img_hw, prefix_hint, -1 if group[0].regrouped_in else group[0].regrouped)
         downsamples = bool(grid and in_grid and grid[0] * grid[1] < in_grid[0] * in_grid[1])
         merging = any(a.merging for a in group)
         half = len(group) == 1 and group[0].role == "half"
         kind = role if role != "body" else _body_kind(model, members, merging, downsamples, half)
         raw.append((role, members, kind, (tap_path, tap_side), in_shape, out_shape, layout, grid, prefix,
-                    params, flops, downsamples, half, all(a.side for a in group)))
+                    params, flops, downsamples, half, all(a.side for a in group),
+                    next((a.reads for a in group if a.reads), None)))
     blocks: list[Block] = []
     stage, area, count = 0, None, 0
-    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half, side in raw:
+    for role, members, kind, tap, in_shape, out_shape, layout, grid, prefix, params, flops, down, half, side, reads in raw:
         if role == "body":
             a = grid[0] * grid[1] if grid and not side else None  # a side input's map sets no stage
             if stage == 0 or (a is not None and area is not None and a < 0.75 * area):  # a real stride, not a
@@ -137,10 +138,25 @@ def _make_blocks(model: nn.Module, rec: _Recorder, atoms: list[_Atom], size: tup
         else:
             address, stage_name = role, None
         blocks.append(Block(address, _label(members, model, half), tuple(members), kind, stage_name, tap,
-                            in_shape, out_shape, layout, grid, prefix, params, flops, down))
+                            in_shape, out_shape, layout, grid, prefix, params, flops, down, reads=reads))
     for i, b in enumerate(blocks):
         b.depth = i / max(len(blocks) - 1, 1)
     return blocks
+
+
+def _read(shape: tuple[int, ...], img_hw: tuple[int, int], prefix_hint: int,
+          regrouped: int) -> tuple[str | None, tuple[int, int] | None, int]:
+    """`layout._spatial` of a tensor; one that regroups a map of `regrouped` positions (patches
+    unfolded by the parent's code) reads only as (B, windows, tokens, C) windows of tokens over
+    exactly those positions (NesT's blockify), else as no map (MobileViT's patches): which
+    positions a patch tensor holds is not guessed from its shape."""
+    if not regrouped:
+        return _spatial(shape, img_hw, prefix_hint)
+    if len(shape) == 4:
+        layout, grid, _ = _spatial((shape[0], shape[1] * shape[2], shape[3]), img_hw, 0)
+        if layout and grid[0] * grid[1] == shape[1] * shape[2] == regrouped:
+            return "BTNC", grid, 0
+    return None, None, 0
 
 
 def _body_kind(model: nn.Module, members: Sequence[str], merging: bool, downsamples: bool, half: bool) -> str:

@@ -11,9 +11,10 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from surgeon.blockgraph.fx import _timm_registries, tensor_leaves
-from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, is_conv
+from surgeon.blockgraph.kinds import _DOWNSAMPLE_NAMES, _is_attention, is_conv
 from surgeon.blockgraph.layout import _spatial
 from surgeon.blockgraph.merges import _Analysis, _analyze, _branch_modules, _depends_on, _downstream_module, _merging_inputs, _returns_sum_of_inputs, _shallow_trace, _side_modules
+from surgeon.blockgraph.nesting import _join, mark_reads, mark_regrouped
 from surgeon.blockgraph.record import _Call, _Recorder
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -37,14 +38,14 @@ class _Atom:
     in_container: bool = False
     extra: list[str] = field(default_factory=list)  # direct parameters / buffers owned by the atom
     side: bool = False  # computes a side input off the main stream (it does not set the stages)
+    reads: tuple[str, str] | None = None  # another value it reads (`Block.reads`)
+    regrouped: int = 0  # its tensors regroup the positions of a map (MobileViT's patches): that map's
+    # positions (-1: unknown); they read as no map (NesT's windows aside), set no stage
+    regrouped_in: bool = False  # its input does (the fold after MobileViT's transformer layers)
 
 
 def _parent_of(path: str) -> str:
     return path.rsplit(".", 1)[0] if "." in path else ""
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}.{name}" if parent else name
 
 
 def _main_layers(mod: nn.Module) -> int:
@@ -168,14 +169,17 @@ class _Discovery:
         notrace = isinstance(mod, _timm_registries()[0])
         if not is_root and notrace:  # timm's own leaves: its halves when a run finds them (TinyViT's
             # blocks), else a block if it holds several layers
-            halves = self._halves(path, self._analysis(mod, call, run=True)) if call is not None else None
-            return halves or [self._single("unit" if _main_layers(mod) > 1 else "layer", path)]
+            analysis = self._analysis(mod, call, run=True) if call is not None else None
+            halves = self._halves(path, analysis) if analysis is not None else None
+            return (halves or (self._nested(path, kids, analysis) if analysis is not None else None)
+                    or [self._single("unit" if _main_layers(mod) > 1 else "layer", path)])
         # the root's own graph only finds residual sums written there (user-written nets): timm's
         # and torchvision's roots have none, and are not traced a second time
         analysis = self._analysis(mod, call) if call is not None and not (is_root and self._historical) else None
         if not is_root and analysis is not None:  # (an uncalled ModuleList is a plain sequence)
             if analysis.merges:
-                return self._halves(path, analysis) or [self._single("unit", path, merging=True)]
+                return (self._halves(path, analysis) or self._nested(path, kids, analysis)
+                        or [self._single("unit", path, merging=True)])
             shared = any(k in self.rec.calls and self.rec.calls[k].count > call.count for k, _ in kids)
             if shared:
                 return [self._single("unit", path)]  # reused children: one block
@@ -264,6 +268,41 @@ class _Discovery:
             for seg, tap, extra in zip(segments, taps, extras)
         ]
 
+    def _nested(self, path: str, kids: list[tuple[str, nn.Module]], a: _Analysis) -> list[_Atom] | None:
+        """A module the rules above keep as one unit (a merge that is no chain of residual halves,
+        or one of timm's leaves) whose children hold two or more transformer layers, each split
+        into its halves on its own, is cut in call order instead: its layers before the
+        transformer layers, each layer's two halves, then the rest, one unit per attention in it
+        (MobileViT: ``conv_kxk``, ``conv_1x1``; L x (msa, mlp); ``norm+conv_proj+conv_fusion``.
+        CrossViT: each stream's layers; ``projs`` and the first cross-attention; the second).
+        Where a part reads a value other than the previous part's output, it says where
+        (`nesting.mark_reads`); tokens that regroup the map's positions have no map
+        (`nesting.mark_regrouped`).
+        None when there are fewer than two layers or other parts sit between them."""
+        if a.graph is None:
+            return None
+        atoms = [x for k, c in kids for x in self._visit(k, c)]
+        halves = [i for i, x in enumerate(atoms) if x.role == "half"]
+        if len({atoms[i].parent for i in halves}) < 2 or any(x.role != "half" for x in atoms[halves[0]:halves[-1] + 1]):
+            return None
+        rest: list[list[_Atom]] = []
+        for x in self._in_call_order(atoms[halves[-1] + 1:]):
+            if not rest or (self._attends(x) and any(self._attends(y) for y in rest[-1])):
+                rest.append([x])
+            else:
+                rest[-1].append(x)
+        units = [_Atom("unit", [m for y in run for m in y.members], run[-1].tap, path, True,
+                       extra=[e for y in run for e in y.extra]) for run in rest]
+        if units:
+            units[-1].tap = (path, "out")
+        out = atoms[:halves[-1] + 1] + units
+        mark_regrouped(self.rec, path, a.graph, out)
+        mark_reads(path, a.graph, out)
+        return out
+
+    def _attends(self, atom: _Atom) -> bool:
+        return any(_is_attention(m) for p in atom.members for m in self.model.get_submodule(p).modules())
+
     def _descend(self, path: str, kids: list[tuple[str, nn.Module]], analysis: _Analysis | None) -> list[_Atom]:
         """The atoms of `path`'s children in call order. With its one-level graph: residual sums
         written here around whole children become units (`_parent_units`), and the atoms of
@@ -275,6 +314,7 @@ class _Discovery:
         if graph is None:
             return [a for _, atoms in per_kid for a in atoms]
         per_kid = self._parent_units(path, analysis, per_kid)
+        mark_regrouped(self.rec, path, graph, [a for _, atoms in per_kid for a in atoms], by_shape=True)
         side = _side_modules(graph, lambda t: type(self.model.get_submodule(_join(path, t))))
         main = {_join(path, n.target.split(".")[0]) for n in graph.nodes
                 if n.op == "call_module" and n.target not in side}

@@ -213,3 +213,36 @@ def _consumers(start: fx.Node) -> tuple[list[fx.Node], list[fx.Node], bool]:
                 seen.add(u)
                 frontier.append(u)
     return later, first, direct
+
+
+#: ops that keep every position where a reading of the tensor expects it: indexing, the token
+#: reading of a map (``flatten``, ``transpose``, ``permute``, ``contiguous``), element-wise arithmetic
+_KEEPS_POSITIONS = {"getitem", "flatten", "transpose", "permute", "contiguous", "add", "iadd", "mul", "imul", "sub",
+                    "truediv", "dropout", "to", "float", "type_as", "clone"}
+
+
+def _producers(node: fx.Node) -> set[fx.Node]:
+    """The module calls and inputs whose values reach `node`'s arguments through other ops."""
+    found, stack, seen = set(), list(node.all_input_nodes), set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op in ("call_module", "placeholder"):
+            found.add(n)
+        elif n.op != "get_attr":
+            stack.extend(n.all_input_nodes)
+    return found
+
+
+def _regrouped_from(node: fx.Node) -> fx.Node | None:
+    """The module call or input whose value reaches `node`'s first argument through an op that can
+    regroup positions (``reshape``, ``view``, ``unfold``, a function such as NesT's ``blockify``:
+    anything not in `_KEEPS_POSITIONS`); None when only position-keeping ops lie between."""
+    n = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    regroups = False
+    while n is not None and n.op in ("call_function", "call_method"):
+        regroups = regroups or (not _is_metadata(n) and getattr(n.target, "__name__", str(n.target)) not in _KEEPS_POSITIONS)
+        n = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+    return n if regroups and n is not None and n.op in ("call_module", "placeholder") else None

@@ -109,8 +109,11 @@ def alternate(model: nn.Module | BlockGraph, stages: str | Mapping[str, int], *,
             raise SurgeonError(f"window {p} is larger than {stage}'s {grid[0]}x{grid[1]} feature map; use window={min(grid)} or less")
         for i in range(m):
             block = convs[n - 2 * m + 1 + 2 * i]
-            if block.downsamples or len(block.members) != 1:
+            if block.downsamples:
                 raise SurgeonError(f"{block.address} ({block.path}) downsamples; MSAs replace stride-1 conv blocks")
+            if len(block.members) != 1:  # a group of layers (MobileViT's fold + fusion convs): no one module to swap
+                raise SurgeonError(f"{block.address} ({block.path}) is {len(block.members)} modules, not one conv block; "
+                                   "MSAs replace whole conv blocks (use surgeon.replace on one module path)")
             shape = _msa_shape(original, block)
             if preact is not None:
                 shape["preact"] = preact
