@@ -435,3 +435,37 @@ def test_a_changed_forward_is_analysed_again(monkeypatch):
     after = surgeon.graph(net, input_size=(3, 16, 16))
     assert [b.members for b in before.blocks if b.stage] == [("1",), ("2",)]
     assert [b.members for b in after.blocks if b.stage] == [("1.a",), ("1.b",), ("2.a",), ("2.b",)]
+
+
+class _Stage(nn.Module):
+    def __init__(self, depth: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(depth))
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = x + blk(x)
+        return x
+
+
+def _staged(depths):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *(_Stage(d) for d in depths), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 4))
+
+
+def test_kept_analyses_tell_apart_lists_of_other_lengths():
+    """A module's one-level trace unrolls its loops over lists, so two modules of one class whose
+    lists differ in length (GC ViT's stages of 2 and 6 blocks, in two models of one process) are
+    analysed apart: the graph of the shorter after the longer equals its graph from scratch."""
+    from surgeon.blockgraph import discovery
+
+    deep, shallow = _staged([3, 3]), _staged([1, 2])
+    surgeon.graph(deep, input_size=(3, 8, 8))
+    warm = surgeon.graph(shallow, input_size=(3, 8, 8))
+    discovery._ANALYSES.clear()
+    cold = surgeon.graph(shallow, input_size=(3, 8, 8))
+    assert [b.to_dict() for b in warm.blocks] == [b.to_dict() for b in cold.blocks]
+    assert sum(b.stage is not None for b in cold.blocks) == 3
+    discovery._ANALYSES.clear()
+    mixed = surgeon.graph(_staged([1, 3]), input_size=(3, 8, 8))  # both lengths in one model
+    assert [b.members for b in mixed.blocks if b.stage] == [("1",), ("2.blocks.0",), ("2.blocks.1",), ("2.blocks.2",)]

@@ -28,6 +28,14 @@ _ANALYSES: dict[tuple, _Analysis] = {}
 _ANALYSES_KEPT = 2048
 
 
+def _children_key(mod: nn.Module) -> tuple:
+    """The children of `mod` as its one-level trace sees them: name and class, and for a
+    container the same of its own children (a loop over ``self.blocks`` unrolls to as many calls
+    as the list holds: two GC ViT stages of one class but 2 and 6 blocks are traced apart)."""
+    return tuple((n, type(c), _children_key(c) if isinstance(c, _CONTAINERS) else None)
+                 for n, c in mod.named_children())
+
+
 @dataclass
 class _Atom:
     role: str  # "layer" | "unit" | "half"
@@ -75,7 +83,7 @@ class _Discovery:
             getattr(mod.forward, "__func__", mod.forward),  # the class's, or one set on the instance
             tuple(sorted(lengths.items())),
             type(mod),
-            tuple((n, type(c)) for n, c in mod.named_children()),
+            _children_key(mod),
             tuple(sorted((k, v) for k, v in vars(mod).items() if not k.startswith("_") and isinstance(v, simple))),
             tuple(sorted((n, p.shape) for n, p in itertools.chain(mod.named_parameters(recurse=False),
                                                                    mod.named_buffers(recurse=False)))),
