@@ -77,20 +77,8 @@ def latency_table(results) -> Table:
 
 
 def _diff_and_save(before: surgeon.blockgraph.BlockGraph, model, name: str, out_path: Path, force: bool) -> None:
-    """Write the file atomically, in the background, while printing what changed (blocks, params,
-    FLOPs); the file is put in place only once both are done (`surgeon.model.weights.start_save`)."""
-    pending = surgeon.model.weights.start_save(model, out_path, overwrite=force)
-    try:
-        _print_diff(before, surgeon.graph(model, input_size=before.input_size), name)
-    except BaseException:
-        pending.discard()
-        raise
-    path = pending.result()
-    out.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); rebuild with surgeon.load({str(path)!r})",
-              highlight=False)
-
-
-def _print_diff(before: surgeon.blockgraph.BlockGraph, after: surgeon.blockgraph.BlockGraph, name: str) -> None:
+    """Print what changed (blocks, params, FLOPs), then write the file atomically."""
+    after = surgeon.graph(model, input_size=before.input_size)
     rows = changes(before, after)
     table = Table(title=f"{name}: {plural(len(rows), 'changed block')}", title_justify="left")
     for col in ("address", "path", "before", "after", "params", "FLOPs"):
@@ -103,6 +91,9 @@ def _print_diff(before: surgeon.blockgraph.BlockGraph, after: surgeon.blockgraph
     out.print(f"params {human(p0)} -> {human(p1)} ({100 * (p1 - p0) / p0:+.1f}%), "
               f"FLOPs {human(f0)} -> {human(f1)} ({100 * (f1 - f0) / max(f0, 1):+.1f}%) "
               f"at {'x'.join(map(str, before.input_size))}", highlight=False)
+    path = surgeon.save(model, out_path, overwrite=force)
+    out.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); rebuild with surgeon.load({str(path)!r})",
+              highlight=False)
 
 
 def alternate(

@@ -177,28 +177,3 @@ def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path, what, said):
         assert "does not exist" not in str(e.value) and "give a file" in str(e.value), name
     with pytest.raises(SurgeonError, match="does not exist"):
         surgeon.core.files.check_input(tmp_path / "missing.pt", "weights file")
-
-
-def test_start_save_writes_what_save_writes_and_discard_leaves_nothing(tmp_path):
-    """`start_save` (the CLI's background write): `result()` gives the very bytes `save` writes;
-    `discard()` leaves nothing at or beside the path; a writer's error comes out of `result()`
-    with nothing left; the path is checked before any work."""
-    import os
-
-    from surgeon.model import weights
-
-    model = surgeon.load_model("resnet10t", num_classes=3)
-    plain = surgeon.save(model, tmp_path / "plain.safetensors")
-    pending = weights.start_save(model, tmp_path / "bg.safetensors")
-    assert pending.result() == tmp_path / "bg.safetensors"
-    assert (tmp_path / "bg.safetensors").read_bytes() == plain.read_bytes()
-    weights.start_save(model, tmp_path / "gone.safetensors").discard()
-    assert sorted(os.listdir(tmp_path)) == ["bg.safetensors", "plain.safetensors"]
-    with pytest.raises(SurgeonError, match="overwrite=True"):
-        weights.start_save(model, plain)
-    bad = weights.start_save(model, tmp_path / "bad.safetensors")
-    bad._thread.join()
-    bad._error = OSError("disk full")
-    with pytest.raises(OSError, match="disk full"):
-        bad.result()
-    assert sorted(os.listdir(tmp_path)) == ["bg.safetensors", "plain.safetensors"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import warnings
 from pathlib import Path
 
@@ -141,15 +140,6 @@ def save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) 
     training recipe: `surgeon.provenance`) and the surgeon version. `surgeon.load` rebuilds it
     without user code. The write is atomic (temp file + rename).
     """
-    return start_save(model, path, overwrite=overwrite).result()
-
-
-def start_save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) -> PendingSave:
-    """`save`, written in the background: the path is checked, the provenance record and the
-    model's tensors are taken now, and a thread writes them to a temporary file beside `path`
-    (safetensors' writer releases the GIL), while the caller goes on (the CLI draws its diff
-    table meanwhile). `PendingSave.result()` waits and renames the file into place;
-    `PendingSave.discard()` waits and removes it. Leave the model's tensors unchanged until then."""
     target = check_output(path, overwrite=overwrite)
     metadata = provenance.to_metadata(model)
     seen: dict[int, str] = {}
@@ -159,43 +149,9 @@ def start_save(model: nn.Module, path: str | os.PathLike, *, overwrite: bool = F
         key = t.untyped_storage().data_ptr() if t.numel() else id(t)
         tensors[name] = t.clone() if key in seen else t  # safetensors refuses shared storage
         seen.setdefault(key, name)
-    return PendingSave(target, tensors, metadata)
-
-
-class PendingSave:
-    """A `start_save` under way: `result()` (the written path, or the writer's error) or
-    `discard()`; the temporary file never outlives either."""
-
-    def __init__(self, target: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-        self.target, self._error = target, None
-        self._place = atomic_path(target)
-        self._tmp = self._place.__enter__()
-        self._thread = threading.Thread(target=self._write, args=(tensors, metadata), daemon=True)
-        self._thread.start()
-
-    def _write(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-        try:
-            save_file(tensors, str(self._tmp), metadata=metadata)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
-            self._error = exc
-
-    def result(self) -> Path:
-        """Wait for the write and put the file in place (atomically); raise what the write raised."""
-        self._thread.join()
-        if self._error is not None:
-            self._place.__exit__(type(self._error), self._error, None)
-            raise self._error
-        self._place.__exit__(None, None, None)
-        return self.target
-
-    def discard(self) -> None:
-        """Wait for the write and remove it: nothing is left at or beside the path."""
-        self._thread.join()
-        exc = RuntimeError("discarded")
-        try:
-            self._place.__exit__(RuntimeError, exc, None)
-        except RuntimeError:
-            pass
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return target
 
 
 def read_cfg(path: str | os.PathLike) -> provenance.SurgeonCfg:
