@@ -118,7 +118,7 @@ def _lanczos_basis(op: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, 
         if products is not None:
             products[j] = w
         a = float(_dot(basis[j], w))
-        w = w - basis[j] * a
+        w = torch.sub(w, basis[j], alpha=a)  # a new tensor: the operator's output (kept in `products`) stays
         if j:
             w.sub_(basis[j - 1], alpha=beta[-1])
         before = math.sqrt(max(float(_dot(w, w)), 0.0))

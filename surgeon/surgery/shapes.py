@@ -172,8 +172,8 @@ def check_passes_through(g: BlockGraph, new: nn.Module, block: Block) -> None:
     finally:
         for h in handles:
             h.remove()
-    same = "in" in seen and "out" in seen and seen["in"].numel() == seen["out"].numel()
-    if "in" in seen and "out" in seen and not (same and torch.equal(seen["in"].reshape(-1), seen["out"].reshape(-1))):
+    if "in" in seen and "out" in seen and not (seen["in"].numel() == seen["out"].numel()
+                                               and torch.equal(seen["in"].reshape(-1), seen["out"].reshape(-1))):
         raise SurgeonError(f"cannot remove {block.address} ({block.path}): with {block.path} returning zeros the half "
                            "still changes its input (its branch adds more than that module's output, e.g. a norm or "
                            "bias after it), so it cannot become the identity")
