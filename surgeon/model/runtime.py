@@ -75,7 +75,7 @@ def on_meta(model: nn.Module) -> Iterator[None]:
             store[k] = t
 
 
-def _channels_match(x: torch.Tensor, channels: int, *tensors: Any) -> bool:
+def _channels_match(channels: int, *tensors: Any) -> bool:
     return all(t is None or (isinstance(t, torch.Tensor) and t.numel() == channels) for t in tensors)
 
 
@@ -83,7 +83,7 @@ def _batch_norm_ok(x, running_mean=None, running_var=None, weight=None, bias=Non
                    *_: Any, **__: Any) -> bool:
     """F.batch_norm's own checks: one statistic per channel (dim 1), and in training more than
     one value per channel."""
-    return (x.dim() >= 2 and _channels_match(x, x.shape[1], running_mean, running_var, weight, bias)
+    return (x.dim() >= 2 and _channels_match(x.shape[1], running_mean, running_var, weight, bias)
             and (not training or x.numel() > x.shape[1]))
 
 
@@ -97,7 +97,7 @@ def _layer_norm_ok(x, normalized_shape, weight=None, bias=None, *_: Any, **__: A
 def _group_norm_ok(x, num_groups, weight=None, bias=None, *_: Any, **__: Any) -> bool:  # noqa: ANN001
     """F.group_norm's own checks: channels (dim 1) divisible by the groups, one weight per channel."""
     return (x.dim() >= 2 and isinstance(num_groups, int) and num_groups > 0 and x.shape[1] % num_groups == 0
-            and _channels_match(x, x.shape[1], weight, bias))
+            and _channels_match(x.shape[1], weight, bias))
 
 
 _SHAPE_KEEPING = {F.batch_norm: _batch_norm_ok, F.layer_norm: _layer_norm_ok, F.group_norm: _group_norm_ok}
