@@ -264,3 +264,30 @@ def test_alternate_with_the_cifar_stem(tmp_path):
     assert [p["pass"] for p in model.surgeon_cfg.passes] == ["cifar_stem", "alternate"]
     g = lib.graph(model, input_size=(3, 32, 32))
     assert g.stages["c1"][-1].grid == (32, 32) and [b.kind for b in g.stages["c3"]][-1] == "msa"
+
+
+_FREEZE_PROBE = """
+import gc, sys
+sys.argv = ["surgeon", *sys.argv[1:]]
+from surgeon.cli import main as cli_main
+cli_main._import_base = (lambda base: lambda: (base(), print("frozen", gc.get_freeze_count(), "enabled", gc.isenabled(),
+                                                             "torch", "torch" in sys.modules)))(cli_main._import_base)
+cli_main.main()
+"""
+
+
+def test_a_run_imports_torch_and_timm_with_the_collector_off_then_freezes_them():
+    """`main` imports the base of every command with gc off and freezes it (0.7 s of the headline
+    job, bench/RESULTS.md); collection stays on for the command's own objects. Help imports nothing."""
+    r = subprocess.run([sys.executable, "-c", _FREEZE_PROBE, "inspect", "resnet18"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split("\n")[0].split()
+    assert words[0] == "frozen" and int(words[1]) > 100_000 and words[3] == "True" and words[5] == "True", r.stdout
+    r = subprocess.run([sys.executable, "-c", _FREEZE_PROBE, "alternate", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "frozen" not in r.stdout and "Usage" in r.stdout, r.stdout + r.stderr
+    import gc
+    from surgeon.cli import main as cli_main
+
+    before = gc.get_freeze_count()
+    cli_main._import_base()  # torch is here already: nothing to do
+    assert gc.get_freeze_count() == before and gc.isenabled()
