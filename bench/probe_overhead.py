@@ -16,7 +16,7 @@ For each model (timm, random init, eval mode, its own input size) at one batch:
 Times: --repeat rounds after one warm-up, each round running the three modes once (on copies of
 the model, in rotating order); the ratio is the median over rounds of mode time / plain time. Peak memory is what one forward (plus, for
 collect-all, the reductions after it) needs on top of what was allocated before it, measured in a
-fresh process per mode: on CPU the peak resident set (VmHWM reset through /proc/self/clear_refs,
+fresh process per mode, on its second step (the first also faults in the code of every kernel it calls): on CPU the peak resident set (VmHWM reset through /proc/self/clear_refs,
 else ru_maxrss) minus the resident set before the forward, with glibc told to mmap every block over
 64 KiB (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave the resident set at once; on CUDA
 ``max_memory_allocated`` minus ``memory_allocated``. Target: probed peak close to plain, far below collect-all. The probed and
@@ -216,6 +216,7 @@ def child(args: argparse.Namespace) -> None:
     """One mode's forward peak in this (fresh) process, printed as JSON."""
     model, x, g = setup(args.models, args.batch_size, torch.device(args.device))
     with runner(args.child, model, g) as r:
+        r.step(x)  # a first step faults in the code of each kernel it calls (some MiB of libtorch, once a process)
         mib, method = forward_peak(r.step, x)
     print(json.dumps({"peak_mib": mib, "method": method}))
 
