@@ -380,12 +380,17 @@ def test_residuals_from_kept_products_equal_explicit_ones(name, monkeypatch):
     from surgeon.analysis import eigensolvers as eigsolve
 
     model, batch = setup(name)
+    ritz_calls = []
+    monkeypatch.setattr(eigsolve, "_ritz", lambda *a, _f=eigsolve._ritz: ritz_calls.append(len(a[0])) or _f(*a))
     kept = surgeon.hessian_eigs(model, batch, k=3, solver=Solver(vectors=True))
+    assert kept.converged and ritz_calls and len(set(ritz_calls)) == len(ritz_calls), ritz_calls
+    calls_kept = len(ritz_calls)  # the check that passed is the result: no second pass over basis and products
     monkeypatch.setattr(eigsolve, "KEEP_PRODUCTS_BYTES", 0)
     explicit = surgeon.hessian_eigs(model, batch, k=3, solver=Solver(vectors=True))
     np.testing.assert_array_equal(kept.eigenvalues, explicit.eigenvalues)
     np.testing.assert_allclose(kept.residuals, explicit.residuals, rtol=1e-3, atol=1e-9)
     assert kept.hvps == explicit.hvps - 3
+    assert len(ritz_calls) == calls_kept + 1  # without kept products: the Ritz vectors once, at the end
     H = dense(model, batch)
     v = kept.eigenvectors.double().numpy()
     truth = np.linalg.norm(v @ H - kept.eigenvalues[:, None] * v, axis=1) / np.abs(kept.eigenvalues)
