@@ -438,3 +438,22 @@ def test_lanczos_dot_sums_in_float64_over_chunks(rows):
     assert got.dtype == torch.float64 and got.shape == ref.shape
     assert torch.all((got - ref).abs() <= bound)
     assert torch.all((eigsolve._dot(a[..., :-1234], w[:-1234]) - ref).abs() > bound)  # the remainder is summed
+
+
+def test_landscape_evaluates_only_its_points_and_times_them(tmp_path):
+    """A landscape's forwards are its points' (grid^2 x batches) and the one-sample label check:
+    no extra evaluation pass to report `eval_seconds`, which is the median of the points' own
+    forwards (so at most the seconds a point takes), and 0 when every point was read back."""
+    model, (x, y) = setup("cnn_bn")
+    batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+    seen = []
+    handle = model.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        res = surgeon.landscape(model, batches, lattice=Lattice(grid=3, span=0.5), batches=2, save=tmp_path / "l.json")
+        assert sorted(seen) == sorted([1] + [8, len(x) - 8] * 9)
+        assert 0 < res.eval_seconds <= res.seconds_per_point
+        seen.clear()
+        again = surgeon.landscape(model, batches, lattice=Lattice(grid=3, span=0.5), batches=2, save=tmp_path / "l.json")
+    finally:
+        handle.remove()
+    assert seen == [1] and again.eval_seconds == 0.0 and np.array_equal(again.loss, res.loss)

@@ -78,8 +78,9 @@ def directions(model: nn.Module, *, norm: str = "filter", seed: int = 0) -> dict
 class LandscapeResult(Tabular):
     """The objective over ``coords`` (1-D) or ``coords x coords`` (2-D; rows a, columns b).
 
-    ``seconds_per_point`` and ``eval_seconds`` (one plain forward pass over the same batches)
-    give the cost of a point relative to evaluation."""
+    ``seconds_per_point`` and ``eval_seconds`` (one forward pass over the same batches: the
+    median over the computed points of their forward, the weights' move left out; 0 when every
+    point was read from a saved file) give the cost of a point relative to evaluation."""
 
     model: str
     coords: np.ndarray
@@ -175,12 +176,12 @@ def landscape(model: nn.Module, data: Iterable[Any], *, lattice: Lattice | None 
     sweep = _Sweep(name, np.linspace(-span, span, grid), loss, err, config, path)
     with analysis_mode(model), torch.no_grad():
         check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
-        eval_seconds = _timed_eval(model, frozen)  # warmed up by the label check's forward
-        spent, computed, interrupted = _sweep_points(model, sweep, moves, frozen, objective, progress, executor)
+        spent, forwards, interrupted = _sweep_points(model, sweep, moves, frozen, objective, progress, executor)
     if sweep.failed:
         warnings.warn(f"{len(sweep.failed)} point(s) left NaN, their tasks failed: "
                       + "; ".join(f"{k} {v}" for k, v in list(sweep.failed.items())[:3]), stacklevel=2)
-    res = LandscapeResult(name, sweep.coords, loss, err, config, spent / max(1, computed), eval_seconds, interrupted,
+    eval_seconds = float(np.median(forwards)) if forwards else 0.0
+    res = LandscapeResult(name, sweep.coords, loss, err, config, spent / max(1, len(forwards)), eval_seconds, interrupted,
                           sweep.failed or None)
     if path:
         _write(path, res)
@@ -223,12 +224,12 @@ class _Sweep:
 
 
 def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                  objective: Objective, progress: bool, executor: Executor | None) -> tuple[float, int, bool]:
+                  objective: Objective, progress: bool, executor: Executor | None) -> tuple[float, list[float], bool]:
     """Compute the points not done yet, in this process or as rows on `executor`, each kept as it
-    finishes: (seconds spent on points, points computed, interrupted). Ctrl-C stops with a
-    warning and the points done."""
+    finishes: (seconds spent on points, the forward seconds of each computed point, interrupted).
+    Ctrl-C stops with a warning and the points done."""
     todo = [ij for ij in np.ndindex(*sweep.loss.shape) if not np.isfinite(sweep.loss[ij])]
-    spent, computed = 0.0, 0
+    spent, forwards = 0.0, []
     with progress_bar(progress, len(todo), "landscape") as advance:
         try:
             if executor is not None and not executor.in_process:
@@ -243,30 +244,33 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
             shifted = _Shifted(base, moves)
             for ij in todo:
                 start = time.perf_counter()
-                sweep.loss[ij], sweep.err[ij] = _point(model, base, params, shifted, sweep.coords, ij, frozen, objective)
+                sweep.loss[ij], sweep.err[ij], forward = _point(model, base, params, shifted, sweep.coords, ij, frozen, objective)
                 spent += time.perf_counter() - start
-                computed += 1
+                forwards.append(forward)
                 sweep.keep()
                 advance()
         except KeyboardInterrupt:
             warnings.warn(f"interrupted: {int(np.isfinite(sweep.loss).sum())} of {sweep.loss.size} points done"
                           + (f", kept in {sweep.path}" if sweep.path else ""), stacklevel=3)
-            return spent, computed, True
-    return spent, computed, False
+            return spent, forwards, True
+    return spent, forwards, False
 
 
 def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], shifted: _Shifted,
            coords: np.ndarray, ij: tuple[int, ...], frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
-           objective: Objective) -> tuple[float, float]:
-    """(mean objective, its standard error over the batches) at theta + a d1 (+ b d2), the moved
-    weights from `shifted` (`_Shifted`, reused from point to point), the model reparametrised once
-    for all the batches of the point (`_Batches`)."""
+           objective: Objective) -> tuple[float, float, float]:
+    """(mean objective, its standard error over the batches, seconds of its forward) at theta +
+    a d1 (+ b d2), the moved weights from `shifted` (`_Shifted`, reused from point to point), the
+    model reparametrised once for all the batches of the point (`_Batches`). The forward's
+    seconds are the point's evaluation pass: `LandscapeResult.eval_seconds` is their median."""
     moved = {**base, **dict(zip(shifted.moves.keys, shifted.at(coords, ij)))}
+    start = time.perf_counter()
     logits = functional_call(_Batches(model), {"model." + k: v for k, v in moved.items()}, ([x for x, _ in frozen],))
+    forward = time.perf_counter() - start
     values = [float(loss_of(z, y, {k: moved[k] for k in params}, **objective.keywords()))
               for z, (_, y) in zip(logits, frozen)]
     mean = float(np.mean(values))
-    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan
+    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan, forward
 
 
 class _Shifted:
@@ -307,7 +311,7 @@ class _Batches(nn.Module):
 
 
 def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
-              coords: np.ndarray, points: list[tuple[int, ...]], objective: Objective) -> tuple[list[tuple[float, float]], float]:
+              coords: np.ndarray, points: list[tuple[int, ...]], objective: Objective) -> tuple[list[tuple[float, float, float]], float]:
     """One task: the points of a row, each as `landscape` computes it in its own process."""
     start = time.perf_counter()
     base = dict(model.state_dict(keep_vars=False))
@@ -320,24 +324,25 @@ def _row_task(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tenso
 
 def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]], moves: _Moves,
                  sweep: _Sweep, todo: list[tuple[int, ...]], objective: Objective,
-                 finished: Callable[[int], None]) -> tuple[float, int]:
+                 finished: Callable[[int], None]) -> tuple[float, list[float]]:
     """The points `todo` in balanced groups (`_balanced`) on `ex` (model, batches and directions
     put once); results are written into the sweep as groups finish (`finished` after each); the
     points of failed groups named in ``sweep.failed``."""
     with ex:
         groups = _balanced(todo, ex.workers, len(sweep.coords))
-        spent, computed = 0.0, 0
+        spent, forwards = 0.0, []
         shared = (model, list(frozen), moves, sweep.coords)
         for i, out in fan_out(ex, _row_task, shared, [(points, objective) for points in groups]):
             if not out.ok:
                 sweep.failed.update({str(ij): out.failed for ij in groups[i]})
                 continue
             values, seconds = out.value
-            for ij, (m, e) in zip(groups[i], values):
+            for ij, (m, e, forward) in zip(groups[i], values):
                 sweep.loss[ij], sweep.err[ij] = m, e
-            spent, computed = spent + seconds, computed + len(values)
+                forwards.append(forward)
+            spent += seconds
             finished(len(values))
-    return spent, computed
+    return spent, forwards
 
 
 def _balanced(todo: list[tuple[int, ...]], workers: int, row: int, rows_per_task: int = 4) -> list[list[tuple[int, ...]]]:
@@ -349,14 +354,6 @@ def _balanced(todo: list[tuple[int, ...]], workers: int, row: int, rows_per_task
     tasks = min(len(todo), workers * max(1, math.ceil(len(todo) / (workers * rows_per_task * row))))
     bounds = np.linspace(0, len(todo), tasks + 1).round().astype(int)
     return [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-
-
-def _timed_eval(model: nn.Module, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Seconds of one plain forward pass over the frozen batches (the cost unit of a point)."""
-    start = time.perf_counter()
-    for x, _ in frozen:
-        float(logits_of(model(x)).sum())
-    return time.perf_counter() - start
 
 
 def _write(path: Path, res: LandscapeResult) -> None:
