@@ -46,6 +46,22 @@ def wall_times(repeat: int) -> tuple[float, float]:
     return statistics.median(base), statistics.median(head)
 
 
+def wall_times_with_gc_off_baseline(repeat: int) -> tuple[float, float, float]:
+    """Medians of the baseline, the same baseline with Python's garbage collector off from its first
+    line, and the surgeon command, interleaved. `surgeon` imports torch and timm with the collector
+    off and freezes them (cli/main.py); the plain baseline pays the collector during its imports."""
+    script = Path(sys.executable).with_name("surgeon")
+    surgeon_bin = [str(script)] if script.exists() else [sys.executable, "-m", "surgeon.cli"]
+    with tempfile.TemporaryDirectory() as d:
+        times: list[list[float]] = [[], [], []]
+        for _ in range(repeat):
+            times[0].append(cold([sys.executable, "-c", BASELINE], d))
+            times[1].append(cold([sys.executable, "-c", "import gc; gc.disable(); " + BASELINE], d))
+            times[2].append(cold([*surgeon_bin, "alternate", "resnet50", "--stages", "c2,c3", "--out",
+                                  "alternet.safetensors", "--force"], d))
+    return statistics.median(times[0]), statistics.median(times[1]), statistics.median(times[2])
+
+
 def throughput(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
     model.train()
     for _ in range(2):  # warm-up

@@ -192,7 +192,7 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
     exhausted = len(alpha) == op.n  # the Krylov space is the whole space: exact
     if not (state["converged"] or exhausted):
         warnings.warn(f"Lanczos stopped after {len(alpha)} steps before every wanted pair reached tol={tol:g}; "
-                      f"largest residual {res.max():.2e} (raise max_iter)", stacklevel=3)
+                      f"largest residual {res.max():.2e} (raise Solver(max_iter=...))", stacklevel=3)
     return EigResult(values, res, op.calls, len(alpha), "lanczos", which, state["converged"] or exhausted, op.loss,
                      vecs if vectors else None)
 
