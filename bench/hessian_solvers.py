@@ -22,6 +22,7 @@ the same loss (the physical yardstick), medians of --hvp-repeat.
 
     pip install curvlinops-for-pytorch==3.0   # the bench environment only
     python bench/hessian_solvers.py --repeat 3
+    python bench/hessian_solvers.py --repeat 2 --models resnet10t --blocks c3.b-1   # a per-block Hessian
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from surgeon.analysis import hessian as hess
 from surgeon.model.runtime import analysis_mode
 
 K, TOL = 3, 1e-4
+BLOCKS = "*"  # --blocks: the parameters every solver's operator is taken over
 MODELS = {"resnet10t": {}, "vit_tiny_patch16_224": {"img_size": 32, "patch_size": 4}}
 
 
@@ -66,7 +68,7 @@ def batch_for(model: nn.Module, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ours(model: nn.Module, batch: Any) -> tuple[np.ndarray, torch.Tensor, int]:
-    r = surgeon.hessian_eigs(model, batch, k=K, solver=surgeon.analysis.Solver(tol=TOL, vectors=True))
+    r = surgeon.hessian_eigs(model, batch, k=K, blocks=BLOCKS, solver=surgeon.analysis.Solver(tol=TOL, vectors=True))
     return r.eigenvalues, r.eigenvectors, r.hvps
 
 
@@ -79,7 +81,7 @@ def _eigsh(op: LinearOperator, n: int, counter: dict) -> tuple[np.ndarray, torch
 
 def arpack(model: nn.Module, batch: Any) -> tuple[np.ndarray, torch.Tensor, int]:
     with analysis_mode(model):
-        op = hess.HessianOperator(model, batch, hess.selected_parameters(model))
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model, BLOCKS))
         counter = {"n": 0}
 
         def matvec(v: np.ndarray) -> np.ndarray:
@@ -93,7 +95,7 @@ def curvlinops(model: nn.Module, batch: Any) -> tuple[np.ndarray, torch.Tensor, 
     from curvlinops import HessianLinearOperator
 
     with analysis_mode(model):
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = list(hess.selected_parameters(model, BLOCKS).values())
         lin = HessianLinearOperator(model, nn.CrossEntropyLoss(), params, [batch],
                                     check_deterministic=False).to_scipy()
         counter = {"n": 0}
@@ -111,7 +113,7 @@ SOLVERS = {"surgeon": ours, "arpack": arpack, "curvlinops": curvlinops}
 
 def residuals(model: nn.Module, batch: Any, values: np.ndarray, vectors: torch.Tensor) -> np.ndarray:
     with analysis_mode(model):
-        op = hess.HessianOperator(model, batch, hess.selected_parameters(model))
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model, BLOCKS))
         vecs = vectors.to(op.dtype)
         return eigsolve._residuals(op, vecs / vecs.norm(dim=1, keepdim=True), values)
 
@@ -119,7 +121,7 @@ def residuals(model: nn.Module, batch: Any, values: np.ndarray, vectors: torch.T
 def product_costs(model: nn.Module, batch: Any, repeat: int) -> dict[str, float]:
     """Seconds of one plain forward + backward, one HVP per mode, and b batched HVPs."""
     x, y = batch
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = list(hess.selected_parameters(model, BLOCKS).values())
 
     def backward() -> None:
         torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
@@ -127,10 +129,10 @@ def product_costs(model: nn.Module, batch: Any, repeat: int) -> dict[str, float]
     out = {"backward_s": median_time(backward, repeat)}
     with analysis_mode(model):
         for mode in hess.MODES:
-            op = hess.HessianOperator(model, batch, hess.selected_parameters(model), mode=mode)
+            op = hess.HessianOperator(model, batch, hess.selected_parameters(model, BLOCKS), mode=mode)
             v = torch.randn(op.n)
             out[f"{mode}_s"] = median_time(lambda: op(v), repeat)
-        op = hess.HessianOperator(model, batch, hess.selected_parameters(model))
+        op = hess.HessianOperator(model, batch, hess.selected_parameters(model, BLOCKS))
         for b in (2, 4, 8):
             vs = [torch.randn(b, *s) for s in op.shapes]
             out[f"batched{b}_s"] = median_time(lambda: torch.autograd.grad(
@@ -153,14 +155,16 @@ def run_model(name: str, repeat: int, hvp_repeat: int) -> dict[str, Any]:
     for s, (values, vectors, hvps) in found.items():
         rows[s] = {"seconds": statistics.median(times[s]), "hvps": hvps, "eigenvalues": values.tolist(),
                    "residuals": residuals(model, batch, values, vectors).tolist()}
+    selected = sum(p.numel() for p in hess.selected_parameters(model, BLOCKS).values())
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "solvers": rows,
+            "blocks": "" if BLOCKS == "*" else f"; blocks {BLOCKS}: {selected / 1e6:.2f}M",
             "costs": product_costs(model, batch, hvp_repeat)}
 
 
 def report(res: dict[str, Any]) -> None:
     rows, costs = res["solvers"], res["costs"]
     base = rows["surgeon"]
-    print(f"\n{res['model']} ({res['params'] / 1e6:.2f}M parameters), batch 32 at 32 px, top-{K} (LM), tol {TOL:g}, "
+    print(f"\n{res['model']} ({res['params'] / 1e6:.2f}M parameters{res['blocks']}), batch 32 at 32 px, top-{K} (LM), tol {TOL:g}, "
           f"{torch.get_num_threads()} threads")
     print("| solver | seconds | surgeon's speed-up | HVPs | max residual | eigenvalues | max rel. diff to surgeon |")
     print("|---|---|---|---|---|---|---|")
@@ -179,8 +183,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--hvp-repeat", type=int, default=7)
     p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--blocks", default="*", help="the operator over these blocks' parameters (e.g. c3.b-1)")
     p.add_argument("--out", type=Path, default=Path("bench/out/hessian_solvers.json"))
     args = p.parse_args()
+    global BLOCKS
+    BLOCKS = args.blocks
     results = [run_model(name, args.repeat, args.hvp_repeat) for name in args.models.split(",")]
     for res in results:
         report(res)
