@@ -148,10 +148,11 @@ def test_landscape_on_ray_equals_the_serial_one(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(serial.loss, par.loss) and np.isfinite(par.loss).all()
+    assert 0 < par.eval_seconds <= par.seconds_per_point  # a task's whole time per point, its points' evaluations
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     again = surgeon.landscape(model, [(x, y)], lattice=surgeon.analysis.Lattice(grid=5, span=0.5),
                               run=surgeon.parallel.Run(executor=executor("ray")), save=tmp_path / "l.json")
-    assert np.array_equal(again.loss, par.loss)  # resumed from --save: nothing left to do
+    assert np.array_equal(again.loss, par.loss) and again.eval_seconds == 0.0  # resumed from --save: nothing left to do
 
 
 def test_spectrum_batches_and_robustness_cells_on_ray_equal_the_serial_ones():

@@ -79,9 +79,9 @@ def directions(model: nn.Module, *, norm: str = "filter", seed: int = 0) -> dict
 class LandscapeResult(Tabular):
     """The objective over ``coords`` (1-D) or ``coords x coords`` (2-D; rows a, columns b).
 
-    ``seconds_per_point`` and ``eval_seconds`` (one forward pass over the same batches: the
-    median over the computed points of their forward, the weights' move left out; 0 when every
-    point was read from a saved file) give the cost of a point relative to evaluation."""
+    ``seconds_per_point`` and ``eval_seconds`` (one evaluation pass over the same batches: the
+    median over the computed points of their forward and losses, the weights' move left out; 0
+    when every point was read from a saved file) give the cost of a point relative to evaluation."""
 
     model: str
     coords: np.ndarray
@@ -177,12 +177,12 @@ def landscape(model: nn.Module, data: Iterable[Any], *, lattice: Lattice | None 
     sweep = _Sweep(name, np.linspace(-span, span, grid), loss, err, config, path)
     with analysis_mode(model), torch.no_grad():
         check_batch_labels(logits_of(model(frozen[0][0][:1])), torch.cat([y for _, y in frozen]))
-        spent, forwards, interrupted = _sweep_points(model, sweep, moves, frozen, objective, progress, executor)
+        spent, evals, interrupted = _sweep_points(model, sweep, moves, frozen, objective, progress, executor)
     if sweep.failed:
         warnings.warn(f"{len(sweep.failed)} point(s) left NaN, their tasks failed: "
                       + "; ".join(f"{k} {v}" for k, v in list(sweep.failed.items())[:3]), stacklevel=2)
-    eval_seconds = float(np.median(forwards)) if forwards else 0.0
-    res = LandscapeResult(name, sweep.coords, loss, err, config, spent / max(1, len(forwards)), eval_seconds, interrupted,
+    eval_seconds = float(np.median(evals)) if evals else 0.0
+    res = LandscapeResult(name, sweep.coords, loss, err, config, spent / max(1, len(evals)), eval_seconds, interrupted,
                           sweep.failed or None)
     if path:
         _write(path, res)
@@ -235,10 +235,10 @@ class _Sweep:
 def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
                   objective: Objective, progress: bool, executor: Executor | None) -> tuple[float, list[float], bool]:
     """Compute the points not done yet, in this process or as rows on `executor`, each kept as it
-    finishes: (seconds spent on points, the forward seconds of each computed point, interrupted).
+    finishes: (seconds spent on points, the evaluation seconds of each computed point, interrupted).
     Ctrl-C stops with a warning and the points done."""
     todo = [ij for ij in np.ndindex(*sweep.loss.shape) if not np.isfinite(sweep.loss[ij])]
-    spent, forwards = 0.0, []
+    spent, evals = 0.0, []
     with progress_bar(progress, len(todo), "landscape") as advance:
         try:
             if executor is not None and not executor.in_process:
@@ -253,33 +253,34 @@ def _sweep_points(model: nn.Module, sweep: _Sweep, moves: _Moves, frozen: Sequen
             shifted = _Shifted(base, moves)
             for ij in todo:
                 start = time.perf_counter()
-                sweep.loss[ij], sweep.err[ij], forward = _point(model, base, params, shifted, sweep.coords, ij, frozen, objective)
+                sweep.loss[ij], sweep.err[ij], seconds = _point(model, base, params, shifted, sweep.coords, ij, frozen, objective)
                 spent += time.perf_counter() - start
-                forwards.append(forward)
+                evals.append(seconds)
                 sweep.keep()
                 advance()
         except KeyboardInterrupt:
             warnings.warn(f"interrupted: {int(np.isfinite(sweep.loss).sum())} of {sweep.loss.size} points done"
                           + (f", kept in {sweep.path}" if sweep.path else ""), stacklevel=3)
-            return spent, forwards, True
-    return spent, forwards, False
+            return spent, evals, True
+    return spent, evals, False
 
 
 def _point(model: nn.Module, base: dict[str, torch.Tensor], params: Iterable[str], shifted: _Shifted,
            coords: np.ndarray, ij: tuple[int, ...], frozen: Sequence[tuple[torch.Tensor, torch.Tensor]],
            objective: Objective) -> tuple[float, float, float]:
-    """(mean objective, its standard error over the batches, seconds of its forward) at theta +
-    a d1 (+ b d2), the moved weights from `shifted` (`_Shifted`, reused from point to point), the
-    model reparametrised once for all the batches of the point (`_Batches`). The forward's
-    seconds are the point's evaluation pass: `LandscapeResult.eval_seconds` is their median."""
+    """(mean objective, its standard error over the batches, seconds of its evaluation) at theta
+    + a d1 (+ b d2), the moved weights from `shifted` (`_Shifted`, reused from point to point),
+    the model reparametrised once for all the batches of the point (`_Batches`). The evaluation's
+    seconds (the forward and the losses, read back as floats, so a GPU's queue is drained) are
+    the point's evaluation pass: `LandscapeResult.eval_seconds` is their median."""
     moved = {**base, **dict(zip(shifted.moves.keys, shifted.at(coords, ij)))}
     start = time.perf_counter()
     logits = functional_call(_Batches(model), {"model." + k: v for k, v in moved.items()}, ([x for x, _ in frozen],))
-    forward = time.perf_counter() - start
     values = [float(loss_of(z, y, {k: moved[k] for k in params}, **objective.keywords()))
               for z, (_, y) in zip(logits, frozen)]
+    seconds = time.perf_counter() - start
     mean = float(np.mean(values))
-    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan, forward
+    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else np.nan, seconds
 
 
 class _Shifted:
@@ -339,19 +340,19 @@ def _on_executor(ex: Executor, model: nn.Module, frozen: Sequence[tuple[torch.Te
     points of failed groups named in ``sweep.failed``."""
     with ex:
         groups = _balanced(todo, ex.workers, len(sweep.coords))
-        spent, forwards = 0.0, []
+        spent, evals = 0.0, []
         shared = (model, list(frozen), moves, sweep.coords)
         for i, out in fan_out(ex, _row_task, shared, [(points, objective) for points in groups]):
             if not out.ok:
                 sweep.failed.update({str(ij): out.failed for ij in groups[i]})
                 continue
-            values, seconds = out.value
-            for ij, (m, e, forward) in zip(groups[i], values):
+            values, task_seconds = out.value
+            for ij, (m, e, seconds) in zip(groups[i], values):
                 sweep.loss[ij], sweep.err[ij] = m, e
-                forwards.append(forward)
-            spent += seconds
+                evals.append(seconds)
+            spent += task_seconds
             finished(len(values))
-    return spent, forwards
+    return spent, evals
 
 
 def _balanced(todo: list[tuple[int, ...]], workers: int, row: int, rows_per_task: int = 4) -> list[list[tuple[int, ...]]]:
