@@ -99,7 +99,8 @@ def _root() -> None:
 def main() -> None:
     """Console entry point: run the app, turning `SurgeonError` and click's usage errors into one
     line and exit code 2; numeric options are range-checked first (`cli.ranges`)."""
-    if _named_command(sys.argv[1:]) is not None and not {"--help", "-h"} & set(sys.argv[1:]):
+    named = _named_command(sys.argv[1:])
+    if named is not None and not {"--help", "-h"} & set(sys.argv[1:]):
         _import_base()  # a run, not its help
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: one process group; rank 0 prints and writes
         from surgeon.parallel import distributed
@@ -108,7 +109,7 @@ def main() -> None:
             out.quiet = err.quiet = True
     signal.signal(signal.SIGTERM, _terminated)  # SIGTERM unwinds like Ctrl-C: temp files removed, work kept
     try:
-        code = command(_named_command(sys.argv[1:])).main(standalone_mode=False)
+        code = command(named).main(standalone_mode=False)
         if code == 130:  # typer's answer to a KeyboardInterrupt no command caught (commands that keep work say so and exit)
             raise KeyboardInterrupt
     except KeyboardInterrupt:

@@ -174,14 +174,14 @@ def lanczos(op: HessianOperator, k: int = 5, which: str = "LM", *, tol: float = 
         est = np.abs(b_next * s[-1, idx])
         state["converged"] = bool(np.all(est <= tol * np.maximum(np.abs(theta[idx]), 1e-30)))
         if state["converged"] and products is not None:  # the estimate holds in exact arithmetic: check the truth
-            state["ritz"] = len(alpha), _ritz(basis_of["Q"][: len(alpha)], products[: len(alpha)], theta, s, idx)
-            state["converged"] = bool(np.all(state["ritz"][1][2] <= tol))
+            state["steps"], state["ritz"] = len(alpha), _ritz(basis_of["Q"][: len(alpha)], products[: len(alpha)], theta, s, idx)
+            state["converged"] = bool(np.all(state["ritz"][2] <= tol))
         return state["converged"]
 
     start = _start_vector(op.n, op.device, op.dtype, seed)
     basis, alpha, beta, _ = _lanczos_basis(op, start, steps, converged, products, basis_of)
-    if state.get("ritz", (None,))[0] == len(alpha):  # the check after the last step computed them
-        values, vecs, res = state["ritz"][1]
+    if state.get("steps") == len(alpha):  # the check after the last step computed them
+        values, vecs, res = state["ritz"]
     else:
         theta, s = _tridiagonal_eigh(alpha, beta)
         idx = _wanted(theta, k, which)

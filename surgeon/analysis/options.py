@@ -55,8 +55,7 @@ class Solver:
         if self.method not in SOLVERS:
             raise SurgeonError(f"unknown method {self.method!r}; use lanczos or power")
         checks.args(tol=self.tol, max_iter=self.max_iter)
-        if not isinstance(self.vectors, bool):
-            raise SurgeonError(f"vectors={self.vectors!r} must be True or False (return the eigenvectors)")
+        checks.flag("vectors", self.vectors, "return the eigenvectors")
         if self.mode not in MODES:
             raise SurgeonError(f"unknown HVP mode {self.mode!r}; use {' or '.join(MODES)}")
 

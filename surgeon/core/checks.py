@@ -138,6 +138,13 @@ def check_prob(name: str, value: Any, *, one: bool = False) -> float | None:
     return check(name, value, Range(float, 0.0, 1.0, max_open=not one))
 
 
+def flag(name: str, value: Any, meaning: str = "") -> bool:
+    """`value` when it is True or False; else one line naming it (and, with `meaning`, what it does)."""
+    if not isinstance(value, bool):
+        raise SurgeonError(f"{name}={value!r} must be True or False" + (f" ({meaning})" if meaning else ""))
+    return value
+
+
 def args(**values: Any) -> None:
     """Check each keyword against its range in `ARGS` (a name missing from `ARGS` is a bug)."""
     for name, value in values.items():

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from surgeon.core import checks
-from surgeon.core.errors import SurgeonError
 
 __all__ = ["Sampling"]
 
@@ -34,8 +33,7 @@ class Sampling:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.shuffle, bool):
-            raise SurgeonError(f"shuffle={self.shuffle!r} must be True or False")
+        checks.flag("shuffle", self.shuffle)
         checks.args(subset=self.subset, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:

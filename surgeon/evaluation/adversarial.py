@@ -73,8 +73,7 @@ class Attack:
         if self.method not in ATTACKS:
             raise SurgeonError(f"unknown attack {self.method!r}; choose from {', '.join(ATTACKS)}")
         checks.args(alpha=self.alpha, steps=self.steps)
-        if not isinstance(self.random_start, bool):
-            raise SurgeonError(f"random_start={self.random_start!r} must be True or False")
+        checks.flag("random_start", self.random_start)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

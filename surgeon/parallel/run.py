@@ -62,8 +62,7 @@ class Run:
 
     def __post_init__(self) -> None:
         for name in ("progress", "resume", "overwrite", "download"):
-            if not isinstance(getattr(self, name), bool):
-                raise SurgeonError(f"{name}={getattr(self, name)!r} must be True or False")
+            checks.flag(name, getattr(self, name))
         if self.executor is not None and not isinstance(self.executor, Executor):
             raise SurgeonError(f"executor={self.executor!r} is not an Executor; build one with surgeon.parallel.executor(...)")
         checks.args(workers=self.workers, snapshots=self.snapshots)
