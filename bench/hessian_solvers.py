@@ -67,7 +67,29 @@ def batch_for(model: nn.Module, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return next(iter(loader))
 
 
+PRODUCT_SECONDS: list[float] = []  # per surgeon run: seconds inside its Hessian-vector products
+
+
 def ours(model: nn.Module, batch: Any) -> tuple[np.ndarray, torch.Tensor, int]:
+    spent: list[float] = []
+    call = hess.HessianOperator.__call__
+
+    def timed(op: hess.HessianOperator, v: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = call(op, v)
+        spent.append(time.perf_counter() - start)
+        return out
+
+    hess.HessianOperator.__call__ = timed
+    try:
+        r = _ours(model, batch)
+    finally:
+        hess.HessianOperator.__call__ = call
+    PRODUCT_SECONDS.append(sum(spent))
+    return r
+
+
+def _ours(model: nn.Module, batch: Any) -> tuple[np.ndarray, torch.Tensor, int]:
     r = surgeon.hessian_eigs(model, batch, k=K, blocks=BLOCKS, solver=surgeon.analysis.Solver(tol=TOL, vectors=True))
     return r.eigenvalues, r.eigenvectors, r.hvps
 
@@ -145,6 +167,7 @@ def run_model(name: str, repeat: int, hvp_repeat: int) -> dict[str, Any]:
     model = timm.create_model(name, num_classes=10, **MODELS[name]).eval()
     batch = batch_for(model, 32)
     times: dict[str, list[float]] = {s: [] for s in SOLVERS}
+    PRODUCT_SECONDS.clear()
     found: dict[str, Any] = {}
     for r in range(repeat):  # interleaved, rotating order: every solver sees the same machine state
         order = list(SOLVERS)[r % 3:] + list(SOLVERS)[: r % 3]
@@ -156,6 +179,7 @@ def run_model(name: str, repeat: int, hvp_repeat: int) -> dict[str, Any]:
         rows[s] = {"seconds": statistics.median(times[s]), "hvps": hvps, "eigenvalues": values.tolist(),
                    "residuals": residuals(model, batch, values, vectors).tolist()}
     selected = sum(p.numel() for p in hess.selected_parameters(model, BLOCKS).values())
+    rows["surgeon"]["product_seconds"] = statistics.median(PRODUCT_SECONDS)
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "solvers": rows,
             "blocks": "" if BLOCKS == "*" else f"; blocks {BLOCKS}: {selected / 1e6:.2f}M",
             "costs": product_costs(model, batch, hvp_repeat)}
@@ -172,6 +196,8 @@ def report(res: dict[str, Any]) -> None:
         diff = max(abs(a - b) / abs(b) for a, b in zip(r["eigenvalues"], base["eigenvalues"]))
         print(f"| {s} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f}x | {r['hvps']} | "
               f"{max(r['residuals']):.1e} | {', '.join(f'{v:.5g}' for v in r['eigenvalues'])} | {diff:.1e} |")
+    print(f"surgeon's run: {base['product_seconds']:.2f} s in its {base['hvps']} products, "
+          f"{base['seconds'] - base['product_seconds']:.2f} s in Lanczos' own work (median of the runs)")
     b = costs["backward_s"]
     print(f"one plain forward+backward {b * 1e3:.1f} ms; one HVP: double-backward {costs['double-backward_s'] / b:.2f}x, "
           f"forward-over-reverse {costs['forward-over-reverse_s'] / b:.2f}x; batched HVPs per vector: "
@@ -188,7 +214,12 @@ def main() -> None:
     args = p.parse_args()
     global BLOCKS
     BLOCKS = args.blocks
-    results = [run_model(name, args.repeat, args.hvp_repeat) for name in args.models.split(",")]
+    if args.repeat < 1 or args.hvp_repeat < 1:
+        p.error("--repeat and --hvp-repeat must be integers >= 1")
+    try:
+        results = [run_model(name, args.repeat, args.hvp_repeat) for name in args.models.split(",")]
+    except surgeon.SurgeonError as exc:  # e.g. a --blocks selector that matches nothing
+        p.error(str(exc))
     for res in results:
         report(res)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def plain_points(model: nn.Module, frozen: list, points: int) -> float:
     return time.perf_counter() - start
 
 
-STEADY: list[float] = []  # seconds per point / one eval pass, as the result reports them (one process)
+STEADY: list[float] = []  # seconds per point / its own evaluation, as the result reports them (one process)
 
 
 def landscape_points(model: nn.Module, frozen: list, grid: int, executor=None) -> float:
@@ -62,6 +62,25 @@ def landscape_points(model: nn.Module, frozen: list, grid: int, executor=None) -
     return time.perf_counter() - start
 
 
+def directions_seconds(model: nn.Module, repeat: int) -> tuple[float, float]:
+    """Medians: the two directions drawn in turn, and as `landscape` draws them (side by side)."""
+    from surgeon.analysis.landscapes import _moves, directions
+
+    def serial() -> None:
+        for seed in (0, 1):
+            directions(model, seed=seed)
+
+    out = []
+    for fn in (serial, lambda: _moves(model, 2, "filter", 0)):
+        times = []
+        for _ in range(repeat + 1):  # the first warms up
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        out.append(statistics.median(times[1:]))
+    return out[0], out[1]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
@@ -71,6 +90,9 @@ def main() -> None:
     p.add_argument("--skip-ray", action="store_true")
     p.add_argument("--out", type=Path, default=Path("bench/out/landscape_speed.json"))
     args = p.parse_args()
+    for name in ("repeat", "grid", "batches", "cpus"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name}={getattr(args, name)} is out of range; give an integer >= 1")
     torch.manual_seed(0)
     model = timm.create_model("resnet18", num_classes=10).eval()
     loader = surgeon.data.loader("digits", model, batch_size=64, train=True,
@@ -88,9 +110,12 @@ def main() -> None:
     out["ratio"] = out["plain_s"] / out["landscape_s"]
     print(f"resnet18 32 px, {len(frozen)} batches of 64, {n} points, {torch.get_num_threads()} threads")
     print(f"one process: plain {n / out['plain_s']:.2f} points/s, landscape {n / out['landscape_s']:.2f} points/s: "
-          f"{out['ratio']:.3f}x (target >= 0.95x); the points alone (without the directions' set-up): "
-          f"{1 / statistics.median(STEADY):.3f}x")
+          f"{out['ratio']:.3f}x (target >= 0.95x); a point's evaluation / the whole point (the rest: moving the "
+          f"weights, bookkeeping): {1 / statistics.median(STEADY):.3f}x")
     out["steady_ratio"] = 1 / statistics.median(STEADY)
+    out["directions_serial_s"], out["directions_s"] = directions_seconds(model, args.repeat)
+    print(f"the two directions: drawn in turn {out['directions_serial_s']:.3f} s, side by side (landscape's) "
+          f"{out['directions_s']:.3f} s")
     if not args.skip_ray:
         import ray
 

@@ -64,6 +64,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--in-hooks", type=int, metavar="N", help="time inside the hooks over N steps instead")
     args = p.parse_args()
+    if args.in_hooks is not None and args.in_hooks < 1:
+        p.error(f"--in-hooks={args.in_hooks} is out of range; give an integer >= 1")
     torch.set_num_threads(args.threads)
     m = timm.create_model(args.model).eval()
     x = torch.randn(args.batch_size, *surgeon.graph(m).input_size)
